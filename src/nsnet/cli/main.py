@@ -1,0 +1,335 @@
+"""``nsnet`` command line (click).  Imports only the public API."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+import nsnet
+from nsnet import ConnectOptions, Engine, NetworkSpec, NsnetError
+
+_CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class NsnetGroup(click.Group):
+    """Translate nsnet errors at the boundary: one line on stderr, the
+    error's exit code, no traceback (set NSNET_DEBUG=1 to see one)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NsnetError as exc:
+            if os.environ.get("NSNET_DEBUG"):
+                raise
+            click.echo(f"nsnet: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("nsnet: interrupted", err=True)
+            ctx.exit(130)
+
+
+class Settings:
+    def __init__(self, host_netns: str | None, state_dir: str, netns_dir: str) -> None:
+        self.host_netns = host_netns
+        self.state_dir = state_dir
+        self.netns_dir = netns_dir
+        self._engine: Engine | None = None
+
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = Engine(host_netns=self.host_netns, state_dir=self.state_dir,
+                                  netns_dir=self.netns_dir)
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine:
+            self._engine.close()
+
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+def _engine(settings: Settings) -> Engine:
+    return settings.engine()
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+def _table(columns: list[str], rows: list[list[str]]) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+@contextmanager
+def _progress(total: int, label: str) -> Iterator[Any]:
+    """A rich progress bar on a terminal for bulk work; nothing otherwise."""
+    if total < 20 or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+@click.group(cls=NsnetGroup, context_settings=_CTX)
+@click.version_option(nsnet.__version__, prog_name="nsnet")
+@click.option("--host-netns", envvar="NSNET_HOST_NETNS", metavar="NAME|PATH",
+              help="Namespace acting as the host (default: the caller's own).")
+@click.option("--state-dir", envvar="NSNET_STATE_DIR", default=nsnet.DEFAULT_STATE_DIR,
+              show_default=True, help="Where nsnet keeps its state.")
+@click.option("--netns-dir", envvar="NSNET_NETNS_DIR", default=nsnet.DEFAULT_NETNS_DIR,
+              show_default=True, help="Where namespaces are bind-mounted.")
+@click.pass_context
+def cli(ctx: click.Context, host_netns: str | None, state_dir: str, netns_dir: str) -> None:
+    """Docker-style bridge networking for network namespaces."""
+    settings = Settings(host_netns, state_dir, netns_dir)
+    ctx.obj = settings
+    ctx.call_on_close(settings.close)
+
+
+# ------------------------------------------------------------------ lab
+@cli.command()
+@click.option("--down", is_flag=True, help="Remove what the lab made.")
+@pass_settings
+def lab(settings: Settings, down: bool) -> None:
+    """Reproduce the article's lab: ns1, ns2, bridge mydocker0, veth1/veth2, pings."""
+    engine = _engine(settings)
+    if down:
+        nsnet.lab_down(engine, click.echo)
+    else:
+        nsnet.lab_up(engine, click.echo)
+
+
+# ------------------------------------------------------------ namespaces
+@cli.group(cls=NsnetGroup)
+def ns() -> None:
+    """Network namespaces (compatible with 'ip netns')."""
+
+
+@ns.command("add")
+@click.argument("names", nargs=-1, required=True)
+@pass_settings
+def ns_add(settings: Settings, names: tuple[str, ...]) -> None:
+    """Create namespaces NAME..."""
+    for item in _engine(settings).ns_add(list(names)):
+        click.echo(item.name)
+
+
+@ns.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def ns_ls(settings: Settings, as_json: bool) -> None:
+    """List namespaces (nsnet's and others in the netns directory)."""
+    items = _engine(settings).ns_list()
+    if as_json:
+        _print_json([i.to_dict() for i in items])
+        return
+    _table(["NAME", "OWNER", "NETWORKS"],
+           [[i.name, "nsnet" if i.owned else "-", ",".join(i.networks)] for i in items])
+
+
+@ns.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@pass_settings
+def ns_rm(settings: Settings, names: tuple[str, ...]) -> None:
+    """Remove namespaces NAME... (only ones nsnet created)."""
+    _engine(settings).ns_rm(list(names))
+    for name in names:
+        click.echo(name)
+
+
+@ns.command("exec", context_settings={"ignore_unknown_options": True,
+                                      "allow_interspersed_args": False})
+@click.argument("name")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_settings
+def ns_exec(settings: Settings, name: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND inside namespace NAME (like 'ip netns exec')."""
+    argv = list(command[1:] if command and command[0] == "--" else command)
+    sys.stdout.flush()
+    _engine(settings).exec(name, argv)
+
+
+# -------------------------------------------------------------- networks
+@cli.group(cls=NsnetGroup)
+def network() -> None:
+    """Bridge networks (Docker's vocabulary)."""
+
+
+@network.command("create")
+@click.argument("name")
+@click.option("--subnet", required=True, help="CIDR, e.g. 172.16.0.0/16.")
+@click.option("--gateway", help="Gateway address (default: first usable).")
+@click.option("--ip-range", help="Allocate endpoint addresses from this sub-range.")
+@click.option("--bridge", help="Bridge interface name (default: br-<id>).")
+@click.option("--mtu", type=int, help="MTU of the bridge and veths (default 1500).")
+@pass_settings
+def network_create(settings: Settings, name: str, subnet: str, gateway: str | None,
+                   ip_range: str | None, bridge: str | None, mtu: int | None) -> None:
+    """Create a bridge network NAME."""
+    spec = NetworkSpec(name, subnet, gateway, ip_range, bridge, mtu)
+    click.echo(_engine(settings).network_create(spec).id)
+
+
+@network.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def network_ls(settings: Settings, as_json: bool) -> None:
+    """List networks."""
+    nets = _engine(settings).networks()
+    if as_json:
+        _print_json([n.to_dict() for n in nets])
+        return
+    _table(["NETWORK ID", "NAME", "BRIDGE", "SUBNET", "GATEWAY", "ENDPOINTS"],
+           [[n.id[:12], n.name, n.bridge, n.subnet, n.gateway, str(len(n.endpoints))]
+            for n in nets])
+
+
+@network.command("inspect")
+@click.argument("names", nargs=-1, required=True)
+@pass_settings
+def network_inspect(settings: Settings, names: tuple[str, ...]) -> None:
+    """Print networks as JSON."""
+    engine = _engine(settings)
+    _print_json([engine.network(n).to_dict() for n in names])
+
+
+@network.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@click.option("-f", "--force", is_flag=True, help="Disconnect its endpoints first.")
+@pass_settings
+def network_rm(settings: Settings, names: tuple[str, ...], force: bool) -> None:
+    """Remove networks NAME..."""
+    engine = _engine(settings)
+    for name in names:
+        engine.network_rm(name, force=force)
+        click.echo(name)
+
+
+@network.command("prune")
+@pass_settings
+def network_prune(settings: Settings) -> None:
+    """Remove every network without endpoints."""
+    for name in _engine(settings).network_prune():
+        click.echo(name)
+
+
+# ------------------------------------------------------------- endpoints
+@cli.command()
+@click.argument("network_name", metavar="NETWORK")
+@click.argument("namespaces", nargs=-1, required=True)
+@click.option("--ip", help="Static address (one namespace only).")
+@click.option("--mac", help="Static MAC address (one namespace only).")
+@click.option("--ifname", help="Interface name inside the namespace (default eth0, eth1...).")
+@click.option("--host-ifname", help="Host-side veth name (one namespace only).")
+@click.option("--create", is_flag=True, help="Create missing namespaces.")
+@click.option("--json", "as_json", is_flag=True, help="Print the endpoints as JSON.")
+@pass_settings
+def connect(settings: Settings, network_name: str, namespaces: tuple[str, ...], ip: str | None,
+            mac: str | None, ifname: str | None, host_ifname: str | None, create: bool,
+            as_json: bool) -> None:
+    """Connect namespaces NS... to NETWORK."""
+    opts = ConnectOptions(ip=ip, mac=mac, ifname=ifname, host_ifname=host_ifname, create=create)
+    with _progress(len(namespaces), f"connecting to {network_name}") as advance:
+        eps = _engine(settings).connect(network_name, list(namespaces), opts, progress=advance)
+    if as_json:
+        _print_json([e.to_dict() for e in eps])
+        return
+    if len(eps) <= 20:
+        for e in eps:
+            click.echo(f"{e.netns} {e.ifname} {e.address} (host {e.host_ifname})")
+    else:
+        click.echo(f"connected {len(eps)} namespaces to {network_name}")
+
+
+@cli.command()
+@click.argument("network_name", metavar="NETWORK")
+@click.argument("namespaces", nargs=-1, required=True)
+@pass_settings
+def disconnect(settings: Settings, network_name: str, namespaces: tuple[str, ...]) -> None:
+    """Disconnect namespaces NS... from NETWORK."""
+    _engine(settings).disconnect(network_name, list(namespaces))
+
+
+# ---------------------------------------------------------------- probes
+@cli.command()
+@click.argument("netns")
+@click.argument("address")
+@click.option("-c", "--count", type=click.IntRange(1, 1_000_000), default=4, show_default=True)
+@click.option("-i", "--interval", type=click.FloatRange(0.01, 60), default=1.0,
+              show_default=True)
+@click.option("-W", "--timeout", type=click.FloatRange(0.01, 60), default=1.0,
+              show_default=True)
+@pass_settings
+def ping(settings: Settings, netns: str, address: str, count: int, interval: float,
+         timeout: float) -> None:
+    """ICMP echo from inside NETNS to ADDRESS (no ping binary needed)."""
+    click.echo(f"PING {address} from {netns}: 56 data bytes")
+    rtts = []
+    for echo in _engine(settings).ping(netns, address, count, interval, timeout):
+        if echo.rtt_ms is None:
+            click.echo(f"no answer from {echo.target}: icmp_seq={echo.seq}")
+            continue
+        rtts.append(echo.rtt_ms)
+        click.echo(f"{echo.size} bytes from {echo.target}: icmp_seq={echo.seq} "
+                   f"ttl={echo.ttl} time={echo.rtt_ms:.3f} ms")
+    loss = 100 * (count - len(rtts)) // count
+    click.echo(f"--- {address} ping statistics ---")
+    click.echo(f"{count} packets transmitted, {len(rtts)} received, {loss}% packet loss")
+    if rtts:
+        click.echo(f"rtt min/avg/max = {min(rtts):.3f}/{sum(rtts) / len(rtts):.3f}/"
+                   f"{max(rtts):.3f} ms")
+    else:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("network_name", metavar="NETWORK", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def check(settings: Settings, network_name: str | None, as_json: bool) -> None:
+    """Reachability matrix between the endpoints of NETWORK (or all networks)."""
+    results = _engine(settings).check(network_name)
+    if as_json:
+        _print_json([{"network": r.network, "ok": r.ok,
+                      "pairs": [{"from": a, "to": b, "ok": ok} for (a, b), ok in r.reach.items()]}
+                     for r in results])
+    else:
+        for r in results:
+            _print_matrix(r)
+    nsnet.check_ok(results)
+
+
+def _print_matrix(result: nsnet.CheckResult) -> None:
+    click.echo(f"*** {result.network}: reachability between {len(result.endpoints)} endpoints")
+    for src in result.endpoints:
+        cells = [dst if result.reach[(src, dst)] else "X"
+                 for dst in result.endpoints if dst != src]
+        click.echo(f"{src} -> {' '.join(cells)}")
+    total = len(result.reach)
+    lost = len(result.failed)
+    pct = 100 * lost // total if total else 0
+    click.echo(f"*** Results: {pct}% dropped ({total - lost}/{total} received)")
+
+
+def main() -> None:
+    cli(prog_name="nsnet")

@@ -1,0 +1,628 @@
+"""The engine: validate everything, then apply, undoing on error.
+
+An :class:`Engine` is bound to a *host* network namespace given as a
+parameter (a name under ``netns_dir``, a path, or the caller's own), a
+state directory and a netns directory.  It never assumes the process sits
+in the host namespace: sockets are opened inside the namespace they act on.
+
+Work is done in bulk: one netlink batch creates every veth of a chunk (peer
+created directly inside its namespace, host end already enslaved), one
+batch brings them up, one batch per namespace configures the inside, and
+teardown deletes all host ends of an operation with a single RTM_DELLINK
+by (transient) link group.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+import resource
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from . import kernel as k
+from .errors import (
+    AlreadyExists,
+    CheckFailed,
+    Conflict,
+    InvalidInput,
+    KernelError,
+    NotFound,
+    PermissionDenied,
+    PoolExhausted,
+)
+from .ipam import Pool
+from .model import (
+    ConnectOptions,
+    Endpoint,
+    Namespace,
+    Network,
+    NetworkSpec,
+    parse_ip,
+    validate_ifname,
+    validate_mac,
+    validate_mtu,
+    validate_netns_name,
+    validate_network_name,
+)
+from .state import StateLock, Store
+
+__all__ = ["DEFAULT_NETNS_DIR", "DEFAULT_STATE_DIR", "CheckResult", "Engine", "check_ok"]
+
+DEFAULT_STATE_DIR = "/var/lib/nsnet"
+DEFAULT_NETNS_DIR = "/run/netns"
+DEFAULT_ETC_NETNS_DIR = "/etc/netns"
+DEFAULT_MTU = 1500
+MAX_BRIDGE_PORTS = 1023  # the kernel's BR_MAX_PORTS - 1 (port 0 is reserved)
+CHUNK = 256  # endpoints per kernel batch: bounds open fds and netlink buffers
+ALIAS_PREFIX = "nsnet:"
+
+Progress = Callable[[int], None]
+
+
+def bridge_alias(net_id: str) -> str:
+    return f"{ALIAS_PREFIX}net:{net_id}"
+
+
+def veth_alias(ep_id: str) -> str:
+    return f"{ALIAS_PREFIX}ep:{ep_id}"
+
+
+def random_mac() -> str:
+    """Locally administered unicast MAC (02:xx:...)."""
+    octets = [0x02] + [random.randrange(256) for _ in range(5)]
+    return ":".join(f"{o:02x}" for o in octets)
+
+
+def _transient_group() -> int:
+    """A link group used only for the duration of one operation, so all of
+    its links can be deleted with one RTM_DELLINK (one RCU wait)."""
+    return random.randrange(1 << 30, 1 << 31)
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise PermissionDenied("nsnet needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): "
+                               "run it with sudo")
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@contextmanager
+def kernel_errors(what: str) -> Iterator[None]:
+    """Translate kernel OSErrors into KernelError at the engine boundary."""
+    try:
+        yield
+    except OSError as exc:
+        raise KernelError(f"{what}: {exc.strerror or exc}", exc.errno) from None
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    network: str
+    endpoints: tuple[str, ...]  # netns names, row/column order
+    reach: dict[tuple[str, str], bool]
+
+    @property
+    def ok(self) -> bool:
+        return all(self.reach.values())
+
+    @property
+    def failed(self) -> list[tuple[str, str]]:
+        return [pair for pair, ok in self.reach.items() if not ok]
+
+
+@dataclass
+class _Plan:
+    """Everything a connect needs, decided before the kernel is touched."""
+
+    network: Network
+    endpoints: list[Endpoint]
+    create_ns: set[str]
+    foreign_ns: set[str]
+    group: int = field(default_factory=_transient_group)
+
+
+class Engine:
+    def __init__(self, host_netns: str | None = None, state_dir: str = DEFAULT_STATE_DIR,
+                 netns_dir: str = DEFAULT_NETNS_DIR, etc_netns_dir: str = DEFAULT_ETC_NETNS_DIR,
+                 lock_timeout: float | None = None,
+                 notify: Callable[[str], None] | None = None) -> None:
+        require_root()
+        self.netns_dir = os.path.abspath(netns_dir)
+        self.etc_netns_dir = etc_netns_dir
+        self.host = self._open_host(host_netns)
+        self.store = Store(state_dir)
+        self.lock = StateLock(state_dir, lock_timeout, notify)
+        self._rtnl: k.Rtnl | None = None
+        _raise_nofile()
+
+    def _open_host(self, host_netns: str | None) -> k.Netns:
+        if host_netns is None:
+            return k.current_netns()
+        path = host_netns if "/" in host_netns else self.ns_path(validate_netns_name(host_netns))
+        try:
+            return k.open_netns(path, host_netns)
+        except OSError as exc:
+            raise NotFound(f"host namespace {host_netns!r}: {exc.strerror}") from None
+
+    def close(self) -> None:
+        if self._rtnl:
+            self._rtnl.close()
+        self.host.close()
+        self.store.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def rtnl(self) -> k.Rtnl:
+        if self._rtnl is None:
+            self._rtnl = k.open_rtnl(self.host)
+        return self._rtnl
+
+    def ns_path(self, name: str) -> str:
+        return os.path.join(self.netns_dir, name)
+
+    # ------------------------------------------------------------ namespaces
+    def ns_list(self) -> list[Namespace]:
+        known = self.store.namespaces()
+        nets: dict[str, list[str]] = {}
+        for ep in self.store.endpoints():
+            nets.setdefault(ep.netns, []).append(ep.network)
+        names = set(k.list_netns(self.netns_dir)) | set(known)
+        return [Namespace(n, self.ns_path(n), known.get(n, ("", False))[1], tuple(nets.get(n, ())))
+                for n in sorted(names)]
+
+    def ns_add(self, names: list[str]) -> list[Namespace]:
+        names = self._unique_ns_names(names)
+        with self.lock:
+            for name in names:
+                if os.path.lexists(self.ns_path(name)):
+                    raise AlreadyExists(f"namespace {name!r} already exists")
+            created = self._create_namespaces(names)
+            with self.store.transaction():
+                self.store.add_namespaces((n, self.ns_path(n), True) for n in created)
+        return [Namespace(n, self.ns_path(n), True) for n in names]
+
+    def _unique_ns_names(self, names: list[str]) -> list[str]:
+        if not names:
+            raise InvalidInput("no namespace name given")
+        for name in names:
+            validate_netns_name(name)
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise InvalidInput(f"namespace {sorted(dup)[0]!r} is named twice")
+        return list(names)
+
+    def _create_namespaces(self, names: list[str]) -> list[str]:
+        """Create them all or none (already-made ones are removed on error)."""
+        done: list[str] = []
+        try:
+            with kernel_errors(f"creating namespaces in {self.netns_dir}"):
+                k.ensure_netns_dir(self.netns_dir)
+                for name in names:
+                    try:
+                        k.create_netns(self.netns_dir, name).close()
+                    except FileExistsError:
+                        raise AlreadyExists(f"namespace {name!r} already exists") from None
+                    done.append(name)
+        except BaseException:
+            for name in done:
+                k.remove_netns(self.ns_path(name))
+            raise
+        return done
+
+    def ns_rm(self, names: list[str]) -> None:
+        names = self._unique_ns_names(names)
+        with self.lock:
+            known = self.store.namespaces()
+            for name in names:
+                if name not in known and not k.is_netns_mount(self.ns_path(name)):
+                    raise NotFound(f"namespace {name!r} does not exist")
+                if not known.get(name, ("", False))[1]:
+                    raise Conflict(f"namespace {name!r} was not created by nsnet; nsnet never "
+                                   f"deletes it (use: ip netns del {name})")
+            eps = [e for n in names for e in self.store.endpoints_of_netns(n)]
+            self._delete_host_ends(eps)
+            for name in names:
+                k.remove_netns(self.ns_path(name))
+            with self.store.transaction():
+                self.store.remove_endpoints(e.id for e in eps)
+                self.store.remove_namespaces(names)
+
+    def open_ns(self, name: str) -> k.Netns:
+        validate_netns_name(name)
+        try:
+            return k.open_netns(self.ns_path(name), name)
+        except OSError:
+            raise NotFound(f"namespace {name!r} does not exist") from None
+
+    def exec(self, name: str, argv: list[str]) -> None:
+        """Replace this process by ``argv`` run inside namespace ``name``."""
+        if not argv:
+            raise InvalidInput("no command given (usage: nsnet ns exec NAME -- CMD...)")
+        self.open_ns(name).close()
+        etc = os.path.join(self.etc_netns_dir, name)
+        try:
+            k.exec_in_netns(self.ns_path(name), argv, etc)
+        except FileNotFoundError:
+            raise NotFound(f"command {argv[0]!r} not found") from None
+        except OSError as exc:
+            raise KernelError(f"exec in namespace {name!r}: {exc.strerror}", exc.errno) from None
+
+    def snapshot(self, netns: str | None = None) -> k.Snapshot:
+        """Links, addresses and routes of a namespace (the host's if None)."""
+        if netns is None:
+            return k.snapshot(self.host)
+        ns = self.open_ns(netns)
+        try:
+            return k.snapshot(ns)
+        finally:
+            ns.close()
+
+    # -------------------------------------------------------------- networks
+    def networks(self) -> list[Network]:
+        return self.store.networks()
+
+    def network(self, name: str) -> Network:
+        net = self.store.network(name)
+        if net is None:
+            raise NotFound(f"network {name!r} does not exist")
+        return net
+
+    def network_create(self, spec: NetworkSpec) -> Network:
+        validate_network_name(spec.name)
+        pool = Pool.parse(spec.subnet, spec.gateway, spec.ip_range)
+        if pool.subnet.version != 4:
+            raise InvalidInput(f"subnet {spec.subnet}: IPv6 networks are not supported yet")
+        mtu = validate_mtu(spec.mtu) if spec.mtu is not None else DEFAULT_MTU
+        net_id = uuid.uuid4().hex
+        bridge = validate_ifname(spec.bridge or f"br-{net_id[:12]}", "bridge name")
+        net = Network(net_id, spec.name, bridge, str(pool.subnet), str(pool.gateway),
+                      str(pool.ip_range), mtu, time.time())
+        with self.lock:
+            if self.store.network(spec.name):
+                raise AlreadyExists(f"network {spec.name!r} already exists")
+            self._check_bridge_free(bridge)
+            self._check_overlap(pool)
+            self._create_bridge(net)
+            try:
+                with self.store.transaction():
+                    self.store.add_network(net)
+            except BaseException:
+                self._delete_bridge(net)
+                raise
+        return net
+
+    def _check_bridge_free(self, bridge: str) -> None:
+        for net in self.store.networks():
+            if net.bridge == bridge:
+                raise AlreadyExists(f"bridge {bridge!r} is already used by network {net.name!r}")
+        link = self.rtnl.link_by_name().get(bridge)
+        if link:
+            raise AlreadyExists(f"a link named {bridge!r} already exists in the host namespace "
+                                "and was not created by nsnet; nothing was changed")
+
+    def _check_overlap(self, pool: Pool) -> None:
+        for net in self.store.networks():
+            if pool.subnet.overlaps(ipaddress.ip_network(net.subnet)):
+                raise Conflict(f"subnet {pool.subnet} overlaps network {net.name!r} "
+                               f"({net.subnet})")
+        snap = k.Snapshot(self.rtnl.links(), [], self.rtnl.routes())
+        for route in snap.routes:
+            if route.is_default:
+                continue
+            if pool.subnet.overlaps(ipaddress.ip_network(route.dst, strict=False)):
+                raise Conflict(f"subnet {pool.subnet} overlaps route {route.dst} dev "
+                               f"{snap.name_of(route.oif)} in the host namespace")
+
+    def _create_bridge(self, net: Network) -> None:
+        with kernel_errors(f"creating bridge {net.bridge}"):
+            rt = self.rtnl
+            rt.run([k.req_new_bridge(net.bridge, net.mtu, mac=random_mac(), up=False)])
+            try:
+                index = rt.link(net.bridge).index
+                rt.run([k.req_add_addr(index, f"{net.gateway}/{net.prefixlen}"),
+                        k.req_set_link(index=index, up=True, alias=bridge_alias(net.id))])
+            except BaseException:
+                rt.batch([k.req_del_link(name=net.bridge)])
+                raise
+
+    def _delete_bridge(self, net: Network) -> None:
+        link = self.rtnl.link_by_name().get(net.bridge)
+        if link and link.alias == bridge_alias(net.id):
+            with kernel_errors(f"deleting bridge {net.bridge}"):
+                self.rtnl.run([k.req_del_link(index=link.index)])
+
+    def network_rm(self, name: str, force: bool = False) -> None:
+        with self.lock:
+            net = self.network(name)
+            if net.endpoints and not force:
+                names = ", ".join(e.netns for e in net.endpoints[:5])
+                more = "..." if len(net.endpoints) > 5 else ""
+                raise Conflict(f"network {name!r} has {len(net.endpoints)} endpoint(s) "
+                               f"({names}{more}); disconnect them or use --force")
+            self._delete_host_ends(list(net.endpoints))
+            self._delete_bridge(net)
+            with self.store.transaction():
+                self.store.remove_endpoints(e.id for e in net.endpoints)
+                self.store.remove_network(net.id)
+
+    def network_prune(self) -> list[str]:
+        removed = []
+        with self.lock:
+            for net in self.store.networks():
+                if not net.endpoints:
+                    self.network_rm(net.name)
+                    removed.append(net.name)
+        return removed
+
+    # ------------------------------------------------------------- endpoints
+    def connect(self, network: str, namespaces: list[str],
+                opts: ConnectOptions = ConnectOptions(),
+                progress: Progress | None = None) -> list[Endpoint]:
+        names = self._unique_ns_names(namespaces)
+        self._check_connect_options(opts, len(names))
+        with self.lock:
+            plan = self._plan_connect(self.network(network), names, opts)
+            self._apply_connect(plan, progress)
+            with self.store.transaction():
+                self.store.add_namespaces((n, self.ns_path(n), n in plan.create_ns)
+                                          for n in plan.create_ns | plan.foreign_ns)
+                self.store.add_endpoints(plan.network.id, plan.endpoints)
+        return plan.endpoints
+
+    @staticmethod
+    def _check_connect_options(opts: ConnectOptions, count: int) -> None:
+        static = [flag for flag, v in (("--ip", opts.ip), ("--mac", opts.mac),
+                                       ("--host-ifname", opts.host_ifname)) if v]
+        if static and count > 1:
+            raise InvalidInput(f"{static[0]} applies to one namespace; {count} were given")
+        if opts.mac:
+            validate_mac(opts.mac)
+        if opts.ifname:
+            validate_ifname(opts.ifname)
+        if opts.host_ifname:
+            validate_ifname(opts.host_ifname, "host interface name")
+        if opts.ip:
+            parse_ip(opts.ip, "--ip")
+
+    def _plan_connect(self, net: Network, names: list[str], opts: ConnectOptions) -> _Plan:
+        taken = {e.netns for e in net.endpoints}
+        already = [n for n in names if n in taken]
+        if already:
+            raise AlreadyExists(f"namespace {already[0]!r} is already connected to network "
+                                f"{net.name!r}")
+        if len(net.endpoints) + len(names) > MAX_BRIDGE_PORTS:
+            raise PoolExhausted(f"network {net.name!r} would need {len(net.endpoints) + len(names)}"
+                                f" bridge ports; a Linux bridge holds at most {MAX_BRIDGE_PORTS}")
+        missing = {n for n in names if not k.is_netns_mount(self.ns_path(n))}
+        if missing and not opts.create:
+            first = sorted(missing)[0]
+            raise NotFound(f"namespace {first!r} does not exist (create it with "
+                           f"'nsnet ns add {first}' or pass --create)")
+        for name in missing:
+            if os.path.lexists(self.ns_path(name)):
+                raise AlreadyExists(f"{self.ns_path(name)} exists and is not a namespace")
+        pool = Pool.parse(net.subnet, net.gateway, net.ip_range)
+        used = self.store.used_addresses(net.id)
+        ips = ([pool.check_static(opts.ip, used)] if opts.ip else pool.allocate(used, len(names)))
+        host_names = self._host_ifnames(names, opts)
+        known = self.store.namespaces()
+        foreign = {n for n in names if n not in missing and n not in known}
+        endpoints = []
+        now = time.time()
+        for name, ip, host_if in zip(names, ips, host_names, strict=False):
+            ifname, default_route = self._inside_names(name, opts, fresh=name in missing)
+            ep_id = uuid.uuid4().hex
+            endpoints.append(Endpoint(
+                ep_id, net.name, name, ifname, host_if or f"veth{ep_id[:7]}",
+                f"{ip}/{net.prefixlen}", (opts.mac or random_mac()).lower(), net.gateway,
+                default_route, now))
+        return _Plan(net, endpoints, missing, foreign)
+
+    def _host_ifnames(self, names: list[str], opts: ConnectOptions) -> list[str | None]:
+        if not opts.host_ifname:
+            return [None] * len(names)
+        link = self.rtnl.link_by_name().get(opts.host_ifname)
+        if link:
+            owner = "nsnet" if link.alias.startswith(ALIAS_PREFIX) else "someone else"
+            raise AlreadyExists(f"a link named {opts.host_ifname!r} already exists in the host "
+                                f"namespace (created by {owner})")
+        return [opts.host_ifname]
+
+    def _inside_names(self, netns: str, opts: ConnectOptions, fresh: bool) -> tuple[str, bool]:
+        """Interface name inside the namespace, and whether it gets the default route."""
+        mine = self.store.endpoints_of_netns(netns)
+        present: set[str] = {e.ifname for e in mine}
+        has_default = any(e.default_route for e in mine)
+        if not fresh:
+            snap = self.snapshot(netns)
+            present |= {lk.name for lk in snap.links}
+            has_default = has_default or any(r.is_default for r in snap.routes)
+        if opts.ifname:
+            if opts.ifname in present:
+                raise AlreadyExists(f"namespace {netns!r} already has an interface "
+                                    f"{opts.ifname!r}")
+            return opts.ifname, not has_default
+        n = 0
+        while f"eth{n}" in present:
+            n += 1
+        return f"eth{n}", not has_default
+
+    def _apply_connect(self, plan: _Plan, progress: Progress | None) -> None:
+        created_ns: list[str] = []
+        try:
+            if plan.create_ns:
+                ordered = [e.netns for e in plan.endpoints if e.netns in plan.create_ns]
+                created_ns = self._create_namespaces(ordered)
+            bridge = self._bridge_index(plan.network)
+            for start in range(0, len(plan.endpoints), CHUNK):
+                chunk = plan.endpoints[start : start + CHUNK]
+                self._connect_chunk(plan, bridge, chunk)
+                if progress:
+                    progress(len(chunk))
+            with kernel_errors("finishing endpoints"):
+                self.rtnl.run([k.req_set_link(e.host_ifname, group=0) for e in plan.endpoints])
+        except BaseException:
+            self._undo_connect(plan, created_ns)
+            raise
+
+    def _bridge_index(self, net: Network) -> int:
+        link = self.rtnl.link_by_name().get(net.bridge)
+        if link is None or link.alias != bridge_alias(net.id):
+            raise NotFound(f"bridge {net.bridge!r} of network {net.name!r} is missing from the "
+                           "host namespace")
+        return link.index
+
+    def _connect_chunk(self, plan: _Plan, bridge: int, chunk: list[Endpoint]) -> None:
+        handles = [self.open_ns(e.netns) for e in chunk]
+        try:
+            with kernel_errors("creating veth pairs"):
+                self.rtnl.run([k.req_new_veth(k.VethSpec(
+                    e.host_ifname, e.ifname, ns.fd, master=bridge, mtu=plan.network.mtu,
+                    peer_mac=k.mac_bytes(e.mac), group=plan.group))
+                    for e, ns in zip(chunk, handles, strict=False)])
+            with kernel_errors("bringing host ends up"):
+                k.write_sysctls(self.host, {_no_ipv6(e.host_ifname): "1" for e in chunk})
+                self.rtnl.run([k.req_set_link(e.host_ifname, up=True, alias=veth_alias(e.id))
+                               for e in chunk])
+            for ep, ns in zip(chunk, handles, strict=False):
+                with kernel_errors(f"configuring {ep.ifname} in namespace {ep.netns!r}"):
+                    _configure_inside(ns, ep)
+        finally:
+            for ns in handles:
+                ns.close()
+
+    def _undo_connect(self, plan: _Plan, created_ns: list[str]) -> None:
+        # Only links of this operation carry plan.group: foreign ones are safe.
+        self.rtnl.batch([k.req_del_group(plan.group)])
+        for name in created_ns:
+            k.remove_netns(self.ns_path(name))
+
+    def disconnect(self, network: str, namespaces: list[str]) -> None:
+        names = self._unique_ns_names(namespaces)
+        with self.lock:
+            net = self.network(network)
+            by_ns = {e.netns: e for e in net.endpoints}
+            for name in names:
+                if name not in by_ns:
+                    raise NotFound(f"namespace {name!r} is not connected to network {network!r}")
+            eps = [by_ns[n] for n in names]
+            self._delete_host_ends(eps)
+            moved = self._move_default_routes(eps)
+            with self.store.transaction():
+                self.store.remove_endpoints(e.id for e in eps)
+                for ep in moved:
+                    self.store.db.execute("UPDATE endpoints SET default_route=1 WHERE id=?",
+                                          (ep.id,))
+
+    def _move_default_routes(self, removed: list[Endpoint]) -> list[Endpoint]:
+        """Like Docker: a namespace losing its gateway network gets the default
+        route of another network it is still on."""
+        gone = {e.id for e in removed}
+        moved = []
+        for ep in removed:
+            if not ep.default_route:
+                continue
+            rest = [e for e in self.store.endpoints_of_netns(ep.netns) if e.id not in gone]
+            if not rest or not k.is_netns_mount(self.ns_path(ep.netns)):
+                continue
+            ns = self.open_ns(ep.netns)
+            try:
+                with kernel_errors(f"moving the default route of {ep.netns!r}"), \
+                        k.open_rtnl(ns) as rt:
+                    rt.batch([k.req_add_route("default", rest[0].gateway)])
+            finally:
+                ns.close()
+            moved.append(rest[0])
+        return moved
+
+    def _delete_host_ends(self, eps: list[Endpoint]) -> None:
+        """Delete host veth ends nsnet owns (their peers go with them), all in
+        one RTM_DELLINK: the kernel pays one RCU grace period, not one per link."""
+        if not eps:
+            return
+        links = self.rtnl.link_by_name()
+        ours = [links[e.host_ifname] for e in eps
+                if e.host_ifname in links and links[e.host_ifname].alias == veth_alias(e.id)]
+        if not ours:
+            return
+        with kernel_errors("deleting veth pairs"):
+            if len(ours) == 1:
+                self.rtnl.run([k.req_del_link(index=ours[0].index)])
+                return
+            group = _transient_group()
+            self.rtnl.run([k.req_set_link(index=lk.index, group=group) for lk in ours])
+            self.rtnl.run([k.req_del_group(group)])
+
+    # ---------------------------------------------------------------- probes
+    def ping(self, netns: str, address: str, count: int = 4, interval: float = 1.0,
+             timeout: float = 1.0) -> Iterator[k.Echo]:
+        ip = parse_ip(address)
+        if ip.version != 4:
+            raise InvalidInput("only IPv4 ping is supported for now")
+        if count < 1:
+            raise InvalidInput("count must be at least 1")
+        ns = self.open_ns(netns)
+        try:
+            with kernel_errors(f"ping from {netns!r}"):
+                yield from k.ping(ns.fd, str(ip), count, interval, timeout)
+        finally:
+            ns.close()
+
+    def check(self, network: str | None = None, timeout: float = 1.0) -> list[CheckResult]:
+        nets = [self.network(network)] if network else self.networks()
+        return [self._check_network(net, timeout) for net in nets]
+
+    def _check_network(self, net: Network, timeout: float) -> CheckResult:
+        reach: dict[tuple[str, str], bool] = {}
+        for src in net.endpoints:
+            targets = [e.ip for e in net.endpoints if e is not src]
+            ns = self.open_ns(src.netns)
+            try:
+                with kernel_errors(f"probing from {src.netns!r}"):
+                    ok = k.reachable(ns.fd, targets, timeout) if targets else {}
+            finally:
+                ns.close()
+            for dst in net.endpoints:
+                if dst is not src:
+                    reach[(src.netns, dst.netns)] = ok[dst.ip]
+        return CheckResult(net.name, tuple(e.netns for e in net.endpoints), reach)
+
+
+def _no_ipv6(ifname: str) -> str:
+    # IPv4-only networks: no IPv6 autoconfiguration traffic flooding the bridge.
+    return f"net/ipv6/conf/{ifname}/disable_ipv6"
+
+
+def _configure_inside(ns: k.Netns, ep: Endpoint) -> None:
+    """Inside one namespace: IPv6 off on the new interface, then one batch:
+    lo up, interface up, address, default route."""
+    k.write_sysctls(ns, {_no_ipv6(ep.ifname): "1"})
+    with k.open_rtnl(ns) as rt:
+        index = rt.link(ep.ifname).index
+        reqs = [k.req_set_link("lo", up=True), k.req_set_link(index=index, up=True),
+                k.req_add_addr(index, ep.address)]
+        if ep.default_route:
+            reqs.append(k.req_add_route("default", ep.gateway, oif=index))
+        rt.run(reqs)
+
+
+def check_ok(results: list[CheckResult]) -> None:
+    bad = [f"{r.network}: {a} -> {b}" for r in results for a, b in r.failed]
+    if bad:
+        raise CheckFailed(f"{len(bad)} pair(s) unreachable: " + ", ".join(bad[:5]))
+

@@ -1,0 +1,133 @@
+"""The only layer that talks to the kernel.
+
+Everything here is bound to an explicit namespace handle (:class:`Netns`);
+nothing assumes the calling process sits in the "host" namespace.  Netlink
+is spoken by a small in-tree codec (see :mod:`nsnet.kernel.netlink` for why
+this replaces pyroute2): typed builders return requests that callers batch,
+typed readers return dataclasses.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from .icmp import Echo, ping, reachable
+from .netlink import BatchResult, NetlinkError, Request
+from .netns import (
+    Netns,
+    create_netns,
+    current_netns,
+    ensure_netns_dir,
+    entered,
+    exec_in_netns,
+    is_netns_mount,
+    list_netns,
+    open_netns,
+    remove_netns,
+)
+from .rtnl import (
+    Address,
+    Link,
+    Route,
+    Rtnl,
+    VethSpec,
+    mac_bytes,
+    req_add_addr,
+    req_add_route,
+    req_del_group,
+    req_del_link,
+    req_new_bridge,
+    req_new_veth,
+    req_set_link,
+)
+
+__all__ = [
+    "Address",
+    "BatchResult",
+    "Echo",
+    "Link",
+    "NetlinkError",
+    "Netns",
+    "Request",
+    "Route",
+    "Rtnl",
+    "Snapshot",
+    "VethSpec",
+    "create_netns",
+    "current_netns",
+    "ensure_netns_dir",
+    "entered",
+    "exec_in_netns",
+    "is_netns_mount",
+    "list_netns",
+    "mac_bytes",
+    "open_netns",
+    "open_rtnl",
+    "ping",
+    "reachable",
+    "remove_netns",
+    "req_add_addr",
+    "req_add_route",
+    "req_del_group",
+    "req_del_link",
+    "req_new_bridge",
+    "req_new_veth",
+    "req_set_link",
+    "snapshot",
+    "write_sysctls",
+]
+
+
+def open_rtnl(ns: Netns) -> Rtnl:
+    """A netlink socket living in ``ns`` (opened there, usable from here)."""
+    with entered(ns.fd):
+        return Rtnl()
+
+
+def write_sysctls(ns: Netns, values: dict[str, str]) -> None:
+    """Write sysctls (keys as paths under /proc/sys, e.g.
+    ``net/ipv6/conf/eth0/disable_ipv6`` -- interface names may hold dots)
+    as seen from inside ``ns``.
+
+    /proc/sys/net resolves against the writing thread's namespace, so one
+    setns covers any number of keys.  Missing keys (e.g. IPv6 compiled out)
+    are skipped.
+    """
+    with entered(ns.fd):
+        for key, value in values.items():
+            path = "/proc/sys/" + key
+            try:
+                fd = os.open(path, os.O_WRONLY)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    continue
+                raise
+            try:
+                os.write(fd, value.encode())
+            finally:
+                os.close(fd)
+
+
+class Snapshot:
+    """Links, IPv4 addresses and main-table IPv4 routes of one namespace."""
+
+    def __init__(self, links: list[Link], addresses: list[Address], routes: list[Route]):
+        self.links = links
+        self.addresses = addresses
+        self.routes = routes
+
+    def link(self, name: str) -> Link | None:
+        return next((lk for lk in self.links if lk.name == name), None)
+
+    def name_of(self, index: int) -> str:
+        return next((lk.name for lk in self.links if lk.index == index), f"if{index}")
+
+    def addresses_of(self, name: str) -> list[Address]:
+        link = self.link(name)
+        return [a for a in self.addresses if link and a.index == link.index]
+
+
+def snapshot(ns: Netns) -> Snapshot:
+    with open_rtnl(ns) as rt:
+        return Snapshot(rt.links(), rt.addresses(), rt.routes())

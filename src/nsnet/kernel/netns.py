@@ -1,0 +1,181 @@
+"""Network namespaces the iproute2 way, without forking.
+
+A namespace is a file bind-mounted from ``/proc/thread-self/ns/net`` under a
+directory (``/run/netns`` by default, so ``ip netns`` sees it).  Creation
+unshares the calling *thread* only and switches it back at once; nothing
+here depends on which namespace the process started in.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+
+CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
+MS_BIND, MS_REC, MS_SHARED, MS_SLAVE = 0x1000, 0x4000, 1 << 20, 1 << 19
+MNT_DETACH = 2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
+    _check(_libc.setns(fd, nstype), "setns")
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), "unshare")
+
+
+def mount(src: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    _check(_libc.mount(src.encode(), target.encode(), fstype.encode() if fstype else None,
+                       ctypes.c_ulong(flags), data.encode() if data else None), f"mount {target}")
+
+
+def umount(target: str, flags: int = MNT_DETACH) -> None:
+    _check(_libc.umount2(target.encode(), flags), f"umount {target}")
+
+
+@dataclass
+class Netns:
+    """An open handle on a network namespace (keeps it alive while open)."""
+
+    name: str
+    path: str
+    fd: int
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    @property
+    def inode(self) -> int:
+        return os.fstat(self.fd).st_ino
+
+
+def open_netns(path: str, name: str | None = None) -> Netns:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if os.fstat(fd).st_dev != os.stat("/proc/self/ns/net").st_dev:
+            raise OSError(errno.EINVAL, f"{path} is not a network namespace")
+        setns_probe(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return Netns(name or os.path.basename(path), path, fd)
+
+
+def setns_probe(fd: int) -> None:
+    """Reject files that are not network namespaces (setns would say EINVAL)."""
+    with entered(fd):
+        pass
+
+
+def current_netns() -> Netns:
+    return open_netns("/proc/thread-self/ns/net", "(current)")
+
+
+@contextmanager
+def entered(fd: int) -> Iterator[None]:
+    """Run the block with this thread inside namespace ``fd``, then come back."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setns(fd)
+        try:
+            yield
+        finally:
+            setns(home)
+    finally:
+        os.close(home)
+
+
+def ensure_netns_dir(netns_dir: str) -> None:
+    """Make the directory a shared mount, as ``ip netns add`` does, so mounts
+    made in other mount namespaces propagate."""
+    os.makedirs(netns_dir, mode=0o755, exist_ok=True)
+    try:
+        mount("none", netns_dir, None, MS_SHARED | MS_REC)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        mount(netns_dir, netns_dir, None, MS_BIND | MS_REC)
+        mount("none", netns_dir, None, MS_SHARED | MS_REC)
+
+
+def create_netns(netns_dir: str, name: str) -> Netns:
+    """Create and bind-mount a fresh namespace; EEXIST if the name is taken."""
+    path = os.path.join(netns_dir, name)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        unshare(CLONE_NEWNET)
+        try:
+            mount("/proc/thread-self/ns/net", path, "none", MS_BIND)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            setns(home)
+    except BaseException:
+        os.unlink(path)
+        raise
+    finally:
+        os.close(home)
+    return Netns(name, path, fd)
+
+
+def remove_netns(path: str) -> None:
+    """Unmount and unlink; the kernel frees it once nothing else holds it."""
+    try:
+        umount(path)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOENT):
+            raise
+    with suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def is_netns_mount(path: str) -> bool:
+    try:
+        return os.stat(path).st_dev == os.stat("/proc/self/ns/net").st_dev
+    except OSError:
+        return False
+
+
+def list_netns(netns_dir: str) -> list[str]:
+    try:
+        names = os.listdir(netns_dir)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if is_netns_mount(os.path.join(netns_dir, n)))
+
+
+def exec_in_netns(ns_path: str, argv: list[str], etc_dir: str | None) -> None:
+    """Replace this process by ``argv`` inside the namespace, like
+    ``ip netns exec``: own mount namespace, /sys remounted for the new
+    netns, and /etc/netns/NAME/* bind-mounted over /etc/*."""
+    fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+    setns(fd)
+    os.close(fd)
+    unshare(CLONE_NEWNS)
+    mount("none", "/", None, MS_SLAVE | MS_REC)
+    try:
+        umount("/sys")
+        mount(os.path.basename(ns_path), "/sys", "sysfs", 0)
+    except OSError:
+        pass  # as iproute2: a read-only /sys is not fatal
+    if etc_dir and os.path.isdir(etc_dir):
+        for entry in os.listdir(etc_dir):
+            target = os.path.join("/etc", entry)
+            if os.path.exists(target):
+                mount(os.path.join(etc_dir, entry), target, "none", MS_BIND)
+    os.execvp(argv[0], argv)

@@ -1,0 +1,257 @@
+"""Typed link/address/route operations over :mod:`nsnet.kernel.netlink`.
+
+Builders (``req_*``) return :class:`Request` objects so callers can batch
+many of them into one ``sendmsg``; readers return dataclasses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass
+
+from . import netlink as nl
+from .netlink import Request, attr, attr_str, attr_u32, nested
+
+
+@dataclass(frozen=True)
+class Link:
+    index: int
+    name: str
+    kind: str
+    flags: int
+    mtu: int
+    master: int
+    mac: str
+    alias: str
+    group: int
+    link_netnsid: int | None
+
+    @property
+    def up(self) -> bool:
+        return bool(self.flags & nl.IFF_UP)
+
+    @property
+    def state(self) -> str:
+        if not self.up:
+            return "DOWN"
+        return "UP" if self.flags & nl.IFF_LOWER_UP else "NO-CARRIER"
+
+
+@dataclass(frozen=True)
+class Address:
+    index: int
+    address: str
+    prefixlen: int
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.address}/{self.prefixlen}"
+
+
+@dataclass(frozen=True)
+class Route:
+    dst: str  # "default" or CIDR
+    gateway: str | None
+    oif: int
+    protocol: int
+    scope: int
+    prefsrc: str | None
+
+    @property
+    def is_default(self) -> bool:
+        return self.dst == "default"
+
+
+@dataclass(frozen=True)
+class VethSpec:
+    """A veth pair: host end enslaved to ``master`` and the peer created
+    directly inside the namespace ``peer_netns_fd`` (no later move)."""
+
+    host_name: str
+    peer_name: str
+    peer_netns_fd: int
+    master: int = 0
+    mtu: int = 0
+    peer_mac: bytes | None = None
+    group: int = 0
+
+
+def mac_bytes(mac: str) -> bytes:
+    return bytes(int(p, 16) for p in mac.split(":"))
+
+
+def _ifinfo(index: int = 0, flags: int = 0, change: int = 0) -> bytes:
+    return nl.IFINFO.pack(socket.AF_UNSPEC, 0, index, flags, change)
+
+
+def req_new_bridge(name: str, mtu: int = 0, mac: str = "", group: int = 0,
+                   up: bool = True) -> Request:
+    """A bridge; a fixed MAC keeps the gateway's MAC stable as ports come and go."""
+    attrs = [attr_str(nl.IFLA_IFNAME, name),
+             nested(nl.IFLA_LINKINFO, attr_str(nl.IFLA_INFO_KIND, "bridge"))]
+    if mac:
+        attrs.append(attr(nl.IFLA_ADDRESS, mac_bytes(mac)))
+    if mtu:
+        attrs.append(attr_u32(nl.IFLA_MTU, mtu))
+    if group:
+        attrs.append(attr_u32(nl.IFLA_GROUP, group))
+    flags = nl.IFF_UP if up else 0
+    return Request(nl.RTM_NEWLINK, nl.NLM_F_CREATE | nl.NLM_F_EXCL,
+                   _ifinfo(0, flags, nl.IFF_UP) + b"".join(attrs), f"create bridge {name}")
+
+
+def req_new_veth(spec: VethSpec) -> Request:
+    peer = [attr_str(nl.IFLA_IFNAME, spec.peer_name),
+            attr_u32(nl.IFLA_NET_NS_FD, spec.peer_netns_fd)]
+    if spec.mtu:
+        peer.append(attr_u32(nl.IFLA_MTU, spec.mtu))
+    if spec.peer_mac:
+        peer.append(attr(nl.IFLA_ADDRESS, spec.peer_mac))
+    host = [attr_str(nl.IFLA_IFNAME, spec.host_name)]
+    if spec.master:
+        host.append(attr_u32(nl.IFLA_MASTER, spec.master))
+    if spec.mtu:
+        host.append(attr_u32(nl.IFLA_MTU, spec.mtu))
+    if spec.group:
+        host.append(attr_u32(nl.IFLA_GROUP, spec.group))
+    info = nested(nl.IFLA_LINKINFO, attr_str(nl.IFLA_INFO_KIND, "veth"),
+                  nested(nl.IFLA_INFO_DATA,
+                         attr(nl.VETH_INFO_PEER, _ifinfo() + b"".join(peer))))
+    return Request(nl.RTM_NEWLINK, nl.NLM_F_CREATE | nl.NLM_F_EXCL,
+                   _ifinfo() + b"".join(host) + info,
+                   f"create veth {spec.host_name} <-> {spec.peer_name}")
+
+
+def req_set_link(name: str = "", index: int = 0, up: bool | None = None,
+                 alias: str | None = None, group: int | None = None) -> Request:
+    """Change a link found by index, or by name when index is 0."""
+    flags = nl.IFF_UP if up else 0
+    change = nl.IFF_UP if up is not None else 0
+    attrs = [attr_str(nl.IFLA_IFNAME, name)] if name and not index else []
+    if alias is not None:
+        attrs.append(attr_str(nl.IFLA_IFALIAS, alias))
+    if group is not None:
+        attrs.append(attr_u32(nl.IFLA_GROUP, group))
+    return Request(nl.RTM_NEWLINK, 0, _ifinfo(index, flags, change) + b"".join(attrs),
+                   f"set link {name or index}")
+
+
+def req_del_link(index: int = 0, name: str = "") -> Request:
+    attrs = attr_str(nl.IFLA_IFNAME, name) if name and not index else b""
+    return Request(nl.RTM_DELLINK, 0, _ifinfo(index) + attrs, f"delete link {name or index}")
+
+
+def req_del_group(group: int) -> Request:
+    """Delete every link of a group in one request: one RCU wait for all."""
+    return Request(nl.RTM_DELLINK, 0, _ifinfo() + attr_u32(nl.IFLA_GROUP, group),
+                   f"delete link group {group}")
+
+
+def _family(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
+    return socket.AF_INET if ip.version == 4 else socket.AF_INET6
+
+
+def req_add_addr(index: int, cidr: str) -> Request:
+    iface = ipaddress.ip_interface(cidr)
+    packed = iface.ip.packed
+    body = nl.IFADDR.pack(_family(iface.ip), iface.network.prefixlen, 0, nl.RT_SCOPE_UNIVERSE,
+                          index)
+    body += attr(nl.IFA_LOCAL, packed) + attr(nl.IFA_ADDRESS, packed)
+    return Request(nl.RTM_NEWADDR, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body,
+                   f"add address {cidr}")
+
+
+def req_add_route(dst: str, gateway: str | None = None, oif: int = 0) -> Request:
+    """A static route in the main table; ``dst`` may be "default"."""
+    net = ipaddress.ip_network("0.0.0.0/0" if dst == "default" else dst)
+    scope = nl.RT_SCOPE_UNIVERSE if gateway else nl.RT_SCOPE_LINK
+    body = nl.RTMSG.pack(_family(net.network_address), net.prefixlen, 0, 0, nl.RT_TABLE_MAIN,
+                         nl.RTPROT_BOOT, scope, nl.RTN_UNICAST, 0)
+    if net.prefixlen:
+        body += attr(nl.RTA_DST, net.network_address.packed)
+    if gateway:
+        body += attr(nl.RTA_GATEWAY, ipaddress.ip_address(gateway).packed)
+    if oif:
+        body += attr_u32(nl.RTA_OIF, oif)
+    return Request(nl.RTM_NEWROUTE, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body, f"add route {dst}")
+
+
+def _decode_link(body: bytes) -> Link:
+    _fam, _type, index, flags, _change = nl.IFINFO.unpack_from(body)
+    a = nl.parse_attrs(body, nl.IFINFO.size)
+    kind = ""
+    if nl.IFLA_LINKINFO in a:
+        info = nl.parse_attrs(a[nl.IFLA_LINKINFO])
+        kind = nl.cstr(info.get(nl.IFLA_INFO_KIND, b""))
+    mac = a.get(nl.IFLA_ADDRESS, b"")
+    netnsid = a.get(nl.IFLA_LINK_NETNSID)
+    return Link(
+        index=index,
+        name=nl.cstr(a.get(nl.IFLA_IFNAME, b"")),
+        kind=kind,
+        flags=flags,
+        mtu=nl.u32(a[nl.IFLA_MTU]) if nl.IFLA_MTU in a else 0,
+        master=nl.u32(a[nl.IFLA_MASTER]) if nl.IFLA_MASTER in a else 0,
+        mac=":".join(f"{b:02x}" for b in mac),
+        alias=nl.cstr(a.get(nl.IFLA_IFALIAS, b"")),
+        group=nl.u32(a[nl.IFLA_GROUP]) if nl.IFLA_GROUP in a else 0,
+        link_netnsid=struct.unpack("=i", netnsid)[0] if netnsid else None,
+    )
+
+
+def _ip(raw: bytes) -> str:
+    return str(ipaddress.ip_address(raw))
+
+
+def _decode_addr(body: bytes) -> Address:
+    _fam, prefixlen, _flags, _scope, index = nl.IFADDR.unpack_from(body)
+    a = nl.parse_attrs(body, nl.IFADDR.size)
+    raw = a.get(nl.IFA_LOCAL) or a.get(nl.IFA_ADDRESS, b"")
+    return Address(index, _ip(raw), prefixlen)
+
+
+def _decode_route(body: bytes) -> tuple[int, Route]:
+    _fam, dst_len, _s, _t, table, proto, scope, _type, _f = nl.RTMSG.unpack_from(body)
+    a = nl.parse_attrs(body, nl.RTMSG.size)
+    if nl.RTA_TABLE in a:
+        table = nl.u32(a[nl.RTA_TABLE])
+    dst = f"{_ip(a[nl.RTA_DST])}/{dst_len}" if nl.RTA_DST in a else "default"
+    if dst_len == 0:
+        dst = "default"
+    return table, Route(
+        dst=dst,
+        gateway=_ip(a[nl.RTA_GATEWAY]) if nl.RTA_GATEWAY in a else None,
+        oif=nl.u32(a[nl.RTA_OIF]) if nl.RTA_OIF in a else 0,
+        protocol=proto,
+        scope=scope,
+        prefsrc=_ip(a[nl.RTA_PREFSRC]) if nl.RTA_PREFSRC in a else None,
+    )
+
+
+class Rtnl(nl.Netlink):
+    """Netlink socket with typed readers; bound to the namespace it was opened in."""
+
+    def links(self) -> list[Link]:
+        return [_decode_link(r.body) for r in self.dump(nl.RTM_GETLINK, _ifinfo())
+                if r.msg_type == nl.RTM_NEWLINK]
+
+    def addresses(self, family: int = socket.AF_INET) -> list[Address]:
+        body = nl.IFADDR.pack(family, 0, 0, 0, 0)
+        return [_decode_addr(r.body) for r in self.dump(nl.RTM_GETADDR, body)
+                if r.msg_type == nl.RTM_NEWADDR]
+
+    def routes(self, family: int = socket.AF_INET) -> list[Route]:
+        body = nl.RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+        decoded = (_decode_route(r.body) for r in self.dump(nl.RTM_GETROUTE, body)
+                   if r.msg_type == nl.RTM_NEWROUTE)
+        return [route for table, route in decoded if table == nl.RT_TABLE_MAIN]
+
+    def link(self, name: str) -> Link:
+        """One link by name (ENODEV if absent)."""
+        body = _ifinfo() + attr_str(nl.IFLA_IFNAME, name)
+        return _decode_link(self.get(nl.RTM_GETLINK, body, f"link {name}").body)
+
+    def link_by_name(self) -> dict[str, Link]:
+        return {link.name: link for link in self.links()}

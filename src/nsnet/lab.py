@@ -1,0 +1,219 @@
+"""``nsnet lab``: the article's lab (shared/seed/LAB.md), built with the engine.
+
+Same names and addresses as the article: namespaces ns1/ns2, bridge
+mydocker0 172.16.1.254/16, veth1/veth2 on the bridge, peers named eth0 with
+172.16.1.1/16 and 172.16.1.2/16, default route via 172.16.1.254, then two
+pings each way.  Each step prints the kernel state it left, read back from
+the kernel rather than echoed from the request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import kernel as k
+from .engine import Engine, bridge_alias
+from .errors import AlreadyExists, CheckFailed, Conflict
+from .model import ConnectOptions, NetworkSpec
+
+__all__ = ["LAB_NETWORK", "LAB_NODES", "format_route", "lab_down", "lab_up"]
+
+Out = Callable[[str], None]
+
+LAB_NETWORK = NetworkSpec(name="mydocker0", subnet="172.16.0.0/16", gateway="172.16.1.254",
+                          bridge="mydocker0")
+
+
+@dataclass(frozen=True)
+class LabNode:
+    netns: str
+    host_ifname: str
+    ip: str
+
+
+LAB_NODES = (LabNode("ns1", "veth1", "172.16.1.1"), LabNode("ns2", "veth2", "172.16.1.2"))
+_PROTO = {2: "kernel", 3: "boot", 4: "static"}
+_SCOPE = {253: "link", 254: "host"}
+
+
+def format_route(route: k.Route, snap: k.Snapshot) -> str:
+    """A route as ``ip route`` prints it."""
+    parts = [route.dst]
+    if route.gateway:
+        parts += ["via", route.gateway]
+    parts += ["dev", snap.name_of(route.oif)]
+    if route.protocol in (2, 4):
+        parts += ["proto", _PROTO[route.protocol]]
+    if route.scope in _SCOPE:
+        parts += ["scope", _SCOPE[route.scope]]
+    if route.prefsrc:
+        parts += ["src", route.prefsrc]
+    return " ".join(parts)
+
+
+def _link_line(link: k.Link, snap: k.Snapshot) -> str:
+    addrs = ", ".join(a.cidr for a in snap.addresses_of(link.name)) or "no address"
+    master = f" master {snap.name_of(link.master)}" if link.master else ""
+    return f"{link.index}: {link.name}{master} state {link.state}, {addrs}"
+
+
+def _routes(snap: k.Snapshot, indent: str) -> list[str]:
+    lines = [format_route(r, snap) for r in snap.routes]
+    return [f"{indent}{line}" for line in lines] or [f"{indent}(routing table empty)"]
+
+
+def _is_up(engine: Engine) -> bool:
+    net = engine.store.network(LAB_NETWORK.name)
+    if net is None:
+        return False
+    have = {(e.netns, e.host_ifname, e.ip) for e in net.endpoints}
+    return all((n.netns, n.host_ifname, n.ip) in have for n in LAB_NODES)
+
+
+def _preflight(engine: Engine) -> None:
+    """Refuse, before touching anything, when a lab name is taken by an
+    object nsnet did not create (or by an nsnet object of another shape)."""
+    owned_ns = {n for n, (_, owned) in engine.store.namespaces().items() if owned}
+    for node in LAB_NODES:
+        if k.is_netns_mount(engine.ns_path(node.netns)) and node.netns not in owned_ns:
+            raise AlreadyExists(f"namespace {node.netns!r} already exists and was not created "
+                                f"by nsnet; nothing was changed (remove it with "
+                                f"'ip netns del {node.netns}' or run the lab in a sandbox)")
+    net = engine.store.network(LAB_NETWORK.name)
+    if net and (net.subnet, net.gateway, net.bridge) != (
+            LAB_NETWORK.subnet, LAB_NETWORK.gateway, LAB_NETWORK.bridge):
+        raise Conflict(f"an nsnet network {net.name!r} exists with another shape "
+                       f"({net.subnet} via {net.gateway}); remove it first")
+    ours = {e.host_ifname for e in net.endpoints} if net else set()
+    links = engine.rtnl.link_by_name()
+    bridge = links.get(LAB_NETWORK.bridge or "")
+    if bridge and not (net and bridge.alias == bridge_alias(net.id)):
+        raise AlreadyExists(f"a link named {LAB_NETWORK.bridge!r} already exists and was not "
+                            "created by nsnet; nothing was changed")
+    for node in LAB_NODES:
+        if node.host_ifname in links and node.host_ifname not in ours:
+            raise AlreadyExists(f"a link named {node.host_ifname!r} already exists and was "
+                                "not created by nsnet; nothing was changed")
+
+
+def lab_up(engine: Engine, out: Out, ping_count: int = 2, interval: float = 0.3) -> None:
+    """Build (or re-check) the lab; raise CheckFailed if a ping direction fails."""
+    with engine.lock:
+        if _is_up(engine):
+            out("The lab is already up (made by nsnet); re-checking it.")
+            _show_state(engine, out)
+        else:
+            _preflight(engine)
+            _build(engine, out)
+    _step5(engine, out, ping_count, interval)
+
+
+def _build(engine: Engine, out: Out) -> None:
+    made_ns: list[str] = []
+    made_net = False
+    try:
+        owned = engine.store.namespaces()
+        todo = [n.netns for n in LAB_NODES if n.netns not in owned]
+        if todo:
+            engine.ns_add(todo)
+            made_ns = todo
+        _step1(engine, out)
+        if engine.store.network(LAB_NETWORK.name) is None:
+            engine.network_create(LAB_NETWORK)
+            made_net = True
+        _step2(engine, out)
+        net = engine.network(LAB_NETWORK.name)
+        connected = {e.netns for e in net.endpoints}
+        for step, node in enumerate(LAB_NODES, start=3):
+            if node.netns not in connected:
+                engine.connect(LAB_NETWORK.name, [node.netns],
+                               ConnectOptions(ip=node.ip, host_ifname=node.host_ifname))
+            _step_node(engine, out, step, node)
+    except BaseException:
+        if made_net:
+            engine.network_rm(LAB_NETWORK.name, force=True)
+        if made_ns:
+            engine.ns_rm(made_ns)
+        raise
+
+
+def _step1(engine: Engine, out: Out) -> None:
+    out("1. Network namespaces ns1 and ns2 "
+        f"(bind-mounted under {engine.netns_dir}/, as 'ip netns add' does)")
+    for node in LAB_NODES:
+        snap = engine.snapshot(node.netns)
+        out(f"   {node.netns}: " + "; ".join(_link_line(lk, snap) for lk in snap.links))
+        out(f"   {node.netns} routes:")
+        for line in _routes(snap, "     "):
+            out(line)
+
+
+def _step2(engine: Engine, out: Out) -> None:
+    spec = LAB_NETWORK
+    out(f"2. Bridge {spec.bridge} in the host namespace, {spec.gateway}/16, set up")
+    snap = engine.snapshot(None)
+    bridge = snap.link(spec.bridge or "")
+    if bridge:
+        out(f"   {_link_line(bridge, snap)}")
+    out("   host route: " + "; ".join(
+        format_route(r, snap) for r in snap.routes if r.oif == (bridge.index if bridge else -1)))
+
+
+def _step_node(engine: Engine, out: Out, step: int, node: LabNode) -> None:
+    out(f"{step}. {node.netns}: veth pair {node.host_ifname} <-> eth0, {node.host_ifname} "
+        f"enslaved to {LAB_NETWORK.bridge} and up, eth0 in {node.netns}")
+    host = engine.snapshot(None)
+    link = host.link(node.host_ifname)
+    if link:
+        out(f"   host: {_link_line(link, host)}")
+    snap = engine.snapshot(node.netns)
+    eth0 = snap.link("eth0")
+    if eth0:
+        out(f"   {node.netns}: {_link_line(eth0, snap)}")
+    out(f"   {node.netns} routes:")
+    for line in _routes(snap, "     "):
+        out(line)
+
+
+def _show_state(engine: Engine, out: Out) -> None:
+    for step, node in enumerate(LAB_NODES, start=3):
+        _step_node(engine, out, step, node)
+
+
+def _step5(engine: Engine, out: Out, count: int, interval: float) -> None:
+    out("5. Connectivity")
+    failed = []
+    for src, dst in ((LAB_NODES[0], LAB_NODES[1]), (LAB_NODES[1], LAB_NODES[0])):
+        echoes = list(engine.ping(src.netns, dst.ip, count, interval, timeout=1.0))
+        got = [e for e in echoes if e.rtt_ms is not None]
+        loss = 100 * (count - len(got)) // count
+        rtt = (f", rtt min/avg/max = {min(e.rtt_ms for e in got):.3f}/"  # type: ignore[type-var]
+               f"{sum(e.rtt_ms for e in got) / len(got):.3f}/"  # type: ignore[misc]
+               f"{max(e.rtt_ms for e in got):.3f} ms" if got else "")  # type: ignore[type-var]
+        out(f"   {src.netns} -> {dst.ip}: {count} packets transmitted, {len(got)} received, "
+            f"{loss}% packet loss{rtt}")
+        if len(got) < count:
+            failed.append(f"{src.netns} -> {dst.ip}")
+    if failed:
+        raise CheckFailed("lab connectivity failed: " + ", ".join(failed))
+    out("The lab is up: try 'ip netns exec ns1 ping -c 2 172.16.1.2'. "
+        "Remove it with 'nsnet lab --down'.")
+
+
+def lab_down(engine: Engine, out: Out) -> None:
+    """Remove exactly what the lab made (nsnet-owned objects only)."""
+    with engine.lock:
+        net = engine.store.network(LAB_NETWORK.name)
+        if net:
+            engine.network_rm(LAB_NETWORK.name, force=True)
+            ports = ", ".join(e.host_ifname for e in net.endpoints)
+            out(f"removed network {net.name} (bridge {net.bridge}" +
+                (f", {ports})" if ports else ")"))
+        owned = {n for n, (_, o) in engine.store.namespaces().items() if o}
+        mine = [n.netns for n in LAB_NODES if n.netns in owned]
+        if mine:
+            engine.ns_rm(mine)
+            out("removed namespaces " + " ".join(mine))
+        if not net and not mine:
+            out("nothing of the lab was left to remove")

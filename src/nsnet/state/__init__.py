@@ -1,0 +1,191 @@
+"""The state store: every kernel object nsnet owns, in SQLite, plus a lock.
+
+One database per host namespace's state directory.  All writes of one
+operation go in one transaction; kernel-mutating sections run under an
+exclusive ``flock`` so concurrent nsnet processes serialise instead of
+racing (a waiting process says so after a second, and gives up after a
+timeout with a clear error).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+
+from ..errors import AlreadyExists, LockTimeout, StateError
+from ..model import Endpoint, Network
+
+__all__ = ["StateLock", "Store"]
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS namespaces(
+    name TEXT PRIMARY KEY, path TEXT NOT NULL, owned INTEGER NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS networks(
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, bridge TEXT NOT NULL UNIQUE,
+    subnet TEXT NOT NULL, gateway TEXT NOT NULL, ip_range TEXT NOT NULL, mtu INTEGER NOT NULL,
+    created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS endpoints(
+    id TEXT PRIMARY KEY, network_id TEXT NOT NULL REFERENCES networks(id),
+    netns TEXT NOT NULL, ifname TEXT NOT NULL, host_ifname TEXT NOT NULL UNIQUE,
+    address TEXT NOT NULL, mac TEXT NOT NULL, default_route INTEGER NOT NULL,
+    created REAL NOT NULL,
+    UNIQUE(network_id, netns), UNIQUE(network_id, address), UNIQUE(netns, ifname));
+"""
+
+_EP_SELECT = """SELECT e.id, n.name, e.netns, e.ifname, e.host_ifname, e.address, e.mac,
+    n.gateway, e.default_route, e.created FROM endpoints e JOIN networks n
+    ON n.id = e.network_id"""
+
+
+def _endpoint(row: tuple) -> Endpoint:
+    return Endpoint(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
+                    bool(row[8]), row[9])
+
+
+class Store:
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = state_dir
+        try:
+            os.makedirs(state_dir, mode=0o700, exist_ok=True)
+            self.db = sqlite3.connect(os.path.join(state_dir, "state.db"), timeout=30,
+                                      isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except (OSError, sqlite3.Error) as exc:
+            raise StateError(f"cannot open state store in {state_dir}: {exc}") from None
+
+    def _migrate(self) -> None:
+        self.db.executescript(_SCHEMA)  # idempotent; executescript commits first
+        with self.transaction():
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                self.db.execute("INSERT INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise StateError(f"state store {self.state_dir} has schema {row[0]}, newer "
+                                 f"than this nsnet ({SCHEMA_VERSION}); upgrade nsnet")
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # namespaces ---------------------------------------------------------
+    def namespaces(self) -> dict[str, tuple[str, bool]]:
+        rows = self.db.execute("SELECT name, path, owned FROM namespaces")
+        return {name: (path, bool(owned)) for name, path, owned in rows}
+
+    def add_namespaces(self, items: Iterable[tuple[str, str, bool]]) -> None:
+        now = time.time()
+        self.db.executemany("INSERT OR IGNORE INTO namespaces VALUES(?, ?, ?, ?)",
+                            [(n, p, int(o), now) for n, p, o in items])
+
+    def remove_namespaces(self, names: Iterable[str]) -> None:
+        self.db.executemany("DELETE FROM namespaces WHERE name=?", [(n,) for n in names])
+
+    # networks -----------------------------------------------------------
+    def add_network(self, net: Network) -> None:
+        try:
+            self.db.execute("INSERT INTO networks VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+                            (net.id, net.name, net.bridge, net.subnet, net.gateway,
+                             net.ip_range, net.mtu, net.created))
+        except sqlite3.IntegrityError:
+            raise AlreadyExists(f"network {net.name!r} (or bridge {net.bridge!r}) already "
+                                "exists") from None
+
+    def remove_network(self, network_id: str) -> None:
+        self.db.execute("DELETE FROM networks WHERE id=?", (network_id,))
+
+    def networks(self) -> list[Network]:
+        rows = self.db.execute("SELECT id, name, bridge, subnet, gateway, ip_range, mtu, "
+                               "created FROM networks ORDER BY created, name").fetchall()
+        eps = self.endpoints()
+        return [Network(*row, endpoints=tuple(e for e in eps if e.network == row[1]))
+                for row in rows]
+
+    def network(self, name: str) -> Network | None:
+        return next((n for n in self.networks() if n.name == name), None)
+
+    # endpoints ----------------------------------------------------------
+    def add_endpoints(self, network_id: str, eps: Iterable[Endpoint]) -> None:
+        self.db.executemany(
+            "INSERT INTO endpoints VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(e.id, network_id, e.netns, e.ifname, e.host_ifname, e.address, e.mac,
+              int(e.default_route), e.created) for e in eps])
+
+    def remove_endpoints(self, ids: Iterable[str]) -> None:
+        self.db.executemany("DELETE FROM endpoints WHERE id=?", [(i,) for i in ids])
+
+    def endpoints(self, where: str = "", args: tuple = ()) -> list[Endpoint]:
+        sql = _EP_SELECT + (f" WHERE {where}" if where else "") + " ORDER BY e.created, e.netns"
+        return [_endpoint(r) for r in self.db.execute(sql, args)]
+
+    def endpoints_of_netns(self, netns: str) -> list[Endpoint]:
+        return self.endpoints("e.netns=?", (netns,))
+
+    def used_addresses(self, network_id: str) -> set[str]:
+        rows = self.db.execute("SELECT address FROM endpoints WHERE network_id=?", (network_id,))
+        return {r[0].split("/")[0] for r in rows}
+
+
+class StateLock:
+    """Exclusive flock on ``state_dir/lock``; says it waits after ``notice_after``."""
+
+    def __init__(self, state_dir: str, timeout: float | None = None,
+                 notify: Callable[[str], None] | None = None) -> None:
+        self.path = os.path.join(state_dir, "lock")
+        env = os.environ.get("NSNET_LOCK_TIMEOUT")
+        self.timeout = timeout if timeout is not None else float(env) if env else 120.0
+        self.notify = notify or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.fd = -1
+        self.depth = 0
+
+    def __enter__(self) -> StateLock:
+        if self.depth == 0:
+            self._acquire()
+        self.depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.depth -= 1
+        if self.depth == 0:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = -1
+
+    def _acquire(self) -> None:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        start = time.monotonic()
+        told = False
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                waited = time.monotonic() - start
+                if waited >= self.timeout:
+                    os.close(self.fd)
+                    self.fd = -1
+                    raise LockTimeout(f"gave up after {self.timeout:.0f}s waiting for the "
+                                      f"nsnet state lock {self.path} (another nsnet is "
+                                      "running)") from None
+                if waited >= 1.0 and not told:
+                    self.notify(f"nsnet: waiting for the state lock {self.path} "
+                                "(another nsnet process is working)...")
+                    told = True
+                time.sleep(0.02)
