@@ -334,6 +334,7 @@ class Engine:
             rt.run([k.req_new_bridge(net.bridge, net.mtu, mac=random_mac(), up=False)])
             try:
                 index = rt.link(net.bridge).index
+                k.write_sysctls(self.host, {_no_ipv6(net.bridge): "1"})
                 rt.run([k.req_add_addr(index, f"{net.gateway}/{net.prefixlen}"),
                         k.req_set_link(index=index, up=True, alias=bridge_alias(net.id))])
             except BaseException:

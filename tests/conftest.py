@@ -1,0 +1,174 @@
+"""Shared fixtures.
+
+Every test that touches the kernel runs nsnet with its "host" inside a
+throwaway namespace (``sandbox``), with its own netns directory and state
+directory, and unique names.  The fixture always removes what it made; a
+session-end check fails the run if any namespace, mount or root-namespace
+link appeared during the session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = os.geteuid() == 0
+IN_CI = os.environ.get("CI") == "true"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = str(item.fspath)
+        if "/tests/kernel/" in path or "/tests/e2e/" in path:
+            item.add_marker(pytest.mark.root)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("root") and not ROOT:
+        if IN_CI:
+            pytest.fail("this test needs root, and under CI=true it must not be skipped")
+        pytest.skip("needs root")
+
+
+# ------------------------------------------------------------ leak check
+def _root_links() -> set[str]:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line}
+
+
+def _mounts() -> set[str]:
+    with open("/proc/self/mountinfo") as f:
+        return {line.split()[4] for line in f}
+
+
+def _run_netns() -> set[str]:
+    try:
+        return set(os.listdir("/run/netns"))
+    except FileNotFoundError:
+        return set()
+
+
+def _fingerprint() -> dict[str, set[str]]:
+    if not ROOT:
+        return {}
+    return {"links in the root namespace": _root_links(), "mounts": _mounts(),
+            "entries in /run/netns": _run_netns()}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config._nsnet_before = _fingerprint()  # type: ignore[attr-defined]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = getattr(session.config, "_nsnet_before", {})
+    after = _fingerprint()
+    leaks = {k: sorted(after[k] - before.get(k, set())) for k in after}
+    leaks = {k: v for k, v in leaks.items() if v}
+    if leaks:
+        sys.stderr.write(f"\nnsnet leak check FAILED: the tests left {leaks}\n")
+        session.exitstatus = 1
+    elif ROOT:
+        sys.stderr.write("\nnsnet leak check: no namespace, mount or link left behind\n")
+
+
+# --------------------------------------------------------------- sandbox
+class Sandbox:
+    """A throwaway host namespace, netns directory and state directory."""
+
+    def __init__(self, base: Path) -> None:
+        from nsnet.kernel import create_netns, ensure_netns_dir
+
+        self.id = uuid.uuid4().hex[:6]
+        self.base = base
+        self.netns_dir = str(base / "netns")
+        self.state_dir = str(base / "state")
+        self.host_dir = str(base / "host")
+        os.makedirs(self.netns_dir)
+        os.makedirs(self.host_dir)
+        ensure_netns_dir(self.netns_dir)  # as 'ip netns add' leaves it
+        self.host_path = os.path.join(self.host_dir, "host")
+        create_netns(self.host_dir, "host").close()
+        self.engines: list = []
+        self.host("ip", "link", "set", "lo", "up")
+
+    def name(self, prefix: str) -> str:
+        """A unique, short name (fits in 15 bytes)."""
+        return f"{prefix}{self.id}"[:15]
+
+    def engine(self, **kw):
+        from nsnet import Engine
+
+        eng = Engine(host_netns=self.host_path, state_dir=self.state_dir,
+                     netns_dir=self.netns_dir, **kw)
+        self.engines.append(eng)
+        return eng
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(NSNET_STATE_DIR=self.state_dir, NSNET_NETNS_DIR=self.netns_dir,
+                   NSNET_HOST_NETNS=self.host_path, NSNET_LOCK_TIMEOUT="30")
+        env.pop("NSNET_DEBUG", None)
+        return env
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "nsnet.cli", *args], env=self.env(),
+                              capture_output=True, text=True, timeout=timeout)
+
+    def host(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the sandbox host namespace."""
+        return subprocess.run(["nsenter", f"--net={self.host_path}", *argv],
+                              capture_output=True, text=True, check=check)
+
+    def inside(self, netns: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["nsenter", f"--net={os.path.join(self.netns_dir, netns)}", *argv],
+                              capture_output=True, text=True, check=check)
+
+    def foreign_netns(self, name: str) -> str:
+        """A namespace nsnet did not make (as 'ip netns add' would)."""
+        from nsnet.kernel import create_netns
+
+        create_netns(self.netns_dir, name).close()
+        return name
+
+    def fingerprint(self) -> tuple:
+        """Everything a failed command must leave unchanged."""
+        keys = ("ifindex", "ifname", "address", "mtu", "master", "ifalias", "group")
+        links = [tuple(lk.get(key) for key in keys)  # operstate lags behind: left out
+                 for lk in json.loads(self.host("ip", "-j", "link", "show").stdout)]
+        addrs = self.host("ip", "-4", "-o", "addr", "show").stdout
+        routes = self.host("ip", "route", "show").stdout.replace(" linkdown", "")
+        names = sorted(os.listdir(self.netns_dir))
+        state = self.cli("network", "ls", "--json").stdout
+        ns_state = self.cli("ns", "ls", "--json").stdout
+        return (links, addrs, routes, names, state, ns_state)
+
+    def close(self) -> None:
+        from nsnet.kernel.netns import umount
+
+        for eng in self.engines:
+            eng.close()
+        for d in (self.netns_dir, self.host_dir):
+            for path in [os.path.join(d, n) for n in os.listdir(d)] + [d]:
+                while True:  # stacked mounts are possible: peel them all
+                    try:
+                        umount(path)
+                    except OSError:
+                        break
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+@pytest.fixture
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    box = Sandbox(tmp_path_factory.mktemp("sbx"))
+    try:
+        yield box
+    finally:
+        box.close()

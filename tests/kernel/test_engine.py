@@ -1,0 +1,229 @@
+"""Engine behaviour against a real kernel, host = sandbox namespace."""
+
+import os
+
+import pytest
+
+from nsnet import (
+    AlreadyExists,
+    Conflict,
+    ConnectOptions,
+    NetworkSpec,
+    NotFound,
+    PoolExhausted,
+)
+
+
+def _net(eng, name="front", subnet="198.51.100.0/24", **kw):
+    return eng.network_create(NetworkSpec(name, subnet, **kw))
+
+
+def test_network_create_makes_an_owned_bridge(sandbox):
+    eng = sandbox.engine()
+    net = _net(eng)
+    assert net.gateway == "198.51.100.1" and net.bridge == f"br-{net.id[:12]}"
+    snap = eng.snapshot()
+    br = snap.link(net.bridge)
+    assert br.kind == "bridge" and br.up and br.alias == f"nsnet:net:{net.id}"
+    assert [a.cidr for a in snap.addresses_of(net.bridge)] == ["198.51.100.1/24"]
+
+
+def test_connect_many_and_reach_each_other(sandbox):
+    eng = sandbox.engine()
+    _net(eng)
+    names = [sandbox.name(f"n{i}-") for i in range(5)]
+    eps = eng.connect("front", names, ConnectOptions(create=True))
+    assert [e.ip for e in eps] == [f"198.51.100.{i}" for i in range(2, 7)]
+    for ep in eps:
+        snap = eng.snapshot(ep.netns)
+        eth0 = snap.link("eth0")
+        assert eth0.up and snap.link("lo").up
+        assert [a.cidr for a in snap.addresses_of("eth0")] == [ep.address]
+        assert any(r.is_default and r.gateway == "198.51.100.1" for r in snap.routes)
+        host_end = eng.snapshot().link(ep.host_ifname)
+        assert host_end.up and host_end.alias == f"nsnet:ep:{ep.id}" and host_end.group == 0
+    (result,) = eng.check("front")
+    assert result.ok and len(result.reach) == 20
+
+
+def test_ipv6_is_off_on_endpoint_interfaces(sandbox):
+    eng = sandbox.engine()
+    _net(eng)
+    (ep,) = eng.connect("front", [sandbox.name("v6")], ConnectOptions(create=True))
+    inside = sandbox.inside(ep.netns, "cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6")
+    host = sandbox.host("cat", f"/proc/sys/net/ipv6/conf/{ep.host_ifname}/disable_ipv6")
+    assert inside.stdout.strip() == host.stdout.strip() == "1"
+
+
+def test_static_options(sandbox):
+    eng = sandbox.engine()
+    _net(eng)
+    ns = sandbox.name("st")
+    (ep,) = eng.connect("front", [ns], ConnectOptions(
+        ip="198.51.100.77", mac="02:42:00:00:00:07", ifname="lan0", host_ifname="vst0",
+        create=True))
+    snap = eng.snapshot(ns)
+    assert snap.link("lan0").mac == "02:42:00:00:00:07"
+    assert ep.address == "198.51.100.77/24" and ep.host_ifname == "vst0"
+
+
+def test_second_network_gets_eth1_and_no_second_default(sandbox):
+    eng = sandbox.engine()
+    _net(eng)
+    _net(eng, "back", "203.0.113.0/24")
+    ns = sandbox.name("mh")
+    eng.connect("front", [ns], ConnectOptions(create=True))
+    (ep2,) = eng.connect("back", [ns])
+    assert ep2.ifname == "eth1" and not ep2.default_route
+    defaults = [r for r in eng.snapshot(ns).routes if r.is_default]
+    assert [r.gateway for r in defaults] == ["198.51.100.1"]
+    eng.disconnect("front", [ns])  # like Docker: the gateway moves to the remaining network
+    defaults = [r for r in eng.snapshot(ns).routes if r.is_default]
+    assert [r.gateway for r in defaults] == ["203.0.113.1"]
+    assert eng.snapshot(ns).link("eth0") is None
+    assert [e.default_route for e in eng.network("back").endpoints] == [True]
+
+
+def test_disconnect_removes_both_ends_and_releases_address(sandbox):
+    eng = sandbox.engine()
+    _net(eng)
+    names = [sandbox.name(f"d{i}-") for i in range(3)]
+    eps = eng.connect("front", names, ConnectOptions(create=True))
+    eng.disconnect("front", names[:2])
+    host = {lk.name for lk in eng.snapshot().links}
+    assert eps[0].host_ifname not in host and eps[1].host_ifname not in host
+    assert eps[2].host_ifname in host
+    assert eng.snapshot(names[0]).link("eth0") is None
+    (again,) = eng.connect("front", [names[0]])
+    assert again.ip == eps[0].ip  # lowest free address, reused
+
+
+def test_foreign_namespace_is_used_but_never_deleted(sandbox):
+    eng = sandbox.engine()
+    _net(eng)
+    foreign = sandbox.foreign_netns(sandbox.name("fo"))
+    eng.connect("front", [foreign])
+    assert not next(n for n in eng.ns_list() if n.name == foreign).owned
+    with pytest.raises(Conflict, match="was not created by nsnet"):
+        eng.ns_rm([foreign])
+    eng.network_rm("front", force=True)
+    assert os.path.exists(os.path.join(sandbox.netns_dir, foreign))
+    assert eng.snapshot(foreign).link("eth0") is None
+
+
+def test_ns_rm_takes_its_veths(sandbox):
+    eng = sandbox.engine()
+    _net(eng)
+    names = [sandbox.name(f"r{i}-") for i in range(3)]
+    eps = eng.connect("front", names, ConnectOptions(create=True))
+    eng.ns_rm(names)
+    host = {lk.name for lk in eng.snapshot().links}
+    assert not host & {e.host_ifname for e in eps}
+    assert eng.network("front").endpoints == ()
+    assert not set(names) & set(os.listdir(sandbox.netns_dir))
+
+
+def test_network_rm_needs_force_with_endpoints(sandbox):
+    eng = sandbox.engine()
+    net = _net(eng)
+    eng.connect("front", [sandbox.name("f")], ConnectOptions(create=True))
+    with pytest.raises(Conflict, match="has 1 endpoint"):
+        eng.network_rm("front")
+    eng.network_rm("front", force=True)
+    assert eng.snapshot().link(net.bridge) is None
+    assert eng.networks() == []
+
+
+def test_prune_removes_only_empty_networks(sandbox):
+    eng = sandbox.engine()
+    _net(eng)
+    _net(eng, "empty", "203.0.113.0/24")
+    eng.connect("front", [sandbox.name("p")], ConnectOptions(create=True))
+    assert eng.network_prune() == ["empty"]
+    assert [n.name for n in eng.networks()] == ["front"]
+
+
+def test_conflicts(sandbox):
+    eng = sandbox.engine()
+    _net(eng, subnet="198.51.100.0/30")
+    ns = sandbox.name("c")
+    eng.connect("front", [ns], ConnectOptions(create=True))
+    with pytest.raises(AlreadyExists, match="already connected"):
+        eng.connect("front", [ns])
+    with pytest.raises(PoolExhausted, match="exhausted"):
+        eng.connect("front", [sandbox.name("c2")], ConnectOptions(create=True))
+    with pytest.raises(NotFound, match="does not exist"):
+        eng.connect("front", [sandbox.name("missing")])
+    with pytest.raises(Conflict, match="overlaps network 'front'"):
+        _net(eng, "other", "198.51.100.0/24")
+    assert sorted(os.listdir(sandbox.netns_dir)) == [ns]
+
+
+def test_bridge_port_limit_is_refused_up_front(sandbox, monkeypatch):
+    import nsnet.engine
+
+    monkeypatch.setattr(nsnet.engine, "MAX_BRIDGE_PORTS", 3)
+    eng = sandbox.engine()
+    _net(eng)
+    names = [sandbox.name(f"b{i}-") for i in range(4)]
+    with pytest.raises(PoolExhausted, match="a Linux bridge holds at most 3"):
+        eng.connect("front", names, ConnectOptions(create=True))
+    assert os.listdir(sandbox.netns_dir) == []
+
+
+def test_kernel_failure_midway_is_undone(sandbox, monkeypatch):
+    """The kernel refuses the third endpoint's inside configuration: the two
+    finished endpoints, all veths and the namespaces made are undone."""
+    import errno
+
+    import nsnet.engine
+    from nsnet import KernelError
+
+    eng = sandbox.engine()
+    _net(eng)
+    names = [sandbox.name(f"u{i}-") for i in range(3)]
+    foreign = sandbox.foreign_netns(sandbox.name("uf"))
+    before = sandbox.fingerprint()
+    real = nsnet.engine._configure_inside
+    calls = []
+
+    def failing(ns, ep):
+        calls.append(ep.netns)
+        if len(calls) == 3:
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        real(ns, ep)
+
+    monkeypatch.setattr(nsnet.engine, "_configure_inside", failing)
+    with pytest.raises(KernelError, match="configuring eth0 in namespace .*busy"):
+        eng.connect("front", [*names, foreign], ConnectOptions(create=True))
+    assert sandbox.fingerprint() == before
+    assert eng.snapshot(foreign).link("eth0") is None
+
+
+def test_interface_name_taken_inside_is_refused(sandbox):
+    eng = sandbox.engine()
+    _net(eng)
+    foreign = sandbox.foreign_netns(sandbox.name("it"))
+    sandbox.inside(foreign, "ip", "link", "add", "lan0", "type", "bridge")
+    with pytest.raises(AlreadyExists, match="already has an interface 'lan0'"):
+        eng.connect("front", [foreign], ConnectOptions(ifname="lan0"))
+    (ep,) = eng.connect("front", [foreign])
+    assert ep.ifname == "eth0"
+
+
+def test_ns_add_ls_rm(sandbox):
+    eng = sandbox.engine()
+    a, b = sandbox.name("a"), sandbox.name("b")
+    eng.ns_add([a, b])
+    assert {n.name: n.owned for n in eng.ns_list()} == {a: True, b: True}
+    with pytest.raises(AlreadyExists):
+        eng.ns_add([a])
+    eng.ns_rm([a, b])
+    assert eng.ns_list() == []
+
+
+def test_host_netns_parameter_isolates_from_the_caller(sandbox):
+    eng = sandbox.engine()
+    net = _net(eng)
+    root_links = open("/proc/net/dev").read()
+    assert net.bridge not in root_links
