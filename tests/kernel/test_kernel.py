@@ -41,7 +41,7 @@ def test_caller_namespace_is_untouched(sandbox):
 
 
 def test_veth_peer_created_inside_with_host_end_enslaved(sandbox, host):
-    ns_h, rt = host
+    _ns_h, rt = host
     inner = k.create_netns(sandbox.netns_dir, sandbox.name("v"))
     rt.run([k.req_new_bridge("brk", mac="02:00:00:00:00:aa")])
     br = rt.link("brk")
@@ -105,7 +105,7 @@ def test_sysctl_is_written_in_the_target_namespace(sandbox):
 
 
 def test_ping_and_reachable(sandbox, host):
-    ns_h, rt = host
+    _ns_h, rt = host
     inner = k.create_netns(sandbox.netns_dir, sandbox.name("p"))
     rt.run([k.req_new_veth(k.VethSpec("vp0", "eth0", inner.fd)), k.req_set_link("vp0", up=True)])
     rt.run([k.req_add_addr(rt.link("vp0").index, "198.51.100.1/24")])

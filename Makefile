@@ -1,0 +1,57 @@
+# nsnet -- the two set-up commands of the README: `make lab` and `make test`.
+# Both install what is missing (Debian packages with apt-get, Python deps
+# into .venv) and are safe to run again.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# command -> Debian package that provides it
+SYSTEM_TOOLS := ip:iproute2 brctl:bridge-utils ping:iputils-ping nsenter:util-linux \
+                unshare:util-linux setpriv:util-linux nft:nftables
+
+.PHONY: lab lab-down test unit lint system-deps clean
+
+lab: system-deps $(VENV)/.installed
+	$(BIN)/nsnet lab
+
+lab-down: $(VENV)/.installed
+	$(BIN)/nsnet lab --down
+
+test: system-deps $(VENV)/.installed-test
+	$(BIN)/ruff check src tests
+	$(BIN)/python -m pytest -q tests
+
+unit: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q tests/unit
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check src tests
+
+system-deps:
+	@missing=""; \
+	for pair in $(SYSTEM_TOOLS); do \
+	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || PATH="$$PATH:/usr/sbin:/sbin" command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	command -v $(PYTHON) >/dev/null 2>&1 || missing="$$missing python3"; \
+	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.created:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.created pyproject.toml
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build src/*.egg-info

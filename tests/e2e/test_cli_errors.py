@@ -1,0 +1,111 @@
+"""Every bad input: a one-line error, its exit code, no traceback, nothing made."""
+
+import subprocess
+import sys
+
+import pytest
+
+USAGE, NOT_FOUND, EXISTS, CONFLICT, EXHAUSTED, NOT_ROOT = 2, 3, 4, 5, 6, 7
+
+
+@pytest.fixture
+def box(sandbox):
+    """A sandbox with one network 'front' (198.51.100.0/28) and one endpoint."""
+    assert sandbox.cli("network", "create", "front", "--subnet", "198.51.100.0/28").returncode == 0
+    res = sandbox.cli("connect", "front", sandbox.name("e1"), "--create")
+    assert res.returncode == 0, res.stderr
+    sandbox.host("ip", "link", "add", "foreignbr", "type", "bridge")
+    sandbox.host("ip", "addr", "add", "203.0.113.1/24", "dev", "foreignbr")
+    sandbox.host("ip", "link", "set", "foreignbr", "up")
+    return sandbox
+
+
+def _assert_clean_error(box, args, code, message):
+    before = box.fingerprint()
+    res = box.cli(*args)
+    assert res.returncode == code, (res.returncode, res.stdout, res.stderr)
+    err = res.stderr.strip()
+    assert "Traceback" not in res.stderr + res.stdout
+    assert message in err, err
+    assert len(err.splitlines()) == 1, err
+    assert box.fingerprint() == before
+
+
+CASES = [
+    (["network", "create", "n2", "--subnet", "10.0.0.0/33"], USAGE, "is not a CIDR"),
+    (["network", "create", "n2", "--subnet", "banana"], USAGE, "is not a CIDR"),
+    (["network", "create", "n2", "--subnet", "192.0.2.0/24", "--gateway", "192.0.2.300"],
+     USAGE, "is not an IP address"),
+    (["network", "create", "n2", "--subnet", "192.0.2.0/24", "--gateway", "192.0.3.1"],
+     USAGE, "gateway 192.0.3.1 is outside subnet 192.0.2.0/24"),
+    (["network", "create", "n2", "--subnet", "192.0.2.0/24", "--ip-range", "192.0.3.0/25"],
+     USAGE, "is not inside subnet"),
+    (["network", "create", "n2", "--subnet", "192.0.2.0/24", "--bridge", "b" * 16],
+     USAGE, "the kernel allows at most 15"),
+    (["network", "create", "n2", "--subnet", "192.0.2.0/24", "--bridge", "br/x"],
+     USAGE, "illegal character '/'"),
+    (["network", "create", "n2", "--subnet", "192.0.2.0/24", "--mtu", "20"],
+     USAGE, "MTU 20 is out of range"),
+    (["network", "create", "bad name", "--subnet", "192.0.2.0/24"], USAGE, "network name"),
+    (["network", "create", "n2", "--subnet", "2001:db8::/64"], USAGE, "IPv6 networks are not"),
+    (["network", "create", "front", "--subnet", "192.0.2.0/24"], EXISTS, "already exists"),
+    (["network", "create", "n2", "--subnet", "192.0.2.0/24", "--bridge", "foreignbr"],
+     EXISTS, "was not created by nsnet"),
+    (["network", "create", "n2", "--subnet", "198.51.100.0/24"], CONFLICT,
+     "overlaps network 'front'"),
+    (["network", "create", "n2", "--subnet", "203.0.113.128/25"], CONFLICT,
+     "overlaps route 203.0.113.0/24 dev foreignbr in the host namespace"),
+    (["network", "rm", "front"], CONFLICT, "has 1 endpoint"),
+    (["network", "rm", "nosuch"], NOT_FOUND, "network 'nosuch' does not exist"),
+    (["network", "inspect", "nosuch"], NOT_FOUND, "does not exist"),
+    (["connect", "nosuch", "x"], NOT_FOUND, "network 'nosuch' does not exist"),
+    (["connect", "front", "ghost"], NOT_FOUND, "namespace 'ghost' does not exist"),
+    (["connect", "front", "a/b", "--create"], USAGE, "is not a valid file name"),
+    (["connect", "front", "..", "--create"], USAGE, "is not a valid file name"),
+    (["connect", "front", "", "--create"], USAGE, "must not be empty"),
+    (["connect", "front", "n1", "n1", "--create"], USAGE, "is named twice"),
+    (["connect", "front", "n1", "--create", "--ip", "198.51.100.99"], USAGE,
+     "--ip 198.51.100.99 is outside subnet"),
+    (["connect", "front", "n1", "--create", "--ip", "198.51.100.2"], CONFLICT,
+     "198.51.100.2 is already in use"),
+    (["connect", "front", "n1", "n2", "--create", "--ip", "198.51.100.3"], USAGE,
+     "--ip applies to one namespace"),
+    (["connect", "front", "n1", "--create", "--mac", "01:00:5e:00:00:01"], USAGE, "multicast"),
+    (["connect", "front", "n1", "--create", "--ifname", "x" * 16], USAGE, "at most 15"),
+    (["connect", "front", "n1", "--create", "--host-ifname", "v:1"], USAGE,
+     "illegal character ':'"),
+    (["connect", "front", "n1", "--create", "--host-ifname", "foreignbr"], EXISTS,
+     "already exists in the host namespace"),
+    (["connect", "front", *[f"m{i}" for i in range(13)], "--create"], EXHAUSTED,
+     "exhausted: asked for 13, 12 free"),
+    (["disconnect", "front", "ghost"], NOT_FOUND, "is not connected to network 'front'"),
+    (["ns", "add", "a/b"], USAGE, "is not a valid file name"),
+    (["ns", "rm", "ghost"], NOT_FOUND, "namespace 'ghost' does not exist"),
+    (["ns", "exec", "ghost", "--", "true"], NOT_FOUND, "namespace 'ghost' does not exist"),
+    (["ping", "ghost", "198.51.100.1"], NOT_FOUND, "does not exist"),
+    (["check", "nosuch"], NOT_FOUND, "does not exist"),
+    (["--host-netns", "/nonexistent/x", "network", "ls"], NOT_FOUND, "host namespace"),
+]
+
+
+@pytest.mark.parametrize(("args", "code", "message"), CASES,
+                         ids=[" ".join(c[0])[:60] for c in CASES])
+def test_bad_input(box, args, code, message):
+    _assert_clean_error(box, args, code, message)
+
+
+def test_duplicate_and_foreign_namespace(box):
+    name = box.name("e1")
+    _assert_clean_error(box, ["ns", "add", name], EXISTS, "already exists")
+    _assert_clean_error(box, ["connect", "front", name], EXISTS, "already connected")
+    foreign = box.foreign_netns(box.name("fx"))
+    _assert_clean_error(box, ["ns", "rm", foreign], CONFLICT, "was not created by nsnet")
+
+
+def test_not_root(box):
+    res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          sys.executable, "-m", "nsnet.cli", "network", "ls"],
+                         env=box.env(), capture_output=True, text=True)
+    assert res.returncode == NOT_ROOT
+    assert res.stderr.strip() == ("nsnet: error: nsnet needs root (CAP_NET_ADMIN and "
+                                  "CAP_SYS_ADMIN): run it with sudo")
