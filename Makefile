@@ -7,9 +7,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # command -> Debian package that provides it
 SYSTEM_TOOLS := ip:iproute2 brctl:bridge-utils ping:iputils-ping nsenter:util-linux \
-                unshare:util-linux setpriv:util-linux nft:nftables
+                unshare:util-linux setpriv:util-linux nft:nftables \
+                /usr/lib/cni/bridge:containernetworking-plugins
 
-.PHONY: lab lab-down test unit lint system-deps clean
+.PHONY: lab lab-down test unit lint bench system-deps clean
 
 lab: system-deps $(VENV)/.installed
 	$(BIN)/nsnet lab
@@ -23,6 +24,12 @@ test: system-deps $(VENV)/.installed-test
 
 unit: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q tests/unit
+
+# Long runs live here, never in `make test`: the full side-by-side benchmark
+# (article, CNI reference plugins, ip -batch, kernel floor, nsnet) and a profile.
+bench: system-deps $(VENV)/.installed-bench
+	$(BIN)/python -m bench.setup --n 10 100 500 1000 --reps 3
+	$(BIN)/python -m bench.profile --n 1000
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests
@@ -47,6 +54,10 @@ $(VENV)/.created:
 
 $(VENV)/.installed: $(VENV)/.created pyproject.toml
 	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[bench]'
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

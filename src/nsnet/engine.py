@@ -128,7 +128,7 @@ class _Plan:
     endpoints: list[Endpoint]
     create_ns: set[str]
     foreign_ns: set[str]
-    group: int = field(default_factory=_transient_group)
+    made: list[str] = field(default_factory=list)  # host ends created so far
 
 
 class Engine:
@@ -206,7 +206,8 @@ class Engine:
             raise InvalidInput(f"namespace {sorted(dup)[0]!r} is named twice")
         return list(names)
 
-    def _create_namespaces(self, names: list[str]) -> list[str]:
+    def _create_namespaces(self, names: list[str],
+                           sysctls: dict[str, str] | None = None) -> list[str]:
         """Create them all or none (already-made ones are removed on error)."""
         done: list[str] = []
         try:
@@ -214,7 +215,7 @@ class Engine:
                 k.ensure_netns_dir(self.netns_dir)
                 for name in names:
                     try:
-                        k.create_netns(self.netns_dir, name).close()
+                        k.create_netns(self.netns_dir, name, sysctls).close()
                     except FileExistsError:
                         raise AlreadyExists(f"namespace {name!r} already exists") from None
                     done.append(name)
@@ -468,15 +469,16 @@ class Engine:
         try:
             if plan.create_ns:
                 ordered = [e.netns for e in plan.endpoints if e.netns in plan.create_ns]
-                created_ns = self._create_namespaces(ordered)
+                # IPv4-only: interfaces made in these namespaces are born
+                # without IPv6, so no autoconfiguration traffic floods the bridge
+                # and no per-interface sysctl write is needed later.
+                created_ns = self._create_namespaces(ordered, {_IPV6_DEFAULT_OFF: "1"})
             bridge = self._bridge_index(plan.network)
             for start in range(0, len(plan.endpoints), CHUNK):
                 chunk = plan.endpoints[start : start + CHUNK]
                 self._connect_chunk(plan, bridge, chunk)
                 if progress:
                     progress(len(chunk))
-            with kernel_errors("finishing endpoints"):
-                self.rtnl.run([k.req_set_link(e.host_ifname, group=0) for e in plan.endpoints])
         except BaseException:
             self._undo_connect(plan, created_ns)
             raise
@@ -491,25 +493,28 @@ class Engine:
     def _connect_chunk(self, plan: _Plan, bridge: int, chunk: list[Endpoint]) -> None:
         handles = [self.open_ns(e.netns) for e in chunk]
         try:
+            reqs = [k.req_new_veth(k.VethSpec(e.host_ifname, e.ifname, ns.fd, master=bridge,
+                                              mtu=plan.network.mtu, peer_mac=k.mac_bytes(e.mac)))
+                    for e, ns in zip(chunk, handles, strict=True)]
+            result = self.rtnl.batch(reqs)
+            plan.made += [e.host_ifname
+                          for e, (err, _) in zip(chunk, result.errors, strict=True) if not err]
             with kernel_errors("creating veth pairs"):
-                self.rtnl.run([k.req_new_veth(k.VethSpec(
-                    e.host_ifname, e.ifname, ns.fd, master=bridge, mtu=plan.network.mtu,
-                    peer_mac=k.mac_bytes(e.mac), group=plan.group))
-                    for e, ns in zip(chunk, handles, strict=False)])
+                for req, err, detail in result.failures(reqs):
+                    raise k.NetlinkError(err, req.what, detail)
             with kernel_errors("bringing host ends up"):
-                k.write_sysctls(self.host, {_no_ipv6(e.host_ifname): "1" for e in chunk})
                 self.rtnl.run([k.req_set_link(e.host_ifname, up=True, alias=veth_alias(e.id))
                                for e in chunk])
-            for ep, ns in zip(chunk, handles, strict=False):
+            for ep, ns in zip(chunk, handles, strict=True):
                 with kernel_errors(f"configuring {ep.ifname} in namespace {ep.netns!r}"):
-                    _configure_inside(ns, ep)
+                    _configure_inside(ns, ep, ipv6_off=ep.netns in plan.create_ns)
         finally:
             for ns in handles:
                 ns.close()
 
     def _undo_connect(self, plan: _Plan, created_ns: list[str]) -> None:
-        # Only links of this operation carry plan.group: foreign ones are safe.
-        self.rtnl.batch([k.req_del_group(plan.group)])
+        # plan.made lists exactly the host ends this operation created.
+        self._delete_links(plan.made)
         for name in created_ns:
             k.remove_netns(self.ns_path(name))
 
@@ -559,14 +564,18 @@ class Engine:
         links = self.rtnl.link_by_name()
         ours = [links[e.host_ifname] for e in eps
                 if e.host_ifname in links and links[e.host_ifname].alias == veth_alias(e.id)]
-        if not ours:
+        self._delete_links([lk.name for lk in ours])
+
+    def _delete_links(self, names: list[str]) -> None:
+        """One RTM_DELLINK for all: move them to a transient group, delete it."""
+        if not names:
             return
         with kernel_errors("deleting veth pairs"):
-            if len(ours) == 1:
-                self.rtnl.run([k.req_del_link(index=ours[0].index)])
+            if len(names) == 1:
+                self.rtnl.run([k.req_del_link(name=names[0])])
                 return
             group = _transient_group()
-            self.rtnl.run([k.req_set_link(index=lk.index, group=group) for lk in ours])
+            self.rtnl.batch([k.req_set_link(name, group=group) for name in names])
             self.rtnl.run([k.req_del_group(group)])
 
     # ---------------------------------------------------------------- probes
@@ -606,14 +615,22 @@ class Engine:
 
 def _no_ipv6(ifname: str) -> str:
     # IPv4-only networks: no IPv6 autoconfiguration traffic flooding the bridge.
+    # Only the namespace side matters: a bridge port's own packets go to its
+    # peer, never through the bridge.
     return f"net/ipv6/conf/{ifname}/disable_ipv6"
 
 
-def _configure_inside(ns: k.Netns, ep: Endpoint) -> None:
-    """Inside one namespace: IPv6 off on the new interface, then one batch:
-    lo up, interface up, address, default route."""
-    k.write_sysctls(ns, {_no_ipv6(ep.ifname): "1"})
-    with k.open_rtnl(ns) as rt:
+_IPV6_DEFAULT_OFF = "net/ipv6/conf/default/disable_ipv6"
+
+
+def _configure_inside(ns: k.Netns, ep: Endpoint, ipv6_off: bool) -> None:
+    """Inside one namespace: IPv6 off on the new interface (unless it was
+    born so), then one batch: lo up, interface up, address, default route."""
+    with k.entered(ns.fd):
+        if not ipv6_off:
+            k.write_sysctls_here({_no_ipv6(ep.ifname): "1"})
+        rtnl = k.Rtnl()
+    with rtnl as rt:
         index = rt.link(ep.ifname).index
         reqs = [k.req_set_link("lo", up=True), k.req_set_link(index=index, up=True),
                 k.req_add_addr(index, ep.address)]

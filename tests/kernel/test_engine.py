@@ -46,13 +46,22 @@ def test_connect_many_and_reach_each_other(sandbox):
     assert result.ok and len(result.reach) == 20
 
 
-def test_ipv6_is_off_on_endpoint_interfaces(sandbox):
+@pytest.mark.parametrize("how", ["created by connect", "made by ns add", "foreign"])
+def test_ipv6_is_off_on_endpoint_interfaces(sandbox, how):
     eng = sandbox.engine()
     _net(eng)
-    (ep,) = eng.connect("front", [sandbox.name("v6")], ConnectOptions(create=True))
+    ns = sandbox.name("v6")
+    if how == "made by ns add":
+        eng.ns_add([ns])
+    elif how == "foreign":
+        sandbox.foreign_netns(ns)
+    (ep,) = eng.connect("front", [ns], ConnectOptions(create=how == "created by connect"))
     inside = sandbox.inside(ep.netns, "cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6")
-    host = sandbox.host("cat", f"/proc/sys/net/ipv6/conf/{ep.host_ifname}/disable_ipv6")
-    assert inside.stdout.strip() == host.stdout.strip() == "1"
+    assert inside.stdout.strip() == "1"
+    addrs = sandbox.inside(ep.netns, "ip", "-6", "addr", "show", "dev", "eth0").stdout
+    assert "inet6" not in addrs
+    bridge = eng.network("front").bridge
+    assert sandbox.host("cat", f"/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6").stdout == "1\n"
 
 
 def test_static_options(sandbox):
@@ -187,11 +196,11 @@ def test_kernel_failure_midway_is_undone(sandbox, monkeypatch):
     real = nsnet.engine._configure_inside
     calls = []
 
-    def failing(ns, ep):
+    def failing(ns, ep, **kw):
         calls.append(ep.netns)
         if len(calls) == 3:
             raise OSError(errno.EBUSY, "Device or resource busy")
-        real(ns, ep)
+        real(ns, ep, **kw)
 
     monkeypatch.setattr(nsnet.engine, "_configure_inside", failing)
     with pytest.raises(KernelError, match=r"configuring eth0 in namespace .*busy"):

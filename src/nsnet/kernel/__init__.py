@@ -9,9 +9,6 @@ typed readers return dataclasses.
 
 from __future__ import annotations
 
-import errno
-import os
-
 from .icmp import Echo, ping, reachable
 from .netlink import BatchResult, NetlinkError, Request
 from .netns import (
@@ -25,6 +22,7 @@ from .netns import (
     list_netns,
     open_netns,
     remove_netns,
+    write_sysctls_here,
 )
 from .rtnl import (
     Address,
@@ -88,25 +86,9 @@ def open_rtnl(ns: Netns) -> Rtnl:
 def write_sysctls(ns: Netns, values: dict[str, str]) -> None:
     """Write sysctls (keys as paths under /proc/sys, e.g.
     ``net/ipv6/conf/eth0/disable_ipv6`` -- interface names may hold dots)
-    as seen from inside ``ns``.
-
-    /proc/sys/net resolves against the writing thread's namespace, so one
-    setns covers any number of keys.  Missing keys (e.g. IPv6 compiled out)
-    are skipped.
-    """
+    as seen from inside ``ns``; one setns covers any number of keys."""
     with entered(ns.fd):
-        for key, value in values.items():
-            path = "/proc/sys/" + key
-            try:
-                fd = os.open(path, os.O_WRONLY)
-            except OSError as exc:
-                if exc.errno == errno.ENOENT:
-                    continue
-                raise
-            try:
-                os.write(fd, value.encode())
-            finally:
-                os.close(fd)
+        write_sysctls_here(values)
 
 
 class Snapshot:

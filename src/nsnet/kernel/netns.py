@@ -113,8 +113,25 @@ def ensure_netns_dir(netns_dir: str) -> None:
         mount("none", netns_dir, None, MS_SHARED | MS_REC)
 
 
-def create_netns(netns_dir: str, name: str) -> Netns:
-    """Create and bind-mount a fresh namespace; EEXIST if the name is taken."""
+def write_sysctls_here(values: dict[str, str]) -> None:
+    """Write sysctls (keys as paths under /proc/sys) in this thread's netns.
+
+    /proc/sys/net resolves against the writing thread's namespace.  Missing
+    keys (e.g. IPv6 compiled out) are skipped."""
+    for key, value in values.items():
+        try:
+            fd = os.open("/proc/sys/" + key, os.O_WRONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+
+
+def create_netns(netns_dir: str, name: str, sysctls: dict[str, str] | None = None) -> Netns:
+    """Create and bind-mount a fresh namespace; EEXIST if the name is taken.
+    ``sysctls`` are written while this thread is inside anyway (free setns)."""
     path = os.path.join(netns_dir, name)
     os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -123,6 +140,8 @@ def create_netns(netns_dir: str, name: str) -> Netns:
         try:
             mount("/proc/thread-self/ns/net", path, "none", MS_BIND)
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            if sysctls:
+                write_sysctls_here(sysctls)
         finally:
             setns(home)
     except BaseException:
