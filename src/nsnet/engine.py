@@ -14,15 +14,17 @@ by (transient) link group.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import random
 import resource
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import kernel as k
 from .errors import (
@@ -37,18 +39,22 @@ from .errors import (
 )
 from .ipam import Pool
 from .model import (
+    ALIAS_PREFIX,
     ConnectOptions,
     Endpoint,
     Namespace,
     Network,
     NetworkSpec,
+    bridge_alias,
     parse_ip,
     validate_ifname,
     validate_mac,
     validate_mtu,
     validate_netns_name,
     validate_network_name,
+    veth_alias,
 )
+from .reconcile import Action, plan_gc, plan_reconcile
 from .state import StateLock, Store
 
 __all__ = ["DEFAULT_NETNS_DIR", "DEFAULT_STATE_DIR", "CheckResult", "Engine", "check_ok"]
@@ -59,17 +65,8 @@ DEFAULT_ETC_NETNS_DIR = "/etc/netns"
 DEFAULT_MTU = 1500
 MAX_BRIDGE_PORTS = 1023  # the kernel's BR_MAX_PORTS - 1 (port 0 is reserved)
 CHUNK = 256  # endpoints per kernel batch: bounds open fds and netlink buffers
-ALIAS_PREFIX = "nsnet:"
 
 Progress = Callable[[int], None]
-
-
-def bridge_alias(net_id: str) -> str:
-    return f"{ALIAS_PREFIX}net:{net_id}"
-
-
-def veth_alias(ep_id: str) -> str:
-    return f"{ALIAS_PREFIX}ep:{ep_id}"
 
 
 def random_mac() -> str:
@@ -82,6 +79,26 @@ def _transient_group() -> int:
     """A link group used only for the duration of one operation, so all of
     its links can be deleted with one RTM_DELLINK (one RCU wait)."""
     return random.randrange(1 << 30, 1 << 31)
+
+
+_CRASH_AT = int(os.environ.get("NSNET_CRASH_AT", "0") or 0)
+_CRASH_LOG = os.environ.get("NSNET_CRASH_LOG")
+_crash_hits = 0
+
+
+def crashpoint(label: str) -> None:
+    """Fault injection for the reliability harness: with NSNET_CRASH_AT=N the
+    process SIGKILLs itself at the N-th point reached; NSNET_CRASH_LOG=FILE
+    records the points passed.  Free when neither is set."""
+    global _crash_hits
+    if not (_CRASH_AT or _CRASH_LOG):
+        return
+    _crash_hits += 1
+    if _CRASH_LOG:
+        with open(_CRASH_LOG, "a") as f:
+            f.write(f"{_crash_hits} {label}\n")
+    if _crash_hits == _CRASH_AT:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def require_root() -> None:
@@ -128,7 +145,6 @@ class _Plan:
     endpoints: list[Endpoint]
     create_ns: set[str]
     foreign_ns: set[str]
-    made: list[str] = field(default_factory=list)  # host ends created so far
 
 
 class Engine:
@@ -175,6 +191,47 @@ class Engine:
     def ns_path(self, name: str) -> str:
         return os.path.join(self.netns_dir, name)
 
+    # ------------------------------------------------------- crash safety
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the state lock; the outermost holder first finishes or rolls
+        back whatever a dead nsnet process left in the journal."""
+        with self.lock:
+            if self.lock.depth == 1:
+                self.recover()
+            yield
+
+    @contextmanager
+    def _intent(self, kind: str, payload: dict,
+                rollback: Callable[[dict], None]) -> Iterator[int]:
+        """Record the intent before touching the kernel; on error, undo now.
+        If the process dies instead, :meth:`recover` undoes it later."""
+        with self.store.transaction():
+            op = self.store.journal_add(kind, payload)
+        crashpoint(f"{kind}:journaled")
+        try:
+            yield op
+        except BaseException:
+            rollback(payload)
+            with self.store.transaction():
+                self.store.journal_remove(op)
+            raise
+
+    def recover(self) -> list[str]:
+        """Finish (deletions) or roll back (creations) interrupted operations."""
+        done = []
+        for op, kind, payload in self.store.journal():
+            if kind == "delete":
+                self._roll_forward_delete(op, payload)
+            else:
+                {"connect": self._rollback_create, "ns_add": self._rollback_create,
+                 "network_create": self._rollback_network_create}[kind](payload)
+                with self.store.transaction():
+                    self.store.journal_remove(op)
+            done.append(f"{'finished' if kind == 'delete' else 'rolled back'} an interrupted "
+                        f"{kind.replace('_', ' ')}")
+        return done
+
     # ------------------------------------------------------------ namespaces
     def ns_list(self) -> list[Namespace]:
         known = self.store.namespaces()
@@ -187,13 +244,17 @@ class Engine:
 
     def ns_add(self, names: list[str]) -> list[Namespace]:
         names = self._unique_ns_names(names)
-        with self.lock:
+        with self.exclusive():
             for name in names:
                 if os.path.lexists(self.ns_path(name)):
                     raise AlreadyExists(f"namespace {name!r} already exists")
-            created = self._create_namespaces(names)
-            with self.store.transaction():
-                self.store.add_namespaces((n, self.ns_path(n), True) for n in created)
+            payload = {"endpoints": [], "create_ns": names}
+            with self._intent("ns_add", payload, self._rollback_create) as op:
+                self._create_namespaces(names, payload)
+                with self.store.transaction():
+                    self.store.add_namespaces((n, self.ns_path(n), True) for n in names)
+                    self.store.journal_remove(op)
+            crashpoint("ns_add:committed")
         return [Namespace(n, self.ns_path(n), True) for n in names]
 
     def _unique_ns_names(self, names: list[str]) -> list[str]:
@@ -206,28 +267,24 @@ class Engine:
             raise InvalidInput(f"namespace {sorted(dup)[0]!r} is named twice")
         return list(names)
 
-    def _create_namespaces(self, names: list[str],
-                           sysctls: dict[str, str] | None = None) -> list[str]:
-        """Create them all or none (already-made ones are removed on error)."""
-        done: list[str] = []
-        try:
-            with kernel_errors(f"creating namespaces in {self.netns_dir}"):
-                k.ensure_netns_dir(self.netns_dir)
-                for name in names:
-                    try:
-                        k.create_netns(self.netns_dir, name, sysctls).close()
-                    except FileExistsError:
-                        raise AlreadyExists(f"namespace {name!r} already exists") from None
-                    done.append(name)
-        except BaseException:
-            for name in done:
-                k.remove_netns(self.ns_path(name))
-            raise
-        return done
+    def _create_namespaces(self, names: list[str], intent: dict,
+                           sysctls: dict[str, str] | None = None) -> None:
+        """Create namespaces listed in the intent; the caller's rollback removes
+        them on error.  A name someone else took meanwhile is struck from the
+        intent first, so the rollback never touches it."""
+        with kernel_errors(f"creating namespaces in {self.netns_dir}"):
+            k.ensure_netns_dir(self.netns_dir)
+            for name in names:
+                try:
+                    k.create_netns(self.netns_dir, name, sysctls).close()
+                except FileExistsError:
+                    intent["create_ns"].remove(name)
+                    raise AlreadyExists(f"namespace {name!r} already exists") from None
+                crashpoint("netns:created")
 
     def ns_rm(self, names: list[str]) -> None:
         names = self._unique_ns_names(names)
-        with self.lock:
+        with self.exclusive():
             known = self.store.namespaces()
             for name in names:
                 if name not in known and not k.is_netns_mount(self.ns_path(name)):
@@ -236,12 +293,7 @@ class Engine:
                     raise Conflict(f"namespace {name!r} was not created by nsnet; nsnet never "
                                    f"deletes it (use: ip netns del {name})")
             eps = [e for n in names for e in self.store.endpoints_of_netns(n)]
-            self._delete_host_ends(eps)
-            for name in names:
-                k.remove_netns(self.ns_path(name))
-            with self.store.transaction():
-                self.store.remove_endpoints(e.id for e in eps)
-                self.store.remove_namespaces(names)
+            self._delete(eps, namespaces=names)
 
     def open_ns(self, name: str) -> k.Netns:
         validate_netns_name(name)
@@ -293,18 +345,18 @@ class Engine:
         bridge = validate_ifname(spec.bridge or f"br-{net_id[:12]}", "bridge name")
         net = Network(net_id, spec.name, bridge, str(pool.subnet), str(pool.gateway),
                       str(pool.ip_range), mtu, time.time())
-        with self.lock:
+        with self.exclusive():
             if self.store.network(spec.name):
                 raise AlreadyExists(f"network {spec.name!r} already exists")
             self._check_bridge_free(bridge)
             self._check_overlap(pool)
-            self._create_bridge(net)
-            try:
+            payload = {"id": net.id, "bridge": net.bridge}
+            with self._intent("network_create", payload, self._rollback_network_create) as op:
+                self._create_bridge(net)
                 with self.store.transaction():
                     self.store.add_network(net)
-            except BaseException:
-                self._delete_bridge(net)
-                raise
+                    self.store.journal_remove(op)
+            crashpoint("network_create:committed")
         return net
 
     def _check_bridge_free(self, bridge: str) -> None:
@@ -333,38 +385,38 @@ class Engine:
         with kernel_errors(f"creating bridge {net.bridge}"):
             rt = self.rtnl
             rt.run([k.req_new_bridge(net.bridge, net.mtu, mac=random_mac(), up=False)])
-            try:
-                index = rt.link(net.bridge).index
-                k.write_sysctls(self.host, {_no_ipv6(net.bridge): "1"})
-                rt.run([k.req_add_addr(index, f"{net.gateway}/{net.prefixlen}"),
-                        k.req_set_link(index=index, up=True, alias=bridge_alias(net.id))])
-            except BaseException:
-                rt.batch([k.req_del_link(name=net.bridge)])
-                raise
+            crashpoint("bridge:created")
+            index = rt.link(net.bridge).index
+            k.write_sysctls(self.host, {_no_ipv6(net.bridge): "1"})
+            rt.run([k.req_add_addr(index, f"{net.gateway}/{net.prefixlen}"),
+                    k.req_set_link(index=index, up=True, alias=bridge_alias(net.id))])
+            crashpoint("bridge:configured")
 
-    def _delete_bridge(self, net: Network) -> None:
-        link = self.rtnl.link_by_name().get(net.bridge)
-        if link and link.alias == bridge_alias(net.id):
-            with kernel_errors(f"deleting bridge {net.bridge}"):
+    def _delete_bridge(self, net_id: str, bridge: str, unmarked_too: bool = False) -> None:
+        """Delete the bridge if it carries this network's mark (or, when rolling
+        back its own creation, no mark yet)."""
+        link = self.rtnl.link_by_name().get(bridge)
+        marks = {bridge_alias(net_id)} | ({""} if unmarked_too else set())
+        if link and link.kind == "bridge" and link.alias in marks:
+            with kernel_errors(f"deleting bridge {bridge}"):
                 self.rtnl.run([k.req_del_link(index=link.index)])
 
+    def _rollback_network_create(self, payload: dict) -> None:
+        self._delete_bridge(payload["id"], payload["bridge"], unmarked_too=True)
+
     def network_rm(self, name: str, force: bool = False) -> None:
-        with self.lock:
+        with self.exclusive():
             net = self.network(name)
             if net.endpoints and not force:
                 names = ", ".join(e.netns for e in net.endpoints[:5])
                 more = "..." if len(net.endpoints) > 5 else ""
                 raise Conflict(f"network {name!r} has {len(net.endpoints)} endpoint(s) "
                                f"({names}{more}); disconnect them or use --force")
-            self._delete_host_ends(list(net.endpoints))
-            self._delete_bridge(net)
-            with self.store.transaction():
-                self.store.remove_endpoints(e.id for e in net.endpoints)
-                self.store.remove_network(net.id)
+            self._delete(list(net.endpoints), network=net)
 
     def network_prune(self) -> list[str]:
         removed = []
-        with self.lock:
+        with self.exclusive():
             for net in self.store.networks():
                 if not net.endpoints:
                     self.network_rm(net.name)
@@ -377,13 +429,19 @@ class Engine:
                 progress: Progress | None = None) -> list[Endpoint]:
         names = self._unique_ns_names(namespaces)
         self._check_connect_options(opts, len(names))
-        with self.lock:
+        with self.exclusive():
             plan = self._plan_connect(self.network(network), names, opts)
-            self._apply_connect(plan, progress)
-            with self.store.transaction():
-                self.store.add_namespaces((n, self.ns_path(n), n in plan.create_ns)
-                                          for n in plan.create_ns | plan.foreign_ns)
-                self.store.add_endpoints(plan.network.id, plan.endpoints)
+            payload = {"endpoints": [[e.id, e.host_ifname, e.netns] for e in plan.endpoints],
+                       "create_ns": [e.netns for e in plan.endpoints if e.netns in plan.create_ns]}
+            with self._intent("connect", payload, self._rollback_create) as op:
+                self._apply_connect(plan, payload, progress)
+                crashpoint("connect:applied")
+                with self.store.transaction():
+                    self.store.add_namespaces((n, self.ns_path(n), n in plan.create_ns)
+                                              for n in plan.create_ns | plan.foreign_ns)
+                    self.store.add_endpoints(plan.network.id, plan.endpoints)
+                    self.store.journal_remove(op)
+            crashpoint("connect:committed")
         return plan.endpoints
 
     @staticmethod
@@ -464,24 +522,19 @@ class Engine:
             n += 1
         return f"eth{n}", not has_default
 
-    def _apply_connect(self, plan: _Plan, progress: Progress | None) -> None:
-        created_ns: list[str] = []
-        try:
-            if plan.create_ns:
-                ordered = [e.netns for e in plan.endpoints if e.netns in plan.create_ns]
-                # IPv4-only: interfaces made in these namespaces are born
-                # without IPv6, so no autoconfiguration traffic floods the bridge
-                # and no per-interface sysctl write is needed later.
-                created_ns = self._create_namespaces(ordered, {_IPV6_DEFAULT_OFF: "1"})
-            bridge = self._bridge_index(plan.network)
-            for start in range(0, len(plan.endpoints), CHUNK):
-                chunk = plan.endpoints[start : start + CHUNK]
-                self._connect_chunk(plan, bridge, chunk)
-                if progress:
-                    progress(len(chunk))
-        except BaseException:
-            self._undo_connect(plan, created_ns)
-            raise
+    def _apply_connect(self, plan: _Plan, intent: dict, progress: Progress | None) -> None:
+        if plan.create_ns:
+            # IPv4-only: interfaces made in these namespaces are born without
+            # IPv6, so no autoconfiguration traffic floods the bridge and no
+            # per-interface sysctl write is needed later.
+            self._create_namespaces(list(intent["create_ns"]), intent,
+                                    {_IPV6_DEFAULT_OFF: "1"})
+        bridge = self._bridge_index(plan.network)
+        for start in range(0, len(plan.endpoints), CHUNK):
+            chunk = plan.endpoints[start : start + CHUNK]
+            self._connect_chunk(plan, bridge, chunk)
+            if progress:
+                progress(len(chunk))
 
     def _bridge_index(self, net: Network) -> int:
         link = self.rtnl.link_by_name().get(net.bridge)
@@ -497,43 +550,84 @@ class Engine:
                                               mtu=plan.network.mtu, peer_mac=k.mac_bytes(e.mac)))
                     for e, ns in zip(chunk, handles, strict=True)]
             result = self.rtnl.batch(reqs)
-            plan.made += [e.host_ifname
-                          for e, (err, _) in zip(chunk, result.errors, strict=True) if not err]
+            crashpoint("connect:veths")
             with kernel_errors("creating veth pairs"):
                 for req, err, detail in result.failures(reqs):
                     raise k.NetlinkError(err, req.what, detail)
             with kernel_errors("bringing host ends up"):
                 self.rtnl.run([k.req_set_link(e.host_ifname, up=True, alias=veth_alias(e.id))
                                for e in chunk])
+            crashpoint("connect:host-up")
             for ep, ns in zip(chunk, handles, strict=True):
                 with kernel_errors(f"configuring {ep.ifname} in namespace {ep.netns!r}"):
                     _configure_inside(ns, ep, ipv6_off=ep.netns in plan.create_ns)
+                crashpoint("connect:inside")
         finally:
             for ns in handles:
                 ns.close()
 
-    def _undo_connect(self, plan: _Plan, created_ns: list[str]) -> None:
-        # plan.made lists exactly the host ends this operation created.
-        self._delete_links(plan.made)
-        for name in created_ns:
-            k.remove_netns(self.ns_path(name))
+    def _rollback_create(self, payload: dict) -> None:
+        """Undo a connect/ns add that did not commit: its host ends (marked, or
+        not yet marked), then the namespaces it was creating -- only while
+        they hold nothing but ``lo``."""
+        links = self.rtnl.link_by_name()
+        doomed = [host for ep_id, host, _ns in payload["endpoints"]
+                  if host in links and links[host].kind == "veth"
+                  and links[host].alias in ("", veth_alias(ep_id))]
+        self._delete_links(doomed)
+        for name in payload["create_ns"]:
+            self._remove_if_empty(name)
+
+    def _remove_if_empty(self, name: str) -> None:
+        path = self.ns_path(name)
+        if k.is_netns_mount(path):
+            if {lk.name for lk in self.snapshot(name).links} <= {"lo"}:
+                k.remove_netns(path)
+        elif os.path.isfile(path) and os.path.getsize(path) == 0:
+            os.unlink(path)  # died between creating the mount point and mounting
 
     def disconnect(self, network: str, namespaces: list[str]) -> None:
         names = self._unique_ns_names(namespaces)
-        with self.lock:
+        with self.exclusive():
             net = self.network(network)
             by_ns = {e.netns: e for e in net.endpoints}
             for name in names:
                 if name not in by_ns:
                     raise NotFound(f"namespace {name!r} is not connected to network {network!r}")
-            eps = [by_ns[n] for n in names]
-            self._delete_host_ends(eps)
-            moved = self._move_default_routes(eps)
-            with self.store.transaction():
-                self.store.remove_endpoints(e.id for e in eps)
-                for ep in moved:
-                    self.store.db.execute("UPDATE endpoints SET default_route=1 WHERE id=?",
-                                          (ep.id,))
+            self._delete([by_ns[n] for n in names])
+
+    def _delete(self, eps: list[Endpoint], namespaces: list[str] | tuple[str, ...] = (),
+                network: Network | None = None) -> None:
+        """Remove endpoints, then namespaces, then a network, journaled so a
+        crash anywhere is rolled *forward* by the next nsnet."""
+        payload = {"endpoints": [e.id for e in eps], "namespaces": list(namespaces),
+                   "network": [network.id, network.bridge] if network else None}
+        with self.store.transaction():
+            op = self.store.journal_add("delete", payload)
+        crashpoint("delete:journaled")
+        self._roll_forward_delete(op, payload)
+
+    def _roll_forward_delete(self, op: int, payload: dict) -> None:
+        ids = set(payload["endpoints"])
+        eps = [e for e in self.store.endpoints() if e.id in ids]
+        self._delete_host_ends(eps)
+        crashpoint("delete:links")
+        moved = self._move_default_routes(eps)
+        for name in payload["namespaces"]:
+            k.remove_netns(self.ns_path(name))
+            crashpoint("delete:netns")
+        if payload["network"]:
+            self._delete_bridge(*payload["network"])
+            crashpoint("delete:bridge")
+        with self.store.transaction():
+            self.store.remove_endpoints(ids)
+            self.store.remove_namespaces(payload["namespaces"])
+            if payload["network"]:
+                self.store.remove_network(payload["network"][0])
+            for ep in moved:
+                self.store.set_default_route(ep.id)
+            self.store.journal_remove(op)
+        crashpoint("delete:committed")
 
     def _move_default_routes(self, removed: list[Endpoint]) -> list[Endpoint]:
         """Like Docker: a namespace losing its gateway network gets the default
@@ -576,7 +670,71 @@ class Engine:
                 return
             group = _transient_group()
             self.rtnl.batch([k.req_set_link(name, group=group) for name in names])
-            self.rtnl.run([k.req_del_group(group)])
+            err, detail = self.rtnl.batch([k.req_del_group(group)]).errors[0]
+            if err and err != errno.ENODEV:  # ENODEV: all were gone already
+                raise k.NetlinkError(err, "delete veth pairs", detail)
+
+    # ------------------------------------------------------ reconcile / gc
+    def reconcile(self, dry_run: bool = False) -> list[Action]:
+        """Make the kernel match the state store (see :mod:`nsnet.reconcile`)."""
+        with self.lock:
+            done = [] if dry_run else self._recovered_actions()
+            actions = plan_reconcile(self)
+            if not dry_run and actions:
+                self._apply_actions(actions)
+        return done + actions
+
+    def gc(self, dry_run: bool = False) -> list[Action]:
+        """Remove nsnet-marked objects that no record claims."""
+        with self.lock:
+            done = [] if dry_run else self._recovered_actions()
+            actions = plan_gc(self)
+            if not dry_run and actions:
+                self._apply_actions(actions)
+        return done + actions
+
+    def _recovered_actions(self) -> list[Action]:
+        return [Action("interrupted", "journal", what) for what in self.recover()]
+
+    def _apply_actions(self, actions: list[Action]) -> None:
+        kinds = {a.kind for a in actions}
+        if "orphan" in kinds:
+            self._delete_links([a.data[0] for a in actions if a.kind == "orphan"])
+        if "release" in kinds:
+            with self.store.transaction():
+                self.store.remove_endpoints(a.data[0] for a in actions if a.kind == "release")
+        for a in actions:
+            if a.kind == "netns" and not k.is_netns_mount(self.ns_path(a.data[0])):
+                self._remove_if_empty(a.data[0])  # a stale empty mount point
+                with kernel_errors(f"recreating namespace {a.data[0]!r}"):
+                    k.ensure_netns_dir(self.netns_dir)
+                    k.create_netns(self.netns_dir, a.data[0], {_IPV6_DEFAULT_OFF: "1"}).close()
+        for a in actions:
+            if a.kind == "bridge":
+                self._repair_bridge(self.network(a.data[0]))
+        by_net: dict[str, set[str]] = {}
+        for a in actions:
+            if a.kind == "endpoint":
+                by_net.setdefault(a.data[0], set()).add(a.data[1])
+        for net_name, ids in by_net.items():
+            self._recreate_endpoints(self.network(net_name), ids)
+
+    def _repair_bridge(self, net: Network) -> None:
+        link = self.rtnl.link_by_name().get(net.bridge)
+        if link is None:
+            self._create_bridge(net)
+            return
+        with kernel_errors(f"repairing bridge {net.bridge}"):
+            self.rtnl.batch([k.req_add_addr(link.index, f"{net.gateway}/{net.prefixlen}")])
+            self.rtnl.run([k.req_set_link(index=link.index, up=True)])
+
+    def _recreate_endpoints(self, net: Network, ids: set[str]) -> None:
+        eps = [e for e in net.endpoints if e.id in ids]
+        self._delete_host_ends(eps)  # a half-broken pair goes first
+        plan = _Plan(net, eps, set(), set())
+        bridge = self._bridge_index(net)
+        for start in range(0, len(eps), CHUNK):
+            self._connect_chunk(plan, bridge, eps[start : start + CHUNK])
 
     # ---------------------------------------------------------------- probes
     def ping(self, netns: str, address: str, count: int = 4, interval: float = 1.0,

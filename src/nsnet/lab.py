@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import kernel as k
-from .engine import Engine, bridge_alias
+from .engine import Engine
 from .errors import AlreadyExists, CheckFailed, Conflict
-from .model import ConnectOptions, NetworkSpec
+from .model import ConnectOptions, NetworkSpec, bridge_alias
 
 __all__ = ["LAB_NETWORK", "LAB_NODES", "format_route", "lab_down", "lab_up"]
 
@@ -99,7 +99,7 @@ def _preflight(engine: Engine) -> None:
 
 def lab_up(engine: Engine, out: Out, ping_count: int = 2, interval: float = 0.3) -> None:
     """Build (or re-check) the lab; raise CheckFailed if a ping direction fails."""
-    with engine.lock:
+    with engine.exclusive():
         if _is_up(engine):
             out("The lab is already up (made by nsnet); re-checking it.")
             _show_state(engine, out)
@@ -203,7 +203,7 @@ def _step5(engine: Engine, out: Out, count: int, interval: float) -> None:
 
 def lab_down(engine: Engine, out: Out) -> None:
     """Remove exactly what the lab made (nsnet-owned objects only)."""
-    with engine.lock:
+    with engine.exclusive():
         net = engine.store.network(LAB_NETWORK.name)
         if net:
             engine.network_rm(LAB_NETWORK.name, force=True)

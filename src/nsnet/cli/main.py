@@ -270,6 +270,36 @@ def disconnect(settings: Settings, network_name: str, namespaces: tuple[str, ...
     _engine(settings).disconnect(network_name, list(namespaces))
 
 
+# ------------------------------------------------------- reconcile / gc
+def _report(actions: list, dry_run: bool, clean: str) -> None:
+    for action in actions:
+        click.echo(str(action))
+    if not actions:
+        click.echo(clean)
+    elif dry_run:
+        sys.exit(1)
+    blocked = [a for a in actions if a.kind == "blocked"]
+    if blocked:
+        raise nsnet.Conflict(f"{len(blocked)} problem(s) need a person: see above")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Print the differences; exit 1 if any.")
+@pass_settings
+def reconcile(settings: Settings, dry_run: bool) -> None:
+    """Make the kernel match nsnet's state (after a crash, a reboot, or meddling)."""
+    actions = _engine(settings).reconcile(dry_run=dry_run)
+    _report(actions, dry_run, "in sync: the kernel matches the state")
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Print what would go; exit 1 if anything.")
+@pass_settings
+def gc(settings: Settings, dry_run: bool) -> None:
+    """Remove nsnet-marked objects that no record claims."""
+    _report(_engine(settings).gc(dry_run=dry_run), dry_run, "nothing to collect")
+
+
 # ---------------------------------------------------------------- probes
 @cli.command()
 @click.argument("netns")

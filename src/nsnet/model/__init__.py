@@ -16,10 +16,34 @@ from .validate import (
 )
 
 __all__ = [
-    "ConnectOptions", "Endpoint", "Namespace", "Network", "NetworkSpec", "parse_ip",
-    "parse_subnet", "validate_ifname", "validate_mac", "validate_mtu", "validate_netns_name",
+    "ALIAS_PREFIX",
+    "ConnectOptions",
+    "Endpoint",
+    "Namespace",
+    "Network",
+    "NetworkSpec",
+    "bridge_alias",
+    "parse_ip",
+    "parse_subnet",
+    "validate_ifname",
+    "validate_mac",
+    "validate_mtu",
+    "validate_netns_name",
     "validate_network_name",
+    "veth_alias",
 ]
+
+
+# Ownership marks: the link alias of every kernel object nsnet creates.
+ALIAS_PREFIX = "nsnet:"
+
+
+def bridge_alias(net_id: str) -> str:
+    return f"{ALIAS_PREFIX}net:{net_id}"
+
+
+def veth_alias(ep_id: str) -> str:
+    return f"{ALIAS_PREFIX}ep:{ep_id}"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ timeout with a clear error).
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import sqlite3
 import sys
@@ -37,6 +38,9 @@ CREATE TABLE IF NOT EXISTS endpoints(
     address TEXT NOT NULL, mac TEXT NOT NULL, default_route INTEGER NOT NULL,
     created REAL NOT NULL,
     UNIQUE(network_id, netns), UNIQUE(network_id, address), UNIQUE(netns, ifname));
+CREATE TABLE IF NOT EXISTS journal(
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT NOT NULL,
+    created REAL NOT NULL);
 """
 
 _EP_SELECT = """SELECT e.id, n.name, e.netns, e.ifname, e.host_ifname, e.address, e.mac,
@@ -86,6 +90,19 @@ class Store:
             raise
         self.db.execute("COMMIT")
 
+    # journal: intents written before the kernel is touched -------------
+    def journal_add(self, kind: str, payload: dict) -> int:
+        cur = self.db.execute("INSERT INTO journal(kind, payload, created) VALUES(?, ?, ?)",
+                              (kind, json.dumps(payload), time.time()))
+        return int(cur.lastrowid or 0)
+
+    def journal_remove(self, op_id: int) -> None:
+        self.db.execute("DELETE FROM journal WHERE id=?", (op_id,))
+
+    def journal(self) -> list[tuple[int, str, dict]]:
+        rows = self.db.execute("SELECT id, kind, payload FROM journal ORDER BY id")
+        return [(i, kind, json.loads(payload)) for i, kind, payload in rows]
+
     # namespaces ---------------------------------------------------------
     def namespaces(self) -> dict[str, tuple[str, bool]]:
         rows = self.db.execute("SELECT name, path, owned FROM namespaces")
@@ -131,6 +148,9 @@ class Store:
 
     def remove_endpoints(self, ids: Iterable[str]) -> None:
         self.db.executemany("DELETE FROM endpoints WHERE id=?", [(i,) for i in ids])
+
+    def set_default_route(self, ep_id: str) -> None:
+        self.db.execute("UPDATE endpoints SET default_route=1 WHERE id=?", (ep_id,))
 
     def endpoints(self, where: str = "", args: tuple = ()) -> list[Endpoint]:
         sql = _EP_SELECT + (f" WHERE {where}" if where else "") + " ORDER BY e.created, e.netns"

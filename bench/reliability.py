@@ -1,0 +1,214 @@
+"""Fault injection: kill nsnet with SIGKILL at every crash point of a scenario
+(and at random times), recover, and prove nothing leaked.
+
+    python -m bench.reliability            # every point + random kills (make reliability)
+    python -m bench.reliability --sample 12 --random 3   # what `make test` runs
+
+Each trial runs in its own sandbox (``unshare --mount --net``, tmpfs /run):
+the scenario's CLI steps run up to step i, step i runs with NSNET_CRASH_AT=j
+(the j-th crash point that process reaches SIGKILLs it), then ``nsnet
+reconcile`` recovers, and the trial asserts: reconcile --dry-run is clean
+(state == kernel), no link, namespace or lease exists that the state does not
+claim, the networks still pass ``nsnet check``; then the rest of the scenario
+runs and everything must be gone at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+STATE = "/run/nsnet-state"
+
+SCENARIO: list[list[str]] = [
+    ["network", "create", "a", "--subnet", "198.51.100.0/24"],
+    ["connect", "a", *[f"n{i}" for i in range(1, 7)], "--create"],
+    ["ns", "add", "m1", "m2"],
+    ["connect", "a", "m1", "m2"],
+    ["network", "create", "b", "--subnet", "203.0.113.0/24", "--bridge", "brb"],
+    ["connect", "b", "n1", "n2", "m1"],
+    ["disconnect", "a", "n1", "n2", "n3"],
+    ["ns", "rm", "n4", "n5"],
+    ["network", "rm", "--force", "b"],
+    ["connect", "a", "n7", "n8", "--create"],
+    ["network", "rm", "--force", "a"],
+    ["ns", "rm", "n1", "n2", "n3", "n6", "n7", "n8", "m1", "m2"],
+]
+
+
+def _nsnet(args: list[str], extra_env: dict[str, str] | None = None,
+           kill_after: float | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, NSNET_STATE_DIR=STATE, **(extra_env or {}))
+    cmd = [sys.executable, "-m", "nsnet.cli", *args]
+    if kill_after is None:
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(kill_after)
+    proc.send_signal(signal.SIGKILL)
+    out, err = proc.communicate()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _json(args: list[str]) -> list:
+    res = _nsnet(args)
+    if res.returncode:
+        raise AssertionError(f"nsnet {' '.join(args)}: {res.stderr.strip()}")
+    return json.loads(res.stdout)
+
+
+def _kernel() -> tuple[set[str], set[str]]:
+    links = json.loads(subprocess.run(["ip", "-j", "link"], capture_output=True,
+                                      text=True).stdout)
+    names = {lk["ifname"] for lk in links} - {"lo"}
+    netns = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+    return names, netns
+
+
+def _leaks() -> list[str]:
+    """Everything in the kernel must be claimed by the state, and vice versa."""
+    problems = []
+    res = _nsnet(["reconcile", "--dry-run"])
+    if res.returncode:
+        problems.append("reconcile --dry-run not clean: " + res.stdout.strip().replace("\n", "; "))
+    nets = _json(["network", "ls", "--json"])
+    owned = {n["name"] for n in _json(["ns", "ls", "--json"]) if n["owned"]}
+    expect_links = {n["bridge"] for n in nets} | {e["host_ifname"] for n in nets
+                                                  for e in n["endpoints"]}
+    links, netns = _kernel()
+    if links != expect_links:
+        problems.append(f"links: extra {sorted(links - expect_links)}, "
+                        f"missing {sorted(expect_links - links)}")
+    if netns != owned:
+        problems.append(f"namespaces: extra {sorted(netns - owned)}, "
+                        f"missing {sorted(owned - netns)}")
+    ips = [e["address"] for n in nets for e in n["endpoints"]]
+    if len(ips) != len(set(ips)):
+        problems.append("an address is allocated twice")
+    for n in nets:
+        if len(n["endpoints"]) >= 2 and _nsnet(["check", n["name"]]).returncode:
+            problems.append(f"network {n['name']} does not pass check")
+    return problems
+
+
+def trial(step: int, crash_at: int | None, kill_after: float | None) -> dict:
+    """Runs inside the sandbox."""
+    subprocess.run(["mount", "-t", "tmpfs", "nsnet-rel", "/run"], check=True)
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    for args in SCENARIO[:step]:
+        res = _nsnet(args)
+        if res.returncode:
+            return {"ok": False, "problems": [f"setup step failed: {res.stderr.strip()}"]}
+    env = {"NSNET_CRASH_AT": str(crash_at)} if crash_at else None
+    res = _nsnet(SCENARIO[step], env, kill_after)
+    killed = res.returncode == -signal.SIGKILL
+    if crash_at and not killed:
+        return {"ok": False, "problems": [f"expected a kill, got {res.returncode}: "
+                                          f"{res.stderr.strip()}"]}
+    rec = _nsnet(["reconcile"])
+    problems = [] if rec.returncode == 0 else [f"reconcile failed: {rec.stderr.strip()}"]
+    problems += _leaks()
+    # A user re-runs the command that died: it succeeds (rolled back) or finds
+    # the work done (rolled forward: "does not exist", exit 3).
+    retry = _nsnet(SCENARIO[step]) if killed else res
+    if retry.returncode not in (0, 3):
+        problems.append(f"re-running the killed step: {retry.stderr.strip()}")
+    for args in SCENARIO[step + 1 :]:
+        res = _nsnet(args)
+        if res.returncode:
+            problems.append(f"after recovery, nsnet {' '.join(args)}: {res.stderr.strip()}")
+    links, netns = _kernel()
+    if links or netns:
+        problems.append(f"left at the end: {sorted(links | netns)}")
+    return {"ok": not problems, "problems": problems, "killed": killed}
+
+
+def count_points() -> list[int]:
+    """Crash points each scenario step passes (run once, in a sandbox)."""
+    subprocess.run(["mount", "-t", "tmpfs", "nsnet-rel", "/run"], check=True)
+    counts = []
+    for i, args in enumerate(SCENARIO):
+        log = f"/run/points-{i}"
+        res = _nsnet(args, {"NSNET_CRASH_LOG": log})
+        if res.returncode:
+            raise SystemExit(f"scenario step {args} failed: {res.stderr}")
+        with open(log) as f:
+            counts.append(sum(1 for _ in f))
+    return counts
+
+
+def _sandboxed(*args: str) -> dict | list:
+    cmd = ["unshare", "--mount", "--net", "--propagation", "private", "--",
+           sys.executable, "-m", "bench.reliability", *args]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(HERE),
+                         timeout=600)
+    try:
+        return json.loads(res.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        return {"ok": False, "problems": [f"harness error: {res.stderr.strip()[-400:]}"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.reliability", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sample", type=int, help="only this many crash points, spread evenly")
+    p.add_argument("--random", type=int, default=125, help="random-time kills")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", help="write the report here (markdown)")
+    p.add_argument("--trial", nargs=3, help=argparse.SUPPRESS)
+    p.add_argument("--count", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.count:
+        print(json.dumps(count_points()))
+        return 0
+    if args.trial:
+        step, crash_at, delay = int(args.trial[0]), int(args.trial[1]), float(args.trial[2])
+        print(json.dumps(trial(step, crash_at or None, delay if delay >= 0 else None)))
+        return 0
+    counts = _sandboxed("--count")
+    points = [(i, j) for i, n in enumerate(counts) for j in range(1, n + 1)]
+    rng = random.Random(args.seed)
+    if args.sample and args.sample < len(points):
+        stride = len(points) / args.sample
+        points = [points[int(k * stride)] for k in range(args.sample)]
+    kills = [(rng.randrange(len(SCENARIO)), round(rng.uniform(0.05, 0.6), 3))
+             for _ in range(args.random)]
+    failures, killed_random = [], 0
+    for n, (step, at) in enumerate(points, 1):
+        res = _sandboxed("--trial", str(step), str(at), "-1")
+        if not res.get("ok"):
+            failures.append(f"step {step} ({' '.join(SCENARIO[step][:3])}) point {at}: "
+                            + "; ".join(res.get("problems", [])))
+        print(f"  crash point {n}/{len(points)}: step {step} hit {at}: "
+              f"{'ok' if res.get('ok') else 'LEAK'}", file=sys.stderr, flush=True)
+    for step, delay in kills:
+        res = _sandboxed("--trial", str(step), "0", str(delay))
+        killed_random += bool(res.get("killed"))
+        if not res.get("ok"):
+            failures.append(f"random kill step {step} after {delay}s: "
+                            + "; ".join(res.get("problems", [])))
+    summary = (f"kill points tried: {len(points)} crash points (of {sum(counts)} in the "
+               f"scenario) + {len(kills)} random-time kills ({killed_random} landed before the "
+               f"command finished); leaks or inconsistencies found: {len(failures)}")
+    print(summary)
+    for f in failures:
+        print("  " + f)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write("# Reliability: fault injection\n\n"
+                     f"`python -m bench.reliability` (seed {args.seed}).  Scenario steps:\n\n"
+                     + "".join(f"{i}. `nsnet {' '.join(s)}` ({counts[i]} crash points)\n"
+                               for i, s in enumerate(SCENARIO))
+                     + f"\n**{summary}**\n" + "".join(f"\n- {f}" for f in failures) + "\n")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

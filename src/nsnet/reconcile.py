@@ -1,0 +1,122 @@
+"""Bring the kernel back to what the state store says (reconcile), and remove
+what nsnet marked but no record claims (gc).
+
+Both first plan a list of :class:`Action` from one read of the kernel, so
+``--dry-run`` prints exactly what a real run would do.  A reboot (kernel state
+gone, state store intact) is the same case as any other drift: owned
+namespaces, bridges and endpoints are recreated with their recorded names,
+addresses and MACs; an endpoint whose *foreign* namespace vanished is
+released (nsnet cannot recreate someone else's namespace).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from . import kernel as k
+from .model import ALIAS_PREFIX, Endpoint, Network, bridge_alias, veth_alias
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["Action", "plan_gc", "plan_reconcile"]
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # interrupted | bridge | netns | endpoint | release | orphan | blocked
+    target: str
+    detail: str
+    data: tuple = field(default=(), compare=False, repr=False)
+
+    def __str__(self) -> str:
+        return f"{self.kind:<11} {self.target}: {self.detail}"
+
+
+def _orphans(engine: Engine, links: list[k.Link]) -> list[Action]:
+    nets = {n.id for n in engine.store.networks()}
+    eps = {e.id for e in engine.store.endpoints()}
+    out = []
+    for link in links:
+        if not link.alias.startswith(ALIAS_PREFIX):
+            continue
+        _, kind, obj_id = [*link.alias.split(":", 2), "", ""][:3]
+        claimed = obj_id in (nets if kind == "net" else eps)
+        if not claimed:
+            out.append(Action("orphan", link.name, f"{link.kind} marked {link.alias!r} but no "
+                              "record claims it: remove", (link.name,)))
+    return out
+
+
+def _journal(engine: Engine) -> list[Action]:
+    return [Action("interrupted", f"operation {op}", f"a {kind.replace('_', ' ')} was "
+                   "interrupted: finish or roll it back") for op, kind, _ in engine.store.journal()]
+
+
+def plan_gc(engine: Engine) -> list[Action]:
+    return _journal(engine) + _orphans(engine, engine.rtnl.links())
+
+
+def plan_reconcile(engine: Engine) -> list[Action]:
+    links = engine.rtnl.links()
+    actions = _journal(engine)
+    by_name = {lk.name: lk for lk in links}
+    owned = {n for n, (_, o) in engine.store.namespaces().items() if o}
+    for net in engine.store.networks():
+        actions += _check_bridge(engine, net, by_name)
+        for ep in net.endpoints:
+            actions += _check_endpoint(engine, net, ep, by_name, owned)
+    with_eps = {e.netns for e in engine.store.endpoints()}
+    for name in sorted(owned - with_eps):
+        if not k.is_netns_mount(engine.ns_path(name)):
+            actions.append(Action("netns", name, "owned namespace is missing: recreate",
+                                  (name,)))
+    return actions + _orphans(engine, links)
+
+
+def _check_bridge(engine: Engine, net: Network, links: dict[str, k.Link]) -> list[Action]:
+    link = links.get(net.bridge)
+    if link is None:
+        return [Action("bridge", net.bridge, f"bridge of network {net.name!r} is missing: "
+                       "recreate", (net.name,))]
+    if link.alias != bridge_alias(net.id):
+        return [Action("blocked", net.bridge, f"a link nsnet did not create holds the name of "
+                       f"network {net.name!r}'s bridge: remove or rename it")]
+    snap_addrs = {a.cidr for a in engine.rtnl.addresses() if a.index == link.index}
+    if f"{net.gateway}/{net.prefixlen}" not in snap_addrs or not link.up:
+        return [Action("bridge", net.bridge, "gateway address or up state missing: repair",
+                       (net.name,))]
+    return []
+
+
+def _check_endpoint(engine: Engine, net: Network, ep: Endpoint, links: dict[str, k.Link],
+                    owned: set[str]) -> list[Action]:
+    if not k.is_netns_mount(engine.ns_path(ep.netns)):
+        if ep.netns in owned:
+            return [Action("netns", ep.netns, "owned namespace is missing: recreate",
+                           (ep.netns,)),
+                    Action("endpoint", f"{ep.netns}/{ep.ifname}", f"recreate on {net.name} "
+                           f"with {ep.address}", (net.name, ep.id))]
+        return [Action("release", f"{ep.netns}/{ep.ifname}", f"namespace not created by nsnet "
+                       f"is gone: release {ep.ip} on {net.name}", (ep.id,))]
+    host = links.get(ep.host_ifname)
+    bridge = links.get(net.bridge)
+    if host and host.alias != veth_alias(ep.id):
+        return [Action("blocked", ep.host_ifname, "a link nsnet did not create holds this "
+                       "endpoint's host interface name")]
+    if host and bridge and host.master == bridge.index and host.up and \
+            _inside_ok(engine, ep):
+        return []
+    return [Action("endpoint", f"{ep.netns}/{ep.ifname}", f"missing or broken: recreate on "
+                   f"{net.name} with {ep.address}", (net.name, ep.id))]
+
+
+def _inside_ok(engine: Engine, ep: Endpoint) -> bool:
+    snap = engine.snapshot(ep.netns)
+    link = snap.link(ep.ifname)
+    if link is None or not link.up or ep.address not in {
+            a.cidr for a in snap.addresses_of(ep.ifname)}:
+        return False
+    return not ep.default_route or any(r.is_default and r.gateway == ep.gateway
+                                       for r in snap.routes)
