@@ -10,7 +10,7 @@ SYSTEM_TOOLS := ip:iproute2 brctl:bridge-utils ping:iputils-ping nsenter:util-li
                 unshare:util-linux setpriv:util-linux nft:nftables \
                 /usr/lib/cni/bridge:containernetworking-plugins
 
-.PHONY: lab lab-down test unit lint bench system-deps clean
+.PHONY: lab lab-down test unit lint bench reliability system-deps clean
 
 lab: system-deps $(VENV)/.installed
 	$(BIN)/nsnet lab
@@ -19,7 +19,7 @@ lab-down: $(VENV)/.installed
 	$(BIN)/nsnet lab --down
 
 test: system-deps $(VENV)/.installed-test
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q tests
 
 unit: $(VENV)/.installed-test
@@ -31,8 +31,16 @@ bench: system-deps $(VENV)/.installed-bench
 	$(BIN)/python -m bench.setup --n 10 100 500 1000 --reps 3
 	$(BIN)/python -m bench.profile --n 1000
 
+# Every crash point + random-time kills (>= 200), and 10,000 fuzz cases.
+reliability: system-deps $(VENV)/.installed-test
+	rm -f bench/results/fuzz.txt
+	NSNET_FUZZ_EXAMPLES=5000 NSNET_FUZZ_REPORT=bench/results/fuzz.txt \
+	  $(BIN)/python -m pytest -q tests/kernel/test_fuzz.py
+	$(BIN)/python -m bench.reliability --out bench/results/reliability.md
+	$(BIN)/python -m bench.reliability_report bench/results/reliability.md bench/results/fuzz.txt
+
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 
 system-deps:
 	@missing=""; \

@@ -130,6 +130,39 @@ def trial(step: int, crash_at: int | None, kill_after: float | None) -> dict:
     return {"ok": not problems, "problems": problems, "killed": killed}
 
 
+def concurrency() -> dict:
+    """Inside the sandbox: 100 concurrent connects, 20 concurrent creates of
+    one name, and a connect/disconnect storm."""
+    subprocess.run(["mount", "-t", "tmpfs", "nsnet-rel", "/run"], check=True)
+    env = dict(os.environ, NSNET_STATE_DIR=STATE)
+    cli = [sys.executable, "-m", "nsnet.cli"]
+
+    def spawn_all(argvs: list[list[str]]) -> list[tuple[int, str]]:
+        procs = [subprocess.Popen([*cli, *a], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True) for a in argvs]
+        return [(p.wait(), p.stderr.read()) for p in procs]
+
+    _nsnet(["network", "create", "c", "--subnet", "198.51.100.0/24"])
+    connects = spawn_all([["connect", "c", f"c{i}", "--create"] for i in range(100)])
+    net = _json(["network", "inspect", "c"])[0]
+    addrs = {e["address"] for e in net["endpoints"]}
+    creates = spawn_all([["network", "create", "same", "--subnet", f"198.18.{i}.0/24"]
+                         for i in range(20)])
+    rng = random.Random(3)
+    storm = spawn_all([[rng.choice(["connect", "disconnect"]), "c",
+                        *rng.sample([f"c{i}" for i in range(100)], 3)] for _ in range(40)])
+    storm_bad = [e for rc, e in storm if rc and "already connected" not in e
+                 and "is not connected" not in e]
+    return {"connect_errors": sum(1 for rc, _ in connects if rc),
+            "distinct_addresses": len(addrs), "endpoints": len(net["endpoints"]),
+            "reachable": _nsnet(["check", "c"]).returncode == 0,
+            "create_winners": sum(1 for rc, _ in creates if rc == 0),
+            "create_clean_losers": sum(1 for rc, e in creates
+                                       if rc == 4 and "already exists" in e),
+            "storm_unexpected_errors": len(storm_bad),
+            "state_equals_kernel": not _leaks()}
+
+
 def count_points() -> list[int]:
     """Crash points each scenario step passes (run once, in a sandbox)."""
     subprocess.run(["mount", "-t", "tmpfs", "nsnet-rel", "/run"], check=True)
@@ -164,9 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="write the report here (markdown)")
     p.add_argument("--trial", nargs=3, help=argparse.SUPPRESS)
     p.add_argument("--count", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--concurrency", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.count:
         print(json.dumps(count_points()))
+        return 0
+    if args.concurrency:
+        print(json.dumps(concurrency()))
         return 0
     if args.trial:
         step, crash_at, delay = int(args.trial[0]), int(args.trial[1]), float(args.trial[2])
@@ -200,13 +237,23 @@ def main(argv: list[str] | None = None) -> int:
     print(summary)
     for f in failures:
         print("  " + f)
+    conc = _sandboxed("--concurrency") if args.out else {}
+    if conc:
+        print("concurrency:", json.dumps(conc))
+        if conc.get("connect_errors") or conc.get("distinct_addresses") != 100 or \
+                conc.get("create_winners") != 1 or not conc.get("state_equals_kernel") or \
+                conc.get("storm_unexpected_errors") or not conc.get("reachable"):
+            failures.append(f"concurrency: {conc}")
     if args.out:
         with open(args.out, "w") as fh:
             fh.write("# Reliability: fault injection\n\n"
                      f"`python -m bench.reliability` (seed {args.seed}).  Scenario steps:\n\n"
                      + "".join(f"{i}. `nsnet {' '.join(s)}` ({counts[i]} crash points)\n"
                                for i, s in enumerate(SCENARIO))
-                     + f"\n**{summary}**\n" + "".join(f"\n- {f}" for f in failures) + "\n")
+                     + f"\n**{summary}**\n" + "".join(f"\n- {f}" for f in failures) + "\n"
+                     + ("\n## Concurrency\n\n" + "".join(f"- {k}: {v}\n"
+                                                        for k, v in conc.items())
+                        if conc else ""))
     return 1 if failures else 0
 
 

@@ -118,8 +118,12 @@ class Sandbox:
         env.pop("NSNET_DEBUG", None)
         return env
 
+    @staticmethod
+    def cli_argv() -> list[str]:
+        return [sys.executable, "-m", "nsnet.cli"]
+
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "nsnet.cli", *args], env=self.env(),
+        return subprocess.run([*self.cli_argv(), *args], env=self.env(),
                               capture_output=True, text=True, timeout=timeout)
 
     def host(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:

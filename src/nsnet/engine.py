@@ -22,6 +22,7 @@ import resource
 import signal
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -160,6 +161,9 @@ class Engine:
         self.lock = StateLock(state_dir, lock_timeout, notify)
         self._rtnl: k.Rtnl | None = None
         _raise_nofile()
+        if self.store.journal():  # a dead nsnet left work half done: settle it first
+            with self.exclusive():
+                pass
 
     def _open_host(self, host_netns: str | None) -> k.Netns:
         if host_netns is None:
@@ -262,9 +266,9 @@ class Engine:
             raise InvalidInput("no namespace name given")
         for name in names:
             validate_netns_name(name)
-        dup = {n for n in names if names.count(n) > 1}
+        dup = sorted(n for n, c in Counter(names).items() if c > 1)
         if dup:
-            raise InvalidInput(f"namespace {sorted(dup)[0]!r} is named twice")
+            raise InvalidInput(f"namespace {dup[0]!r} is named twice")
         return list(names)
 
     def _create_namespaces(self, names: list[str], intent: dict,

@@ -5,6 +5,14 @@ operation go in one transaction; kernel-mutating sections run under an
 exclusive ``flock`` so concurrent nsnet processes serialise instead of
 racing (a waiting process says so after a second, and gives up after a
 timeout with a clear error).
+
+One lock for the whole state rather than one per network: operations span
+networks (a namespace on two networks, default-route moves, overlap checks
+against every subnet), the kernel serialises rtnetlink under rtnl_lock
+anyway (two threads configuring namespaces in parallel measured no faster),
+and a bulk operation holds the lock for milliseconds per endpoint.  The
+journal table records each operation's intent before the kernel is touched
+(see Engine.recover).
 """
 
 from __future__ import annotations
