@@ -66,6 +66,7 @@ DEFAULT_ETC_NETNS_DIR = "/etc/netns"
 DEFAULT_MTU = 1500
 MAX_BRIDGE_PORTS = 1023  # the kernel's BR_MAX_PORTS - 1 (port 0 is reserved)
 CHUNK = 256  # endpoints per kernel batch: bounds open fds and netlink buffers
+NEIGH_TIDY_ABOVE = 16  # check: forget probe-made ARP entries in larger networks
 
 Progress = Callable[[int], None]
 
@@ -161,6 +162,7 @@ class Engine:
         self.lock = StateLock(state_dir, lock_timeout, notify)
         self._rtnl: k.Rtnl | None = None
         _raise_nofile()
+        self._recovered: list[str] = []
         if self.store.journal():  # a dead nsnet left work half done: settle it first
             with self.exclusive():
                 pass
@@ -202,7 +204,9 @@ class Engine:
         back whatever a dead nsnet process left in the journal."""
         with self.lock:
             if self.lock.depth == 1:
-                self.recover()
+                for what in self.recover():
+                    self._recovered.append(what)
+                    self.lock.notify(f"nsnet: {what} left by an nsnet process that died")
             yield
 
     @contextmanager
@@ -698,7 +702,8 @@ class Engine:
         return done + actions
 
     def _recovered_actions(self) -> list[Action]:
-        return [Action("interrupted", "journal", what) for what in self.recover()]
+        done, self._recovered = self._recovered + self.recover(), []
+        return [Action("interrupted", "journal", what) for what in done]
 
     def _apply_actions(self, actions: list[Action]) -> None:
         kinds = {a.kind for a in actions}
@@ -761,18 +766,38 @@ class Engine:
 
     def _check_network(self, net: Network, timeout: float) -> CheckResult:
         reach: dict[tuple[str, str], bool] = {}
+        tidy = len(net.endpoints) > NEIGH_TIDY_ABOVE
         for src in net.endpoints:
-            targets = [e.ip for e in net.endpoints if e is not src]
+            targets = [e for e in net.endpoints if e is not src]
             ns = self.open_ns(src.netns)
             try:
                 with kernel_errors(f"probing from {src.netns!r}"):
-                    ok = k.reachable(ns.fd, targets, timeout) if targets else {}
+                    ok = k.reachable(ns.fd, [e.ip for e in targets], timeout)
             finally:
                 ns.close()
-            for dst in net.endpoints:
-                if dst is not src:
-                    reach[(src.netns, dst.netns)] = ok[dst.ip]
+            for dst in targets:
+                reach[(src.netns, dst.netns)] = ok[dst.ip]
+            if tidy:
+                self._forget_neighbours(src, targets)
         return CheckResult(net.name, tuple(e.netns for e in net.endpoints), reach)
+
+    def _forget_neighbours(self, src: Endpoint, targets: list[Endpoint]) -> None:
+        """Drop the ARP entries one row of probes created, on both sides.
+
+        The kernel's ARP table is shared by all namespaces and holds at most
+        gc_thresh3 (1024) dynamic entries, settable only in the root
+        namespace: a full matrix over N endpoints would need N*(N-1)."""
+        pairs = [(src, [t.ip for t in targets])] + [(t, [src.ip]) for t in targets]
+        for ep, ips in pairs:
+            ns = self.open_ns(ep.netns)
+            try:
+                with k.open_rtnl(ns) as rt:
+                    index = rt.link(ep.ifname).index
+                    rt.batch([k.req_del_neigh(index, ip) for ip in ips])
+            except OSError:
+                pass  # best effort: the probe result stands either way
+            finally:
+                ns.close()
 
 
 def _no_ipv6(ifname: str) -> str:

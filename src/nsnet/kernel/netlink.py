@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_DELNEIGH = 29
 NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE = 1, 2, 3
 
 # header flags
@@ -58,6 +59,8 @@ _ATTR = struct.Struct("=HH")
 IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
 IFADDR = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 RTMSG = struct.Struct("=BBBBBBBBI")  # family dst_len src_len tos table proto scope type flags
+NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
+NDA_DST = 1
 
 
 def _align(n: int) -> int:

@@ -178,6 +178,13 @@ def req_add_route(dst: str, gateway: str | None = None, oif: int = 0) -> Request
     return Request(nl.RTM_NEWROUTE, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body, f"add route {dst}")
 
 
+def req_del_neigh(index: int, ip: str) -> Request:
+    """Forget a neighbour (ARP) entry."""
+    addr = ipaddress.ip_address(ip)
+    body = nl.NDMSG.pack(_family(addr), index, 0, 0, 0) + attr(nl.NDA_DST, addr.packed)
+    return Request(nl.RTM_DELNEIGH, 0, body, f"delete neighbour {ip}")
+
+
 def _decode_link(body: bytes) -> Link:
     _fam, _type, index, flags, _change = nl.IFINFO.unpack_from(body)
     a = nl.parse_attrs(body, nl.IFINFO.size)
