@@ -70,6 +70,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     before = getattr(session.config, "_nsnet_before", {})
     after = _fingerprint()
+    if "mounts" in after:  # only ours: another test session may run beside this one
+        base = str(session.config._tmp_path_factory.getbasetemp())  # type: ignore[attr-defined]
+        after["mounts"] = {m for m in after["mounts"] if m.startswith(base)}
     leaks = {k: sorted(after[k] - before.get(k, set())) for k in after}
     leaks = {k: v for k, v in leaks.items() if v}
     if leaks:

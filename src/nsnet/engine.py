@@ -68,7 +68,8 @@ MAX_BRIDGE_PORTS = 1023  # the kernel's BR_MAX_PORTS - 1 (port 0 is reserved)
 CHUNK = 256  # endpoints per kernel batch: bounds open fds and netlink buffers
 NEIGH_TIDY_ABOVE = 16  # check: forget probe-made ARP entries in larger networks
 
-Progress = Callable[[int], None]
+# progress(done, total): steps are namespaces created plus endpoints configured
+Progress = Callable[[int, int], None]
 
 
 def random_mac() -> str:
@@ -137,6 +138,20 @@ class CheckResult:
     @property
     def failed(self) -> list[tuple[str, str]]:
         return [pair for pair, ok in self.reach.items() if not ok]
+
+
+class _Steps:
+    """Reports progress every few percent, not on every step."""
+
+    def __init__(self, total: int, report: Progress | None) -> None:
+        self.total, self.report, self.done, self.told = total, report, 0, 0
+        self.every = max(1, total // 50)
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.report and (self.done - self.told >= self.every or self.done == self.total):
+            self.report(self.done, self.total)
+            self.told = self.done
 
 
 @dataclass
@@ -276,7 +291,8 @@ class Engine:
         return list(names)
 
     def _create_namespaces(self, names: list[str], intent: dict,
-                           sysctls: dict[str, str] | None = None) -> None:
+                           sysctls: dict[str, str] | None = None,
+                           steps: _Steps | None = None) -> None:
         """Create namespaces listed in the intent; the caller's rollback removes
         them on error.  A name someone else took meanwhile is struck from the
         intent first, so the rollback never touches it."""
@@ -289,6 +305,8 @@ class Engine:
                     intent["create_ns"].remove(name)
                     raise AlreadyExists(f"namespace {name!r} already exists") from None
                 crashpoint("netns:created")
+                if steps:
+                    steps.advance()
 
     def ns_rm(self, names: list[str]) -> None:
         names = self._unique_ns_names(names)
@@ -531,18 +549,17 @@ class Engine:
         return f"eth{n}", not has_default
 
     def _apply_connect(self, plan: _Plan, intent: dict, progress: Progress | None) -> None:
+        steps = _Steps(len(plan.create_ns) + len(plan.endpoints), progress)
         if plan.create_ns:
             # IPv4-only: interfaces made in these namespaces are born without
             # IPv6, so no autoconfiguration traffic floods the bridge and no
             # per-interface sysctl write is needed later.
             self._create_namespaces(list(intent["create_ns"]), intent,
-                                    {_IPV6_DEFAULT_OFF: "1"})
+                                    {_IPV6_DEFAULT_OFF: "1"}, steps)
         bridge = self._bridge_index(plan.network)
         for start in range(0, len(plan.endpoints), CHUNK):
             chunk = plan.endpoints[start : start + CHUNK]
-            self._connect_chunk(plan, bridge, chunk)
-            if progress:
-                progress(len(chunk))
+            self._connect_chunk(plan, bridge, chunk, steps)
 
     def _bridge_index(self, net: Network) -> int:
         link = self.rtnl.link_by_name().get(net.bridge)
@@ -551,7 +568,8 @@ class Engine:
                            "host namespace")
         return link.index
 
-    def _connect_chunk(self, plan: _Plan, bridge: int, chunk: list[Endpoint]) -> None:
+    def _connect_chunk(self, plan: _Plan, bridge: int, chunk: list[Endpoint],
+                       steps: _Steps | None = None) -> None:
         handles = [self.open_ns(e.netns) for e in chunk]
         try:
             reqs = [k.req_new_veth(k.VethSpec(e.host_ifname, e.ifname, ns.fd, master=bridge,
@@ -570,6 +588,8 @@ class Engine:
                 with kernel_errors(f"configuring {ep.ifname} in namespace {ep.netns!r}"):
                     _configure_inside(ns, ep, ipv6_off=ep.netns in plan.create_ns)
                 crashpoint("connect:inside")
+                if steps:
+                    steps.advance()
         finally:
             for ns in handles:
                 ns.close()
@@ -685,18 +705,17 @@ class Engine:
     # ------------------------------------------------------ reconcile / gc
     def reconcile(self, dry_run: bool = False) -> list[Action]:
         """Make the kernel match the state store (see :mod:`nsnet.reconcile`)."""
-        with self.lock:
-            done = [] if dry_run else self._recovered_actions()
-            actions = plan_reconcile(self)
-            if not dry_run and actions:
-                self._apply_actions(actions)
-        return done + actions
+        return self._plan_and_apply(plan_reconcile, dry_run)
 
     def gc(self, dry_run: bool = False) -> list[Action]:
         """Remove nsnet-marked objects that no record claims."""
+        return self._plan_and_apply(plan_gc, dry_run)
+
+    def _plan_and_apply(self, planner: Callable[[Engine], list[Action]],
+                        dry_run: bool) -> list[Action]:
         with self.lock:
             done = [] if dry_run else self._recovered_actions()
-            actions = plan_gc(self)
+            actions = planner(self)
             if not dry_run and actions:
                 self._apply_actions(actions)
         return done + actions

@@ -77,17 +77,18 @@ def _table(columns: list[str], rows: list[list[str]]) -> None:
 
 
 @contextmanager
-def _progress(total: int, label: str) -> Iterator[Any]:
-    """A rich progress bar on a terminal for bulk work; nothing otherwise."""
-    if total < 20 or not sys.stderr.isatty():
+def _progress(count: int, label: str) -> Iterator[Any]:
+    """A rich progress bar on a terminal for bulk work; nothing otherwise.
+    Yields ``progress(done, total)`` for the engine."""
+    if count < 20 or not sys.stderr.isatty():
         yield None
         return
     from rich.console import Console
     from rich.progress import Progress
 
     with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 @click.group(cls=NsnetGroup, context_settings=_CTX)
