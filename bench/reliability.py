@@ -115,10 +115,11 @@ def trial(step: int, crash_at: int | None, kill_after: float | None) -> dict:
     rec = _nsnet(["reconcile"])
     problems = [] if rec.returncode == 0 else [f"reconcile failed: {rec.stderr.strip()}"]
     problems += _leaks()
-    # A user re-runs the command that died: it succeeds (rolled back) or finds
-    # the work done (rolled forward: "does not exist", exit 3).
+    # A user re-runs the command that died: it succeeds (rolled back), or finds
+    # the work done: a deletion rolled forward ("does not exist", exit 3), or a
+    # creation killed after its commit ("already exists/connected", exit 4).
     retry = _nsnet(SCENARIO[step]) if killed else res
-    if retry.returncode not in (0, 3):
+    if retry.returncode not in (0, 3, 4):
         problems.append(f"re-running the killed step: {retry.stderr.strip()}")
     for args in SCENARIO[step + 1 :]:
         res = _nsnet(args)
