@@ -27,19 +27,21 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 STATE = "/run/nsnet-state"
 
+FIRST = [f"n{i}" for i in range(1, 21)]
+LATER = [f"x{i}" for i in range(1, 13)]
 SCENARIO: list[list[str]] = [
     ["network", "create", "a", "--subnet", "198.51.100.0/24"],
-    ["connect", "a", *[f"n{i}" for i in range(1, 7)], "--create"],
+    ["connect", "a", *FIRST, "--create"],
     ["ns", "add", "m1", "m2"],
     ["connect", "a", "m1", "m2"],
     ["network", "create", "b", "--subnet", "203.0.113.0/24", "--bridge", "brb"],
     ["connect", "b", "n1", "n2", "m1"],
     ["disconnect", "a", "n1", "n2", "n3"],
-    ["ns", "rm", "n4", "n5"],
+    ["ns", "rm", *FIRST[3:10]],
     ["network", "rm", "--force", "b"],
-    ["connect", "a", "n7", "n8", "--create"],
+    ["connect", "a", *LATER, "--create"],
     ["network", "rm", "--force", "a"],
-    ["ns", "rm", "n1", "n2", "n3", "n6", "n7", "n8", "m1", "m2"],
+    ["ns", "rm", *FIRST[:3], *FIRST[10:], *LATER, "m1", "m2"],
 ]
 
 
@@ -164,17 +166,20 @@ def concurrency() -> dict:
             "state_equals_kernel": not _leaks()}
 
 
-def count_points() -> list[int]:
-    """Crash points each scenario step passes (run once, in a sandbox)."""
+def count_points() -> list[tuple[int, float]]:
+    """Crash points each scenario step passes, and how long it runs (once,
+    in a sandbox): random kills are drawn within that duration."""
     subprocess.run(["mount", "-t", "tmpfs", "nsnet-rel", "/run"], check=True)
     counts = []
     for i, args in enumerate(SCENARIO):
         log = f"/run/points-{i}"
+        start = time.monotonic()
         res = _nsnet(args, {"NSNET_CRASH_LOG": log})
+        took = time.monotonic() - start
         if res.returncode:
             raise SystemExit(f"scenario step {args} failed: {res.stderr}")
         with open(log) as f:
-            counts.append(sum(1 for _ in f))
+            counts.append((sum(1 for _ in f), took))
     return counts
 
 
@@ -210,14 +215,15 @@ def main(argv: list[str] | None = None) -> int:
         step, crash_at, delay = int(args.trial[0]), int(args.trial[1]), float(args.trial[2])
         print(json.dumps(trial(step, crash_at or None, delay if delay >= 0 else None)))
         return 0
-    counts = _sandboxed("--count")
+    measured = _sandboxed("--count")
+    counts = [n for n, _ in measured]
     points = [(i, j) for i, n in enumerate(counts) for j in range(1, n + 1)]
     rng = random.Random(args.seed)
     if args.sample and args.sample < len(points):
         stride = len(points) / args.sample
         points = [points[int(k * stride)] for k in range(args.sample)]
-    kills = [(rng.randrange(len(SCENARIO)), round(rng.uniform(0.05, 0.6), 3))
-             for _ in range(args.random)]
+    steps = [rng.randrange(len(SCENARIO)) for _ in range(args.random)]
+    kills = [(i, round(rng.uniform(0.0, measured[i][1]), 3)) for i in steps]
     failures, killed_random = [], 0
     for n, (step, at) in enumerate(points, 1):
         res = _sandboxed("--trial", str(step), str(at), "-1")
@@ -234,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                             + "; ".join(res.get("problems", [])))
     summary = (f"kill points tried: {len(points)} crash points (of {sum(counts)} in the "
                f"scenario) + {len(kills)} random-time kills ({killed_random} landed before the "
-               f"command finished); leaks or inconsistencies found: {len(failures)}")
+               f"command finished) = {len(points) + killed_random} distinct kills mid-operation; "
+               f"leaks or inconsistencies found: {len(failures)}")
     print(summary)
     for f in failures:
         print("  " + f)
