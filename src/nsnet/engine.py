@@ -35,6 +35,7 @@ from .errors import (
     InvalidInput,
     KernelError,
     NotFound,
+    NsnetError,
     PermissionDenied,
     PoolExhausted,
 )
@@ -244,15 +245,21 @@ class Engine:
         """Finish (deletions) or roll back (creations) interrupted operations."""
         done = []
         for op, kind, payload in self.store.journal():
-            if kind == "delete":
-                self._roll_forward_delete(op, payload)
-            else:
-                {"connect": self._rollback_create, "ns_add": self._rollback_create,
-                 "network_create": self._rollback_network_create}[kind](payload)
-                with self.store.transaction():
-                    self.store.journal_remove(op)
-            done.append(f"{'finished' if kind == 'delete' else 'rolled back'} an interrupted "
-                        f"{kind.replace('_', ' ')}")
+            what = kind.replace("_", " ")
+            try:
+                if kind == "delete":
+                    self._roll_forward_delete(op, payload)
+                else:
+                    {"connect": self._rollback_create, "ns_add": self._rollback_create,
+                     "network_create": self._rollback_network_create}[kind](payload)
+                    with self.store.transaction():
+                        self.store.journal_remove(op)
+            except NsnetError as exc:
+                # Keep the intent for a later try rather than block every command.
+                done.append(f"could not yet settle an interrupted {what} ({exc})")
+                continue
+            verb = "finished" if kind == "delete" else "rolled back"
+            done.append(f"{verb} an interrupted {what}")
         return done
 
     # ------------------------------------------------------------ namespaces

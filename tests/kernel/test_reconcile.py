@@ -124,3 +124,22 @@ def test_killed_connect_is_rolled_back(sandbox, point):
         ok = sandbox.cli("connect", "front", *names, "--create")  # the retry works
         assert ok.returncode == 0, ok.stderr
     assert sandbox.cli("check", "front").returncode == 0
+
+
+def test_unsettleable_intent_does_not_block_other_commands(sandbox, monkeypatch):
+    from nsnet import KernelError
+
+    eng = sandbox.engine()
+    with eng.store.transaction():
+        eng.store.journal_add("delete", {"endpoints": [], "namespaces": [], "network": None})
+
+    def stuck(op, payload):
+        raise KernelError("deleting veth pairs: Device or resource busy")
+
+    monkeypatch.setattr(eng, "_roll_forward_delete", stuck)
+    assert eng.recover() == ["could not yet settle an interrupted delete (deleting veth pairs: "
+                             "Device or resource busy)"]
+    eng.network_create(NetworkSpec("still", "198.51.100.0/24"))  # not blocked
+    monkeypatch.undo()
+    assert eng.recover() == ["finished an interrupted delete"]
+    assert eng.store.journal() == []
