@@ -515,10 +515,14 @@ class Engine:
         host_names = self._host_ifnames(names, opts)
         known = self.store.namespaces()
         foreign = {n for n in names if n not in missing and n not in known}
+        by_ns: dict[str, list[Endpoint]] = {}
+        for ep in self.store.endpoints():  # one query, not one per namespace
+            by_ns.setdefault(ep.netns, []).append(ep)
         endpoints = []
         now = time.time()
         for name, ip, host_if in zip(names, ips, host_names, strict=False):
-            ifname, default_route = self._inside_names(name, opts, fresh=name in missing)
+            ifname, default_route = self._inside_names(name, opts, name in missing,
+                                                       by_ns.get(name, []))
             ep_id = uuid.uuid4().hex
             endpoints.append(Endpoint(
                 ep_id, net.name, name, ifname, host_if or f"veth{ep_id[:7]}",
@@ -536,9 +540,10 @@ class Engine:
                                 f"namespace (created by {owner})")
         return [opts.host_ifname]
 
-    def _inside_names(self, netns: str, opts: ConnectOptions, fresh: bool) -> tuple[str, bool]:
-        """Interface name inside the namespace, and whether it gets the default route."""
-        mine = self.store.endpoints_of_netns(netns)
+    def _inside_names(self, netns: str, opts: ConnectOptions, fresh: bool,
+                      mine: list[Endpoint]) -> tuple[str, bool]:
+        """Interface name inside the namespace, and whether it gets the default
+        route; ``mine`` are its recorded endpoints on other networks."""
         present: set[str] = {e.ifname for e in mine}
         has_default = any(e.default_route for e in mine)
         if not fresh:
