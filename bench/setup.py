@@ -22,7 +22,7 @@ from .worker import METHODS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NSNET = ("nsnet-cli", "nsnet-api")
-BASELINES = ("article", "cni", "ip-batch", "floor")
+BASELINES = ("article", "cni", "ip-batch", "floor", "floor-configured")
 
 
 def run_once(method: str, n: int) -> dict:
