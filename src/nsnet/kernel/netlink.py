@@ -15,7 +15,7 @@ import errno as _errno
 import os
 import socket
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 # message types
@@ -251,7 +251,3 @@ def _decode_error(flags: int, body: bytes) -> tuple[int, str]:
         # with NETLINK_CAP_ACK the original request is cut to its header
         detail = cstr(parse_attrs(body, 4 + _HDR.size).get(NLMSGERR_ATTR_MSG, b""))
     return err, detail
-
-
-def concat(parts: Iterable[bytes]) -> bytes:
-    return b"".join(parts)

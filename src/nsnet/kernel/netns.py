@@ -59,10 +59,6 @@ class Netns:
             os.close(self.fd)
             self.fd = -1
 
-    @property
-    def inode(self) -> int:
-        return os.fstat(self.fd).st_ino
-
 
 def open_netns(path: str, name: str | None = None) -> Netns:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

@@ -75,7 +75,6 @@ class VethSpec:
     master: int = 0
     mtu: int = 0
     peer_mac: bytes | None = None
-    group: int = 0
 
 
 def mac_bytes(mac: str) -> bytes:
@@ -114,8 +113,6 @@ def req_new_veth(spec: VethSpec) -> Request:
         host.append(attr_u32(nl.IFLA_MASTER, spec.master))
     if spec.mtu:
         host.append(attr_u32(nl.IFLA_MTU, spec.mtu))
-    if spec.group:
-        host.append(attr_u32(nl.IFLA_GROUP, spec.group))
     info = nested(nl.IFLA_LINKINFO, attr_str(nl.IFLA_INFO_KIND, "veth"),
                   nested(nl.IFLA_INFO_DATA,
                          attr(nl.VETH_INFO_PEER, _ifinfo() + b"".join(peer))))
