@@ -7,8 +7,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # command -> Debian package that provides it
 SYSTEM_TOOLS := ip:iproute2 brctl:bridge-utils ping:iputils-ping nsenter:util-linux \
-                unshare:util-linux setpriv:util-linux nft:nftables \
-                /usr/lib/cni/bridge:containernetworking-plugins
+                unshare:util-linux setpriv:util-linux nft:nftables ss:iproute2 \
+                iptables:iptables /usr/lib/cni/bridge:containernetworking-plugins \
+                /usr/lib/podman/aardvark-dns:aardvark-dns
 
 .PHONY: lab lab-down test unit lint bench reliability system-deps clean
 
@@ -26,10 +27,13 @@ unit: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q tests/unit
 
 # Long runs live here, never in `make test`: the full side-by-side benchmark
-# (article, CNI reference plugins, ip -batch, kernel floor, nsnet) and a profile.
+# (article, CNI reference plugins, ip -batch, kernel floor, nsnet), a profile,
+# published ports vs CNI portmap, embedded DNS vs aardvark-dns.
 bench: system-deps $(VENV)/.installed-bench
 	$(BIN)/python -m bench.setup --n 10 100 500 1000 --reps 3
 	$(BIN)/python -m bench.profile --n 1000
+	$(BIN)/python -m bench.ports --max 10000 --budget 900 --out bench/results/ports.md
+	$(BIN)/python -m bench.dns --names 10000 --out bench/results/dns.md
 
 # Every crash point + random-time kills (>= 200), and 10,000 fuzz cases.
 reliability: system-deps $(VENV)/.installed-test

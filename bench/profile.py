@@ -21,10 +21,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def _inside(n: int, out: str) -> None:
     from nsnet import ConnectOptions, Engine, NetworkSpec
 
-    from .worker import GATEWAY, STATE, SUBNET, names, sh
+    from .worker import ETC, GATEWAY, STATE, SUBNET, names, sh
 
     sh("mount", "-t", "tmpfs", "nsnet-bench", "/run")
-    eng = Engine(state_dir=STATE)
+    eng = Engine(state_dir=STATE, etc_netns_dir=ETC)
     eng.network_create(NetworkSpec("bench", SUBNET, gateway=GATEWAY, bridge="bench0"))
     prof = cProfile.Profile()
     t0 = time.perf_counter()

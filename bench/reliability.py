@@ -26,6 +26,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STATE = "/run/nsnet-state"
+ETC = "/run/nsnet-etc"  # resolv.conf files: on the sandbox tmpfs, never /etc
 
 FIRST = [f"n{i}" for i in range(1, 21)]
 LATER = [f"x{i}" for i in range(1, 13)]
@@ -47,7 +48,7 @@ SCENARIO: list[list[str]] = [
 
 def _nsnet(args: list[str], extra_env: dict[str, str] | None = None,
            kill_after: float | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, NSNET_STATE_DIR=STATE, **(extra_env or {}))
+    env = dict(os.environ, NSNET_STATE_DIR=STATE, NSNET_ETC_NETNS_DIR=ETC, **(extra_env or {}))
     cmd = [sys.executable, "-m", "nsnet.cli", *args]
     if kill_after is None:
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
@@ -137,7 +138,7 @@ def concurrency() -> dict:
     """Inside the sandbox: 100 concurrent connects, 20 concurrent creates of
     one name, and a connect/disconnect storm."""
     subprocess.run(["mount", "-t", "tmpfs", "nsnet-rel", "/run"], check=True)
-    env = dict(os.environ, NSNET_STATE_DIR=STATE)
+    env = dict(os.environ, NSNET_STATE_DIR=STATE, NSNET_ETC_NETNS_DIR=ETC)
     cli = [sys.executable, "-m", "nsnet.cli"]
 
     def spawn_all(argvs: list[list[str]]) -> list[tuple[int, str]]:

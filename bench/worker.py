@@ -28,6 +28,7 @@ SUBNET = "198.18.0.0/16"
 GATEWAY = "198.18.0.1"
 CNI_BIN = "/usr/lib/cni"
 STATE = "/run/nsnet-state"
+ETC = "/run/nsnet-etc"  # resolv.conf files: on the sandbox's tmpfs, never /etc
 
 
 def addr(i: int) -> str:
@@ -163,7 +164,7 @@ def _nsnet_cmd() -> list[str]:
 
 
 def _nsnet_env() -> dict[str, str]:
-    return dict(os.environ, NSNET_STATE_DIR=STATE)
+    return dict(os.environ, NSNET_STATE_DIR=STATE, NSNET_ETC_NETNS_DIR=ETC)
 
 
 def nsnet_prepare() -> None:
@@ -187,7 +188,7 @@ def _api():
     if _engine is None:
         from nsnet import Engine
 
-        _engine = Engine(state_dir=STATE)
+        _engine = Engine(state_dir=STATE, etc_netns_dir=ETC)
     return _engine
 
 

@@ -49,6 +49,28 @@ def _mounts() -> set[str]:
         return {line.split()[4] for line in f}
 
 
+def _dns_servers() -> set[str]:
+    """Running nsnet DNS servers (detection only: cleanup is by PID file)."""
+    out = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"nsnet.dns" in argv:
+            out.add(f"{pid} " + b" ".join(argv).decode(errors="replace").strip())
+    return out
+
+
+def _root_nft_tables() -> set[str]:
+    try:
+        out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    except FileNotFoundError:
+        return set()
+    return set(out.splitlines())
+
+
 def _run_netns() -> set[str]:
     try:
         return set(os.listdir("/run/netns"))
@@ -60,6 +82,8 @@ def _fingerprint() -> dict[str, set[str]]:
     if not ROOT:
         return {}
     return {"links in the root namespace": _root_links(), "mounts": _mounts(),
+            "nft tables in the root namespace": _root_nft_tables(),
+            "nsnet DNS servers": _dns_servers(),
             "entries in /run/netns": _run_netns()}
 
 
@@ -73,6 +97,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if "mounts" in after:  # only ours: another test session may run beside this one
         base = str(session.config._tmp_path_factory.getbasetemp())  # type: ignore[attr-defined]
         after["mounts"] = {m for m in after["mounts"] if m.startswith(base)}
+        after["nsnet DNS servers"] = {d for d in after["nsnet DNS servers"] if base in d}
     leaks = {k: sorted(after[k] - before.get(k, set())) for k in after}
     leaks = {k: v for k, v in leaks.items() if v}
     if leaks:
@@ -97,6 +122,7 @@ class Sandbox:
         os.makedirs(self.netns_dir)
         os.makedirs(self.host_dir)
         ensure_netns_dir(self.netns_dir)  # as 'ip netns add' leaves it
+        self.etc_dir = str(base / "etc-netns")
         self.host_path = os.path.join(self.host_dir, "host")
         create_netns(self.host_dir, "host").close()
         self.engines: list = []
@@ -109,6 +135,7 @@ class Sandbox:
     def engine(self, **kw):
         from nsnet import Engine
 
+        kw.setdefault("etc_netns_dir", self.etc_dir)
         eng = Engine(host_netns=self.host_path, state_dir=self.state_dir,
                      netns_dir=self.netns_dir, **kw)
         self.engines.append(eng)
@@ -117,7 +144,8 @@ class Sandbox:
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(NSNET_STATE_DIR=self.state_dir, NSNET_NETNS_DIR=self.netns_dir,
-                   NSNET_HOST_NETNS=self.host_path, NSNET_LOCK_TIMEOUT="30")
+                   NSNET_HOST_NETNS=self.host_path, NSNET_LOCK_TIMEOUT="30",
+                   NSNET_ETC_NETNS_DIR=self.etc_dir)
         env.pop("NSNET_DEBUG", None)
         return env
 
@@ -155,11 +183,20 @@ class Sandbox:
         names = sorted(os.listdir(self.netns_dir))
         state = self.cli("network", "ls", "--json").stdout
         ns_state = self.cli("ns", "ls", "--json").stdout
-        return (links, addrs, routes, names, state, ns_state)
+        ruleset = self.host("nft", "list", "ruleset").stdout
+        return (links, addrs, routes, names, state, ns_state, ruleset)
+
+    def stop_dns(self) -> None:
+        """The DNS server a test left running, by the PID in its own pid file."""
+        from nsnet.dns import DnsControl
+
+        if os.path.isdir(self.state_dir):
+            DnsControl(self.state_dir, None).stop()  # type: ignore[arg-type]
 
     def close(self) -> None:
         from nsnet.kernel.netns import umount
 
+        self.stop_dns()
         for eng in self.engines:
             eng.close()
         for d in (self.netns_dir, self.host_dir):
@@ -179,3 +216,15 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         yield box
     finally:
         box.close()
+
+
+@pytest.fixture
+def world(sandbox: Sandbox) -> Iterator:
+    """The sandbox plus an outside namespace at 198.51.100.2 (tests/world.py)."""
+    from world import World
+
+    w = World(sandbox)
+    try:
+        yield w
+    finally:
+        w.close()

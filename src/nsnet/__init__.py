@@ -20,8 +20,18 @@ from .errors import (
     PoolExhausted,
     StateError,
 )
+from .firewall import FakeFirewall, FirewallDriver
 from .lab import format_route, lab_down, lab_up
-from .model import ConnectOptions, Endpoint, Namespace, Network, NetworkSpec
+from .model import (
+    ConnectOptions,
+    Endpoint,
+    Namespace,
+    Network,
+    NetworkSpec,
+    PortMap,
+    Published,
+    parse_ports,
+)
 
 __version__ = "0.1.0"
 
@@ -35,6 +45,8 @@ __all__ = [
     "ConnectOptions",
     "Endpoint",
     "Engine",
+    "FakeFirewall",
+    "FirewallDriver",
     "InvalidInput",
     "KernelError",
     "LockTimeout",
@@ -45,10 +57,13 @@ __all__ = [
     "NsnetError",
     "PermissionDenied",
     "PoolExhausted",
+    "PortMap",
+    "Published",
     "StateError",
     "__version__",
     "check_ok",
     "format_route",
     "lab_down",
     "lab_up",
+    "parse_ports",
 ]

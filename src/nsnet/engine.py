@@ -14,6 +14,7 @@ by (transient) link group.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import os
@@ -23,11 +24,12 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import kernel as k
+from .dns import RESOLV_MARK, DnsControl, resolv_conf, resolver_network, wants_dns
 from .errors import (
     AlreadyExists,
     CheckFailed,
@@ -39,6 +41,8 @@ from .errors import (
     PermissionDenied,
     PoolExhausted,
 )
+from .firewall import FirewallDriver, facts_of_commands
+from .firewall import rules as fw
 from .ipam import Pool
 from .model import (
     ALIAS_PREFIX,
@@ -47,8 +51,12 @@ from .model import (
     Namespace,
     Network,
     NetworkSpec,
+    PortMap,
+    Published,
     bridge_alias,
+    first_clash,
     parse_ip,
+    validate_dns_name,
     validate_ifname,
     validate_mac,
     validate_mtu,
@@ -163,13 +171,15 @@ class _Plan:
     endpoints: list[Endpoint]
     create_ns: set[str]
     foreign_ns: set[str]
+    ports: list[Published] = field(default_factory=list)
 
 
 class Engine:
     def __init__(self, host_netns: str | None = None, state_dir: str = DEFAULT_STATE_DIR,
                  netns_dir: str = DEFAULT_NETNS_DIR, etc_netns_dir: str = DEFAULT_ETC_NETNS_DIR,
                  lock_timeout: float | None = None,
-                 notify: Callable[[str], None] | None = None) -> None:
+                 notify: Callable[[str], None] | None = None,
+                 firewall: FirewallDriver | None = None) -> None:
         require_root()
         self.netns_dir = os.path.abspath(netns_dir)
         self.etc_netns_dir = etc_netns_dir
@@ -177,6 +187,8 @@ class Engine:
         self.store = Store(state_dir)
         self.lock = StateLock(state_dir, lock_timeout, notify)
         self._rtnl: k.Rtnl | None = None
+        self._firewall = firewall
+        self.dns = DnsControl(state_dir, self.host)
         _raise_nofile()
         self._recovered: list[str] = []
         if self.store.journal():  # a dead nsnet left work half done: settle it first
@@ -209,6 +221,14 @@ class Engine:
         if self._rtnl is None:
             self._rtnl = k.open_rtnl(self.host)
         return self._rtnl
+
+    @property
+    def firewall(self) -> FirewallDriver:
+        if self._firewall is None:
+            from .firewall.nft import NftablesDriver
+
+            self._firewall = NftablesDriver(self.host)
+        return self._firewall
 
     def ns_path(self, name: str) -> str:
         return os.path.join(self.netns_dir, name)
@@ -251,7 +271,8 @@ class Engine:
                     self._roll_forward_delete(op, payload)
                 else:
                     {"connect": self._rollback_create, "ns_add": self._rollback_create,
-                     "network_create": self._rollback_network_create}[kind](payload)
+                     "network_create": self._rollback_network_create,
+                     "ports": self._rollback_ports}[kind](payload)
                     with self.store.transaction():
                         self.store.journal_remove(op)
             except NsnetError as exc:
@@ -374,10 +395,14 @@ class Engine:
         if pool.subnet.version != 4:
             raise InvalidInput(f"subnet {spec.subnet}: IPv6 networks are not supported yet")
         mtu = validate_mtu(spec.mtu) if spec.mtu is not None else DEFAULT_MTU
+        servers = tuple(str(parse_ip(ip, "--dns server")) for ip in spec.dns_servers)
+        if any(":" in ip for ip in servers):
+            raise InvalidInput("--dns: IPv6 upstream servers are not supported yet")
         net_id = uuid.uuid4().hex
         bridge = validate_ifname(spec.bridge or f"br-{net_id[:12]}", "bridge name")
         net = Network(net_id, spec.name, bridge, str(pool.subnet), str(pool.gateway),
-                      str(pool.ip_range), mtu, time.time())
+                      str(pool.ip_range), mtu, time.time(), spec.masquerade, spec.internal,
+                      spec.icc, spec.dns, servers)
         with self.exclusive():
             if self.store.network(spec.name):
                 raise AlreadyExists(f"network {spec.name!r} already exists")
@@ -386,6 +411,9 @@ class Engine:
             payload = {"id": net.id, "bridge": net.bridge}
             with self._intent("network_create", payload, self._rollback_network_create) as op:
                 self._create_bridge(net)
+                others = self.store.networks()
+                self._fw_apply(fw.network_add(net, others), skeleton=not others)
+                crashpoint("network_create:firewall")
                 with self.store.transaction():
                     self.store.add_network(net)
                     self.store.journal_remove(op)
@@ -420,10 +448,117 @@ class Engine:
             rt.run([k.req_new_bridge(net.bridge, net.mtu, mac=random_mac(), up=False)])
             crashpoint("bridge:created")
             index = rt.link(net.bridge).index
-            k.write_sysctls(self.host, {_no_ipv6(net.bridge): "1"})
+            k.write_sysctls(self.host, _bridge_sysctls(net))
             rt.run([k.req_add_addr(index, f"{net.gateway}/{net.prefixlen}"),
                     k.req_set_link(index=index, up=True, alias=bridge_alias(net.id))])
             crashpoint("bridge:configured")
+        if not net.internal:
+            self._ensure_forwarding()
+
+    def _ensure_forwarding(self) -> None:
+        """Routed networks need IPv4 forwarding in the host namespace (as
+        Docker turns it on); say so when nsnet is the one turning it on."""
+        with kernel_errors("enabling IPv4 forwarding"):
+            if k.read_sysctl(self.host, _IP_FORWARD) != "1":
+                k.write_sysctls(self.host, {_IP_FORWARD: "1"})
+                self.lock.notify("nsnet: enabled IPv4 forwarding in the host namespace "
+                                 "(net.ipv4.ip_forward=1)")
+
+    # ---------------------------------------------------------------- DNS
+    def _sync_dns(self, namespaces: Iterable[str]) -> None:
+        """After a committed change: each touched namespace's resolv.conf
+        names its resolver, and the DNS server runs iff some endpoint wants
+        it.  Problems are reported, never fatal: the network itself works."""
+        try:
+            self._write_resolv_confs(set(namespaces))
+            problems = self.dns.sync(wants_dns(self.store.networks()))
+        except OSError as exc:
+            problems = {"*": f"{exc.strerror or exc}"}
+        for net, why in sorted(problems.items()):
+            self.lock.notify(f"nsnet: error: embedded DNS cannot serve network {net!r}: {why} "
+                             "(the network works; names do not resolve on it)")
+
+    def _write_resolv_confs(self, namespaces: set[str]) -> None:
+        nets = {n.name: n for n in self.store.networks()}
+        eps: dict[str, list[Endpoint]] = {}
+        for ep in self.store.endpoints():
+            if ep.netns in namespaces:
+                eps.setdefault(ep.netns, []).append(ep)
+        for name in namespaces:
+            net = resolver_network(eps.get(name, []), nets)
+            self._write_resolv(name, resolv_conf(net) if net else None)
+
+    def _write_resolv(self, netns: str, text: str | None) -> None:
+        """Write (or, with None, remove) /etc/netns/NS/resolv.conf -- only a
+        file nsnet wrote: someone else's is left alone."""
+        folder = os.path.join(self.etc_netns_dir, netns)
+        path = os.path.join(folder, "resolv.conf")
+        try:
+            with open(path) as f:
+                current: str | None = f.read()
+        except FileNotFoundError:
+            current = None
+        if current == text or (current is not None and not current.startswith(RESOLV_MARK)):
+            return
+        if text is None:
+            os.unlink(path)
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only if empty
+            return
+        os.makedirs(folder, exist_ok=True)
+        tmp = f"{path}.nsnet-tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+
+    def resolv_drift(self) -> list[str]:
+        """Namespaces whose resolv.conf is not what the state says."""
+        nets = {n.name: n for n in self.store.networks()}
+        eps: dict[str, list[Endpoint]] = {}
+        for ep in self.store.endpoints():
+            eps.setdefault(ep.netns, []).append(ep)
+        out = []
+        for name, mine in sorted(eps.items()):
+            net = resolver_network(mine, nets)
+            path = os.path.join(self.etc_netns_dir, name, "resolv.conf")
+            try:
+                with open(path) as f:
+                    current: str | None = f.read()
+            except OSError:
+                current = None
+            if net and current != resolv_conf(net) and (
+                    current is None or current.startswith(RESOLV_MARK)):
+                out.append(name)
+        return out
+
+    # --------------------------------------------------------------- firewall
+    def _fw_apply(self, commands: list[dict], skeleton: bool = False) -> None:
+        """One atomic transaction.  The fixed skeleton is left out unless
+        asked for or missing (its idempotent re-add costs the kernel an RCU
+        grace period, ~14 ms, per base chain update): a transaction that
+        fails is without effect, and is retried once with the skeleton first."""
+        if skeleton:
+            self.firewall.apply(fw.skeleton() + commands)
+            return
+        try:
+            self.firewall.apply(commands)
+        except KernelError:
+            self.firewall.apply(fw.skeleton() + commands)
+
+    def firewall_desired(self) -> list[dict]:
+        """The transaction that rebuilds nsnet's firewall from the state."""
+        return fw.full(self.store.networks(), self.store.published())
+
+    def firewall_drift(self) -> int:
+        """How many facts (rules, elements, chains...) differ from the state."""
+        want = facts_of_commands(self.firewall_desired())
+        have = self.firewall.facts()
+        return sum(((want - have) + (have - want)).values())
+
+    def _sync_firewall(self) -> None:
+        """Rebuild the firewall if it drifted (after rollbacks; O(state))."""
+        if self.firewall_drift():
+            self.firewall.apply(self.firewall_desired())
 
     def _delete_bridge(self, net_id: str, bridge: str, unmarked_too: bool = False) -> None:
         """Delete the bridge if it carries this network's mark (or, when rolling
@@ -436,6 +571,7 @@ class Engine:
 
     def _rollback_network_create(self, payload: dict) -> None:
         self._delete_bridge(payload["id"], payload["bridge"], unmarked_too=True)
+        self._sync_firewall()
 
     def network_rm(self, name: str, force: bool = False) -> None:
         with self.exclusive():
@@ -469,18 +605,23 @@ class Engine:
             with self._intent("connect", payload, self._rollback_create) as op:
                 self._apply_connect(plan, payload, progress)
                 crashpoint("connect:applied")
+                self._fw_connect(plan)
                 with self.store.transaction():
                     self.store.add_namespaces((n, self.ns_path(n), n in plan.create_ns)
                                               for n in plan.create_ns | plan.foreign_ns)
                     self.store.add_endpoints(plan.network.id, plan.endpoints)
+                    self.store.add_ports((p.endpoint, p.port) for p in plan.ports)
                     self.store.journal_remove(op)
             crashpoint("connect:committed")
+            if plan.network.dns:
+                self._sync_dns([e.netns for e in plan.endpoints])
         return plan.endpoints
 
     @staticmethod
     def _check_connect_options(opts: ConnectOptions, count: int) -> None:
         static = [flag for flag, v in (("--ip", opts.ip), ("--mac", opts.mac),
-                                       ("--host-ifname", opts.host_ifname)) if v]
+                                       ("--host-ifname", opts.host_ifname),
+                                       ("--publish", opts.ports)) if v]
         if static and count > 1:
             raise InvalidInput(f"{static[0]} applies to one namespace; {count} were given")
         if opts.mac:
@@ -491,8 +632,11 @@ class Engine:
             validate_ifname(opts.host_ifname, "host interface name")
         if opts.ip:
             parse_ip(opts.ip, "--ip")
+        for alias in opts.aliases:
+            validate_dns_name(alias)
 
     def _plan_connect(self, net: Network, names: list[str], opts: ConnectOptions) -> _Plan:
+        self._check_publishable(net, opts.ports)
         taken = {e.netns for e in net.endpoints}
         already = [n for n in names if n in taken]
         if already:
@@ -527,8 +671,85 @@ class Engine:
             endpoints.append(Endpoint(
                 ep_id, net.name, name, ifname, host_if or f"veth{ep_id[:7]}",
                 f"{ip}/{net.prefixlen}", (opts.mac or random_mac()).lower(), net.gateway,
-                default_route, now))
-        return _Plan(net, endpoints, missing, foreign)
+                default_route, now, tuple(validate_dns_name(a) for a in opts.aliases)))
+        ports = [Published(e.id, net.name, e.netns, e.ip, m) for e in endpoints
+                 for m in opts.ports]
+        return _Plan(net, endpoints, missing, foreign, ports)
+
+    # ------------------------------------------------------- published ports
+    def ports(self, network: str | None = None) -> list[Published]:
+        if network:
+            self.network(network)
+        return [p for p in self.store.published() if network in (None, p.network)]
+
+    def _check_publishable(self, net: Network, ports: tuple[PortMap, ...] | list[PortMap]) -> None:
+        """Everything that can be wrong with publishing, before anything is sent."""
+        if not ports:
+            return
+        if net.internal:
+            raise InvalidInput(f"network {net.name!r} is internal: nothing from outside can "
+                               "reach it, so ports cannot be published on it")
+        near = self.store.published_at(ports)
+        clash = first_clash(ports, (p.port for p in near))
+        if clash:
+            mine, theirs = clash
+            owner = next((p for p in near if p.port == theirs), None)
+            where = f" (held by {owner.netns!r} on {owner.network!r})" if owner else ""
+            raise AlreadyExists(f"port {mine.host_ip or '0.0.0.0'}:{mine.host_port}/"
+                                f"{mine.proto} is already published{where}")
+        local = {a.address for a in self.rtnl.addresses()} if any(m.host_ip for m in ports) \
+            else set()
+        for m in ports:
+            if m.host_ip and m.host_ip not in local and not m.host_ip.startswith("127."):
+                raise InvalidInput(f"cannot publish on {m.host_ip}: it is not an address of the "
+                                   "host namespace")
+
+    def port_add(self, network: str, netns: str, ports: tuple[PortMap, ...]) -> list[Published]:
+        """Publish more ports of an existing endpoint (one nft transaction)."""
+        if not ports:
+            raise InvalidInput("no port given (e.g. 8080:80/tcp)")
+        with self.exclusive():
+            net = self.network(network)
+            ep = self._endpoint(net, netns)
+            self._check_publishable(net, ports)
+            pubs = [Published(ep.id, net.name, ep.netns, ep.ip, m) for m in ports]
+            with self._intent("ports", {}, self._rollback_ports) as op:
+                self._fw_apply(fw.ports_add(pubs))
+                crashpoint("ports:firewall")
+                self._forget_udp(pubs)
+                with self.store.transaction():
+                    self.store.add_ports((p.endpoint, p.port) for p in pubs)
+                    self.store.journal_remove(op)
+        return pubs
+
+    def port_rm(self, network: str, netns: str, ports: tuple[PortMap, ...]) -> list[Published]:
+        if not ports:
+            raise InvalidInput("no port given (e.g. 8080:80/tcp)")
+        with self.exclusive():
+            net = self.network(network)
+            ep = self._endpoint(net, netns)
+            held = {p.port: p for p in self.store.published(ep.id)}
+            for m in ports:
+                if m not in held:
+                    raise NotFound(f"{netns!r} on {network!r} does not publish {m}")
+            pubs = [held[m] for m in ports]
+            with self._intent("ports", {}, self._rollback_ports) as op:
+                self._fw_apply(fw.ports_remove(pubs))
+                crashpoint("ports:firewall")
+                self._forget_udp(pubs)
+                with self.store.transaction():
+                    self.store.remove_ports((p.endpoint, p.port) for p in pubs)
+                    self.store.journal_remove(op)
+        return pubs
+
+    def _rollback_ports(self, payload: dict) -> None:
+        self._sync_firewall()
+
+    def _endpoint(self, net: Network, netns: str) -> Endpoint:
+        ep = next((e for e in net.endpoints if e.netns == netns), None)
+        if ep is None:
+            raise NotFound(f"namespace {netns!r} is not connected to network {net.name!r}")
+        return ep
 
     def _host_ifnames(self, names: list[str], opts: ConnectOptions) -> list[str | None]:
         if not opts.host_ifname:
@@ -593,8 +814,12 @@ class Engine:
                 for req, err, detail in result.failures(reqs):
                     raise k.NetlinkError(err, req.what, detail)
             with kernel_errors("bringing host ends up"):
-                self.rtnl.run([k.req_set_link(e.host_ifname, up=True, alias=veth_alias(e.id))
-                               for e in chunk])
+                # hairpin: br_netfilter *bridges* a packet DNATed to an address on
+                # the bridge it came from, so an endpoint reaching its own
+                # published port goes back out of its own port
+                hairpin = None if plan.network.internal else True
+                self.rtnl.run([k.req_set_link(e.host_ifname, up=True, alias=veth_alias(e.id),
+                                              hairpin=hairpin) for e in chunk])
             crashpoint("connect:host-up")
             for ep, ns in zip(chunk, handles, strict=True):
                 with kernel_errors(f"configuring {ep.ifname} in namespace {ep.netns!r}"):
@@ -605,6 +830,13 @@ class Engine:
         finally:
             for ns in handles:
                 ns.close()
+
+    def _fw_connect(self, plan: _Plan) -> None:
+        cmds = fw.endpoints_add(plan.network, plan.endpoints) + fw.ports_add(plan.ports)
+        if cmds:
+            self._fw_apply(cmds)
+            crashpoint("connect:firewall")
+            self._forget_udp(plan.ports)
 
     def _rollback_create(self, payload: dict) -> None:
         """Undo a connect/ns add that did not commit: its host ends (marked, or
@@ -617,6 +849,8 @@ class Engine:
         self._delete_links(doomed)
         for name in payload["create_ns"]:
             self._remove_if_empty(name)
+        if payload["endpoints"]:
+            self._sync_firewall()
 
     def _remove_if_empty(self, name: str) -> None:
         path = self.ns_path(name)
@@ -652,6 +886,7 @@ class Engine:
         eps = [e for e in self.store.endpoints() if e.id in ids]
         self._delete_host_ends(eps)
         crashpoint("delete:links")
+        self._fw_delete(eps, payload["network"])
         moved = self._move_default_routes(eps)
         for name in payload["namespaces"]:
             k.remove_netns(self.ns_path(name))
@@ -668,6 +903,34 @@ class Engine:
                 self.store.set_default_route(ep.id)
             self.store.journal_remove(op)
         crashpoint("delete:committed")
+        if eps or payload["network"]:
+            self._sync_dns({e.netns for e in eps} | set(payload["namespaces"]))
+
+    def _fw_delete(self, eps: list[Endpoint], network: list[str] | None) -> None:
+        """Remove the firewall entries of these endpoints (and network) in one
+        transaction; every command is idempotent, so a roll-forward may rerun it."""
+        pubs = [p for e in eps for p in self.store.published(e.id)]
+        nets = {n.name: n for n in self.store.networks()}
+        cmds = fw.ports_remove(pubs)
+        for name in sorted({e.network for e in eps} & set(nets)):
+            cmds += fw.endpoints_remove(nets[name], [e for e in eps if e.network == name])
+        doomed = next((n for n in nets.values() if network and n.id == network[0]), None)
+        if doomed:
+            others = [n for n in nets.values() if n is not doomed]
+            if not others:
+                self.firewall.apply(fw.teardown())
+            else:
+                self._fw_apply(cmds + fw.network_remove(doomed, others))
+        elif cmds:
+            self._fw_apply(cmds)
+        crashpoint("delete:firewall")
+        self._forget_udp(pubs)
+
+    def _forget_udp(self, pubs: list[Published]) -> None:
+        ports = {(p.port.host_ip, p.port.host_port) for p in pubs if p.port.proto == "udp"}
+        if ports:
+            with kernel_errors("flushing UDP conntrack entries"):
+                k.forget_udp(self.host, ports)
 
     def _move_default_routes(self, removed: list[Endpoint]) -> list[Endpoint]:
         """Like Docker: a namespace losing its gateway network gets the default
@@ -758,6 +1021,12 @@ class Engine:
                 by_net.setdefault(a.data[0], set()).add(a.data[1])
         for net_name, ids in by_net.items():
             self._recreate_endpoints(self.network(net_name), ids)
+        if "sysctl" in kinds:
+            self._ensure_forwarding()
+        if "dns" in kinds:
+            self._sync_dns(n for a in actions if a.kind == "dns" for n in a.data)
+        if "firewall" in kinds or "release" in kinds:
+            self._sync_firewall()
 
     def _repair_bridge(self, net: Network) -> None:
         link = self.rtnl.link_by_name().get(net.bridge)
@@ -839,6 +1108,19 @@ def _no_ipv6(ifname: str) -> str:
 
 
 _IPV6_DEFAULT_OFF = "net/ipv6/conf/default/disable_ipv6"
+_IP_FORWARD = "net/ipv4/ip_forward"
+
+
+def _bridge_sysctls(net: Network) -> dict[str, str]:
+    values = {_no_ipv6(net.bridge): "1"}
+    if not net.internal:
+        # The host's own 127.0.0.1 reaches published ports by DNAT to the
+        # bridge: the kernel must route a loopback source out of it (then
+        # SNATed).  Chosen over a userland proxy: no process or socket per
+        # port, kernel speed; the firewall's guard chain drops 127.0.0.0/8
+        # arriving *from* the bridge (CVE-2020-8558).
+        values[f"net/ipv4/conf/{net.bridge}/route_localnet"] = "1"
+    return values
 
 
 def _configure_inside(ns: k.Netns, ep: Endpoint, ipv6_off: bool) -> None:

@@ -21,8 +21,10 @@ __all__ = ["LAB_NETWORK", "LAB_NODES", "format_route", "lab_down", "lab_up"]
 
 Out = Callable[[str], None]
 
+# internal, no DNS: the article builds a bridge and nothing else -- no
+# forwarding, NAT or name service -- so the lab adds none of them either.
 LAB_NETWORK = NetworkSpec(name="mydocker0", subnet="172.16.0.0/16", gateway="172.16.1.254",
-                          bridge="mydocker0")
+                          bridge="mydocker0", internal=True, dns=False)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ __all__ = ["Action", "plan_gc", "plan_reconcile"]
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # interrupted | bridge | netns | endpoint | release | orphan | blocked
+    kind: str  # interrupted|bridge|netns|endpoint|release|orphan|blocked|sysctl|firewall|dns
     target: str
     detail: str
     data: tuple = field(default=(), compare=False, repr=False)
@@ -55,7 +55,7 @@ def _journal(engine: Engine) -> list[Action]:
 
 
 def plan_gc(engine: Engine) -> list[Action]:
-    return _journal(engine) + _orphans(engine, engine.rtnl.links())
+    return _journal(engine) + _orphans(engine, engine.rtnl.links()) + _firewall(engine, [])
 
 
 def plan_reconcile(engine: Engine) -> list[Action]:
@@ -72,7 +72,50 @@ def plan_reconcile(engine: Engine) -> list[Action]:
         if not k.is_netns_mount(engine.ns_path(name)):
             actions.append(Action("netns", name, "owned namespace is missing: recreate",
                                   (name,)))
-    return actions + _orphans(engine, links)
+    return (actions + _orphans(engine, links) + _host_settings(engine)
+            + _firewall(engine, actions) + _dns(engine))
+
+
+def _dns(engine: Engine) -> list[Action]:
+    """The DNS server runs iff an endpoint wants it; resolv.conf files say
+    what the state says; a gateway nsnet cannot listen on needs a person."""
+    from .dns import wants_dns
+
+    wanted = wants_dns(engine.store.networks())
+    pid = engine.dns.pid()
+    drift = engine.resolv_drift()
+    out = [Action("dns", f"{name}/resolv.conf", "missing or stale: rewrite", (name,))
+           for name in drift]
+    if wanted and not pid:
+        out.append(Action("dns", "server", "embedded DNS server is not running: start it"))
+    elif pid and not wanted:
+        out.append(Action("dns", "server", "running with nothing to serve: stop it"))
+    elif pid:
+        for net, st in sorted(engine.dns.status().get("networks", {}).items()):
+            if st.get("error"):
+                out.append(Action("dns", f"dns {net}", f"{st['error']}: listen again (free "
+                                  "the address or port first; the server also retries "
+                                  "every second)"))
+    return out
+
+
+def _host_settings(engine: Engine) -> list[Action]:
+    routed = [n for n in engine.store.networks() if not n.internal]
+    if routed and k.read_sysctl(engine.host, "net/ipv4/ip_forward") != "1":
+        return [Action("sysctl", "net.ipv4.ip_forward", f"off, but {routed[0].name!r} routes "
+                       "traffic: turn it on", ("forwarding",))]
+    return []
+
+
+def _firewall(engine: Engine, planned: list[Action]) -> list[Action]:
+    """nsnet's nftables tables against the state (after ``nft flush ruleset``,
+    a firewall reload, or hand edits); released endpoints change it too."""
+    drift = engine.firewall_drift()
+    if drift or any(a.kind == "release" for a in planned):
+        what = f"{drift} rule(s)/element(s)/chain(s) differ from the state" if drift else \
+            "released endpoints publish ports"
+        return [Action("firewall", "nftables", f"{what}: rebuild nsnet's tables")]
+    return []
 
 
 def _check_bridge(engine: Engine, net: Network, links: dict[str, k.Link]) -> list[Action]:

@@ -9,6 +9,7 @@ def test_public_api_is_guarded():
         "KernelError", "LockTimeout", "Namespace", "Network", "NetworkSpec", "NotFound",
         "NsnetError", "PermissionDenied", "PoolExhausted", "StateError", "__version__",
         "check_ok", "format_route", "lab_down", "lab_up",
+        "FakeFirewall", "FirewallDriver", "PortMap", "Published", "parse_ports",
     ])
     for name in nsnet.__all__:
         assert hasattr(nsnet, name)

@@ -35,16 +35,18 @@ class NsnetGroup(click.Group):
 
 
 class Settings:
-    def __init__(self, host_netns: str | None, state_dir: str, netns_dir: str) -> None:
+    def __init__(self, host_netns: str | None, state_dir: str, netns_dir: str,
+                 etc_netns_dir: str) -> None:
         self.host_netns = host_netns
         self.state_dir = state_dir
         self.netns_dir = netns_dir
+        self.etc_netns_dir = etc_netns_dir
         self._engine: Engine | None = None
 
     def engine(self) -> Engine:
         if self._engine is None:
             self._engine = Engine(host_netns=self.host_netns, state_dir=self.state_dir,
-                                  netns_dir=self.netns_dir)
+                                  netns_dir=self.netns_dir, etc_netns_dir=self.etc_netns_dir)
         return self._engine
 
     def close(self) -> None:
@@ -99,10 +101,13 @@ def _progress(count: int, label: str) -> Iterator[Any]:
               show_default=True, help="Where nsnet keeps its state.")
 @click.option("--netns-dir", envvar="NSNET_NETNS_DIR", default=nsnet.DEFAULT_NETNS_DIR,
               show_default=True, help="Where namespaces are bind-mounted.")
+@click.option("--etc-netns-dir", envvar="NSNET_ETC_NETNS_DIR", default="/etc/netns",
+              show_default=True, help="Per-namespace /etc files (resolv.conf), as ip netns.")
 @click.pass_context
-def cli(ctx: click.Context, host_netns: str | None, state_dir: str, netns_dir: str) -> None:
+def cli(ctx: click.Context, host_netns: str | None, state_dir: str, netns_dir: str,
+        etc_netns_dir: str) -> None:
     """Docker-style bridge networking for network namespaces."""
-    settings = Settings(host_netns, state_dir, netns_dir)
+    settings = Settings(host_netns, state_dir, netns_dir, etc_netns_dir)
     ctx.obj = settings
     ctx.call_on_close(settings.close)
 
@@ -183,11 +188,25 @@ def network() -> None:
 @click.option("--ip-range", help="Allocate endpoint addresses from this sub-range.")
 @click.option("--bridge", help="Bridge interface name (default: br-<id>).")
 @click.option("--mtu", type=int, help="MTU of the bridge and veths (default 1500).")
+@click.option("--masquerade/--no-masquerade", default=True, show_default=True,
+              help="SNAT traffic leaving the host to the host's address.")
+@click.option("--internal", is_flag=True,
+              help="No traffic in or out except its endpoints and the gateway.")
+@click.option("--icc/--no-icc", default=True, show_default=True,
+              help="Let endpoints of this network talk to each other.")
+@click.option("--no-dns", is_flag=True,
+              help="No embedded DNS (by default endpoints resolve each other by name).")
+@click.option("--dns", "dns_servers", multiple=True, metavar="IP",
+              help="Upstream DNS server for other names (repeatable; default: the host's "
+                   "resolv.conf).")
 @pass_settings
 def network_create(settings: Settings, name: str, subnet: str, gateway: str | None,
-                   ip_range: str | None, bridge: str | None, mtu: int | None) -> None:
-    """Create a bridge network NAME."""
-    spec = NetworkSpec(name, subnet, gateway, ip_range, bridge, mtu)
+                   ip_range: str | None, bridge: str | None, mtu: int | None,
+                   masquerade: bool, internal: bool, icc: bool, no_dns: bool,
+                   dns_servers: tuple[str, ...]) -> None:
+    """Create a bridge network NAME (isolated from other nsnet networks)."""
+    spec = NetworkSpec(name, subnet, gateway, ip_range, bridge, mtu, masquerade, internal, icc,
+                       not no_dns, dns_servers)
     click.echo(_engine(settings).network_create(spec).id)
 
 
@@ -200,9 +219,14 @@ def network_ls(settings: Settings, as_json: bool) -> None:
     if as_json:
         _print_json([n.to_dict() for n in nets])
         return
-    _table(["NETWORK ID", "NAME", "BRIDGE", "SUBNET", "GATEWAY", "ENDPOINTS"],
-           [[n.id[:12], n.name, n.bridge, n.subnet, n.gateway, str(len(n.endpoints))]
-            for n in nets])
+    _table(["NETWORK ID", "NAME", "BRIDGE", "SUBNET", "GATEWAY", "ENDPOINTS", "OPTIONS"],
+           [[n.id[:12], n.name, n.bridge, n.subnet, n.gateway, str(len(n.endpoints)),
+             _net_options(n)] for n in nets])
+
+
+def _net_options(net: nsnet.Network) -> str:
+    opts = ["internal"] if net.internal else ([] if net.masquerade else ["no-masquerade"])
+    return ",".join(opts + ([] if net.icc else ["no-icc"])) or "-"
 
 
 @network.command("inspect")
@@ -243,13 +267,18 @@ def network_prune(settings: Settings) -> None:
 @click.option("--ifname", help="Interface name inside the namespace (default eth0, eth1...).")
 @click.option("--host-ifname", help="Host-side veth name (one namespace only).")
 @click.option("--create", is_flag=True, help="Create missing namespaces.")
+@click.option("-p", "--publish", multiple=True, metavar="[IP:]HOST_PORT:PORT[/PROTO]",
+              help="Publish a port (ranges: 8000-8010:80-90); repeatable; one namespace only.")
+@click.option("--alias", "aliases", multiple=True, metavar="NAME",
+              help="Extra DNS name on this network (repeatable; shared names round-robin).")
 @click.option("--json", "as_json", is_flag=True, help="Print the endpoints as JSON.")
 @pass_settings
 def connect(settings: Settings, network_name: str, namespaces: tuple[str, ...], ip: str | None,
             mac: str | None, ifname: str | None, host_ifname: str | None, create: bool,
-            as_json: bool) -> None:
+            publish: tuple[str, ...], aliases: tuple[str, ...], as_json: bool) -> None:
     """Connect namespaces NS... to NETWORK."""
-    opts = ConnectOptions(ip=ip, mac=mac, ifname=ifname, host_ifname=host_ifname, create=create)
+    opts = ConnectOptions(ip=ip, mac=mac, ifname=ifname, host_ifname=host_ifname, create=create,
+                          ports=nsnet.parse_ports(publish), aliases=aliases)
     with _progress(len(namespaces), f"connecting to {network_name}") as advance:
         eps = _engine(settings).connect(network_name, list(namespaces), opts, progress=advance)
     if as_json:
@@ -269,6 +298,54 @@ def connect(settings: Settings, network_name: str, namespaces: tuple[str, ...], 
 def disconnect(settings: Settings, network_name: str, namespaces: tuple[str, ...]) -> None:
     """Disconnect namespaces NS... from NETWORK."""
     _engine(settings).disconnect(network_name, list(namespaces))
+
+
+# ------------------------------------------------------- published ports
+@cli.group(cls=NsnetGroup)
+def port() -> None:
+    """Published ports (like 'docker run -p' and 'docker port')."""
+
+
+@port.command("add")
+@click.argument("network_name", metavar="NETWORK")
+@click.argument("netns", metavar="NS")
+@click.argument("specs", nargs=-1, required=True, metavar="[IP:]HOST_PORT:PORT[/PROTO]...")
+@pass_settings
+def port_add(settings: Settings, network_name: str, netns: str, specs: tuple[str, ...]) -> None:
+    """Publish ports of NS's endpoint on NETWORK."""
+    for pub in _engine(settings).port_add(network_name, netns, nsnet.parse_ports(specs)):
+        click.echo(_port_line(pub))
+
+
+@port.command("rm")
+@click.argument("network_name", metavar="NETWORK")
+@click.argument("netns", metavar="NS")
+@click.argument("specs", nargs=-1, required=True, metavar="[IP:]HOST_PORT:PORT[/PROTO]...")
+@pass_settings
+def port_rm(settings: Settings, network_name: str, netns: str, specs: tuple[str, ...]) -> None:
+    """Stop publishing ports of NS's endpoint on NETWORK."""
+    for pub in _engine(settings).port_rm(network_name, netns, nsnet.parse_ports(specs)):
+        click.echo(_port_line(pub))
+
+
+@port.command("ls")
+@click.argument("network_name", metavar="NETWORK", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def port_ls(settings: Settings, network_name: str | None, as_json: bool) -> None:
+    """List published ports (of NETWORK, or all)."""
+    pubs = _engine(settings).ports(network_name)
+    if as_json:
+        _print_json([p.to_dict() for p in pubs])
+        return
+    _table(["NETWORK", "NS", "HOST", "TARGET", "PROTO"],
+           [[p.network, p.netns, f"{p.port.host_ip or '0.0.0.0'}:{p.port.host_port}",
+             f"{p.ip}:{p.port.port}", p.port.proto] for p in pubs])
+
+
+def _port_line(pub: nsnet.Published) -> str:
+    m = pub.port
+    return f"{m.host_ip or '0.0.0.0'}:{m.host_port}/{m.proto} -> {pub.netns} {pub.ip}:{m.port}"
 
 
 # ------------------------------------------------------- reconcile / gc

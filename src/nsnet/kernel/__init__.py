@@ -9,6 +9,7 @@ typed readers return dataclasses.
 
 from __future__ import annotations
 
+from .conntrack import forget_udp
 from .icmp import Echo, ping, reachable
 from .netlink import BatchResult, NetlinkError, Request
 from .netns import (
@@ -58,6 +59,7 @@ __all__ = [
     "ensure_netns_dir",
     "entered",
     "exec_in_netns",
+    "forget_udp",
     "is_netns_mount",
     "list_netns",
     "mac_bytes",
@@ -65,6 +67,7 @@ __all__ = [
     "open_rtnl",
     "ping",
     "reachable",
+    "read_sysctl",
     "remove_netns",
     "req_add_addr",
     "req_add_route",
@@ -91,6 +94,11 @@ def write_sysctls(ns: Netns, values: dict[str, str]) -> None:
     as seen from inside ``ns``; one setns covers any number of keys."""
     with entered(ns.fd):
         write_sysctls_here(values)
+
+
+def read_sysctl(ns: Netns, key: str) -> str:
+    with entered(ns.fd), open(f"/proc/sys/{key}") as f:
+        return f.read().strip()
 
 
 class Snapshot:

@@ -141,7 +141,8 @@ class NetlinkError(OSError):
 
 
 class Netlink:
-    """A NETLINK_ROUTE socket bound to whatever namespace it was opened in.
+    """A netlink socket (NETLINK_ROUTE unless told) bound to whatever
+    namespace it was opened in.
 
     Requests are pipelined: many messages go in one ``sendmsg`` and the acks
     are read back afterwards, matched by sequence number.
@@ -149,9 +150,9 @@ class Netlink:
 
     CHUNK = 256  # requests per sendmsg; bounded so acks never overflow rcvbuf
 
-    def __init__(self) -> None:
+    def __init__(self, protocol: int = socket.NETLINK_ROUTE) -> None:
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                                  socket.NETLINK_ROUTE)
+                                  protocol)
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, 33, 1 << 22)  # SO_RCVBUFFORCE (root)
         except OSError:

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from . import netlink as nl
 from .netlink import Request, attr, attr_str, attr_u32, nested
 
+IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 4, 5
+IFLA_BRPORT_MODE = 4  # hairpin
+
 
 @dataclass(frozen=True)
 class Link:
@@ -122,8 +125,11 @@ def req_new_veth(spec: VethSpec) -> Request:
 
 
 def req_set_link(name: str = "", index: int = 0, up: bool | None = None,
-                 alias: str | None = None, group: int | None = None) -> Request:
-    """Change a link found by index, or by name when index is 0."""
+                 alias: str | None = None, group: int | None = None,
+                 hairpin: bool | None = None) -> Request:
+    """Change a link found by index, or by name when index is 0; ``hairpin``
+    sets the bridge-port mode of an enslaved link (``ip link set X type
+    bridge_slave hairpin on``), which, unlike AF_BRIDGE setlink, works by name."""
     flags = nl.IFF_UP if up else 0
     change = nl.IFF_UP if up is not None else 0
     attrs = [attr_str(nl.IFLA_IFNAME, name)] if name and not index else []
@@ -131,6 +137,10 @@ def req_set_link(name: str = "", index: int = 0, up: bool | None = None,
         attrs.append(attr_str(nl.IFLA_IFALIAS, alias))
     if group is not None:
         attrs.append(attr_u32(nl.IFLA_GROUP, group))
+    if hairpin is not None:
+        mode = attr(IFLA_BRPORT_MODE, struct.pack("=B", int(hairpin)))
+        attrs.append(nested(nl.IFLA_LINKINFO, attr_str(IFLA_INFO_SLAVE_KIND, "bridge"),
+                            nested(IFLA_INFO_SLAVE_DATA, mode)))
     return Request(nl.RTM_NEWLINK, 0, _ifinfo(index, flags, change) + b"".join(attrs),
                    f"set link {name or index}")
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..errors import InvalidInput
 from .validate import (
     parse_ip,
+    parse_port_specs,
     parse_subnet,
+    validate_dns_name,
     validate_ifname,
     validate_mac,
     validate_mtu,
@@ -22,9 +26,14 @@ __all__ = [
     "Namespace",
     "Network",
     "NetworkSpec",
+    "PortMap",
+    "Published",
     "bridge_alias",
+    "first_clash",
     "parse_ip",
+    "parse_ports",
     "parse_subnet",
+    "validate_dns_name",
     "validate_ifname",
     "validate_mac",
     "validate_mtu",
@@ -36,6 +45,34 @@ __all__ = [
 
 # Ownership marks: the link alias of every kernel object nsnet creates.
 ALIAS_PREFIX = "nsnet:"
+
+
+def parse_ports(specs: list[str] | tuple[str, ...]) -> tuple[PortMap, ...]:
+    """Docker's ``-p [HOST_IP:]HOST_PORT[-END]:PORT[-END][/tcp|/udp]``, ranges
+    expanded; raises InvalidInput (naming the port) on bad or clashing ones."""
+    maps = tuple(PortMap(*t) for t in parse_port_specs(specs))
+    clash = first_clash(maps)
+    if clash:
+        raise InvalidInput(f"port {clash[0].host_ip or '0.0.0.0'}:{clash[0].host_port}/"
+                           f"{clash[0].proto} is published twice")
+    return maps
+
+
+def first_clash(new: Iterable[PortMap],
+                existing: Iterable[PortMap] = ()) -> tuple[PortMap, PortMap] | None:
+    """The first mapping of ``new`` that clashes with ``existing`` or an
+    earlier one of ``new``, with what it clashes with; in O(n)."""
+    index: dict[tuple[str, int], dict[str, PortMap]] = {}
+    for m in existing:
+        index.setdefault((m.proto, m.host_port), {})[m.host_ip] = m
+    for m in new:
+        held = index.setdefault((m.proto, m.host_port), {})
+        other = held.get(m.host_ip) or held.get("") or (next(iter(held.values()))
+                                                         if held and not m.host_ip else None)
+        if other:
+            return m, other
+        held[m.host_ip] = m
+    return None
 
 
 def bridge_alias(net_id: str) -> str:
@@ -56,6 +93,11 @@ class NetworkSpec:
     ip_range: str | None = None
     bridge: str | None = None
     mtu: int | None = None
+    masquerade: bool = True  # SNAT traffic leaving through another interface
+    internal: bool = False  # nothing in or out but its own endpoints and the gateway
+    icc: bool = True  # endpoints of this network may talk to each other
+    dns: bool = True  # embedded DNS: endpoints resolve each other by name
+    dns_servers: tuple[str, ...] = ()  # upstreams (default: the host's resolv.conf)
 
 
 @dataclass(frozen=True)
@@ -68,6 +110,11 @@ class Network:
     ip_range: str
     mtu: int
     created: float
+    masquerade: bool = True
+    internal: bool = False
+    icc: bool = True
+    dns: bool = True
+    dns_servers: tuple[str, ...] = ()
     endpoints: tuple[Endpoint, ...] = field(default=(), compare=False)
 
     @property
@@ -92,6 +139,7 @@ class Endpoint:
     gateway: str
     default_route: bool
     created: float
+    aliases: tuple[str, ...] = ()
 
     @property
     def ip(self) -> str:
@@ -99,6 +147,43 @@ class Endpoint:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, order=True)
+class PortMap:
+    """One published port: HOST_IP:HOST_PORT/PROTO -> endpoint PORT.
+    ``host_ip`` "" means every address of the host (Docker's 0.0.0.0)."""
+
+    proto: str
+    host_ip: str
+    host_port: int
+    port: int
+
+    def __str__(self) -> str:
+        host = f"{self.host_ip}:" if self.host_ip else ""
+        return f"{host}{self.host_port}:{self.port}/{self.proto}"
+
+    def clashes(self, other: PortMap) -> bool:
+        """Two mappings can't both hold: same proto and port on an overlapping
+        host address ("" overlaps every address)."""
+        return (self.proto == other.proto and self.host_port == other.host_port
+                and (not self.host_ip or not other.host_ip or self.host_ip == other.host_ip))
+
+
+@dataclass(frozen=True)
+class Published:
+    """A PortMap with the endpoint it leads to."""
+
+    endpoint: str  # endpoint id
+    network: str
+    netns: str
+    ip: str
+    port: PortMap
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"network": self.network, "netns": self.netns, "ip": self.ip,
+                "proto": self.port.proto, "host_ip": self.port.host_ip or "0.0.0.0",
+                "host_port": self.port.host_port, "port": self.port.port}
 
 
 @dataclass(frozen=True)
@@ -111,6 +196,8 @@ class ConnectOptions:
     ifname: str | None = None
     host_ifname: str | None = None
     create: bool = False
+    ports: tuple[PortMap, ...] = ()
+    aliases: tuple[str, ...] = ()  # extra DNS names on this network
 
 
 @dataclass(frozen=True)

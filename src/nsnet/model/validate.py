@@ -14,6 +14,19 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$")
+
+
+def validate_dns_name(name: str, what: str = "alias") -> str:
+    """A host name DNS can carry: dot-separated labels of letters, digits,
+    '-' and '_' (not at either end), at most 63 bytes each, 253 in all."""
+    labels = name.rstrip(".").split(".") if name else [""]
+    if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise InvalidInput(f"{what} {name!r} is not a valid DNS name (labels of letters, "
+                           "digits, '-' or '_', at most 63 characters each)")
+    return name.rstrip(".").lower()
+
+
 def validate_ifname(name: str, what: str = "interface name") -> str:
     """The kernel's dev_valid_name(), with the reason spelled out."""
     raw = name.encode()
@@ -89,3 +102,57 @@ def validate_mtu(mtu: int) -> int:
     if not 68 <= mtu <= 65535:
         raise InvalidInput(f"MTU {mtu} is out of range (68-65535)")
     return mtu
+
+
+PROTOCOLS = ("tcp", "udp")
+MAX_PORTS_PER_SPEC = 65535
+
+
+def _port_range(text: str, what: str, spec: str) -> range:
+    lo, sep, hi = text.partition("-")
+    try:
+        first, last = int(lo), int(hi) if sep else int(lo)
+    except ValueError:
+        raise InvalidInput(f"port spec {spec!r}: {what} {text!r} is not a port or a "
+                           "range (e.g. 8080 or 8000-8010)") from None
+    for port in (first, last):
+        if not 1 <= port <= 65535:
+            raise InvalidInput(f"port spec {spec!r}: {what} {port} is out of range (1-65535)")
+    if last < first:
+        raise InvalidInput(f"port spec {spec!r}: {what} range {text!r} ends before it starts")
+    return range(first, last + 1)
+
+
+def parse_port_spec(spec: str) -> list[tuple[str, str, int, int]]:
+    """One ``[HOST_IP:]HOST_PORT[-END]:PORT[-END][/PROTO]`` -> (proto, host_ip,
+    host_port, port) tuples, ranges expanded pairwise."""
+    body, _, proto = spec.partition("/")
+    proto = (proto or "tcp").lower()
+    if proto not in PROTOCOLS:
+        raise InvalidInput(f"port spec {spec!r}: unknown protocol {proto!r} (use tcp or udp)")
+    host_ip, host_ports, ports = _split_port_spec(body, spec)
+    if host_ip:
+        ip = parse_ip(host_ip.strip("[]"), f"port spec {spec!r}: host address")
+        if ip.version != 4:
+            raise InvalidInput(f"port spec {spec!r}: IPv6 host addresses are not supported yet")
+        host_ip = "" if ip.is_unspecified else str(ip)
+    outer = _port_range(host_ports, "host port", spec)
+    inner = _port_range(ports, "port", spec)
+    if len(outer) != len(inner):
+        raise InvalidInput(f"port spec {spec!r}: host range {host_ports} has {len(outer)} "
+                           f"port(s) but {ports} has {len(inner)}; they must match")
+    return [(proto, host_ip, h, p) for h, p in zip(outer, inner, strict=True)]
+
+
+def _split_port_spec(body: str, spec: str) -> tuple[str, str, str]:
+    parts = body.rsplit(":", 2)
+    if len(parts) == 2:
+        return "", parts[0], parts[1]
+    if len(parts) == 3 and parts[1]:
+        return parts[0], parts[1], parts[2]
+    raise InvalidInput(f"port spec {spec!r} is not [HOST_IP:]HOST_PORT[-END]:PORT[-END]"
+                       "[/tcp|/udp] (the host port is required, e.g. 8080:80)")
+
+
+def parse_port_specs(specs: list[str] | tuple[str, ...]) -> list[tuple[str, str, int, int]]:
+    return [t for spec in specs for t in parse_port_spec(spec)]

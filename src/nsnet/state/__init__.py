@@ -27,11 +27,11 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from ..errors import AlreadyExists, LockTimeout, StateError
-from ..model import Endpoint, Network
+from ..model import Endpoint, Network, PortMap, Published
 
 __all__ = ["StateLock", "Store"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS namespaces(
@@ -39,26 +39,42 @@ CREATE TABLE IF NOT EXISTS namespaces(
 CREATE TABLE IF NOT EXISTS networks(
     id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, bridge TEXT NOT NULL UNIQUE,
     subnet TEXT NOT NULL, gateway TEXT NOT NULL, ip_range TEXT NOT NULL, mtu INTEGER NOT NULL,
-    created REAL NOT NULL);
+    created REAL NOT NULL, masquerade INTEGER NOT NULL DEFAULT 1,
+    internal INTEGER NOT NULL DEFAULT 0, icc INTEGER NOT NULL DEFAULT 1,
+    dns INTEGER NOT NULL DEFAULT 1, dns_servers TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS endpoints(
     id TEXT PRIMARY KEY, network_id TEXT NOT NULL REFERENCES networks(id),
     netns TEXT NOT NULL, ifname TEXT NOT NULL, host_ifname TEXT NOT NULL UNIQUE,
     address TEXT NOT NULL, mac TEXT NOT NULL, default_route INTEGER NOT NULL,
-    created REAL NOT NULL,
+    created REAL NOT NULL, aliases TEXT NOT NULL DEFAULT '',
     UNIQUE(network_id, netns), UNIQUE(network_id, address), UNIQUE(netns, ifname));
+CREATE TABLE IF NOT EXISTS ports(
+    endpoint_id TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
+    proto TEXT NOT NULL, host_ip TEXT NOT NULL, host_port INTEGER NOT NULL, port INTEGER NOT NULL,
+    UNIQUE(proto, host_ip, host_port));
+CREATE INDEX IF NOT EXISTS ports_by_port ON ports(proto, host_port);
+CREATE INDEX IF NOT EXISTS ports_by_endpoint ON ports(endpoint_id);
 CREATE TABLE IF NOT EXISTS journal(
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT NOT NULL,
     created REAL NOT NULL);
 """
 
 _EP_SELECT = """SELECT e.id, n.name, e.netns, e.ifname, e.host_ifname, e.address, e.mac,
-    n.gateway, e.default_route, e.created FROM endpoints e JOIN networks n
+    n.gateway, e.default_route, e.created, e.aliases FROM endpoints e JOIN networks n
     ON n.id = e.network_id"""
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(text.split(",")) if text else ()
 
 
 def _endpoint(row: tuple) -> Endpoint:
     return Endpoint(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-                    bool(row[8]), row[9])
+                    bool(row[8]), row[9], _split(row[10]))
+
+
+def _published(row: tuple) -> Published:
+    return Published(row[0], row[1], row[2], row[3].split("/")[0], PortMap(*row[4:]))
 
 
 class Store:
@@ -84,6 +100,20 @@ class Store:
             elif int(row[0]) > SCHEMA_VERSION:
                 raise StateError(f"state store {self.state_dir} has schema {row[0]}, newer "
                                  f"than this nsnet ({SCHEMA_VERSION}); upgrade nsnet")
+            elif int(row[0]) < SCHEMA_VERSION:
+                self._upgrade(int(row[0]))
+
+    def _upgrade(self, version: int) -> None:
+        columns = [("networks", "masquerade", "INTEGER NOT NULL DEFAULT 1"),  # v2: firewall
+                   ("networks", "internal", "INTEGER NOT NULL DEFAULT 0"),
+                   ("networks", "icc", "INTEGER NOT NULL DEFAULT 1")] if version < 2 else []
+        if version < 3:  # v3: embedded DNS
+            columns += [("networks", "dns", "INTEGER NOT NULL DEFAULT 1"),
+                        ("networks", "dns_servers", "TEXT NOT NULL DEFAULT ''"),
+                        ("endpoints", "aliases", "TEXT NOT NULL DEFAULT ''")]
+        for table, column, decl in columns:
+            self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self.db.close()
@@ -127,9 +157,11 @@ class Store:
     # networks -----------------------------------------------------------
     def add_network(self, net: Network) -> None:
         try:
-            self.db.execute("INSERT INTO networks VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+            self.db.execute("INSERT INTO networks VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             (net.id, net.name, net.bridge, net.subnet, net.gateway,
-                             net.ip_range, net.mtu, net.created))
+                             net.ip_range, net.mtu, net.created, int(net.masquerade),
+                             int(net.internal), int(net.icc), int(net.dns),
+                             ",".join(net.dns_servers)))
         except sqlite3.IntegrityError:
             raise AlreadyExists(f"network {net.name!r} (or bridge {net.bridge!r}) already "
                                 "exists") from None
@@ -139,9 +171,11 @@ class Store:
 
     def networks(self) -> list[Network]:
         rows = self.db.execute("SELECT id, name, bridge, subnet, gateway, ip_range, mtu, "
-                               "created FROM networks ORDER BY created, name").fetchall()
+                               "created, masquerade, internal, icc, dns, dns_servers FROM networks "
+                               "ORDER BY created, name").fetchall()
         eps = self.endpoints()
-        return [Network(*row, endpoints=tuple(e for e in eps if e.network == row[1]))
+        return [Network(*row[:8], bool(row[8]), bool(row[9]), bool(row[10]), bool(row[11]),
+                        _split(row[12]), endpoints=tuple(e for e in eps if e.network == row[1]))
                 for row in rows]
 
     def network(self, name: str) -> Network | None:
@@ -150,9 +184,9 @@ class Store:
     # endpoints ----------------------------------------------------------
     def add_endpoints(self, network_id: str, eps: Iterable[Endpoint]) -> None:
         self.db.executemany(
-            "INSERT INTO endpoints VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO endpoints VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(e.id, network_id, e.netns, e.ifname, e.host_ifname, e.address, e.mac,
-              int(e.default_route), e.created) for e in eps])
+              int(e.default_route), e.created, ",".join(e.aliases)) for e in eps])
 
     def remove_endpoints(self, ids: Iterable[str]) -> None:
         self.db.executemany("DELETE FROM endpoints WHERE id=?", [(i,) for i in ids])
@@ -166,6 +200,40 @@ class Store:
 
     def endpoints_of_netns(self, netns: str) -> list[Endpoint]:
         return self.endpoints("e.netns=?", (netns,))
+
+    # published ports ----------------------------------------------------
+    def add_ports(self, items: Iterable[tuple[str, PortMap]]) -> None:
+        try:
+            self.db.executemany("INSERT INTO ports VALUES(?, ?, ?, ?, ?)",
+                                [(ep, m.proto, m.host_ip, m.host_port, m.port)
+                                 for ep, m in items])
+        except sqlite3.IntegrityError:
+            raise AlreadyExists("a host port is already published") from None
+
+    def remove_ports(self, items: Iterable[tuple[str, PortMap]]) -> None:
+        self.db.executemany("DELETE FROM ports WHERE endpoint_id=? AND proto=? AND host_ip=? "
+                            "AND host_port=?",
+                            [(ep, m.proto, m.host_ip, m.host_port) for ep, m in items])
+
+    _PUBLISHED = ("SELECT p.endpoint_id, n.name, e.netns, e.address, p.proto, p.host_ip, "
+                  "p.host_port, p.port FROM ports p JOIN endpoints e ON e.id = p.endpoint_id "
+                  "JOIN networks n ON n.id = e.network_id")
+
+    def published(self, endpoint_id: str | None = None) -> list[Published]:
+        where, args = (" WHERE p.endpoint_id=?", (endpoint_id,)) if endpoint_id else ("", ())
+        rows = self.db.execute(self._PUBLISHED + where + " ORDER BY n.name, e.netns, p.proto, "
+                               "p.host_ip, p.host_port", args)
+        return [_published(r) for r in rows]
+
+    def published_at(self, maps: Iterable[PortMap]) -> list[Published]:
+        """Mappings on the same proto and host port as any of ``maps``: what
+        could clash, found by index whatever the total count."""
+        out = []
+        for proto, port in {(m.proto, m.host_port) for m in maps}:
+            rows = self.db.execute(self._PUBLISHED + " WHERE p.proto=? AND p.host_port=?",
+                                   (proto, port))
+            out += [_published(r) for r in rows]
+        return out
 
     def used_addresses(self, network_id: str) -> set[str]:
         rows = self.db.execute("SELECT address FROM endpoints WHERE network_id=?", (network_id,))

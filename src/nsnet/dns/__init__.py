@@ -1,0 +1,129 @@
+"""Embedded DNS: the engine's side (start, poke, stop the server; resolv.conf).
+
+The server (:mod:`nsnet.dns.server`, which needs dnslib) runs as its own
+process, started detached from the nsnet command that first needs it, so it
+outlives that command.  It is born inside the host namespace because it is
+spawned while the calling thread sits there.  Liveness is the ``flock`` the
+server holds on ``STATE_DIR/dns.pid``; the server says what it serves, and
+what it could not bind, in ``STATE_DIR/dns.status.json`` (with a generation
+number that grows at each reload).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+
+from .. import kernel as k
+from ..model import Endpoint, Network
+
+__all__ = ["RESOLV_MARK", "DnsControl", "resolv_conf"]
+
+STATUS, PIDFILE, LOG = "dns.status.json", "dns.pid", "dns.log"
+RESOLV_MARK = "# nsnet: embedded DNS of network"
+WAIT = 5.0  # seconds to wait for the server to report
+
+
+def resolv_conf(net: Network) -> str:
+    return f"{RESOLV_MARK} {net.name}\nnameserver {net.gateway}\noptions ndots:0\n"
+
+
+class DnsControl:
+    def __init__(self, state_dir: str, host: k.Netns) -> None:
+        self.state_dir = state_dir
+        self.host = host
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.state_dir, name)
+
+    def pid(self) -> int | None:
+        """The running server's PID, or None (its lock on the pid file says)."""
+        try:
+            fd = os.open(self._path(PIDFILE), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with contextlib.suppress(ValueError):
+                return int(os.read(fd, 32).decode().strip() or 0) or None
+            return None
+        finally:
+            os.close(fd)
+        return None  # nobody holds it: no server
+
+    def status(self) -> dict:
+        with contextlib.suppress(OSError, ValueError), open(self._path(STATUS)) as f:
+            return json.load(f)
+        return {}
+
+    def sync(self, wanted: bool) -> dict[str, str]:
+        """Make the server run iff ``wanted``, up to date; returns the
+        networks it cannot serve, with why."""
+        pid = self.pid()
+        if not wanted:
+            if pid:
+                self.stop(pid)
+            return {}
+        before = self.status().get("generation", 0) if pid else 0
+        if pid:
+            os.kill(pid, signal.SIGHUP)
+        else:
+            pid = self._start()
+        status = self._wait(pid, before)
+        return {name: s["error"] for name, s in status.get("networks", {}).items()
+                if s.get("error")}
+
+    def _start(self) -> int:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(STATUS))
+        log = os.open(self._path(LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                      0o600)
+        try:
+            with k.entered(self.host.fd):  # the child is born in the host namespace
+                proc = subprocess.Popen([sys.executable, "-m", "nsnet.dns", self.state_dir],
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=log, start_new_session=True, close_fds=True)
+        finally:
+            os.close(log)
+        return proc.pid
+
+    def _wait(self, pid: int, before: int) -> dict:
+        end = time.monotonic() + WAIT
+        while time.monotonic() < end:
+            status = self.status()
+            if status.get("pid") == pid and status.get("generation", 0) > before:
+                return status
+            time.sleep(0.01)
+        return {}
+
+    def stop(self, pid: int | None = None) -> None:
+        pid = pid or self.pid()
+        if not pid:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        end = time.monotonic() + WAIT
+        while self.pid() and time.monotonic() < end:
+            time.sleep(0.01)
+
+
+def wants_dns(networks: Iterable[Network]) -> bool:
+    return any(n.dns and n.endpoints for n in networks)
+
+
+def resolver_network(eps: list[Endpoint], nets: dict[str, Network]) -> Network | None:
+    """The network whose gateway answers a namespace's DNS: its first
+    (oldest) endpoint on a network with DNS on."""
+    for ep in sorted(eps, key=lambda e: e.created):
+        net = nets.get(ep.network)
+        if net and net.dns:
+            return net
+    return None

@@ -1,0 +1,464 @@
+"""The embedded DNS server: one asyncio process per host namespace.
+
+It serves every nsnet network that has DNS on and at least one endpoint, on
+that network's gateway address, port 53, UDP and TCP -- nowhere else.  It
+reads names from the state store and notices changes by SQLite's
+``PRAGMA data_version`` (checked on every batch of queries and every tick)
+or at once on SIGHUP, so connect/disconnect/aliases show up without a
+restart and without dropping queries.
+
+Per network: A records for each endpoint's namespace name and aliases, PTR
+for its address; NXDOMAIN for unknown single-label names (nsnet's zone);
+other names are forwarded to the network's upstreams (``--dns``) or the
+host's resolv.conf, with a deadline, so a dead upstream gives SERVFAIL in
+about 1.5 s.  Queries from outside the network's subnet are refused.
+
+Speed: answers from nsnet's zone are cached as wire bytes keyed by the
+query (minus its ID); a hit costs a dict lookup and two slices, and each
+socket wakeup drains every pending datagram.  dnslib only parses misses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import sqlite3
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+
+from dnslib import EDNS0, OPCODE, PTR, QTYPE, RCODE, RR, A, DNSError, DNSRecord
+
+log = logging.getLogger("nsnet.dns")
+
+TTL = 5
+UPSTREAM_TRY = 0.7  # seconds per upstream server
+UPSTREAM_DEADLINE = 1.5  # then SERVFAIL
+TICK = 1.0
+MAX_CACHE = 200_000
+MAX_TCP_QUERY = 65535
+STATUS, PIDFILE = "dns.status.json", "dns.pid"
+
+
+@dataclass
+class Zone:
+    """What one network's resolver knows."""
+
+    network: str
+    gateway: str
+    subnet: ipaddress.IPv4Network
+    upstreams: list[str]
+    names: dict[str, list[str]] = field(default_factory=dict)
+    ptr: dict[str, str] = field(default_factory=dict)
+    cache: dict[bytes, bytes] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._net = int(self.subnet.network_address)
+        self._mask = int(self.subnet.netmask)
+
+    def allows(self, client_ip: str) -> bool:
+        try:
+            packed = socket.inet_aton(client_ip)
+        except OSError:
+            return False
+        return struct.unpack("!I", packed)[0] & self._mask == self._net
+
+
+def host_upstreams(path: str = "/etc/resolv.conf") -> list[str]:
+    out = []
+    with contextlib.suppress(OSError), open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver":
+                with contextlib.suppress(ValueError):
+                    if ipaddress.ip_address(parts[1]).version == 4:
+                        out.append(parts[1])
+    return out
+
+
+def load_zones(db: sqlite3.Connection, default_upstreams: list[str]) -> dict[str, Zone]:
+    """Zones by gateway address, for networks with DNS on and endpoints."""
+    zones: dict[str, Zone] = {}
+    nets = db.execute("SELECT id, name, subnet, gateway, dns_servers FROM networks "
+                      "WHERE dns=1").fetchall()
+    gateways = {gw for _, _, _, gw, _ in nets}
+    for net_id, name, subnet, gateway, servers in nets:
+        rows = db.execute("SELECT netns, address, aliases FROM endpoints WHERE network_id=? "
+                          "ORDER BY created, netns", (net_id,)).fetchall()
+        if not rows:
+            continue
+        ups = servers.split(",") if servers else [u for u in default_upstreams
+                                                  if u not in gateways]
+        zone = Zone(name, gateway, ipaddress.ip_network(subnet), ups)
+        for netns, address, aliases in rows:
+            ip = address.split("/")[0]
+            for n in [netns.lower(), *(aliases.split(",") if aliases else [])]:
+                zone.names.setdefault(n, []).append(ip)
+            zone.ptr[ip] = netns
+        zones[gateway] = zone
+    return zones
+
+
+# ------------------------------------------------------------ answering
+def _reply(query: DNSRecord, rcode: int = RCODE.NOERROR, auth: bool = False) -> DNSRecord:
+    reply = query.reply(ra=1, aa=int(auth))
+    reply.header.rcode = rcode
+    return reply
+
+
+def _udp_limit(query: DNSRecord) -> int:
+    for rr in query.ar:
+        if rr.rtype == QTYPE.OPT:
+            return max(512, min(int(rr.rclass), 4096))
+    return 512
+
+
+def _finish(query: DNSRecord, reply: DNSRecord, limit: int | None) -> bytes:
+    if any(rr.rtype == QTYPE.OPT for rr in query.ar):
+        reply.add_ar(EDNS0(udp_len=4096))
+    wire = reply.pack()
+    if limit is not None and len(wire) > limit:
+        reply.rr = []
+        reply.header.tc = 1
+        wire = reply.pack()
+    return wire
+
+
+def error_for(data: bytes, rcode: int) -> bytes | None:
+    """A bare error answer when the query cannot be parsed (None: drop it)."""
+    if len(data) < 12:
+        return None
+    flags = (struct.unpack_from("!H", data, 2)[0] & 0x7900) | 0x8080 | rcode  # QR, RA
+    return data[:2] + struct.pack("!HHHHH", flags, 0, 0, 0, 0)
+
+
+class Answer:
+    """What to do with one query: reply now (``wire``) or forward it."""
+
+    __slots__ = ("cache_key", "forward", "wire")
+
+    def __init__(self, wire: bytes | None = None, forward: bool = False,
+                 cache_key: bytes | None = None) -> None:
+        self.wire, self.forward, self.cache_key = wire, forward, cache_key
+
+
+def answer(zone: Zone, data: bytes, client_ip: str, udp: bool) -> Answer:
+    """Answer a query from nsnet's zone, or say it must be forwarded."""
+    try:
+        query = DNSRecord.parse(data)
+    except (DNSError, struct.error, ValueError, IndexError, UnicodeDecodeError):
+        return Answer(error_for(data, RCODE.FORMERR))
+    limit = _udp_limit(query) if udp else None
+    if not zone.allows(client_ip):
+        return Answer(_finish(query, _reply(query, RCODE.REFUSED), limit))
+    if query.header.opcode != OPCODE.QUERY or query.header.qr:
+        return Answer(_finish(query, _reply(query, RCODE.NOTIMP), limit))
+    if len(query.questions) != 1:
+        return Answer(_finish(query, _reply(query, RCODE.FORMERR), limit))
+    q = query.questions[0]
+    name = str(q.qname).rstrip(".").lower()
+    reply = _local(zone, query, name, q.qtype)
+    if reply is None:
+        return Answer(forward=True)
+    return Answer(_finish(query, reply, limit), cache_key=data[2:])
+
+
+def _local(zone: Zone, query: DNSRecord, name: str, qtype: int) -> DNSRecord | None:
+    if name.endswith(".in-addr.arpa"):
+        return _reverse(zone, query, name, qtype)
+    ips = zone.names.get(name)
+    if ips is not None:
+        reply = _reply(query, auth=True)
+        if qtype in (QTYPE.A, QTYPE.ANY):
+            for ip in ips:
+                reply.add_answer(RR(query.q.qname, QTYPE.A, rdata=A(ip), ttl=TTL))
+        return reply  # other types: the name exists, no data (NODATA)
+    if "." not in name:
+        return _reply(query, RCODE.NXDOMAIN, auth=True)
+    return None
+
+
+def _reverse(zone: Zone, query: DNSRecord, name: str, qtype: int) -> DNSRecord | None:
+    parts = name[: -len(".in-addr.arpa")].split(".")
+    try:
+        ip = ipaddress.IPv4Address(".".join(reversed(parts)))
+    except ValueError:
+        return None
+    if str(ip) in zone.ptr:
+        reply = _reply(query, auth=True)
+        if qtype in (QTYPE.PTR, QTYPE.ANY):
+            reply.add_answer(RR(query.q.qname, QTYPE.PTR, rdata=PTR(zone.ptr[str(ip)] + "."),
+                                ttl=TTL))
+        return reply
+    if ip in zone.subnet:
+        return _reply(query, RCODE.NXDOMAIN, auth=True)
+    return None
+
+
+# ----------------------------------------------------------- forwarding
+class _OneReply(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        if not self.done.done():
+            self.done.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+
+async def _ask_udp(server: str, data: bytes, timeout: float) -> bytes:
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(_OneReply, remote_addr=(server, 53))
+    try:
+        transport.sendto(data)
+        return await asyncio.wait_for(proto.done, timeout)
+    finally:
+        transport.close()
+
+
+async def _ask_tcp(server: str, data: bytes, timeout: float) -> bytes:
+    async def go() -> bytes:
+        reader, writer = await asyncio.open_connection(server, 53)
+        try:
+            writer.write(struct.pack("!H", len(data)) + data)
+            size = struct.unpack("!H", await reader.readexactly(2))[0]
+            return await reader.readexactly(size)
+        finally:
+            writer.close()
+    return await asyncio.wait_for(go(), timeout)
+
+
+async def forward(zone: Zone, data: bytes, udp: bool) -> bytes | None:
+    """Ask the upstreams in turn until one answers or the deadline passes.
+    UDP first, as resolvers do; a truncated answer is asked again over TCP
+    when the client came over TCP (a UDP client gets it truncated, and retries)."""
+    deadline = time.monotonic() + UPSTREAM_DEADLINE
+    for server in zone.upstreams:
+        for ask in (_ask_udp, _ask_tcp):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return error_for(data, RCODE.SERVFAIL)
+            try:
+                reply = await ask(server, data, min(UPSTREAM_TRY, left))
+            except (TimeoutError, OSError, asyncio.IncompleteReadError):
+                break  # next server
+            if len(reply) < 12 or reply[:2] != data[:2]:
+                break
+            truncated = bool(reply[2] & 0x02)
+            if not truncated or udp or ask is _ask_tcp:
+                return reply
+    return error_for(data, RCODE.SERVFAIL)
+
+
+# --------------------------------------------------------------- server
+class Server:
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = state_dir
+        self.db_path = os.path.join(state_dir, "state.db")
+        self.db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        self.version = -1
+        self.generation = 0
+        self.default_upstreams = host_upstreams()
+        self.zones: dict[str, Zone] = {}
+        self.udp: dict[str, socket.socket] = {}
+        self.tcp: dict[str, asyncio.base_events.Server] = {}
+        self.errors: dict[str, str] = {}
+        self.stop = asyncio.Event()
+        self.tasks: set[asyncio.Task] = set()
+
+    # state -----------------------------------------------------------
+    def changed(self) -> bool:
+        try:
+            version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            return False
+        return version != self.version
+
+    def _refresh(self) -> list[str]:
+        """Re-read the names (synchronously: the very next query sees them);
+        returns the gateways that still need sockets."""
+        self.version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        self.zones = load_zones(self.db, self.default_upstreams)
+        for gw in list(self.udp):
+            if gw not in self.zones:
+                self._close(gw)
+        return [gw for gw in self.zones if gw not in self.udp]
+
+    async def reload(self) -> None:
+        await self._listen_all(self._refresh())
+
+    async def _listen_all(self, gateways: list[str]) -> None:
+        for gw in gateways:
+            zone = self.zones.get(gw)
+            if zone is not None and gw not in self.udp:
+                await self._listen(gw, zone)
+        self.errors = {z.network: self.errors[z.network] for z in self.zones.values()
+                       if z.network in self.errors and z.gateway not in self.udp}
+        self.generation += 1
+        self._write_status()
+
+    async def _listen(self, gw: str, zone: Zone) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((gw, 53))
+            tcp = await asyncio.start_server(lambda r, w, gw=gw: self._tcp_client(gw, r, w),
+                                             host=gw, port=53, reuse_address=True)
+        except OSError as exc:
+            sock.close()
+            self.errors[zone.network] = f"cannot listen on {gw}:53: {exc.strerror}"
+            log.error("network %s: %s", zone.network, self.errors[zone.network])
+            return
+        self.udp[gw] = sock
+        self.tcp[gw] = tcp
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._udp_ready, gw)
+        log.info("serving network %s on %s:53", zone.network, gw)
+
+    def _close(self, gw: str) -> None:
+        sock = self.udp.pop(gw)
+        asyncio.get_running_loop().remove_reader(sock.fileno())
+        sock.close()
+        self.tcp.pop(gw).close()
+
+    def _write_status(self) -> None:
+        status = {"pid": os.getpid(), "generation": self.generation,
+                  "networks": {z.network: {"gateway": gw, "listening": gw in self.udp,
+                                           "error": self.errors.get(z.network)}
+                               for gw, z in self.zones.items()}}
+        tmp = os.path.join(self.state_dir, STATUS + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(status, f)
+        os.replace(tmp, os.path.join(self.state_dir, STATUS))
+
+    # queries ---------------------------------------------------------
+    def _udp_ready(self, gw: str) -> None:
+        sock = self.udp.get(gw)
+        if sock is None:
+            return
+        if self.changed():
+            self._spawn(self._listen_all(self._refresh()))
+        zone = self.zones.get(gw)
+        for _ in range(256):  # drain, but let other sockets have a turn
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
+            if zone is None:
+                return
+            self._udp_query(sock, zone, data, addr)
+
+    def _udp_query(self, sock: socket.socket, zone: Zone, data: bytes, addr: tuple) -> None:
+        try:
+            hit = zone.cache.get(data[2:]) if zone.allows(addr[0]) else None
+            if hit is not None:
+                sock.sendto(data[:2] + hit, addr)
+                return
+            ans = answer(zone, data, addr[0], udp=True)
+            if ans.forward:
+                self._spawn(self._udp_forward(sock, zone, data, addr))
+            elif ans.wire is not None:
+                self._remember(zone, ans)
+                sock.sendto(ans.wire, addr)
+        except Exception:  # a query never takes the server down
+            log.exception("query from %s", addr)
+
+    async def _udp_forward(self, sock: socket.socket, zone: Zone, data: bytes,
+                           addr: tuple) -> None:
+        reply = await forward(zone, data, udp=True)
+        if reply is not None:
+            with contextlib.suppress(OSError):
+                sock.sendto(reply, addr)
+
+    @staticmethod
+    def _remember(zone: Zone, ans: Answer) -> None:
+        if ans.cache_key is not None and ans.wire is not None:
+            if len(zone.cache) >= MAX_CACHE:
+                zone.cache.clear()
+            zone.cache[ans.cache_key] = ans.wire[2:]
+
+    async def _tcp_client(self, gw: str, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("", 0)
+        try:
+            while True:
+                size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 10))[0]
+                data = await asyncio.wait_for(reader.readexactly(size), 10)
+                if self.changed():
+                    await self.reload()
+                zone = self.zones.get(gw)
+                if zone is None:
+                    break
+                ans = answer(zone, data, peer[0], udp=False)
+                wire = await forward(zone, data, udp=False) if ans.forward else ans.wire
+                if wire is None:
+                    break
+                writer.write(struct.pack("!H", len(wire)) + wire)
+                await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        except Exception:
+            log.exception("TCP client %s", peer)
+        finally:
+            writer.close()
+
+    # lifecycle -------------------------------------------------------
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop.set)
+        loop.add_signal_handler(signal.SIGINT, self.stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        await self.reload()
+        while not self.stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), TICK)
+            if not os.path.exists(self.db_path):
+                break  # the state is gone: nothing left to serve
+            if self.changed():
+                await self.reload()
+            elif self.errors:  # a gateway we could not bind: maybe it is free now
+                await self._listen_all([z.gateway for z in self.zones.values()
+                                        if z.gateway not in self.udp])
+            if not self.zones:
+                break  # no endpoint wants DNS any more
+        for gw in list(self.udp):
+            self._close(gw)
+
+
+def serve(state_dir: str) -> int:
+    """Run until stopped; one server per state dir (the pid file's lock)."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s nsnet-dns[%(process)d] %(levelname)s %(message)s")
+    pid_path = os.path.join(state_dir, PIDFILE)
+    fd = os.open(pid_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0  # another server already serves this state
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    try:
+        asyncio.run(Server(state_dir).run())
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(state_dir, STATUS))
+        os.ftruncate(fd, 0)
+        os.close(fd)
+    return 0

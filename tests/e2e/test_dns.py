@@ -1,0 +1,214 @@
+"""Embedded DNS (issue #6): resolution through the normal resolver path
+(getaddrinfo run with ``nsnet ns exec``), scoping, forwarding, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from world import HOST_IP, OUT_IP, World
+
+DNSTOOLS = str(Path(__file__).parent.parent / "dnstools.py")
+RESOLVE = ("import socket, sys\n"
+           "try:\n"
+           "    print(socket.gethostbyname(sys.argv[1]))\n"
+           "except OSError as e:\n"
+           "    print('ERR', e.__class__.__name__); sys.exit(1)\n")
+REVERSE = ("import socket, sys\n"
+           "try:\n"
+           "    print(socket.gethostbyaddr(sys.argv[1])[0])\n"
+           "except OSError as e:\n"
+           "    print('ERR', e.__class__.__name__); sys.exit(1)\n")
+
+
+def resolve(world: World, ns: str, name: str, code: str = RESOLVE) -> str:
+    proc = world.box.cli("ns", "exec", ns, "--", sys.executable, "-c", code, name)
+    return proc.stdout.strip()
+
+
+def ask(world: World, ns: str, server: str, name: str, qtype: str = "A", tcp: bool = False):
+    path = os.path.join(world.box.netns_dir, ns)
+    argv = ["nsenter", f"--net={path}", sys.executable, DNSTOOLS, "ask", server, name, qtype]
+    out = subprocess.run(argv + (["tcp"] if tcp else []), capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def start_upstream(world: World) -> None:
+    proc = subprocess.Popen(["nsenter", f"--net={world.out_path}", sys.executable, DNSTOOLS,
+                             "upstream", OUT_IP], stdout=subprocess.PIPE, text=True)
+    world.servers.append(proc)
+    assert proc.stdout and proc.stdout.readline().strip() == "ready"
+
+
+@pytest.fixture
+def lan(world: World) -> World:
+    """front (10.90.0.0/24, upstream = the outside fake) with web (aliases www,
+    api) and cli; back (10.91.0.0/24) with db."""
+    box = world.box
+    start_upstream(world)
+    world.ok("network", "create", "front", "--subnet", "10.90.0.0/24", "--dns", OUT_IP)
+    world.ok("network", "create", "back", "--subnet", "10.91.0.0/24")
+    world.ok("connect", "front", "web", "--create", "--alias", "www", "--alias", "api")
+    world.ok("connect", "front", "cli", "--create")
+    world.ok("connect", "back", "db", "--create")
+    assert os.path.exists(os.path.join(box.etc_dir, "cli", "resolv.conf"))
+    return world
+
+
+def test_names_aliases_ptr_scope_and_nxdomain(lan: World) -> None:
+    assert resolve(lan, "cli", "web") == "10.90.0.2"
+    assert resolve(lan, "cli", "www") == "10.90.0.2"
+    assert resolve(lan, "cli", "API") == "10.90.0.2"  # names are case-insensitive
+    assert resolve(lan, "cli", "cli") == "10.90.0.3"
+    assert resolve(lan, "cli", "10.90.0.2", REVERSE) == "web"
+    assert resolve(lan, "cli", "db").startswith("ERR")  # another network's name
+    assert resolve(lan, "db", "web").startswith("ERR")
+    assert resolve(lan, "db", "db") == "10.91.0.2"
+    assert ask(lan, "cli", "10.90.0.1", "nosuchname").startswith("NXDOMAIN")
+    assert ask(lan, "cli", "10.90.0.1", "web", "AAAA").startswith("NOERROR")  # NODATA
+    assert ask(lan, "cli", "10.90.0.1", "web", tcp=True).startswith("NOERROR 10.90.0.2")
+
+
+def test_forwarding_and_a_dead_upstream(lan: World) -> None:
+    assert resolve(lan, "cli", "example.test") == "203.0.113.7"
+    assert ask(lan, "cli", "10.90.0.1", "x.test", tcp=True).startswith("NOERROR 203.0.113.7")
+    lan.ok("network", "create", "dead", "--subnet", "10.92.0.0/24", "--dns", "198.51.100.99")
+    lan.ok("connect", "dead", "lone", "--create")
+    out = ask(lan, "lone", "10.92.0.1", "example.test")
+    assert out.startswith("SERVFAIL"), out
+    assert float(out.split()[-1].rstrip("s")) < 2.0
+
+
+def test_changes_are_visible_at_once(lan: World) -> None:
+    lan.ok("connect", "front", "late", "--create", "--alias", "newcomer")
+    assert resolve(lan, "cli", "late") == "10.90.0.4"
+    assert resolve(lan, "cli", "newcomer") == "10.90.0.4"
+    lan.ok("disconnect", "front", "late")
+    assert ask(lan, "cli", "10.90.0.1", "late").startswith("NXDOMAIN")
+
+
+def test_never_an_open_resolver(lan: World) -> None:
+    lan.out("ip", "route", "add", "10.90.0.0/24", "via", HOST_IP)
+    out = subprocess.run(["nsenter", f"--net={lan.out_path}", sys.executable, DNSTOOLS, "ask",
+                          "10.90.0.1", "web"], capture_output=True, text=True).stdout
+    assert out.startswith("REFUSED"), out
+    # and it listens on the gateways only
+    listening = lan.box.host("ss", "-lnuH").stdout
+    assert ":53 " in listening and f"{HOST_IP}:53" not in listening
+    assert "0.0.0.0:53" not in listening
+
+
+def test_port_53_taken_names_the_network_and_others_work(lan: World) -> None:
+    box = lan.box
+    lan.ok("network", "create", "taken", "--subnet", "10.93.0.0/24")
+    squatter = subprocess.Popen(["nsenter", f"--net={box.host_path}", sys.executable, "-c",
+                                 "import socket,time; s=socket.socket(socket.AF_INET, "
+                                 "socket.SOCK_DGRAM); s.bind(('10.93.0.1', 53)); "
+                                 "print('ready', flush=True); time.sleep(600)"],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert squatter.stdout and squatter.stdout.readline().strip() == "ready"
+        proc = box.cli("connect", "taken", "t1", "--create")
+        assert proc.returncode == 0
+        assert "embedded DNS cannot serve network 'taken'" in proc.stderr
+        assert "Address already in use" in proc.stderr
+        assert resolve(lan, "cli", "web") == "10.90.0.2"
+        dry = box.cli("reconcile", "--dry-run")
+        assert "dns taken" in dry.stdout
+    finally:
+        squatter.kill()
+        squatter.wait()
+    lan.ok("reconcile")
+    assert ask(lan, "t1", "10.93.0.1", "t1").startswith("NOERROR 10.93.0.2")
+    assert box.cli("reconcile", "--dry-run").returncode == 0
+
+
+def test_killed_server_is_restarted_by_reconcile(lan: World) -> None:
+    box = lan.box
+    status = json.loads(Path(box.state_dir, "dns.status.json").read_text())
+    os.kill(status["pid"], signal.SIGKILL)  # our own server, by its recorded PID
+    time.sleep(0.2)
+    dry = box.cli("reconcile", "--dry-run")
+    assert dry.returncode == 1 and "DNS server is not running" in dry.stdout
+    lan.ok("reconcile")
+    assert resolve(lan, "cli", "web") == "10.90.0.2"
+    assert box.cli("reconcile", "--dry-run").returncode == 0
+
+
+def test_server_stops_when_no_endpoint_wants_it(lan: World) -> None:
+    box = lan.box
+    pid = json.loads(Path(box.state_dir, "dns.status.json").read_text())["pid"]
+    lan.ok("network", "rm", "--force", "front", "back")
+    stat = Path(f"/proc/{pid}/stat")
+    end = time.monotonic() + 3  # it has let go of its pid file; now it exits
+    while stat.exists() and stat.read_text().split()[2] != "Z" and time.monotonic() < end:
+        time.sleep(0.02)
+    assert not stat.exists() or stat.read_text().split()[2] == "Z"
+    assert not os.listdir(box.etc_dir)  # resolv.conf files went with their endpoints
+
+
+_GARBAGE = st.one_of(
+    st.binary(max_size=600),
+    st.builds(lambda q, cut: q[:cut], st.just(
+        bytes.fromhex("abcd01000001000000000000037765620000010001")), st.integers(0, 20)),
+    st.builds(lambda flip, pos: bytearray(
+        bytes.fromhex("abcd01000001000000000000037765620000010001"))[:pos] + bytes([flip]),
+        st.integers(0, 255), st.integers(0, 20)),
+)
+
+
+def test_malformed_packets_never_kill_the_server(lan: World) -> None:
+    from nsnet.kernel import entered
+
+    fd = os.open(os.path.join(lan.box.netns_dir, "cli"), os.O_RDONLY)
+    try:
+        with entered(fd):  # sockets opened here live in "cli"
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+            def tcp() -> socket.socket:
+                with entered(fd):
+                    return socket.create_connection(("10.90.0.1", 53), timeout=1)
+
+        @settings(max_examples=int(os.environ.get("NSNET_FUZZ_EXAMPLES", "300")),
+                  deadline=None, suppress_health_check=list(HealthCheck))
+        @given(_GARBAGE, st.booleans())
+        def blast(data: bytes, over_tcp: bool) -> None:
+            if over_tcp:
+                with tcp() as c:
+                    c.sendall(len(data).to_bytes(2, "big") + bytes(data[:-1]))
+            else:
+                udp.sendto(bytes(data), ("10.90.0.1", 53))
+
+        blast()
+        udp.sendto(b"\0" * 65000, ("10.90.0.1", 53))  # oversized
+        with tcp() as c:
+            c.sendall(b"\xff\xff" + b"x" * 100)  # claims more than it sends
+        udp.close()
+    finally:
+        os.close(fd)
+    assert ask(lan, "cli", "10.90.0.1", "web").startswith("NOERROR 10.90.0.2")
+
+
+def test_ten_thousand_names(sandbox) -> None:
+    from nsnet import ConnectOptions, NetworkSpec
+
+    eng = sandbox.engine()
+    eng.network_create(NetworkSpec("big", "10.94.0.0/24"))
+    for i in range(10):
+        names = tuple(f"n{i}-{j}" for j in range(1000))
+        eng.connect("big", [f"host{i}"], ConnectOptions(create=True, aliases=names))
+    path = os.path.join(sandbox.netns_dir, "host0")
+    for name, ip in (("n0-0", "10.94.0.2"), ("n9-999", "10.94.0.11"), ("n4-517", "10.94.0.6")):
+        out = subprocess.run(["nsenter", f"--net={path}", sys.executable, DNSTOOLS, "ask",
+                              "10.94.0.1", name], capture_output=True, text=True).stdout
+        assert out.startswith(f"NOERROR {ip}"), out
