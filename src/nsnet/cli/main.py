@@ -348,6 +348,27 @@ def _port_line(pub: nsnet.Published) -> str:
     return f"{m.host_ip or '0.0.0.0'}:{m.host_port}/{m.proto} -> {pub.netns} {pub.ip}:{m.port}"
 
 
+# ------------------------------------------------------------------- CNI
+@cli.group(cls=NsnetGroup)
+def cni() -> None:
+    """The CNI plugin (type "nsnet") for podman, containerd and Kubernetes."""
+
+
+@cni.command("install")
+@click.option("--dir", "directory", default="/opt/cni/bin", show_default=True,
+              help="Where the runtime looks for CNI plugins (its CNI_PATH).")
+def cni_install(directory: str) -> None:
+    """Install the plugin as DIR/nsnet (runs this nsnet's Python)."""
+    os.makedirs(directory, exist_ok=True)
+    target = os.path.join(directory, "nsnet")
+    tmp = target + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(f"#!{sys.executable} -sE\nfrom nsnet.cni import main\nmain()\n")
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, target)
+    click.echo(target)
+
+
 # ------------------------------------------------------- reconcile / gc
 def _report(actions: list, dry_run: bool, clean: str) -> None:
     for action in actions:

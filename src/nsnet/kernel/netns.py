@@ -96,6 +96,11 @@ def entered(fd: int) -> Iterator[None]:
         os.close(home)
 
 
+def mount_bind(src: str, target: str) -> None:
+    """Bind-mount a namespace file (e.g. /proc/PID/ns/net) onto ``target``."""
+    mount(src, target, "none", MS_BIND)
+
+
 def ensure_netns_dir(netns_dir: str) -> None:
     """Make the directory a shared mount, as ``ip netns add`` does, so mounts
     made in other mount namespaces propagate."""

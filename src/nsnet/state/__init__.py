@@ -31,7 +31,7 @@ from ..model import Endpoint, Network, PortMap, Published
 
 __all__ = ["StateLock", "Store"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS namespaces(
@@ -54,6 +54,10 @@ CREATE TABLE IF NOT EXISTS ports(
     UNIQUE(proto, host_ip, host_port));
 CREATE INDEX IF NOT EXISTS ports_by_port ON ports(proto, host_port);
 CREATE INDEX IF NOT EXISTS ports_by_endpoint ON ports(endpoint_id);
+CREATE TABLE IF NOT EXISTS cni_attachments(
+    container_id TEXT NOT NULL, ifname TEXT NOT NULL, network TEXT NOT NULL,
+    netns TEXT NOT NULL, mount TEXT NOT NULL, ipam TEXT NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY(container_id, ifname, network));
 CREATE TABLE IF NOT EXISTS journal(
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT NOT NULL,
     created REAL NOT NULL);
@@ -200,6 +204,22 @@ class Store:
 
     def endpoints_of_netns(self, netns: str) -> list[Endpoint]:
         return self.endpoints("e.netns=?", (netns,))
+
+    # CNI attachments (container id + interface -> namespace) -------------
+    def add_attachment(self, cid: str, ifname: str, network: str, netns: str, mount: str,
+                       ipam: dict) -> None:
+        self.db.execute("INSERT OR REPLACE INTO cni_attachments VALUES(?, ?, ?, ?, ?, ?, ?)",
+                        (cid, ifname, network, netns, mount, json.dumps(ipam), time.time()))
+
+    def attachments(self, network: str) -> list[dict]:
+        rows = self.db.execute("SELECT container_id, ifname, netns, mount, ipam FROM "
+                               "cni_attachments WHERE network=?", (network,)).fetchall()
+        return [{"containerID": r[0], "ifname": r[1], "netns": r[2], "mount": r[3],
+                 "ipam": json.loads(r[4])} for r in rows]
+
+    def remove_attachment(self, cid: str, ifname: str, network: str) -> None:
+        self.db.execute("DELETE FROM cni_attachments WHERE container_id=? AND ifname=? AND "
+                        "network=?", (cid, ifname, network))
 
     # published ports ----------------------------------------------------
     def add_ports(self, items: Iterable[tuple[str, PortMap]]) -> None:

@@ -1,0 +1,441 @@
+"""CNI commands on top of the engine: ADD, DEL, CHECK, STATUS, GC.
+
+Attachments (container id + interface name, per network) are recorded in the
+state store, so DEL works with the namespace gone or ``CNI_NETNS`` empty and
+GC knows what exists.  A namespace outside the engine's netns directory (e.g.
+``/proc/PID/ns/net``) is bind-mounted into it for the attachment's lifetime.
+Errors are the spec's JSON on stdout with a non-zero exit; logs go to stderr
+(or ``logFile``), never stdout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from .. import kernel as k
+from ..engine import DEFAULT_NETNS_DIR, DEFAULT_STATE_DIR, Engine
+from ..errors import (
+    AlreadyExists,
+    InvalidInput,
+    LockTimeout,
+    NotFound,
+    NsnetError,
+    PermissionDenied,
+    StateError,
+)
+from ..ipam import Pool
+from ..model import ConnectOptions, Network, NetworkSpec, parse_ports, validate_ifname
+from . import SUPPORTED
+
+# the spec's well-known error codes
+INCOMPATIBLE, UNSUPPORTED_FIELD, UNKNOWN_CONTAINER, INVALID_ENV = 1, 2, 3, 4
+IO_FAILURE, DECODE, INVALID_CONFIG, TRY_AGAIN = 5, 6, 7, 11
+NOT_AVAILABLE, NOT_AVAILABLE_TEMP = 50, 51
+PLUGIN_ERROR = 100  # nsnet's own failures (the message says which)
+
+KNOWN_KEYS = {"cniVersion", "cniVersions", "name", "type", "args", "ipMasq", "ipam", "dns",
+              "prevResult", "runtimeConfig", "capabilities", "bridge", "subnet", "gateway",
+              "ipRange", "mtu", "masquerade", "internal", "icc", "isolation", "dnsServers",
+              "stateDir", "netnsDir", "etcNetnsDir", "hostNetns", "logFile", "isGateway",
+              "isDefaultGateway", "cni.dev/valid-attachments", "cni.dev/attachments",
+              "disableCheck"}
+BOOL_KEYS = ("ipMasq", "masquerade", "internal", "icc", "isolation", "isGateway",
+             "isDefaultGateway")
+
+
+class CniError(Exception):
+    def __init__(self, code: int, msg: str, details: str = "") -> None:
+        super().__init__(msg)
+        self.code, self.msg, self.details = code, msg, details
+
+
+@dataclass
+class Request:
+    command: str
+    conf: dict[str, Any]
+    version: str
+    container_id: str
+    netns: str
+    ifname: str
+    args: dict[str, str]
+
+    @property
+    def network(self) -> str:
+        return str(self.conf["name"])
+
+
+# ------------------------------------------------------------------ input
+def _vtuple(v: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in v.split("."))
+    except ValueError:
+        return (0,)
+
+
+def read_request(command: str) -> Request:
+    if command not in ("ADD", "DEL", "CHECK", "STATUS", "GC"):
+        raise CniError(INVALID_ENV, f"CNI_COMMAND {command!r} is not one of ADD, DEL, CHECK, "
+                       "STATUS, GC, VERSION", "CNI_COMMAND")
+    try:
+        conf = json.loads(sys.stdin.read())
+    except ValueError as exc:
+        raise CniError(DECODE, "cannot decode the network configuration on stdin",
+                       str(exc)) from None
+    if not isinstance(conf, dict):
+        raise CniError(DECODE, "the network configuration must be a JSON object")
+    version = str(conf.get("cniVersion", ""))
+    if version not in SUPPORTED:
+        raise CniError(INCOMPATIBLE, f"incompatible CNI version {version!r}",
+                       f"nsnet supports {', '.join(SUPPORTED)}")
+    if command == "CHECK" and _vtuple(version) < (0, 4, 0):
+        raise CniError(INCOMPATIBLE, f"CHECK needs CNI 0.4.0 or later, not {version}")
+    if command in ("STATUS", "GC") and _vtuple(version) < (1, 1, 0):
+        raise CniError(INCOMPATIBLE, f"{command} needs CNI 1.1.0, not {version}")
+    _check_fields(conf)
+    env = _env(command)
+    return Request(command, conf, version, env["CNI_CONTAINERID"], env["CNI_NETNS"],
+                   env["CNI_IFNAME"], _cni_args(os.environ.get("CNI_ARGS", "")))
+
+
+def _check_fields(conf: dict[str, Any]) -> None:
+    name = conf.get("name")
+    if not isinstance(name, str) or not name:
+        raise CniError(INVALID_CONFIG, "the network configuration has no 'name'")
+    for key, value in conf.items():
+        if key not in KNOWN_KEYS:
+            raise CniError(UNSUPPORTED_FIELD, f"unsupported field {key!r}",
+                           f"{key}={json.dumps(value)[:80]}")
+    for key in BOOL_KEYS:
+        if key in conf and not isinstance(conf[key], bool):
+            raise CniError(UNSUPPORTED_FIELD, f"field {key!r} must be true or false",
+                           f"{key}={json.dumps(conf[key])[:80]}")
+    if "mtu" in conf and not isinstance(conf["mtu"], int):
+        raise CniError(UNSUPPORTED_FIELD, "field 'mtu' must be a number",
+                       f"mtu={json.dumps(conf['mtu'])[:80]}")
+
+
+def _env(command: str) -> dict[str, str]:
+    need = {"ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
+            "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
+            "DEL": ("CNI_CONTAINERID", "CNI_IFNAME")}.get(command, ())
+    env = {v: os.environ.get(v, "") for v in ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")}
+    for var in need:
+        if not env[var]:
+            raise CniError(INVALID_ENV, f"{var} is not set", var)
+    if env["CNI_IFNAME"]:
+        try:
+            validate_ifname(env["CNI_IFNAME"])
+        except InvalidInput as exc:
+            raise CniError(INVALID_ENV, f"CNI_IFNAME: {exc}", "CNI_IFNAME") from None
+    return env
+
+
+def _cni_args(text: str) -> dict[str, str]:
+    out = {}
+    for item in filter(None, text.split(";")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CniError(INVALID_ENV, f"CNI_ARGS item {item!r} is not KEY=VALUE", "CNI_ARGS")
+        out[key] = value
+    return out
+
+
+# ----------------------------------------------------------------- engine
+def engine_for(conf: dict[str, Any]) -> Engine:
+    def setting(key: str, env: str, default: str | None) -> str | None:
+        return conf.get(key) or os.environ.get(env) or default
+
+    return Engine(host_netns=setting("hostNetns", "NSNET_HOST_NETNS", None),
+                  state_dir=setting("stateDir", "NSNET_STATE_DIR", DEFAULT_STATE_DIR) or "",
+                  netns_dir=setting("netnsDir", "NSNET_NETNS_DIR", DEFAULT_NETNS_DIR) or "",
+                  etc_netns_dir=setting("etcNetnsDir", "NSNET_ETC_NETNS_DIR", "/etc/netns")
+                  or "", notify=_log)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def spec_of(conf: dict[str, Any]) -> NetworkSpec:
+    ipam = conf.get("ipam") or {}
+    subnet = conf.get("subnet") or ipam.get("subnet")
+    gateway = conf.get("gateway") or ipam.get("gateway")
+    ranges = ipam.get("ranges") or []
+    if not subnet and ranges and ranges[0]:
+        subnet, gateway = ranges[0][0].get("subnet"), ranges[0][0].get("gateway", gateway)
+    if not subnet:
+        raise CniError(INVALID_CONFIG, "no subnet: set 'subnet' (or ipam.subnet / "
+                       "ipam.ranges)")
+    try:
+        Pool.parse(str(subnet), gateway, conf.get("ipRange"))
+    except InvalidInput as exc:
+        raise CniError(INVALID_CONFIG, str(exc)) from None
+    masq = conf.get("masquerade", conf.get("ipMasq", True))
+    if conf.get("isolation") is False:
+        raise CniError(UNSUPPORTED_FIELD, "isolation cannot be turned off: nsnet networks are "
+                       "always isolated from each other", "isolation=false")
+    return NetworkSpec(str(conf["name"]), str(subnet), gateway, conf.get("ipRange"),
+                       conf.get("bridge"), conf.get("mtu"), bool(masq),
+                       bool(conf.get("internal", False)), bool(conf.get("icc", True)),
+                       bool(conf.get("dns", {}).get("enabled", True)
+                            if isinstance(conf.get("dns"), dict) else conf.get("dns", True)),
+                       tuple(conf.get("dnsServers", ())))
+
+
+def ensure_network(eng: Engine, conf: dict[str, Any]) -> Network:
+    spec = spec_of(conf)  # a bad configuration is an error even if the network exists
+    with contextlib.suppress(NotFound):
+        return eng.network(conf["name"])
+    try:
+        return eng.network_create(spec)
+    except AlreadyExists:  # another ADD created it meanwhile
+        return eng.network(conf["name"])
+
+
+# -------------------------------------------------------------- namespaces
+def attach_netns(eng: Engine, req: Request) -> tuple[str, str]:
+    """The engine's name for the container's namespace, and the bind mount
+    made for it ("" if the runtime already put it in the netns directory)."""
+    path = os.path.realpath(req.netns)
+    if not os.path.exists(path):
+        raise CniError(INVALID_ENV, f"CNI_NETNS {req.netns} does not exist", "CNI_NETNS")
+    if os.path.dirname(path) == os.path.realpath(eng.netns_dir):
+        return os.path.basename(path), ""
+    name = f"cni-{req.container_id[:24]}-{req.ifname}"
+    target = eng.ns_path(name)
+    k.ensure_netns_dir(eng.netns_dir)
+    with open(target, "a"):
+        pass
+    k.mount_bind(path, target)
+    return name, target
+
+
+def detach_netns(mount: str) -> None:
+    if mount:
+        with contextlib.suppress(OSError):
+            k.remove_netns(mount)
+
+
+# ------------------------------------------------------------------- IPAM
+def delegated_ipam(conf: dict[str, Any]) -> str | None:
+    kind = (conf.get("ipam") or {}).get("type")
+    return None if kind in (None, "", "nsnet") else str(kind)
+
+
+def exec_ipam(kind: str, command: str, conf: dict[str, Any]) -> dict[str, Any]:
+    paths = [p for p in os.environ.get("CNI_PATH", "").split(os.pathsep) if p]
+    exe = next((os.path.join(p, kind) for p in paths if os.access(os.path.join(p, kind),
+                                                                   os.X_OK)), None)
+    if exe is None:
+        raise CniError(INVALID_CONFIG, f"IPAM plugin {kind!r} not found in CNI_PATH",
+                       os.environ.get("CNI_PATH", ""))
+    conf = dict(conf, cniVersion=_common_version(exe, str(conf["cniVersion"])))
+    env = dict(os.environ, CNI_COMMAND=command)
+    proc = subprocess.run([exe], input=json.dumps(conf), capture_output=True, text=True,
+                          env=env)
+    if proc.returncode:
+        try:
+            err = json.loads(proc.stdout)
+            raise CniError(int(err.get("code", PLUGIN_ERROR)), f"IPAM {kind}: {err.get('msg')}",
+                           str(err.get("details", "")))
+        except ValueError:
+            raise CniError(PLUGIN_ERROR, f"IPAM {kind} failed", proc.stderr.strip()) from None
+    return json.loads(proc.stdout) if proc.stdout.strip() else {}
+
+
+def _common_version(exe: str, asked: str) -> str:
+    """The version to speak to a delegate: the runtime's if it knows it,
+    else the newest it knows (Debian's host-local stops at 1.0.0)."""
+    proc = subprocess.run([exe], input=json.dumps({"cniVersion": asked}), capture_output=True,
+                          text=True, env=dict(os.environ, CNI_COMMAND="VERSION"))
+    try:
+        known = json.loads(proc.stdout).get("supportedVersions") or []
+    except ValueError:
+        return asked
+    if asked in known or not known:
+        return asked
+    older = [v for v in known if _vtuple(v) <= _vtuple(asked)]
+    return max(older or known, key=_vtuple)
+
+
+# ---------------------------------------------------------------- results
+def result(req: Request, net: Network, ep: Any, bridge_mac: str,
+           host_mac: str) -> dict[str, Any]:
+    old = _vtuple(req.version) < (1, 0, 0)
+    ip: dict[str, Any] = {"address": ep.address, "gateway": net.gateway, "interface": 2}
+    if old:
+        ip["version"] = "4"
+    out: dict[str, Any] = {
+        "cniVersion": req.version,
+        "interfaces": [{"name": net.bridge, "mac": bridge_mac},
+                       {"name": ep.host_ifname, "mac": host_mac},
+                       {"name": ep.ifname, "mac": ep.mac, "sandbox": req.netns}],
+        "ips": [ip],
+        "routes": [{"dst": "0.0.0.0/0", "gw": net.gateway}] if ep.default_route else [],
+    }
+    if net.dns:
+        out["dns"] = {"nameservers": [net.gateway]}
+    return out
+
+
+# --------------------------------------------------------------- commands
+def cmd_add(req: Request) -> dict[str, Any]:
+    if not os.path.exists(req.netns):
+        raise CniError(INVALID_ENV, f"CNI_NETNS {req.netns} does not exist", "CNI_NETNS")
+    with engine_for(req.conf) as eng:
+        net = ensure_network(eng, req.conf)
+        for a in eng.store.attachments(net.name):
+            if a["containerID"] == req.container_id and a["ifname"] == req.ifname:
+                raise CniError(PLUGIN_ERROR, f"container {req.container_id} already has "
+                               f"{req.ifname} on network {net.name!r}")
+        name, mount = attach_netns(eng, req)
+        kind = delegated_ipam(req.conf)
+        ipam_conf = dict(req.conf, cniVersion=req.version)
+        try:
+            static = _static_ip(req)
+            if kind:
+                got = exec_ipam(kind, "ADD", ipam_conf)
+                static = str(ipaddress.ip_interface(got["ips"][0]["address"]).ip)
+            opts = ConnectOptions(ip=static, mac=_static_mac(req), ifname=req.ifname,
+                                  ports=_ports(req))
+            ep = eng.connect(net.name, [name], opts)[0]
+        except BaseException:
+            if kind:
+                with contextlib.suppress(CniError, OSError, ValueError):
+                    exec_ipam(kind, "DEL", ipam_conf)
+            detach_netns(mount)
+            raise
+        with eng.store.transaction():
+            eng.store.add_attachment(req.container_id, req.ifname, net.name, name, mount,
+                                     {"type": kind} if kind else {})
+        links = eng.rtnl.link_by_name()
+        macs = {name: links[name].mac if name in links else "" for name in
+                (net.bridge, ep.host_ifname)}
+        return result(req, net, ep, macs[net.bridge], macs[ep.host_ifname])
+
+
+def _static_ip(req: Request) -> str | None:
+    ips = (req.conf.get("runtimeConfig") or {}).get("ips") or []
+    text = req.args.get("IP") or (ips[0] if ips else None)
+    if not text:
+        return None
+    try:
+        return str(ipaddress.ip_interface(text).ip)
+    except ValueError:
+        raise CniError(INVALID_CONFIG, f"requested IP {text!r} is not an address") from None
+
+
+def _static_mac(req: Request) -> str | None:
+    return req.args.get("MAC") or (req.conf.get("runtimeConfig") or {}).get("mac") or None
+
+
+def _ports(req: Request) -> tuple:
+    if not (req.conf.get("capabilities") or {}).get("portMappings"):
+        return ()
+    specs = []
+    for m in (req.conf.get("runtimeConfig") or {}).get("portMappings") or []:
+        host_ip = m.get("hostIP", "")
+        specs.append(f"{host_ip + ':' if host_ip else ''}{m['hostPort']}:{m['containerPort']}"
+                     f"/{m.get('protocol', 'tcp')}")
+    return parse_ports(specs)
+
+
+def cmd_del(req: Request) -> None:
+    with engine_for(req.conf) as eng:
+        found = next((a for a in eng.store.attachments(req.network)
+                      if a["containerID"] == req.container_id and a["ifname"] == req.ifname),
+                     None)
+        if found:
+            _detach(eng, req.network, found)
+        kind = delegated_ipam(req.conf)
+        if kind:  # released even when nsnet never saw the attachment
+            exec_ipam(kind, "DEL", dict(req.conf, cniVersion=req.version))
+
+
+def _detach(eng: Engine, network: str, att: dict[str, Any]) -> None:
+    with contextlib.suppress(NotFound):
+        eng.disconnect(network, [att["netns"]])
+    detach_netns(att["mount"])
+    with eng.store.transaction():
+        eng.store.remove_attachment(att["containerID"], att["ifname"], network)
+
+
+def cmd_check(req: Request) -> None:
+    with engine_for(req.conf) as eng:
+        att = next((a for a in eng.store.attachments(req.network)
+                    if a["containerID"] == req.container_id and a["ifname"] == req.ifname),
+                   None)
+        if att is None:
+            raise CniError(UNKNOWN_CONTAINER, f"no attachment of {req.container_id} "
+                           f"({req.ifname}) on network {req.network!r}")
+        net = eng.network(req.network)
+        ep = next((e for e in net.endpoints if e.netns == att["netns"]), None)
+        if ep is None:
+            raise CniError(UNKNOWN_CONTAINER, "the attachment's endpoint is gone")
+        snap = eng.snapshot(att["netns"])
+        if ep.address not in {a.cidr for a in snap.addresses_of(req.ifname)}:
+            raise CniError(PLUGIN_ERROR, f"{req.ifname} lacks {ep.address} in the container")
+
+
+def cmd_status(req: Request) -> None:
+    try:
+        with engine_for(req.conf) as eng:
+            eng.store.networks()
+            eng.rtnl.links()
+    except (StateError, LockTimeout, PermissionDenied, OSError, NsnetError) as exc:
+        raise CniError(NOT_AVAILABLE, f"nsnet cannot add containers now: {exc}") from None
+
+
+def cmd_gc(req: Request) -> None:
+    valid = {(a.get("containerID"), a.get("ifname"))
+             for a in req.conf.get("cni.dev/valid-attachments") or []}
+    with engine_for(req.conf) as eng:
+        for att in eng.store.attachments(req.network):
+            if (att["containerID"], att["ifname"]) not in valid:
+                _detach(eng, req.network, att)
+
+
+# ------------------------------------------------------------------- main
+def run(command: str) -> int:
+    version = "1.1.0"
+    try:
+        req = read_request(command)
+        version = req.version
+        _log_to(req.conf.get("logFile"))
+        if command == "ADD":
+            print(json.dumps(cmd_add(req)))
+        else:
+            {"DEL": cmd_del, "CHECK": cmd_check, "STATUS": cmd_status, "GC": cmd_gc}[command](req)
+        return 0
+    except CniError as exc:
+        return _fail(version, exc.code, exc.msg, exc.details)
+    except LockTimeout as exc:
+        return _fail(version, TRY_AGAIN, str(exc))
+    except InvalidInput as exc:
+        return _fail(version, INVALID_CONFIG, str(exc))
+    except NsnetError as exc:
+        return _fail(version, PLUGIN_ERROR, str(exc), type(exc).__name__)
+    except OSError as exc:
+        return _fail(version, IO_FAILURE, str(exc))
+
+
+def _log_to(path: str | None) -> None:
+    if path:
+        with contextlib.suppress(OSError):
+            sys.stderr = open(path, "a", buffering=1)  # noqa: SIM115 - lives with the process
+
+
+def _fail(version: str, code: int, msg: str, details: str = "") -> int:
+    err: dict[str, Any] = {"cniVersion": version, "code": code, "msg": msg}
+    if details:
+        err["details"] = details
+    print(json.dumps(err))
+    _log(f"nsnet-cni: error {code}: {msg}" + (f" ({details})" if details else ""))
+    return 1
