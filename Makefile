@@ -11,7 +11,8 @@ SYSTEM_TOOLS := ip:iproute2 brctl:bridge-utils ping:iputils-ping nsenter:util-li
                 iptables:iptables /usr/lib/cni/bridge:containernetworking-plugins \
                 /usr/lib/podman/aardvark-dns:aardvark-dns
 
-.PHONY: lab lab-down test unit lint bench reliability system-deps clean
+.PHONY: lab lab-down test test-runtime unit lint bench reliability system-deps \
+        runtime-deps clean
 
 lab: system-deps $(VENV)/.installed
 	$(BIN)/nsnet lab
@@ -21,19 +22,24 @@ lab-down: $(VENV)/.installed
 
 test: system-deps $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests --ignore=tests/runtime
+
+# A real runtime (podman + runc, CNI backend) on nsnet's CNI plugin, sandboxed.
+test-runtime: system-deps runtime-deps $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q tests/runtime
 
 unit: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q tests/unit
 
 # Long runs live here, never in `make test`: the full side-by-side benchmark
 # (article, CNI reference plugins, ip -batch, kernel floor, nsnet), a profile,
-# published ports vs CNI portmap, embedded DNS vs aardvark-dns.
+# published ports vs CNI portmap, embedded DNS vs aardvark-dns, CNI plugin latency.
 bench: system-deps $(VENV)/.installed-bench
 	$(BIN)/python -m bench.setup --n 10 100 500 1000 --reps 3
 	$(BIN)/python -m bench.profile --n 1000
-	$(BIN)/python -m bench.ports --max 10000 --budget 900 --out bench/results/ports.md
+	$(BIN)/python -m bench.ports --max 10000 --budget 600 --out bench/results/ports.md
 	$(BIN)/python -m bench.dns --names 10000 --out bench/results/dns.md
+	$(BIN)/python -m bench.cni --n 50 --out bench/results/cni.md
 
 # Every crash point + random-time kills (>= 200), and 10,000 fuzz cases.
 reliability: system-deps $(VENV)/.installed-test
@@ -54,6 +60,16 @@ system-deps:
 	done; \
 	command -v $(PYTHON) >/dev/null 2>&1 || missing="$$missing python3"; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+runtime-deps:
+	@missing=""; \
+	for pkg in podman runc busybox-static; do \
+	  dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \

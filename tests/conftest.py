@@ -58,9 +58,39 @@ def _dns_servers() -> set[str]:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if b"nsnet.dns" in argv:
+        if b"nsnet.dns" in argv or b"nsnet.cni.agent" in argv:
             out.add(f"{pid} " + b" ".join(argv).decode(errors="replace").strip())
     return out
+
+
+def stop_by_pidfile(path: str) -> None:
+    """SIGTERM the process holding ``path``'s lock (nsnet's daemons hold it
+    for life), and wait for it to let go."""
+    import fcntl
+    import signal
+    import time
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return  # nobody holds it
+        except BlockingIOError:
+            pid = int(os.read(fd, 32).decode().strip() or 0)
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            end = time.monotonic() + 5
+            while time.monotonic() < end:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    return
+                except BlockingIOError:
+                    time.sleep(0.01)
+    finally:
+        os.close(fd)
 
 
 def _root_nft_tables() -> set[str]:
@@ -83,7 +113,7 @@ def _fingerprint() -> dict[str, set[str]]:
         return {}
     return {"links in the root namespace": _root_links(), "mounts": _mounts(),
             "nft tables in the root namespace": _root_nft_tables(),
-            "nsnet DNS servers": _dns_servers(),
+            "nsnet daemons (DNS, CNI agent)": _dns_servers(),
             "entries in /run/netns": _run_netns()}
 
 
@@ -97,7 +127,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if "mounts" in after:  # only ours: another test session may run beside this one
         base = str(session.config._tmp_path_factory.getbasetemp())  # type: ignore[attr-defined]
         after["mounts"] = {m for m in after["mounts"] if m.startswith(base)}
-        after["nsnet DNS servers"] = {d for d in after["nsnet DNS servers"] if base in d}
+        key = "nsnet daemons (DNS, CNI agent)"
+        after[key] = {d for d in after[key] if base in d}
     leaks = {k: sorted(after[k] - before.get(k, set())) for k in after}
     leaks = {k: v for k, v in leaks.items() if v}
     if leaks:
@@ -187,11 +218,13 @@ class Sandbox:
         return (links, addrs, routes, names, state, ns_state, ruleset)
 
     def stop_dns(self) -> None:
-        """The DNS server a test left running, by the PID in its own pid file."""
+        """The DNS server and CNI agent a test left running, by the PIDs in
+        their own pid files (never by name)."""
         from nsnet.dns import DnsControl
 
         if os.path.isdir(self.state_dir):
             DnsControl(self.state_dir, None).stop()  # type: ignore[arg-type]
+            stop_by_pidfile(os.path.join(self.state_dir, "cni.pid"))
 
     def close(self) -> None:
         from nsnet.kernel.netns import umount

@@ -6,32 +6,63 @@ data model it returns, and one exception tree.  The CLI uses nothing else.
 
 from __future__ import annotations
 
-from .engine import DEFAULT_NETNS_DIR, DEFAULT_STATE_DIR, CheckResult, Engine, check_ok
-from .errors import (
-    AlreadyExists,
-    CheckFailed,
-    Conflict,
-    InvalidInput,
-    KernelError,
-    LockTimeout,
-    NotFound,
-    NsnetError,
-    PermissionDenied,
-    PoolExhausted,
-    StateError,
-)
-from .firewall import FakeFirewall, FirewallDriver
-from .lab import format_route, lab_down, lab_up
-from .model import (
-    ConnectOptions,
-    Endpoint,
-    Namespace,
-    Network,
-    NetworkSpec,
-    PortMap,
-    Published,
-    parse_ports,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names are imported on first use (PEP 562), so a program that needs one
+# corner -- the CNI plugin answering VERSION, the DNS server -- does not pay
+# for the engine, the kernel layer and the firewall at start-up.
+_WHERE = {
+    "engine": ("DEFAULT_NETNS_DIR", "DEFAULT_STATE_DIR", "CheckResult", "Engine", "check_ok"),
+    "errors": ("AlreadyExists", "CheckFailed", "Conflict", "InvalidInput", "KernelError",
+               "LockTimeout", "NotFound", "NsnetError", "PermissionDenied", "PoolExhausted",
+               "StateError"),
+    "firewall": ("FakeFirewall", "FirewallDriver"),
+    "cni.install": ("install_cni_plugin",),
+    "lab": ("format_route", "lab_down", "lab_up"),
+    "model": ("ConnectOptions", "Endpoint", "Namespace", "Network", "NetworkSpec", "PortMap",
+              "Published", "parse_ports"),
+}
+_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nsnet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:  # for type checkers and readers: the same names, eagerly
+    from .cni.install import install_cni_plugin
+    from .engine import DEFAULT_NETNS_DIR, DEFAULT_STATE_DIR, CheckResult, Engine, check_ok
+    from .errors import (
+        AlreadyExists,
+        CheckFailed,
+        Conflict,
+        InvalidInput,
+        KernelError,
+        LockTimeout,
+        NotFound,
+        NsnetError,
+        PermissionDenied,
+        PoolExhausted,
+        StateError,
+    )
+    from .firewall import FakeFirewall, FirewallDriver
+    from .lab import format_route, lab_down, lab_up
+    from .model import (
+        ConnectOptions,
+        Endpoint,
+        Namespace,
+        Network,
+        NetworkSpec,
+        PortMap,
+        Published,
+        parse_ports,
+    )
 
 __version__ = "0.1.0"
 
@@ -63,6 +94,7 @@ __all__ = [
     "__version__",
     "check_ok",
     "format_route",
+    "install_cni_plugin",
     "lab_down",
     "lab_up",
     "parse_ports",

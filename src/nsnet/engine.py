@@ -706,39 +706,35 @@ class Engine:
 
     def port_add(self, network: str, netns: str, ports: tuple[PortMap, ...]) -> list[Published]:
         """Publish more ports of an existing endpoint (one nft transaction)."""
-        if not ports:
-            raise InvalidInput("no port given (e.g. 8080:80/tcp)")
-        with self.exclusive():
-            net = self.network(network)
-            ep = self._endpoint(net, netns)
-            self._check_publishable(net, ports)
-            pubs = [Published(ep.id, net.name, ep.netns, ep.ip, m) for m in ports]
-            with self._intent("ports", {}, self._rollback_ports) as op:
-                self._fw_apply(fw.ports_add(pubs))
-                crashpoint("ports:firewall")
-                self._forget_udp(pubs)
-                with self.store.transaction():
-                    self.store.add_ports((p.endpoint, p.port) for p in pubs)
-                    self.store.journal_remove(op)
-        return pubs
+        return self._change_ports(network, netns, ports, adding=True)
 
     def port_rm(self, network: str, netns: str, ports: tuple[PortMap, ...]) -> list[Published]:
+        """Stop publishing ports of an endpoint (one nft transaction)."""
+        return self._change_ports(network, netns, ports, adding=False)
+
+    def _change_ports(self, network: str, netns: str, ports: tuple[PortMap, ...],
+                      adding: bool) -> list[Published]:
         if not ports:
             raise InvalidInput("no port given (e.g. 8080:80/tcp)")
         with self.exclusive():
             net = self.network(network)
             ep = self._endpoint(net, netns)
-            held = {p.port: p for p in self.store.published(ep.id)}
-            for m in ports:
-                if m not in held:
-                    raise NotFound(f"{netns!r} on {network!r} does not publish {m}")
-            pubs = [held[m] for m in ports]
+            if adding:
+                self._check_publishable(net, ports)
+                pubs = [Published(ep.id, net.name, ep.netns, ep.ip, m) for m in ports]
+            else:
+                held = {p.port: p for p in self.store.published(ep.id)}
+                missing = [m for m in ports if m not in held]
+                if missing:
+                    raise NotFound(f"{netns!r} on {network!r} does not publish {missing[0]}")
+                pubs = [held[m] for m in ports]
             with self._intent("ports", {}, self._rollback_ports) as op:
-                self._fw_apply(fw.ports_remove(pubs))
+                self._fw_apply(fw.ports_add(pubs) if adding else fw.ports_remove(pubs))
                 crashpoint("ports:firewall")
                 self._forget_udp(pubs)
                 with self.store.transaction():
-                    self.store.remove_ports((p.endpoint, p.port) for p in pubs)
+                    items = [(p.endpoint, p.port) for p in pubs]
+                    (self.store.add_ports if adding else self.store.remove_ports)(items)
                     self.store.journal_remove(op)
         return pubs
 

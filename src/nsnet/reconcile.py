@@ -88,9 +88,7 @@ def _dns(engine: Engine) -> list[Action]:
            for name in drift]
     if wanted and not pid:
         out.append(Action("dns", "server", "embedded DNS server is not running: start it"))
-    elif pid and not wanted:
-        out.append(Action("dns", "server", "running with nothing to serve: stop it"))
-    elif pid:
+    elif pid and wanted:  # (unwanted, it exits by itself after a short linger)
         for net, st in sorted(engine.dns.status().get("networks", {}).items()):
             if st.get("error"):
                 out.append(Action("dns", f"dns {net}", f"{st['error']}: listen again (free "

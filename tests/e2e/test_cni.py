@@ -272,25 +272,42 @@ def test_chained_portmap_bandwidth_tuning(world) -> None:
     assert box.cli("reconcile", "--dry-run").returncode == 0
 
 
-def test_hundred_concurrent_adds(sandbox) -> None:
+def _launcher(tmp_path: Path) -> list[str]:
+    """The plugin as a runtime finds it: `nsnet cni install`'s launcher (shell
+    VERSION, then the client and the resident agent)."""
+    subprocess.run([sys.executable, "-m", "nsnet.cli", "cni", "install", "--dir",
+                    str(tmp_path)], check=True, capture_output=True)
+    return [str(tmp_path / "nsnet")]
+
+
+def test_hundred_concurrent_adds(sandbox, tmp_path) -> None:
+    """100 ADDs from separate processes at once, through the launcher: one
+    agent starts (however many clients race to start it), every ADD gets its
+    own address, no "file exists" on the bridge."""
     box = sandbox
+    launcher = _launcher(tmp_path)
     names = [box.foreign_netns(f"p{i}-{box.id}") for i in range(100)]
-    ok(box, "ADD", conf(box), cid="first", netns=box.foreign_netns("first-" + box.id))
     with ThreadPoolExecutor(max_workers=100) as pool:
-        results = list(pool.map(lambda n: cni(box, "ADD", conf(box), cid=n, netns=n), names))
+        results = list(pool.map(lambda n: cni(box, "ADD", conf(box), cid=n, netns=n,
+                                              argv=launcher), names))
     bad = [(out, err) for rc, out, err in results if rc != 0]
     assert not bad, bad[:3]
     addrs = {out["ips"][0]["address"] for _, out, _ in results}
     assert len(addrs) == 100
     assert not any("File exists" in err for _, _, err in results)
     assert box.cli("reconcile", "--dry-run").returncode == 0
+    for n in names[:10]:  # and DEL through the agent too
+        rc, out, err = cni(box, "DEL", conf(box), cid=n, netns=n, argv=launcher)
+        assert rc == 0, (out, err)
+    rc, out, _ = cni(box, "ADD", conf(box, foo=1), cid="bad", netns=names[0], argv=launcher)
+    assert rc != 0 and out["code"] == 2  # errors come back through the agent intact
 
 
-def test_cni_install(tmp_path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "nsnet.cli", "cni", "install", "--dir",
-                           str(tmp_path)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    out = subprocess.run([str(tmp_path / "nsnet")], input='{"cniVersion": "1.0.0"}',
-                         capture_output=True, text=True,
-                         env=dict(os.environ, CNI_COMMAND="VERSION"))
-    assert json.loads(out.stdout)["cniVersion"] == "1.0.0"
+def test_cni_install_answers_version_for_every_version(tmp_path) -> None:
+    launcher = _launcher(tmp_path)
+    for version in [*SUPPORTED, "9.9.9"]:
+        out = subprocess.run(launcher, input=json.dumps({"cniVersion": version}, indent=1),
+                             capture_output=True, text=True,
+                             env=dict(os.environ, CNI_COMMAND="VERSION"))
+        want = version if version in SUPPORTED else "1.1.0"
+        assert json.loads(out.stdout) == {"cniVersion": want, "supportedVersions": SUPPORTED}

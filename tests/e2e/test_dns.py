@@ -150,7 +150,7 @@ def test_server_stops_when_no_endpoint_wants_it(lan: World) -> None:
     pid = json.loads(Path(box.state_dir, "dns.status.json").read_text())["pid"]
     lan.ok("network", "rm", "--force", "front", "back")
     stat = Path(f"/proc/{pid}/stat")
-    end = time.monotonic() + 3  # it has let go of its pid file; now it exits
+    end = time.monotonic() + 6  # it lingers ~2 s (a runtime may add the next container)
     while stat.exists() and stat.read_text().split()[2] != "Z" and time.monotonic() < end:
         time.sleep(0.02)
     assert not stat.exists() or stat.read_text().split()[2] == "Z"

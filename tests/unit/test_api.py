@@ -10,6 +10,7 @@ def test_public_api_is_guarded():
         "NsnetError", "PermissionDenied", "PoolExhausted", "StateError", "__version__",
         "check_ok", "format_route", "lab_down", "lab_up",
         "FakeFirewall", "FirewallDriver", "PortMap", "Published", "parse_ports",
+        "install_cni_plugin",
     ])
     for name in nsnet.__all__:
         assert hasattr(nsnet, name)

@@ -359,14 +359,7 @@ def cni() -> None:
               help="Where the runtime looks for CNI plugins (its CNI_PATH).")
 def cni_install(directory: str) -> None:
     """Install the plugin as DIR/nsnet (runs this nsnet's Python)."""
-    os.makedirs(directory, exist_ok=True)
-    target = os.path.join(directory, "nsnet")
-    tmp = target + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(f"#!{sys.executable} -sE\nfrom nsnet.cni import main\nmain()\n")
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, target)
-    click.echo(target)
+    click.echo(nsnet.install_cni_plugin(directory))
 
 
 # ------------------------------------------------------- reconcile / gc

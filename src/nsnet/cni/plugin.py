@@ -31,7 +31,14 @@ from ..errors import (
     StateError,
 )
 from ..ipam import Pool
-from ..model import ConnectOptions, Network, NetworkSpec, parse_ports, validate_ifname
+from ..model import (
+    ConnectOptions,
+    Network,
+    NetworkSpec,
+    parse_ports,
+    validate_dns_name,
+    validate_ifname,
+)
 from . import SUPPORTED
 
 # the spec's well-known error codes
@@ -304,7 +311,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
                 got = exec_ipam(kind, "ADD", ipam_conf)
                 static = str(ipaddress.ip_interface(got["ips"][0]["address"]).ip)
             opts = ConnectOptions(ip=static, mac=_static_mac(req), ifname=req.ifname,
-                                  ports=_ports(req))
+                                  ports=_ports(req), aliases=_aliases(req))
             ep = eng.connect(net.name, [name], opts)[0]
         except BaseException:
             if kind:
@@ -330,6 +337,22 @@ def _static_ip(req: Request) -> str | None:
         return str(ipaddress.ip_interface(text).ip)
     except ValueError:
         raise CniError(INVALID_CONFIG, f"requested IP {text!r} is not an address") from None
+
+
+def _aliases(req: Request) -> tuple[str, ...]:
+    """DNS names for the container: the runtime's ``aliases`` capability
+    (podman passes the container name there) and K8S_POD_NAME."""
+    rc = req.conf.get("runtimeConfig") or {}
+    names = list((rc.get("aliases") or {}).get(req.network) or [])
+    if req.args.get("K8S_POD_NAME"):
+        names.append(req.args["K8S_POD_NAME"])
+    out: list[str] = []
+    for name in names:
+        with contextlib.suppress(InvalidInput):  # a name DNS cannot carry is just not served
+            dns = validate_dns_name(str(name))
+            if dns not in out:
+                out.append(dns)
+    return tuple(out)
 
 
 def _static_mac(req: Request) -> str | None:
@@ -424,6 +447,31 @@ def run(command: str) -> int:
         return _fail(version, PLUGIN_ERROR, str(exc), type(exc).__name__)
     except OSError as exc:
         return _fail(version, IO_FAILURE, str(exc))
+
+
+def run_request(env: dict[str, str], stdin: str) -> tuple[int, str, str]:
+    """One plugin execution on behalf of a client (the agent): its CNI_* and
+    NSNET_* variables and stdin stand in for this process's own."""
+    import io
+
+    saved = {k: v for k, v in os.environ.items() if k.startswith(("CNI_", "NSNET_"))}
+    for key in saved:
+        del os.environ[key]
+    os.environ.update(env)
+    out, err = io.StringIO(), io.StringIO()
+    old_in, old_out, old_err = sys.stdin, sys.stdout, sys.stderr
+    sys.stdin, sys.stdout, sys.stderr = io.StringIO(stdin), out, err
+    try:
+        rc = run(env.get("CNI_COMMAND", ""))
+    finally:
+        if sys.stderr is not err:  # logFile: close what _log_to opened
+            with contextlib.suppress(OSError):
+                sys.stderr.close()
+        sys.stdin, sys.stdout, sys.stderr = old_in, old_out, old_err
+        for key in env:
+            os.environ.pop(key, None)
+        os.environ.update(saved)
+    return rc, out.getvalue(), err.getvalue()
 
 
 def _log_to(path: str | None) -> None:

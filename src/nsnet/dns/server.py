@@ -42,7 +42,9 @@ log = logging.getLogger("nsnet.dns")
 TTL = 5
 UPSTREAM_TRY = 0.7  # seconds per upstream server
 UPSTREAM_DEADLINE = 1.5  # then SERVFAIL
-TICK = 1.0
+TICK = 0.5
+LINGER = 2.0  # seconds with nothing to serve before exiting: a runtime that
+#               deletes a container and adds the next one reuses the server
 MAX_CACHE = 200_000
 MAX_TCP_QUERY = 65535
 STATUS, PIDFILE = "dns.status.json", "dns.pid"
@@ -426,6 +428,7 @@ class Server:
         loop.add_signal_handler(signal.SIGINT, self.stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
         await self.reload()
+        idle_since = None
         while not self.stop.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), TICK)
@@ -436,8 +439,12 @@ class Server:
             elif self.errors:  # a gateway we could not bind: maybe it is free now
                 await self._listen_all([z.gateway for z in self.zones.values()
                                         if z.gateway not in self.udp])
-            if not self.zones:
-                break  # no endpoint wants DNS any more
+            if self.zones:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since >= LINGER:
+                break  # no endpoint has wanted DNS for a while
         for gw in list(self.udp):
             self._close(gw)
 

@@ -1,0 +1,63 @@
+#!/bin/bash
+# A real runtime on nsnet's CNI plugin: podman (CNI backend) + runc, inside a
+# sandbox that test_podman.py makes with `unshare --mount --net` (so the
+# machine's own namespace, /run and podman state are never touched).
+# Usage: podman.sh WORKDIR PYTHON
+set -euo pipefail
+T=$1 PY=$2
+NSNET=("$PY" -m nsnet.cli --state-dir "$T/state" --etc-netns-dir "$T/etc-netns")
+mount -t tmpfs nsnet-podman /run
+ip link set lo up
+mkdir -p "$T"/{net.d,cni-bin,graph,runroot,etc-netns,state,rootfs/bin,rootfs/www}
+cat > "$T/containers.conf" <<C
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "none"
+runtime = "runc"
+[network]
+network_backend = "cni"
+cni_plugin_dirs = ["$T/cni-bin", "/usr/lib/cni"]
+network_config_dir = "$T/net.d"
+C
+cat > "$T/storage.conf" <<C
+[storage]
+driver = "vfs"
+runroot = "$T/runroot"
+graphroot = "$T/graph"
+C
+export CONTAINERS_CONF=$T/containers.conf CONTAINERS_STORAGE_CONF=$T/storage.conf
+cleanup() { podman rm -fa -t 0 >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+"${NSNET[@]}" cni install --dir "$T/cni-bin"
+cat > "$T/net.d/nsnettest.conflist" <<C
+{"cniVersion": "1.0.0", "name": "nsnettest", "plugins": [
+  {"type": "nsnet", "subnet": "10.89.0.0/24", "stateDir": "$T/state",
+   "etcNetnsDir": "$T/etc-netns", "capabilities": {"portMappings": true, "aliases": true}}]}
+C
+# a local image from busybox-static: no registry
+cp /bin/busybox "$T/rootfs/bin/busybox"
+for c in sh ping nslookup httpd wget sleep cat ip; do ln -sf busybox "$T/rootfs/bin/$c"; done
+echo nsnet-ok > "$T/rootfs/www/index.html"
+tar -C "$T/rootfs" -cf "$T/rootfs.tar" .
+podman import -q "$T/rootfs.tar" localhost/bb:latest >/dev/null
+
+step() { echo "--- $*"; }
+step "podman run --network nsnettest -p 8080:80 (web)"
+podman run -d --name web --network nsnettest -p 8080:80 localhost/bb:latest \
+  httpd -f -p 80 -h /www >/dev/null
+step "a second container pings and resolves the first by name"
+podman run --rm --name client --network nsnettest localhost/bb:latest \
+  sh -c 'ping -c1 -W2 web && nslookup web 10.89.0.1 && wget -q -O- http://web/'
+step "the published port from the host"
+"$PY" -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:8080/', timeout=5).read().decode().strip())" | grep -x nsnet-ok
+"${NSNET[@]}" network inspect nsnettest | grep -q '"web"'
+step "podman rm leaves nothing"
+podman rm -f -t 0 web >/dev/null
+"${NSNET[@]}" reconcile --dry-run
+"${NSNET[@]}" network inspect nsnettest | "$PY" -c 'import json,sys; n=json.load(sys.stdin)[0]; assert n["endpoints"] == [], n; print("no endpoints left")'
+if ip -o link | grep -q veth; then echo "veth left behind"; exit 1; fi
+"${NSNET[@]}" port ls | grep -q 8080 && { echo "published port left behind"; exit 1; }
+echo "RUNTIME OK"
