@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 SYSTEM_TOOLS := ip:iproute2 brctl:bridge-utils ping:iputils-ping nsenter:util-linux \
                 unshare:util-linux setpriv:util-linux nft:nftables ss:iproute2 \
                 iptables:iptables /usr/lib/cni/bridge:containernetworking-plugins \
-                /usr/lib/podman/aardvark-dns:aardvark-dns
+                /usr/lib/podman/aardvark-dns:aardvark-dns dot:graphviz iperf3:iperf3
 
 .PHONY: lab lab-down test test-runtime unit lint bench reliability system-deps \
         runtime-deps clean

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from .common import emit, run_sandboxed, sh
+from .common import emit, run_sandboxed, sh, stop_daemons
 
 REF = "/usr/lib/cni"
 BIN = "/run/cni-bin"
@@ -110,7 +110,10 @@ def main() -> None:
     ap.add_argument("--worker")
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.n)))
+        try:
+            print(json.dumps(worker(args.worker, args.n)))
+        finally:
+            stop_daemons("/run/nsnet-state")
         return
     res = {m: run(k, args.n) for m, k in (("nsnet", "nsnet"), ("bridge+host-local", "ref"))}
     emit(report(res, args.n), args.out, res)

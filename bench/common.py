@@ -58,3 +58,12 @@ def emit(text: str, out: str | None, results: dict[str, dict]) -> None:
             f.write(text)
     if not all(r.get("ok") for r in results.values()):
         sys.exit(1)
+
+
+def stop_daemons(state_dir: str) -> None:
+    """nsnet's DNS server and CNI agent of a sandbox's state, by their pid
+    files: they would otherwise outlive the worker."""
+    from nsnet.dns import stop_daemons as stop
+
+    if os.path.isdir(state_dir):
+        stop(state_dir)

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 
-from .common import bridge_and_peer, emit, run_sandboxed, sh
+from .common import bridge_and_peer, emit, run_sandboxed, sh, stop_daemons
 
 AARDVARK = "/usr/lib/podman/aardvark-dns"
 SUBNET, GATEWAY, CLIENT = "198.18.0.0/20", "198.18.0.1", "198.18.0.2"
@@ -137,11 +137,8 @@ def worker(method: str, total: int, seconds: float) -> dict:
                 "lost": res["lost"] + res["bad"], "p50": statistics.median(lat),
                 "p99": lat[int(len(lat) * 0.99) - 1], "rss_mb": rss_kb(pid) / 1024}
     finally:
-        if method == "nsnet":
-            from nsnet.dns import DnsControl
-
-            DnsControl(STATE, None).stop()  # type: ignore[arg-type]
-        else:
+        stop_daemons(STATE)
+        if method != "nsnet":
             os.kill(pid, signal.SIGTERM)
 
 

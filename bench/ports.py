@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 
-from .common import bridge_and_peer, run_sandboxed, sh
+from .common import bridge_and_peer, run_sandboxed, sh, stop_daemons
 
 MARKS = (1, 100, 1000, 10000)
 HOST, CLIENT = "198.51.100.1", "198.51.100.2"
@@ -163,6 +163,7 @@ def worker(method: str, top: int, budget: float) -> dict:
         result.update(ok=False, problem=str(exc)[-300:])
     finally:
         server.kill()
+        stop_daemons("/run/nsnet-state")
     result["reached"] = len(times)
     result["total"] = sum(times)
     result["adds"] = {k: times[k - 1] for k in MARKS if k <= len(times)}

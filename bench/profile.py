@@ -52,7 +52,13 @@ def main() -> int:
     p.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.inside:
-        _inside(args.n, args.out)
+        try:
+            _inside(args.n, args.out)
+        finally:
+            from .common import stop_daemons
+            from .worker import STATE
+
+            stop_daemons(STATE)
         return 0
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     return subprocess.call(["unshare", "--mount", "--net", "--propagation", "private", "--",

@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 
+from .common import stop_daemons
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 STATE = "/run/nsnet-state"
 ETC = "/run/nsnet-etc"  # resolv.conf files: on the sandbox tmpfs, never /etc
@@ -206,15 +208,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--concurrency", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.count:
-        print(json.dumps(count_points()))
-        return 0
-    if args.concurrency:
-        print(json.dumps(concurrency()))
-        return 0
-    if args.trial:
-        step, crash_at, delay = int(args.trial[0]), int(args.trial[1]), float(args.trial[2])
-        print(json.dumps(trial(step, crash_at or None, delay if delay >= 0 else None)))
+    if args.count or args.concurrency or args.trial:
+        try:  # inside a sandbox: a daemon nsnet started must not outlive it
+            if args.count:
+                print(json.dumps(count_points()))
+            elif args.concurrency:
+                print(json.dumps(concurrency()))
+            else:
+                step, crash_at, delay = (int(args.trial[0]), int(args.trial[1]),
+                                         float(args.trial[2]))
+                print(json.dumps(trial(step, crash_at or None,
+                                       delay if delay >= 0 else None)))
+        finally:
+            stop_daemons(STATE)
         return 0
     measured = _sandboxed("--count")
     counts = [n for n, _ in measured]

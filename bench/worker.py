@@ -18,6 +18,8 @@ import sys
 import time
 from collections.abc import Callable
 
+from .common import stop_daemons
+
 try:  # imported up front so no method pays it inside its timed section
     from nsnet import kernel as _kernel
 except ImportError:  # the baselines run without nsnet installed
@@ -286,7 +288,10 @@ def main() -> None:
                           "problem": f"no CNI plugins in {CNI_BIN}"}))
         return
     try:
-        print(json.dumps(run(method, n)))
+        try:
+            print(json.dumps(run(method, n)))
+        finally:
+            stop_daemons(STATE)
     except Exception as exc:  # reported, not raised: the driver prints the table
         print(json.dumps({"method": method, "n": n, "ok": False, "problem": str(exc)}))
 

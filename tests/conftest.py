@@ -64,33 +64,9 @@ def _dns_servers() -> set[str]:
 
 
 def stop_by_pidfile(path: str) -> None:
-    """SIGTERM the process holding ``path``'s lock (nsnet's daemons hold it
-    for life), and wait for it to let go."""
-    import fcntl
-    import signal
-    import time
+    from nsnet.dns import stop_daemon
 
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return  # nobody holds it
-        except BlockingIOError:
-            pid = int(os.read(fd, 32).decode().strip() or 0)
-        if pid:
-            os.kill(pid, signal.SIGTERM)
-            end = time.monotonic() + 5
-            while time.monotonic() < end:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                    return
-                except BlockingIOError:
-                    time.sleep(0.01)
-    finally:
-        os.close(fd)
+    stop_daemon(path)
 
 
 def _root_nft_tables() -> set[str]:
@@ -220,11 +196,10 @@ class Sandbox:
     def stop_dns(self) -> None:
         """The DNS server and CNI agent a test left running, by the PIDs in
         their own pid files (never by name)."""
-        from nsnet.dns import DnsControl
+        from nsnet.dns import stop_daemons
 
         if os.path.isdir(self.state_dir):
-            DnsControl(self.state_dir, None).stop()  # type: ignore[arg-type]
-            stop_by_pidfile(os.path.join(self.state_dir, "cni.pid"))
+            stop_daemons(self.state_dir)
 
     def close(self) -> None:
         from nsnet.kernel.netns import umount

@@ -19,6 +19,8 @@ _WHERE = {
                "StateError"),
     "firewall": ("FakeFirewall", "FirewallDriver"),
     "cni.install": ("install_cni_plugin",),
+    "topology": ("Topology", "TopologySpec", "load_topology", "parse_topology", "topology_up",
+                 "topology_down", "topology_plan", "topology_graph", "render_graph"),
     "lab": ("format_route", "lab_down", "lab_up"),
     "model": ("ConnectOptions", "Endpoint", "Namespace", "Network", "NetworkSpec", "PortMap",
               "Published", "parse_ports"),
@@ -63,6 +65,17 @@ if TYPE_CHECKING:  # for type checkers and readers: the same names, eagerly
         Published,
         parse_ports,
     )
+    from .topology import (
+        Topology,
+        TopologySpec,
+        load_topology,
+        parse_topology,
+        render_graph,
+        topology_down,
+        topology_graph,
+        topology_plan,
+        topology_up,
+    )
 
 __version__ = "0.1.0"
 
@@ -91,11 +104,20 @@ __all__ = [
     "PortMap",
     "Published",
     "StateError",
+    "Topology",
+    "TopologySpec",
     "__version__",
     "check_ok",
     "format_route",
     "install_cni_plugin",
     "lab_down",
     "lab_up",
+    "load_topology",
     "parse_ports",
+    "parse_topology",
+    "render_graph",
+    "topology_down",
+    "topology_graph",
+    "topology_plan",
+    "topology_up",
 ]

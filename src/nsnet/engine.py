@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from . import kernel as k
-from .dns import RESOLV_MARK, DnsControl, resolv_conf, resolver_network, wants_dns
+from .dns import RESOLV_MARK, DnsControl, dns_networks, resolv_conf, resolver_network
 from .errors import (
     AlreadyExists,
     CheckFailed,
@@ -471,7 +471,7 @@ class Engine:
         it.  Problems are reported, never fatal: the network itself works."""
         try:
             self._write_resolv_confs(set(namespaces))
-            problems = self.dns.sync(wants_dns(self.store.networks()))
+            problems = self.dns.sync(dns_networks(self.store.networks()))
         except OSError as exc:
             problems = {"*": f"{exc.strerror or exc}"}
         for net, why in sorted(problems.items()):

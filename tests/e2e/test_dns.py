@@ -212,3 +212,36 @@ def test_ten_thousand_names(sandbox) -> None:
         out = subprocess.run(["nsenter", f"--net={path}", sys.executable, DNSTOOLS, "ask",
                               "10.94.0.1", name], capture_output=True, text=True).stdout
         assert out.startswith(f"NOERROR {ip}"), out
+
+
+_HAMMER = """
+import socket, struct, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1.0)
+q = struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0) + b"\\x03web\\x00\\x00\\x01\\x00\\x01"
+bad = 0
+end = time.monotonic() + float(sys.argv[1])
+n = 0
+while time.monotonic() < end:
+    n += 1
+    s.sendto(q, ("10.90.0.1", 53))
+    try:
+        r = s.recv(512)
+        if r[3] & 0x0F or r[6:8] == b"\\0\\0":
+            bad += 1
+    except OSError:
+        bad += 1
+print(n, bad)
+"""
+
+
+def test_no_query_dropped_while_names_change(lan: World) -> None:
+    path = os.path.join(lan.box.netns_dir, "cli")
+    hammer = subprocess.Popen(["nsenter", f"--net={path}", sys.executable, "-c", _HAMMER, "4"],
+                              stdout=subprocess.PIPE, text=True)
+    lan.servers.append(hammer)
+    for i in range(3):  # the server reloads under the queries' feet
+        lan.ok("connect", "front", f"churn{i}", "--create", "--alias", f"c{i}")
+        lan.ok("disconnect", "front", f"churn{i}")
+    out, _ = hammer.communicate(timeout=30)
+    sent, bad = map(int, out.split())
+    assert sent > 100 and bad == 0, (sent, bad)

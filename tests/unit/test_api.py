@@ -10,7 +10,8 @@ def test_public_api_is_guarded():
         "NsnetError", "PermissionDenied", "PoolExhausted", "StateError", "__version__",
         "check_ok", "format_route", "lab_down", "lab_up",
         "FakeFirewall", "FirewallDriver", "PortMap", "Published", "parse_ports",
-        "install_cni_plugin",
+        "install_cni_plugin", "Topology", "TopologySpec", "load_topology", "parse_topology",
+        "render_graph", "topology_down", "topology_graph", "topology_plan", "topology_up",
     ])
     for name in nsnet.__all__:
         assert hasattr(nsnet, name)

@@ -348,6 +348,65 @@ def _port_line(pub: nsnet.Published) -> str:
     return f"{m.host_ip or '0.0.0.0'}:{m.host_port}/{m.proto} -> {pub.netns} {pub.ip}:{m.port}"
 
 
+# ------------------------------------------------------------- topologies
+@cli.command("up")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Print the plan only.")
+@pass_settings
+def topo_up(settings: Settings, file: str, dry_run: bool) -> None:
+    """Bring the kernel to topology FILE (create, change, remove what differs)."""
+    topo = nsnet.load_topology(file)
+    engine = _engine(settings)
+    if dry_run:
+        changes = nsnet.topology_plan(engine, topo)
+    else:
+        count = sum(len(n.connect) for n in topo.nodes.values())
+        with _progress(count, f"bringing up {topo.name}") as advance:
+            changes = nsnet.topology_up(engine, topo, progress=advance)
+    for change in changes:
+        click.echo(str(change))
+    click.echo(f"{topo.name}: " + (f"{len(changes)} change(s)" if changes
+                                   else "up to date, nothing changed"))
+
+
+@cli.command("down")
+@click.argument("file", type=click.Path(dir_okay=False))
+@pass_settings
+def topo_down(settings: Settings, file: str) -> None:
+    """Remove everything topology FILE made (and nothing else)."""
+    topo = nsnet.load_topology(file)
+    changes = nsnet.topology_down(_engine(settings), topo.name)
+    click.echo(f"{topo.name}: removed {len(changes)} object(s)")
+
+
+@cli.command("status")
+@click.argument("file", type=click.Path(dir_okay=False))
+@pass_settings
+def topo_status(settings: Settings, file: str) -> None:
+    """What of topology FILE is up, and what differs (exit 1 if anything)."""
+    topo = nsnet.load_topology(file)
+    changes = nsnet.topology_plan(_engine(settings), topo)
+    for change in changes:
+        click.echo(f"differs: {change}")
+    if changes:
+        sys.exit(1)
+    click.echo(f"{topo.name}: up, as the file says")
+
+
+@cli.command("graph")
+@click.argument("file", type=click.Path(dir_okay=False), required=False)
+@click.option("--live", is_flag=True, help="Everything nsnet manages, not one topology.")
+@click.option("-o", "--output", required=True, metavar="OUT.svg|.png|.dot|.mmd")
+@pass_settings
+def graph(settings: Settings, file: str | None, live: bool, output: str) -> None:
+    """Draw the network from the live kernel state (a topology's, or --live all)."""
+    if not file and not live:
+        raise nsnet.InvalidInput("give a topology FILE or --live")
+    name = nsnet.load_topology(file).name if file else None
+    nsnet.render_graph(nsnet.topology_graph(_engine(settings), name), output)
+    click.echo(output)
+
+
 # ------------------------------------------------------------------- CNI
 @cli.group(cls=NsnetGroup)
 def cni() -> None:

@@ -19,7 +19,13 @@ _LAUNCHER = """#!/bin/sh
 # nsnet CNI plugin (written by 'nsnet cni install'). VERSION is answered here;
 # other commands go to nsnet's resident CNI agent (see nsnet.cni.agent).
 if [ "$CNI_COMMAND" = VERSION ]; then
-  v=$(tr -d '\\n' | sed -n 's/.*"cniVersion"[[:space:]]*:[[:space:]]*"\\([^"]*\\)".*/\\1/p')
+  # shell builtins only: no process is started to answer
+  buf=""
+  while IFS= read -r line || [ -n "$line" ]; do buf="$buf$line"; done
+  v=""
+  case "$buf" in *'"cniVersion"'*)
+    v=${{buf#*'"cniVersion"'}}; v=${{v#*'"'}}; v=${{v%%'"'*}} ;;
+  esac
   case "$v" in {versions}) ;; *) v=1.1.0 ;; esac
   printf '{{"cniVersion": "%s", "supportedVersions": [{quoted}]}}\\n' "$v"
   exit 0

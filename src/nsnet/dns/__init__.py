@@ -24,7 +24,8 @@ from collections.abc import Iterable
 from .. import kernel as k
 from ..model import Endpoint, Network
 
-__all__ = ["RESOLV_MARK", "DnsControl", "resolv_conf"]
+__all__ = ["RESOLV_MARK", "DnsControl", "dns_networks", "resolv_conf", "stop_daemon",
+           "stop_daemons"]
 
 STATUS, PIDFILE, LOG = "dns.status.json", "dns.pid", "dns.log"
 RESOLV_MARK = "# nsnet: embedded DNS of network"
@@ -64,16 +65,25 @@ class DnsControl:
             return json.load(f)
         return {}
 
-    def sync(self, wanted: bool) -> dict[str, str]:
-        """Make the server run iff ``wanted``, up to date; returns the
-        networks it cannot serve, with why."""
+    def sync(self, networks: set[str]) -> dict[str, str]:
+        """Make the server run iff some ``networks`` want DNS, up to date;
+        returns the networks it cannot serve, with why.  It waits for the
+        server only when it starts, or has a network to begin serving (to
+        report a bind failure); otherwise the server's own check of the
+        state's generation shows it every change before the next answer."""
         pid = self.pid()
-        if not wanted:
+        if not networks:
             if pid:  # it reloads, finds nothing to serve, and exits after a short linger
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGHUP)
             return {}
-        before = self.status().get("generation", 0) if pid else 0
+        current = self.status() if pid else {}
+        served = current.get("networks", {})
+        if pid and networks <= set(served):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+            return {n: s["error"] for n, s in served.items() if n in networks and s.get("error")}
+        before = current.get("generation", 0)
         if pid:
             os.kill(pid, signal.SIGHUP)
         else:
@@ -106,18 +116,67 @@ class DnsControl:
         return {}
 
     def stop(self, pid: int | None = None) -> None:
-        pid = pid or self.pid()
-        if not pid:
+        stop_daemon(self._path(PIDFILE))
+
+
+def stop_daemon(pidfile: str, wait: float = WAIT) -> None:
+    """SIGTERM the process holding ``pidfile``'s lock (nsnet's daemons -- the
+    DNS server, the CNI agent -- hold it for life) and wait until it is gone.
+    By PID, from the daemon's own file: never by name."""
+    try:
+        fd = os.open(pidfile, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        text = os.read(fd, 32).decode().strip()
+        pid = int(text) if text.isdigit() else 0
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            held = False
+        except BlockingIOError:
+            held = True
+        if held and pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+    finally:
+        os.close(fd)
+    if pid and (held or _is_nsnet(pid)):
+        _wait_gone(pid, wait)  # it may still be exiting after letting go of the lock
+
+
+def _is_nsnet(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"nsnet" in f.read()
+    except OSError:
+        return False
+
+
+def _wait_gone(pid: int, wait: float) -> None:
+    end = time.monotonic() + wait
+    while time.monotonic() < end:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(") ", 1)[1][0] in "ZX":
+                    return  # exited; its parent reaps it
+        except (OSError, IndexError):
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        end = time.monotonic() + WAIT
-        while self.pid() and time.monotonic() < end:
-            time.sleep(0.01)
+        time.sleep(0.005)
+
+
+def stop_daemons(state_dir: str) -> None:
+    """Stop the DNS server and the CNI agent of a state directory."""
+    for name in (PIDFILE, "cni.pid"):
+        stop_daemon(os.path.join(state_dir, name))
 
 
 def wants_dns(networks: Iterable[Network]) -> bool:
-    return any(n.dns and n.endpoints for n in networks)
+    return bool(dns_networks(networks))
+
+
+def dns_networks(networks: Iterable[Network]) -> set[str]:
+    """The networks the DNS server must serve: DNS on, at least one endpoint."""
+    return {n.name for n in networks if n.dns and n.endpoints}
 
 
 def resolver_network(eps: list[Endpoint], nets: dict[str, Network]) -> Network | None:

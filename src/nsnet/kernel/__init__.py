@@ -38,10 +38,12 @@ from .rtnl import (
     req_del_group,
     req_del_link,
     req_del_neigh,
+    req_del_route,
     req_new_bridge,
     req_new_veth,
     req_set_link,
 )
+from .tc import has_netem, req_del_root_qdisc, req_tbf
 
 __all__ = [
     "Address",
@@ -61,6 +63,7 @@ __all__ = [
     "entered",
     "exec_in_netns",
     "forget_udp",
+    "has_netem",
     "is_netns_mount",
     "list_netns",
     "mac_bytes",
@@ -76,9 +79,12 @@ __all__ = [
     "req_del_group",
     "req_del_link",
     "req_del_neigh",
+    "req_del_root_qdisc",
+    "req_del_route",
     "req_new_bridge",
     "req_new_veth",
     "req_set_link",
+    "req_tbf",
     "snapshot",
     "write_sysctls",
 ]

@@ -185,6 +185,16 @@ def req_add_route(dst: str, gateway: str | None = None, oif: int = 0) -> Request
     return Request(nl.RTM_NEWROUTE, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body, f"add route {dst}")
 
 
+def req_del_route(dst: str) -> Request:
+    """Remove a main-table route to ``dst`` ("default" allowed)."""
+    net = ipaddress.ip_network("0.0.0.0/0" if dst == "default" else dst)
+    body = nl.RTMSG.pack(_family(net.network_address), net.prefixlen, 0, 0, nl.RT_TABLE_MAIN,
+                         0, 0, 0, 0)
+    if net.prefixlen:
+        body += attr(nl.RTA_DST, net.network_address.packed)
+    return Request(nl.RTM_DELROUTE, 0, body, f"remove route {dst}")
+
+
 def req_del_neigh(index: int, ip: str) -> Request:
     """Forget a neighbour (ARP) entry."""
     addr = ipaddress.ip_address(ip)

@@ -31,7 +31,7 @@ from ..model import Endpoint, Network, PortMap, Published
 
 __all__ = ["StateLock", "Store"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS namespaces(
@@ -58,6 +58,9 @@ CREATE TABLE IF NOT EXISTS cni_attachments(
     container_id TEXT NOT NULL, ifname TEXT NOT NULL, network TEXT NOT NULL,
     netns TEXT NOT NULL, mount TEXT NOT NULL, ipam TEXT NOT NULL, created REAL NOT NULL,
     PRIMARY KEY(container_id, ifname, network));
+CREATE TABLE IF NOT EXISTS topology_objects(
+    topology TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, spec TEXT NOT NULL,
+    PRIMARY KEY(kind, key));
 CREATE TABLE IF NOT EXISTS journal(
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT NOT NULL,
     created REAL NOT NULL);
@@ -220,6 +223,21 @@ class Store:
     def remove_attachment(self, cid: str, ifname: str, network: str) -> None:
         self.db.execute("DELETE FROM cni_attachments WHERE container_id=? AND ifname=? AND "
                         "network=?", (cid, ifname, network))
+
+    # topologies: which objects a topology file owns, with their spec --------
+    def topology_objects(self, topology: str | None = None
+                         ) -> dict[tuple[str, str], tuple[str, str]]:
+        """(kind, key) -> (topology, spec JSON) -- of one topology, or all."""
+        rows = self.db.execute("SELECT topology, kind, key, spec FROM topology_objects" + (
+            " WHERE topology=?" if topology else ""), (topology,) if topology else ())
+        return {(k, key): (t, spec) for t, k, key, spec in rows}
+
+    def set_topology_object(self, topology: str, kind: str, key: str, spec: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO topology_objects VALUES(?, ?, ?, ?)",
+                        (topology, kind, key, spec))
+
+    def drop_topology_object(self, kind: str, key: str) -> None:
+        self.db.execute("DELETE FROM topology_objects WHERE kind=? AND key=?", (kind, key))
 
     # published ports ----------------------------------------------------
     def add_ports(self, items: Iterable[tuple[str, PortMap]]) -> None:

@@ -1,0 +1,320 @@
+"""Bring the kernel to a topology file: plan, then apply; and take it down.
+
+A topology owns what it creates: every network, node (namespace),
+connection, point-to-point link and static route it made is recorded with
+its spec under the topology's name.  ``plan`` compares the file with those
+records -- so a second ``up`` finds nothing to do, a changed file changes
+only what changed (other endpoints keep their interfaces), and an object
+removed from the file is removed from the kernel -- and refuses to take over
+anything it does not own.  Networks, nodes and connections go through the
+engine's bulk path; links and routes through the kernel layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from .. import kernel as k
+from ..engine import Engine, kernel_errors
+from ..errors import Conflict, KernelError, NotFound
+from ..model import ALIAS_PREFIX, ConnectOptions
+from .load import Connection, Link, TopologySpec
+
+__all__ = ["Change", "down", "plan", "up"]
+
+ORDER = ("network", "node", "connection", "link", "route")
+EMU_TABLE = "nsnet_emu"
+
+
+@dataclass(frozen=True)
+class Change:
+    verb: str  # create | remove | change
+    kind: str  # network | node | connection | link | route
+    key: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.verb:<7} {self.kind:<10} {self.key}" + (f"  ({self.detail})"
+                                                               if self.detail else "")
+
+
+def _conn_spec(c: Connection) -> dict:
+    d = asdict(c)
+    d["publish"] = [str(p) for p in c.publish]
+    return d
+
+
+def specs(topo: TopologySpec) -> dict[tuple[str, str], str]:
+    """Every object the file asks for, (kind, key) -> canonical JSON spec."""
+    out: dict[tuple[str, str], str] = {}
+    for name, spec in topo.networks.items():
+        out[("network", name)] = json.dumps(asdict(spec), sort_keys=True)
+    for name, node in topo.nodes.items():
+        out[("node", name)] = json.dumps({"forward": True}) if node.forward else "{}"
+        for c in node.connect:
+            out[("connection", f"{name}@{c.network}")] = json.dumps(_conn_spec(c),
+                                                                    sort_keys=True)
+        for dst, via in node.routes:
+            out[("route", f"{name}>{dst}")] = json.dumps({"via": via})
+    for link in topo.links:
+        out[("link", link.key)] = json.dumps(asdict(link), sort_keys=True)
+    return out
+
+
+def plan(engine: Engine, topo: TopologySpec) -> list[Change]:
+    want = specs(topo)
+    everyone = engine.store.topology_objects()
+    have = {key: spec for key, (owner, spec) in everyone.items() if owner == topo.name}
+    _refuse_foreign(engine, topo, want, everyone)
+    changes = [Change("remove", kind, key) for (kind, key) in have if (kind, key) not in want]
+    for (kind, key), spec in want.items():
+        if (kind, key) not in have:
+            changes.append(Change("create", kind, key))
+        elif have[(kind, key)] != spec:
+            changes.append(Change("change", kind, key, _what_changed(have[(kind, key)], spec)))
+    # a network made anew takes its connections with it: they are made anew too
+    renewed = {c.key for c in changes if c.kind == "network" and c.verb == "change"}
+    touched = {c.key for c in changes if c.kind == "connection"}
+    for (kind, key) in want:
+        if kind == "connection" and key.split("@", 1)[1] in renewed and key not in touched:
+            changes.append(Change("change", kind, key, "its network is made anew"))
+    return sorted(changes, key=lambda c: (ORDER.index(c.kind), c.key))
+
+
+def _what_changed(old: str, new: str) -> str:
+    a, b = json.loads(old), json.loads(new)
+    return ", ".join(sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)))
+
+
+def _refuse_foreign(engine: Engine, topo: TopologySpec, want: dict, everyone: dict) -> None:
+    for (kind, key) in want:
+        owner = everyone.get((kind, key), (topo.name, ""))[0]
+        if owner != topo.name:
+            raise Conflict(f"{topo.source}: {kind} {key!r} belongs to topology {owner!r}")
+    mine = {key for (kind, key), (owner, _) in everyone.items() if owner == topo.name}
+    for name in topo.networks:
+        if name not in mine and engine.store.network(name):
+            raise Conflict(f"{topo.source}: network {name!r} exists and was not made by "
+                           f"topology {topo.name!r}; nothing was changed")
+    for name in topo.nodes:
+        if name not in mine and k.is_netns_mount(engine.ns_path(name)):
+            raise Conflict(f"{topo.source}: namespace {name!r} exists and was not made by "
+                           f"topology {topo.name!r}; nothing was changed")
+
+
+# ------------------------------------------------------------------- apply
+def up(engine: Engine, topo: TopologySpec, progress: Callable[[int, int], None] | None = None
+       ) -> list[Change]:
+    """Apply the plan; returns what was done (empty: nothing to do)."""
+    needs_netem = any(e.delay_ms or e.jitter_ms for link in topo.links
+                      for e in (link.a_to_b, link.b_to_a))
+    if needs_netem and k.has_netem() is False:
+        raise KernelError(f"{topo.source}: link emulation 'delay'/'jitter' needs the kernel's "
+                          "netem qdisc (CONFIG_NET_SCH_NETEM), which this kernel is built "
+                          "without; rate and loss work")
+    with engine.exclusive():
+        changes = plan(engine, topo)
+        want = specs(topo)
+        removals = [c for c in changes if c.verb in ("remove", "change")]
+        _remove(engine, topo, removals)
+        _record(engine, topo.name, [c for c in removals if c.verb == "remove"], None)
+        creations = [c for c in changes if c.verb in ("create", "change")]
+        # each phase is recorded as soon as it is done, so a failure part-way
+        # leaves what exists owned, and the next `up` carries on from there
+        _create(engine, topo, creations, progress, lambda done: _record(engine, topo.name,
+                                                                         done, want))
+        _apply_loss(engine, topo)
+    return changes
+
+
+def _record(engine: Engine, name: str, changes: list[Change], want: dict | None) -> None:
+    with engine.store.transaction():
+        for c in changes:
+            if want is None:
+                engine.store.drop_topology_object(c.kind, c.key)
+            else:
+                engine.store.set_topology_object(name, c.kind, c.key, want[(c.kind, c.key)])
+
+
+def down(engine: Engine, name: str) -> list[Change]:
+    """Remove everything topology ``name`` made."""
+    with engine.exclusive():
+        have = {key: spec for key, (owner, spec) in engine.store.topology_objects().items()
+                if owner == name}
+        if not have:
+            raise NotFound(f"topology {name!r} is not up")
+        changes = sorted((Change("remove", kind, key) for kind, key in have),
+                         key=lambda c: (ORDER.index(c.kind), c.key))
+        _remove(engine, TopologySpec(name), changes, have)
+        with engine.store.transaction():
+            for c in changes:
+                engine.store.drop_topology_object(c.kind, c.key)
+    return changes
+
+
+def _remove(engine: Engine, topo: TopologySpec, changes: list[Change],
+            have: dict | None = None) -> None:
+    have = have if have is not None else {
+        key: spec for key, (owner, spec) in engine.store.topology_objects().items()
+        if owner == topo.name}
+    gone_nodes = {c.key for c in changes if c.kind == "node" and c.verb == "remove"}
+    gone_nets = {c.key for c in changes if c.kind == "network"}
+    for c in reversed(changes):  # routes, links, connections, nodes, networks
+        spec = json.loads(have.get((c.kind, c.key), "{}"))
+        if c.kind == "route" and c.key.split(">")[0] not in gone_nodes:
+            _del_route(engine, c.key)
+        elif c.kind == "link":
+            _del_link(engine, spec)
+        elif c.kind == "connection":
+            node, net = c.key.split("@", 1)
+            if node not in gone_nodes and net not in gone_nets:
+                engine.disconnect(net, [node])
+    nodes = sorted(gone_nodes)
+    if nodes:
+        engine.ns_rm(nodes)
+    for net in sorted(gone_nets):
+        with contextlib.suppress(NotFound):
+            engine.network_rm(net, force=True)
+
+
+def _create(engine: Engine, topo: TopologySpec, changes: list[Change],
+            progress: Callable[[int, int], None] | None,
+            done: Callable[[list[Change]], None]) -> None:
+    def of(kind: str) -> list[Change]:
+        return [c for c in changes if c.kind == kind]
+
+    for c in of("network"):
+        engine.network_create(topo.networks[c.key])
+        done([c])
+    nodes = [c.key for c in of("node") if c.verb == "create"]
+    if nodes:
+        engine.ns_add(nodes)
+    for c in of("node"):
+        ns = engine.open_ns(c.key)
+        try:
+            with kernel_errors(f"setting forwarding in {c.key!r}"):
+                k.write_sysctls(ns, {"net/ipv4/ip_forward": "1" if topo.nodes[c.key].forward
+                                     else "0"})
+        finally:
+            ns.close()
+    done(of("node"))
+    _connect_all(engine, topo, [c.key for c in of("connection")], progress)
+    done(of("connection"))
+    for c in of("link"):
+        _add_link(engine, next(lk for lk in topo.links if lk.key == c.key))
+        done([c])
+    for c in of("route"):
+        node, dst = c.key.split(">", 1)
+        via = dict(topo.nodes[node].routes)[dst]
+        _in_node(engine, node, f"adding route {dst} via {via} in {node!r}",
+                 lambda rt, dst=dst, via=via: rt.run([k.req_add_route(dst, via)]))
+        done([c])
+
+
+def _connect_all(engine: Engine, topo: TopologySpec, keys: list[str],
+                 progress: Callable[[int, int], None] | None) -> None:
+    """One bulk connect per network for plain connections; others one by one."""
+    plain: dict[tuple, list[str]] = {}
+    for key in keys:
+        node, net = key.split("@", 1)
+        conn = next(c for c in topo.nodes[node].connect if c.network == net)
+        if conn.ip or conn.mac or conn.publish or conn.aliases:
+            engine.connect(net, [node], ConnectOptions(ip=conn.ip, mac=conn.mac,
+                                                       ifname=conn.ifname, ports=conn.publish,
+                                                       aliases=conn.aliases))
+        else:
+            plain.setdefault((net, conn.ifname), []).append(node)
+    for (net, ifname), nodes in plain.items():
+        engine.connect(net, nodes, ConnectOptions(ifname=ifname), progress=progress)
+
+
+# -------------------------------------------------------- links and routes
+def _in_node(engine: Engine, node: str, what: str, fn: Callable[[k.Rtnl], object]) -> None:
+    ns = engine.open_ns(node)
+    try:
+        with kernel_errors(what), k.open_rtnl(ns) as rt:
+            fn(rt)
+    finally:
+        ns.close()
+
+
+def _add_link(engine: Engine, link: Link) -> None:
+    a, b = engine.open_ns(link.a), engine.open_ns(link.b)
+    try:
+        with kernel_errors(f"creating link {link.key}"), k.open_rtnl(a) as ra, \
+                k.open_rtnl(b) as rb:
+            ra.run([k.req_new_veth(k.VethSpec(link.a_ifname, link.b_ifname, b.fd))])
+            ia, ib = ra.link(link.a_ifname).index, rb.link(link.b_ifname).index
+            alias = f"{ALIAS_PREFIX}link:{link.key}"[:250]
+            ra.run([k.req_set_link(index=ia, up=True, alias=alias),
+                    k.req_add_addr(ia, link.a_ip)])
+            rb.run([k.req_set_link(index=ib, up=True, alias=alias),
+                    k.req_add_addr(ib, link.b_ip)])
+            for rt, index, emu in ((ra, ia, link.a_to_b), (rb, ib, link.b_to_a)):
+                if emu.rate_bps:
+                    rt.run([k.req_tbf(index, emu.rate_bps)])
+    finally:
+        a.close()
+        b.close()
+
+
+def _del_link(engine: Engine, spec: dict) -> None:
+    if not spec or not k.is_netns_mount(engine.ns_path(spec["a"])):
+        return
+
+    def delete(rt: k.Rtnl) -> None:
+        link = rt.link_by_name().get(spec["a_ifname"])
+        if link and link.alias.startswith(f"{ALIAS_PREFIX}link:"):
+            rt.run([k.req_del_link(index=link.index)])
+
+    _in_node(engine, spec["a"], f"removing link {spec['a']}:{spec['a_ifname']}", delete)
+
+
+def _del_route(engine: Engine, key: str) -> None:
+    node, dst = key.split(">", 1)
+    if k.is_netns_mount(engine.ns_path(node)):
+        _in_node(engine, node, f"removing route {dst} in {node!r}",
+                 lambda rt: rt.batch([k.req_del_route(dst)]))
+
+
+def _apply_loss(engine: Engine, topo: TopologySpec) -> None:
+    """Packet loss, per egress interface, with an nft numgen rule in the
+    node's own namespace (one table there, rewritten whole)."""
+    from ..firewall.nft import NftablesDriver
+
+    per_node: dict[str, list[tuple[str, float, str]]] = {n: [] for n in topo.nodes}
+    for link in topo.links:
+        for node, ifname, emu in ((link.a, link.a_ifname, link.a_to_b),
+                                  (link.b, link.b_ifname, link.b_to_a)):
+            if emu.loss_pct:
+                per_node[node].append((ifname, emu.loss_pct, link.key))
+    for node, rules in per_node.items():
+        ns = engine.open_ns(node)
+        try:
+            NftablesDriver(ns).apply(_loss_table(rules))
+        finally:
+            ns.close()
+
+
+def _loss_table(rules: list[tuple[str, float, str]]) -> list[dict]:
+    table = {"family": "inet", "name": EMU_TABLE}
+    cmds: list[dict] = [{"add": {"table": table}}, {"delete": {"table": table}}]
+    if not rules:
+        return cmds
+    chain = {"family": "inet", "table": EMU_TABLE, "name": "egress"}
+    cmds += [{"add": {"table": table}},
+             {"add": {"chain": dict(chain, type="filter", hook="postrouting", prio=0,
+                                    policy="accept")}}]
+    rule = {"family": "inet", "table": EMU_TABLE, "chain": "egress"}
+    for ifname, pct, key in rules:
+        threshold = round(pct * 10_000)  # parts per million
+        expr = [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": ifname}},
+                {"match": {"op": "<", "left": {"numgen": {"mode": "random", "mod": 1_000_000,
+                                                          "offset": 0}},
+                           "right": threshold}},
+                {"drop": None}]
+        cmds.append({"add": {"rule": dict(rule, expr=expr, comment=f"nsnet:link:{key}"[:128])}})
+    return cmds

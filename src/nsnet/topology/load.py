@@ -1,0 +1,466 @@
+"""TopologySpec files: YAML in, a validated :class:`TopologySpec` out, or one clear
+error naming the file, the line and the field -- before anything is touched.
+
+    name: lab                       # owner of everything below
+    networks:
+      NAME: {subnet, gateway, ip_range, bridge, mtu, masquerade, internal, icc,
+             dns, dns_servers}
+    nodes:
+      NAME:
+        connect: [{network, ip, mac, ifname, aliases, publish}]
+        routes: [{dst, via}]
+        forward: true                 # a router (IPv4 forwarding inside)
+    links:                          # point-to-point veth pairs, no bridge
+      - {a, b, a_ip, b_ip, a_ifname, b_ifname,
+         emulation: {rate, delay, jitter, loss, a_to_b: {...}, b_to_a: {...}}}
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InvalidInput
+from ..model import (
+    NetworkSpec,
+    PortMap,
+    parse_ip,
+    parse_ports,
+    parse_subnet,
+    validate_dns_name,
+    validate_ifname,
+    validate_mac,
+    validate_netns_name,
+    validate_network_name,
+)
+
+__all__ = ["Connection", "Emulation", "Link", "Node", "TopologySpec", "load_topology",
+           "parse_topology"]
+
+
+@dataclass(frozen=True)
+class Emulation:
+    rate_bps: int | None = None  # bits per second
+    delay_ms: float | None = None
+    jitter_ms: float | None = None
+    loss_pct: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self == Emulation()
+
+
+@dataclass(frozen=True)
+class Connection:
+    network: str
+    ip: str | None = None
+    mac: str | None = None
+    ifname: str | None = None
+    aliases: tuple[str, ...] = ()
+    publish: tuple[PortMap, ...] = ()
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    connect: tuple[Connection, ...] = ()
+    routes: tuple[tuple[str, str], ...] = ()  # (dst CIDR, via)
+    forward: bool = False  # a router: IPv4 forwarding on inside the node
+
+
+@dataclass(frozen=True)
+class Link:
+    a: str
+    b: str
+    a_ip: str  # CIDR
+    b_ip: str
+    a_ifname: str
+    b_ifname: str
+    a_to_b: Emulation = Emulation()  # shapes a's egress
+    b_to_a: Emulation = Emulation()
+
+    @property
+    def key(self) -> str:
+        return f"{self.a}:{self.a_ifname}--{self.b}:{self.b_ifname}"
+
+
+@dataclass(frozen=True)
+class TopologySpec:
+    name: str
+    networks: dict[str, NetworkSpec] = field(default_factory=dict)
+    nodes: dict[str, Node] = field(default_factory=dict)
+    links: tuple[Link, ...] = ()
+    source: str = "<topology>"
+
+
+# ------------------------------------------------------------- YAML + lines
+class _Err(InvalidInput):
+    pass
+
+
+class _Doc:
+    """Keeps the line of every YAML node so errors can point at it."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, node: Any, path: str, msg: str) -> None:
+        line = node.start_mark.line + 1 if node is not None else 1
+        raise _Err(f"{self.source}:{line}: {path}: {msg}")
+
+    def mapping(self, node: Any, path: str, allowed: dict[str, str] | None = None) -> dict:
+        import yaml
+
+        if not isinstance(node, yaml.MappingNode):
+            self.fail(node, path, f"expected a mapping, got {_kind(node)}")
+        out: dict[str, Any] = {}
+        for key_node, value in node.value:
+            key = key_node.value
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.fail(key_node, path, "keys must be plain names")
+            if key in out:
+                self.fail(key_node, f"{path}.{key}", "appears twice")
+            if allowed is not None and key not in allowed:
+                hint = difflib.get_close_matches(key, allowed, n=1)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else \
+                    f" (known: {', '.join(sorted(allowed))})"
+                self.fail(key_node, f"{path}.{key}", f"unknown key{extra}")
+            out[key] = value
+        return out
+
+    def seq(self, node: Any, path: str) -> list:
+        import yaml
+
+        if not isinstance(node, yaml.SequenceNode):
+            self.fail(node, path, f"expected a list, got {_kind(node)}")
+        return list(node.value)
+
+    def scalar(self, node: Any, path: str) -> str:
+        import yaml
+
+        if not isinstance(node, yaml.ScalarNode) or node.tag.endswith((":null",)):
+            self.fail(node, path, f"expected a value, got {_kind(node)}")
+        return str(node.value)
+
+    def boolean(self, node: Any, path: str) -> bool:
+        text = self.scalar(node, path).lower()
+        if text in ("true", "yes", "on"):
+            return True
+        if text in ("false", "no", "off"):
+            return False
+        self.fail(node, path, f"{text!r} is not true or false")
+        return False
+
+    def integer(self, node: Any, path: str) -> int:
+        text = self.scalar(node, path)
+        if not re.fullmatch(r"\d+", text):
+            self.fail(node, path, f"{text!r} is not a whole number")
+        return int(text)
+
+    def check(self, node: Any, path: str, fn: Any, *args: Any) -> Any:
+        """Run a model validator, turning its error into file:line."""
+        try:
+            return fn(*args)
+        except InvalidInput as exc:
+            self.fail(node, path, str(exc))
+
+
+def _kind(node: Any) -> str:
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    if node is None or node.tag.endswith(":null"):
+        return "nothing"
+    return repr(node.value)
+
+
+NETWORK_KEYS = {"subnet": "", "gateway": "", "ip_range": "", "bridge": "", "mtu": "",
+                "masquerade": "", "internal": "", "icc": "", "dns": "", "dns_servers": ""}
+CONNECT_KEYS = {"network": "", "ip": "", "mac": "", "ifname": "", "aliases": "", "publish": ""}
+NODE_KEYS = {"connect": "", "routes": "", "forward": ""}
+ROUTE_KEYS = {"dst": "", "via": ""}
+LINK_KEYS = {"a": "", "b": "", "a_ip": "", "b_ip": "", "a_ifname": "", "b_ifname": "",
+             "emulation": ""}
+EMU_KEYS = {"rate": "", "delay": "", "jitter": "", "loss": ""}
+TOP_KEYS = {"name": "", "networks": "", "nodes": "", "links": ""}
+
+_RATE = re.compile(r"^(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)?$", re.I)
+_RATE_UNIT = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9, "bps": 8,
+              "kbps": 8 * 10**3, "mbps": 8 * 10**6, "gbps": 8 * 10**9}
+_TIME = re.compile(r"^(\d+(?:\.\d+)?)\s*(us|ms|s)?$")
+
+
+def _rate(doc: _Doc, node: Any, path: str) -> int:
+    text = doc.scalar(node, path)
+    m = _RATE.match(text)
+    if not m:
+        doc.fail(node, path, f"{text!r} is not a rate (e.g. 10mbit, 512kbit, 1gbit)")
+    bps = int(float(m.group(1)) * _RATE_UNIT[(m.group(2) or "bit").lower()])
+    if not 8000 <= bps <= 100 * 10**9:
+        doc.fail(node, path, f"{text!r} is out of range (8kbit-100gbit)")
+    return bps
+
+
+def _time_ms(doc: _Doc, node: Any, path: str) -> float:
+    text = doc.scalar(node, path)
+    m = _TIME.match(text)
+    if not m:
+        doc.fail(node, path, f"{text!r} is not a duration (e.g. 50ms, 1s)")
+    value = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2) or "ms"]
+    if value > 60_000:
+        doc.fail(node, path, f"{text!r} is longer than a minute")
+    return value
+
+
+def _loss(doc: _Doc, node: Any, path: str) -> float:
+    text = doc.scalar(node, path).rstrip("%").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        doc.fail(node, path, f"{text!r} is not a percentage (e.g. 10%)")
+    if not 0 <= value <= 100:
+        doc.fail(node, path, f"{value}% is not between 0% and 100%")
+    return value
+
+
+def _emulation(doc: _Doc, node: Any, path: str) -> Emulation:
+    raw = doc.mapping(node, path, EMU_KEYS)
+    emu = Emulation(
+        rate_bps=_rate(doc, raw["rate"], f"{path}.rate") if "rate" in raw else None,
+        delay_ms=_time_ms(doc, raw["delay"], f"{path}.delay") if "delay" in raw else None,
+        jitter_ms=_time_ms(doc, raw["jitter"], f"{path}.jitter") if "jitter" in raw else None,
+        loss_pct=_loss(doc, raw["loss"], f"{path}.loss") if "loss" in raw else None)
+    if emu.jitter_ms and not emu.delay_ms:
+        doc.fail(raw["jitter"], f"{path}.jitter", "jitter needs a delay")
+    if emu.jitter_ms and emu.delay_ms and emu.jitter_ms > emu.delay_ms:
+        doc.fail(raw["jitter"], f"{path}.jitter", "jitter larger than the delay is "
+                 "impossible (packets cannot leave before they are sent)")
+    return emu
+
+
+def _network(doc: _Doc, name: str, node: Any, path: str) -> NetworkSpec:
+    raw = doc.mapping(node, path, NETWORK_KEYS)
+    if "subnet" not in raw:
+        doc.fail(node, f"{path}.subnet", "is required")
+    text = {k: doc.scalar(raw[k], f"{path}.{k}") for k in ("subnet", "gateway", "ip_range",
+                                                           "bridge") if k in raw}
+    doc.check(raw["subnet"], f"{path}.subnet", parse_subnet, text["subnet"])
+    if "gateway" in raw:
+        doc.check(raw["gateway"], f"{path}.gateway", parse_ip, text["gateway"], "gateway")
+    if "ip_range" in raw:
+        doc.check(raw["ip_range"], f"{path}.ip_range", parse_subnet, text["ip_range"],
+                  "ip_range")
+    if "bridge" in raw:
+        doc.check(raw["bridge"], f"{path}.bridge", validate_ifname, text["bridge"],
+                  "bridge name")
+    flags = {k: doc.boolean(raw[k], f"{path}.{k}") for k in ("masquerade", "internal", "icc",
+                                                              "dns") if k in raw}
+    servers = tuple(doc.check(n, f"{path}.dns_servers", lambda t: str(parse_ip(t, "server")),
+                              doc.scalar(n, f"{path}.dns_servers"))
+                    for n in (doc.seq(raw["dns_servers"], f"{path}.dns_servers")
+                              if "dns_servers" in raw else []))
+    mtu = doc.integer(raw["mtu"], f"{path}.mtu") if "mtu" in raw else None
+    if mtu is not None and not 68 <= mtu <= 65535:
+        doc.fail(raw["mtu"], f"{path}.mtu", f"MTU {mtu} is out of range (68-65535)")
+    from ..ipam import Pool
+
+    doc.check(node, path, Pool.parse, text["subnet"], text.get("gateway"), text.get("ip_range"))
+    return NetworkSpec(name, text["subnet"], text.get("gateway"), text.get("ip_range"),
+                       text.get("bridge"), mtu, flags.get("masquerade", True),
+                       flags.get("internal", False), flags.get("icc", True),
+                       flags.get("dns", True), servers)
+
+
+def _connection(doc: _Doc, node: Any, path: str, networks: dict[str, Any]) -> Connection:
+    raw = doc.mapping(node, path, CONNECT_KEYS)
+    if "network" not in raw:
+        doc.fail(node, f"{path}.network", "is required")
+    net = doc.scalar(raw["network"], f"{path}.network")
+    if net not in networks:
+        hint = difflib.get_close_matches(net, networks, n=1)
+        doc.fail(raw["network"], f"{path}.network", f"unknown network {net!r}"
+                 + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    ip = doc.scalar(raw["ip"], f"{path}.ip") if "ip" in raw else None
+    if ip:
+        addr = doc.check(raw["ip"], f"{path}.ip", parse_ip, ip, "ip")
+        if addr not in ipaddress.ip_network(networks[net].subnet):
+            doc.fail(raw["ip"], f"{path}.ip", f"{ip} is outside {net}'s subnet "
+                     f"{networks[net].subnet}")
+    mac = doc.scalar(raw["mac"], f"{path}.mac") if "mac" in raw else None
+    if mac:
+        mac = doc.check(raw["mac"], f"{path}.mac", validate_mac, mac)
+    ifname = doc.scalar(raw["ifname"], f"{path}.ifname") if "ifname" in raw else None
+    if ifname:
+        doc.check(raw["ifname"], f"{path}.ifname", validate_ifname, ifname)
+    aliases = tuple(doc.check(a, f"{path}.aliases", validate_dns_name,
+                              doc.scalar(a, f"{path}.aliases"))
+                    for a in (doc.seq(raw["aliases"], f"{path}.aliases")
+                              if "aliases" in raw else []))
+    publish: tuple[PortMap, ...] = ()
+    if "publish" in raw:
+        specs = [doc.scalar(p, f"{path}.publish") for p in doc.seq(raw["publish"],
+                                                                   f"{path}.publish")]
+        publish = doc.check(raw["publish"], f"{path}.publish", parse_ports, specs)
+        if publish and networks[net].internal:
+            doc.fail(raw["publish"], f"{path}.publish", f"network {net!r} is internal: "
+                     "nothing can be published on it")
+    return Connection(net, ip, mac, ifname, aliases, publish)
+
+
+def _node(doc: _Doc, name: str, node: Any, path: str, networks: dict[str, Any]) -> Node:
+    import yaml
+
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
+        return Node(name)
+    raw = doc.mapping(node, path, NODE_KEYS)
+    conns = tuple(_connection(doc, c, f"{path}.connect[{i}]", networks)
+                  for i, c in enumerate(doc.seq(raw["connect"], f"{path}.connect")
+                                        if "connect" in raw else []))
+    seen: dict[str, int] = {}
+    for i, c in enumerate(conns):
+        if c.network in seen:
+            doc.fail(doc.seq(raw["connect"], path)[i], f"{path}.connect[{i}]",
+                     f"connects to {c.network!r} twice")
+        seen[c.network] = i
+    routes = []
+    for i, r in enumerate(doc.seq(raw["routes"], f"{path}.routes") if "routes" in raw else []):
+        rp = f"{path}.routes[{i}]"
+        rr = doc.mapping(r, rp, ROUTE_KEYS)
+        for key in ("dst", "via"):
+            if key not in rr:
+                doc.fail(r, f"{rp}.{key}", "is required")
+        dst, via = doc.scalar(rr["dst"], f"{rp}.dst"), doc.scalar(rr["via"], f"{rp}.via")
+        if dst != "default":
+            doc.check(rr["dst"], f"{rp}.dst", parse_subnet, dst, "dst")
+        doc.check(rr["via"], f"{rp}.via", parse_ip, via, "via")
+        routes.append((dst, via))
+    forward = doc.boolean(raw["forward"], f"{path}.forward") if "forward" in raw else False
+    return Node(name, conns, tuple(routes), forward)
+
+
+def _link(doc: _Doc, node: Any, path: str, nodes: dict[str, Any]) -> Link:
+    raw = doc.mapping(node, path, LINK_KEYS)
+    for key in ("a", "b", "a_ip", "b_ip"):
+        if key not in raw:
+            doc.fail(node, f"{path}.{key}", "is required")
+    a, b = doc.scalar(raw["a"], f"{path}.a"), doc.scalar(raw["b"], f"{path}.b")
+    for key, name in (("a", a), ("b", b)):
+        if name not in nodes:
+            hint = difflib.get_close_matches(name, nodes, n=1)
+            doc.fail(raw[key], f"{path}.{key}", f"unknown node {name!r}"
+                     + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    if a == b:
+        doc.fail(raw["b"], f"{path}.b", "a link joins two different nodes")
+    ips = {}
+    for key in ("a_ip", "b_ip"):
+        text = doc.scalar(raw[key], f"{path}.{key}")
+        try:
+            iface = ipaddress.ip_interface(text)
+        except ValueError:
+            doc.fail(raw[key], f"{path}.{key}", f"{text!r} is not ADDRESS/PREFIX "
+                     "(e.g. 10.0.12.1/30)")
+        if "/" not in text or iface.version != 4:
+            doc.fail(raw[key], f"{path}.{key}", f"{text!r} must be an IPv4 ADDRESS/PREFIX")
+        ips[key] = iface
+    if ips["a_ip"].network != ips["b_ip"].network or ips["a_ip"].ip == ips["b_ip"].ip:
+        doc.fail(raw["b_ip"], f"{path}.b_ip", f"{ips['b_ip']} and {ips['a_ip']} must be "
+                 "two different addresses of one subnet")
+    names = {}
+    for key, peer in (("a_ifname", b), ("b_ifname", a)):
+        name = doc.scalar(raw[key], f"{path}.{key}") if key in raw else f"to-{peer}"[:15]
+        doc.check(raw.get(key, node), f"{path}.{key}", validate_ifname, name)
+        names[key] = name
+    emu_ab = emu_ba = Emulation()
+    if "emulation" in raw:
+        ep = f"{path}.emulation"
+        emu_raw = doc.mapping(raw["emulation"], ep, {**EMU_KEYS, "a_to_b": "", "b_to_a": ""})
+        both = {k: v for k, v in emu_raw.items() if k in EMU_KEYS}
+        import yaml
+
+        base = _emulation(doc, yaml.MappingNode("tag:yaml.org,2002:map",
+                                                [(yaml.ScalarNode("tag:yaml.org,2002:str", k),
+                                                  v) for k, v in both.items()],
+                                                raw["emulation"].start_mark), ep)
+        emu_ab = _emulation(doc, emu_raw["a_to_b"], f"{ep}.a_to_b") if "a_to_b" in emu_raw \
+            else base
+        emu_ba = _emulation(doc, emu_raw["b_to_a"], f"{ep}.b_to_a") if "b_to_a" in emu_raw \
+            else base
+    return Link(a, b, str(ips["a_ip"]), str(ips["b_ip"]), names["a_ifname"], names["b_ifname"],
+                emu_ab, emu_ba)
+
+
+def parse_topology(text: str, source: str = "<topology>") -> TopologySpec:
+    """Validate a whole file; raise InvalidInput with file:line on the first problem."""
+    import yaml
+
+    doc = _Doc(source)
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        raise InvalidInput(f"{source}:{line}: not valid YAML: "
+                           f"{getattr(exc, 'problem', exc)}") from None
+    if root is None:
+        raise InvalidInput(f"{source}:1: the file is empty")
+    top = doc.mapping(root, "topology", TOP_KEYS)
+    if "name" not in top:
+        doc.fail(root, "name", "is required (the topology's name owns what it creates)")
+    name = doc.check(top["name"], "name", validate_network_name, doc.scalar(top["name"], "name"))
+    networks: dict[str, NetworkSpec] = {}
+    for key_node, value in (top["networks"].value if "networks" in top
+                            and doc.mapping(top["networks"], "networks") is not None else []):
+        net = key_node.value
+        doc.check(key_node, f"networks.{net}", validate_network_name, net)
+        networks[net] = _network(doc, net, value, f"networks.{net}")
+    _check_overlaps(doc, networks, top.get("networks"))
+    nodes: dict[str, Node] = {}
+    raw_nodes = doc.mapping(top["nodes"], "nodes") if "nodes" in top else {}
+    for nname, value in raw_nodes.items():
+        key_node = next(k for k, _ in top["nodes"].value if k.value == nname)
+        doc.check(key_node, f"nodes.{nname}", validate_netns_name, nname)
+        nodes[nname] = _node(doc, nname, value, f"nodes.{nname}", networks)
+    links = tuple(_link(doc, n, f"links[{i}]", nodes)
+                  for i, n in enumerate(doc.seq(top["links"], "links") if "links" in top
+                                        else []))
+    _check_link_names(doc, links, top.get("links"))
+    return TopologySpec(name, networks, nodes, links, source)
+
+
+def _check_overlaps(doc: _Doc, networks: dict[str, NetworkSpec], node: Any) -> None:
+    items = list(networks.items())
+    for i, (a, sa) in enumerate(items):
+        for b, sb in items[:i]:
+            if ipaddress.ip_network(sa.subnet).overlaps(ipaddress.ip_network(sb.subnet)):
+                key = next(k for k, _ in node.value if k.value == a)
+                doc.fail(key, f"networks.{a}.subnet", f"{sa.subnet} overlaps network "
+                         f"{b!r} ({sb.subnet})")
+        bridges = [s.bridge for s in networks.values() if s.bridge]
+        if sa.bridge and bridges.count(sa.bridge) > 1:
+            key = next(k for k, _ in node.value if k.value == a)
+            doc.fail(key, f"networks.{a}.bridge", f"bridge {sa.bridge!r} is used twice")
+
+
+def _check_link_names(doc: _Doc, links: tuple[Link, ...], node: Any) -> None:
+    used: dict[tuple[str, str], int] = {}
+    for i, link in enumerate(links):
+        for end in ((link.a, link.a_ifname), (link.b, link.b_ifname)):
+            if end in used:
+                doc.fail(node.value[i], f"links[{i}]", f"node {end[0]!r} already has an "
+                         f"interface {end[1]!r} (links[{used[end]}]); set a_ifname/b_ifname")
+            used[end] = i
+
+
+def load_topology(path: str) -> TopologySpec:
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as exc:
+        raise InvalidInput(f"{path}: {exc.strerror}") from None
+    return parse_topology(text, path)

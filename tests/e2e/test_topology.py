@@ -1,0 +1,255 @@
+"""Declarative topologies (issue #7): up/status/down, idempotence, targeted
+changes, point-to-point links, link emulation with real packets, graphs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).parent.parent.parent / "examples"
+
+
+def ifindexes(box, ns: str) -> dict[str, int]:
+    return {lk["ifname"]: lk["ifindex"]
+            for lk in json.loads(box.inside(ns, "ip", "-j", "link").stdout)}
+
+
+def ok(box, *args: str) -> str:
+    proc = box.cli(*args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
+def test_every_example_up_status_again_down(sandbox, example: str) -> None:
+    box = sandbox
+    path = str(EXAMPLES / example)
+    from nsnet import kernel, load_topology
+
+    spec = load_topology(path)
+    if any(e.delay_ms or e.jitter_ms for lk in spec.links for e in (lk.a_to_b, lk.b_to_a)) \
+            and not kernel.has_netem():
+        proc = box.cli("up", path)  # this kernel has no netem: a clear refusal
+        assert proc.returncode == 8 and "netem" in proc.stderr, proc.stderr
+        assert box.cli("network", "ls", "--json").stdout.strip() == "[]"
+        return
+    before = box.fingerprint()
+    assert "change(s)" in ok(box, "up", path)
+    assert "as the file says" in ok(box, "status", path)
+    assert "nothing changed" in ok(box, "up", path)
+    assert box.cli("reconcile", "--dry-run").returncode == 0
+    ok(box, "down", path)
+    assert box.fingerprint() == before
+
+
+def test_lab_example_is_the_article(sandbox) -> None:
+    box = sandbox
+    ok(box, "up", str(EXAMPLES / "article-lab.yaml"))
+    assert "172.16.1.1/16" in box.inside("ns1", "ip", "-4", "addr", "show", "eth0").stdout
+    assert ok(box, "ping", "ns1", "172.16.1.2", "-c", "1", "-i", "0.2")
+    bridge = json.loads(box.cli("network", "inspect", "mydocker0").stdout)[0]
+    assert bridge["bridge"] == "mydocker0" and bridge["gateway"] == "172.16.1.254"
+
+
+CHANGING = """
+name: grow
+networks:
+  front: {subnet: 10.70.0.0/24}
+  back: {subnet: 10.71.0.0/24, internal: true}
+nodes:
+  web: {connect: [{network: front}, {network: back}]}
+  db: {connect: [{network: back}]}
+  %(extra)s
+"""
+
+
+def test_a_changed_file_changes_only_what_changed(sandbox, tmp_path) -> None:
+    box = sandbox
+    f = tmp_path / "grow.yaml"
+    f.write_text(CHANGING % {"extra": ""})
+    ok(box, "up", str(f))
+    web, db = ifindexes(box, "web"), ifindexes(box, "db")
+    f.write_text(CHANGING % {"extra": "cache: {connect: [{network: back, aliases: [c]}]}"})
+    out = ok(box, "up", str(f))
+    assert "create  node       cache" in out and "web" not in out and "db " not in out
+    assert ifindexes(box, "web") == web and ifindexes(box, "db") == db
+    f.write_text(CHANGING.replace("db: {connect: [{network: back}]}",
+                                  "db: {connect: [{network: back, ip: 10.71.0.99}]}")
+                 % {"extra": ""})
+    out = ok(box, "up", str(f))
+    assert "change  connection db@back" in out and "remove  node       cache" in out
+    assert ifindexes(box, "web") == web
+    assert "10.71.0.99/24" in box.inside("db", "ip", "-4", "addr").stdout
+    ok(box, "down", str(f))
+    assert box.cli("network", "ls", "--json").stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("name: x\nnetworks:\n  front:\n    subnet: 10.0.0.0/33\n",
+     "x.yaml:4: networks.front.subnet: subnet '10.0.0.0/33' is not a CIDR"),
+    ("name: x\nnetworks:\n  front:\n    subnt: 10.0.0.0/24\n",
+     "x.yaml:4: networks.front.subnt: unknown key (did you mean 'subnet'?)"),
+    ("name: x\nnetworks:\n  front: {subnet: yes}\n", "x.yaml:3: networks.front.subnet"),
+    ("name: x\nnodes:\n  a:\n  a:\n", "x.yaml:4: nodes.a: appears twice"),
+    ("name: x\nnodes:\n  a:\nlinks:\n  - {a: a, b: c, a_ip: 10.0.0.1/30, b_ip: 10.0.0.2/30}\n",
+     "x.yaml:5: links[0].b: unknown node 'c'"),
+    ("name: x\nnetworks:\n  a: {subnet: 10.0.0.0/16}\n  b: {subnet: 10.0.1.0/24}\n",
+     "x.yaml:4: networks.b.subnet: 10.0.1.0/24 overlaps network 'a'"),
+    ("name: x\nnodes:\n  a:\n  b:\nlinks:\n  - {a: a, b: b, a_ip: 10.0.0.1/30, "
+     "b_ip: 10.0.0.2/30, emulation: {loss: 120%}}\n", "x.yaml:6: links[0].emulation.loss"),
+    ("name: x\nnodes:\n  a:\n  b:\nlinks:\n  - {a: a, b: b, a_ip: 10.0.0.1/30, "
+     "b_ip: 10.0.0.2/30, emulation: {rate: fast}}\n", "x.yaml:6: links[0].emulation.rate"),
+    ("name: x\nnodes:\n  a: {connect: [{network: nope}]}\n",
+     "x.yaml:3: nodes.a.connect[0].network: unknown network 'nope'"),
+    ("name: x\nnodes: [1, 2]\n", "x.yaml:2: nodes: expected a mapping"),
+])
+def test_bad_files_name_file_line_field_and_change_nothing(sandbox, tmp_path, text: str,
+                                                         where: str) -> None:
+    f = tmp_path / "x.yaml"
+    f.write_text(text)
+    before = sandbox.fingerprint()
+    proc = subprocess.run([*sandbox.cli_argv(), "up", str(f)], env=sandbox.env(),
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert where in proc.stderr.replace(str(tmp_path) + "/", ""), proc.stderr
+    assert sandbox.fingerprint() == before
+
+
+LINKED = """
+name: wire
+nodes:
+  left:
+  right:
+links:
+  - a: left
+    b: right
+    a_ip: 10.99.0.1/30
+    b_ip: 10.99.0.2/30
+    emulation:
+      %s
+"""
+
+
+def test_rate_emulation_with_real_tcp(sandbox, tmp_path) -> None:
+    if not shutil.which("iperf3"):
+        pytest.skip("iperf3 not installed")
+    f = tmp_path / "wire.yaml"
+    f.write_text(LINKED % "rate: 10mbit")
+    ok(sandbox, "up", str(f))
+    server = subprocess.Popen(["nsenter", f"--net={sandbox.netns_dir}/right", "iperf3", "-s",
+                               "-1", "-B", "10.99.0.2"], stdout=subprocess.DEVNULL)
+    try:
+        import time
+
+        time.sleep(0.5)
+        out = sandbox.inside("left", "iperf3", "-c", "10.99.0.2", "-t", "4", "-J").stdout
+        bps = json.loads(out)["end"]["sum_received"]["bits_per_second"]
+    finally:
+        server.kill()
+        server.wait()
+    assert 8.5e6 <= bps <= 11.5e6, bps  # 10 Mbit/s +-15%
+
+
+def test_loss_emulation_with_real_packets(sandbox, tmp_path) -> None:
+    f = tmp_path / "wire.yaml"
+    f.write_text(LINKED % "a_to_b: {loss: 10%}")
+    ok(sandbox, "up", str(f))
+    n = 2000
+    out = sandbox.inside("left", "ping", "-q", "-c", str(n), "-i", "0.002", "-W", "1",
+                         "10.99.0.2", check=False).stdout
+    received = int(re.search(r"(\d+) received", out).group(1))
+    lost = (n - received) / n
+    # binomial(2000, 0.1): sd = 0.0067; 5 sd either side is a sound tolerance
+    assert 0.1 - 5 * 0.0067 <= lost <= 0.1 + 5 * 0.0067, (lost, out)
+    ok(sandbox, "down", str(f))
+
+
+def test_delay_is_refused_clearly_on_a_kernel_without_netem(sandbox, tmp_path) -> None:
+    from nsnet import kernel
+
+    if kernel.has_netem():
+        pytest.skip("this kernel has netem")
+    f = tmp_path / "wire.yaml"
+    f.write_text(LINKED % "delay: 50ms")
+    before = sandbox.fingerprint()
+    proc = sandbox.cli("up", str(f))
+    assert proc.returncode == 8 and "CONFIG_NET_SCH_NETEM" in proc.stderr
+    assert sandbox.fingerprint() == before
+
+
+def test_graph_of_the_lab(sandbox, tmp_path) -> None:
+    box = sandbox
+    lab = str(EXAMPLES / "article-lab.yaml")
+    ok(box, "up", lab)
+    for suffix in ("dot", "mmd") + (("svg", "png") if shutil.which("dot") else ()):
+        out = tmp_path / f"lab.{suffix}"
+        ok(box, "graph", lab, "-o", str(out))
+        assert out.stat().st_size > 0
+    text = (tmp_path / "lab.svg" if shutil.which("dot") else tmp_path / "lab.dot").read_text()
+    for word in ("ns1", "ns2", "mydocker0", "veth", "eth0", "172.16.1.1/16", "172.16.1.2/16",
+                 "172.16.1.254/16"):
+        assert word in text, word
+
+
+def test_python_topology_api(sandbox) -> None:
+    import nsnet
+
+    eng = sandbox.engine()
+    with nsnet.Topology("code", engine=eng) as topo:
+        topo.network("lan", "10.60.0.0/24")
+        topo.node("pa", "lan")
+        topo.node("pb", "lan")
+        topo.link("pa", "pb", "10.61.0.1/30", "10.61.0.2/30", rate="50mbit")
+        topo.up()
+        assert topo["pa"].exec(["ping", "-c1", "-W2", "10.60.0.3"]).returncode == 0
+        assert topo["pa"].exec(["ping", "-c1", "-W2", "10.61.0.2"]).returncode == 0
+    assert eng.networks() == [] and not eng.store.topology_objects()
+    with pytest.raises(RuntimeError), nsnet.Topology("boom", engine=eng) as topo:
+        topo.network("lan2", "10.62.0.0/24")
+        topo.node("pc", "lan2")
+        topo.up()
+        raise RuntimeError("a test failing half-way")
+    assert eng.networks() == []  # taken down anyway
+
+
+
+
+def test_router_line_routes_end_to_end(sandbox) -> None:
+    ok(sandbox, "up", str(EXAMPLES / "router-line.yaml"))
+    out = sandbox.inside("r1", "ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.45.2",
+                         check=False)
+    assert out.returncode == 0, out.stdout
+    assert "ttl=61" in out.stdout  # three routers on the way
+    ok(sandbox, "down", str(EXAMPLES / "router-line.yaml"))
+
+
+def test_three_tier_isolation(sandbox) -> None:
+    box = sandbox
+    ok(box, "up", str(EXAMPLES / "three-tier.yaml"))
+
+    def reach(src: str, ip: str) -> bool:
+        return box.inside(src, "ping", "-c", "1", "-W", "1", ip, check=False).returncode == 0
+
+    assert reach("app", "10.112.0.10")  # app -> db on data
+    assert not reach("web1", "10.112.0.10")  # web -> db: another network, isolated
+    assert reach("web1", "10.111.0.2") or reach("web1", "10.111.0.3")  # back tier peers
+    ok(box, "down", str(EXAMPLES / "three-tier.yaml"))
+
+
+def test_changing_a_network_remakes_its_connections(sandbox, tmp_path) -> None:
+    f = tmp_path / "n.yaml"
+    base = ("name: n\nnetworks:\n  lan: {subnet: 10.72.0.0/24%s}\n"
+            "nodes:\n  a: {connect: [{network: lan}]}\n")
+    f.write_text(base % "")
+    ok(sandbox, "up", str(f))
+    f.write_text(base % ", mtu: 1400")
+    out = ok(sandbox, "up", str(f))
+    assert "change  network    lan" in out and "change  connection a@lan" in out
+    assert "mtu 1400" in sandbox.inside("a", "ip", "link", "show", "eth0").stdout
+    assert "as the file says" in ok(sandbox, "status", str(f))
+    ok(sandbox, "down", str(f))
