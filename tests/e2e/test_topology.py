@@ -191,7 +191,8 @@ def test_graph_of_the_lab(sandbox, tmp_path) -> None:
         ok(box, "graph", lab, "-o", str(out))
         assert out.stat().st_size > 0
     text = (tmp_path / "lab.svg" if shutil.which("dot") else tmp_path / "lab.dot").read_text()
-    for word in ("ns1", "ns2", "mydocker0", "veth", "eth0", "172.16.1.1/16", "172.16.1.2/16",
+    for word in ("ns1", "ns2", "mydocker0", "veth1", "veth2", "eth0", "172.16.1.1/16",
+                 "172.16.1.2/16",
                  "172.16.1.254/16"):
         assert word in text, word
 

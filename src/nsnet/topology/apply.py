@@ -221,10 +221,10 @@ def _connect_all(engine: Engine, topo: TopologySpec, keys: list[str],
     for key in keys:
         node, net = key.split("@", 1)
         conn = next(c for c in topo.nodes[node].connect if c.network == net)
-        if conn.ip or conn.mac or conn.publish or conn.aliases:
-            engine.connect(net, [node], ConnectOptions(ip=conn.ip, mac=conn.mac,
-                                                       ifname=conn.ifname, ports=conn.publish,
-                                                       aliases=conn.aliases))
+        if conn.ip or conn.mac or conn.publish or conn.aliases or conn.host_ifname:
+            engine.connect(net, [node], ConnectOptions(
+                ip=conn.ip, mac=conn.mac, ifname=conn.ifname, host_ifname=conn.host_ifname,
+                ports=conn.publish, aliases=conn.aliases))
         else:
             plain.setdefault((net, conn.ifname), []).append(node)
     for (net, ifname), nodes in plain.items():

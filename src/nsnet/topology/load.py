@@ -7,7 +7,7 @@ error naming the file, the line and the field -- before anything is touched.
              dns, dns_servers}
     nodes:
       NAME:
-        connect: [{network, ip, mac, ifname, aliases, publish}]
+        connect: [{network, ip, mac, ifname, host_ifname, aliases, publish}]
         routes: [{dst, via}]
         forward: true                 # a router (IPv4 forwarding inside)
     links:                          # point-to-point veth pairs, no bridge
@@ -61,6 +61,7 @@ class Connection:
     ifname: str | None = None
     aliases: tuple[str, ...] = ()
     publish: tuple[PortMap, ...] = ()
+    host_ifname: str | None = None  # the veth's host end (the article's veth1)
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,8 @@ def _kind(node: Any) -> str:
 
 NETWORK_KEYS = {"subnet": "", "gateway": "", "ip_range": "", "bridge": "", "mtu": "",
                 "masquerade": "", "internal": "", "icc": "", "dns": "", "dns_servers": ""}
-CONNECT_KEYS = {"network": "", "ip": "", "mac": "", "ifname": "", "aliases": "", "publish": ""}
+CONNECT_KEYS = {"network": "", "ip": "", "mac": "", "ifname": "", "host_ifname": "",
+                "aliases": "", "publish": ""}
 NODE_KEYS = {"connect": "", "routes": "", "forward": ""}
 ROUTE_KEYS = {"dst": "", "via": ""}
 LINK_KEYS = {"a": "", "b": "", "a_ip": "", "b_ip": "", "a_ifname": "", "b_ifname": "",
@@ -298,6 +300,10 @@ def _connection(doc: _Doc, node: Any, path: str, networks: dict[str, Any]) -> Co
     ifname = doc.scalar(raw["ifname"], f"{path}.ifname") if "ifname" in raw else None
     if ifname:
         doc.check(raw["ifname"], f"{path}.ifname", validate_ifname, ifname)
+    host_if = doc.scalar(raw["host_ifname"], f"{path}.host_ifname") \
+        if "host_ifname" in raw else None
+    if host_if:
+        doc.check(raw["host_ifname"], f"{path}.host_ifname", validate_ifname, host_if)
     aliases = tuple(doc.check(a, f"{path}.aliases", validate_dns_name,
                               doc.scalar(a, f"{path}.aliases"))
                     for a in (doc.seq(raw["aliases"], f"{path}.aliases")
@@ -310,7 +316,7 @@ def _connection(doc: _Doc, node: Any, path: str, networks: dict[str, Any]) -> Co
         if publish and networks[net].internal:
             doc.fail(raw["publish"], f"{path}.publish", f"network {net!r} is internal: "
                      "nothing can be published on it")
-    return Connection(net, ip, mac, ifname, aliases, publish)
+    return Connection(net, ip, mac, ifname, aliases, publish, host_if)
 
 
 def _node(doc: _Doc, name: str, node: Any, path: str, networks: dict[str, Any]) -> Node:
