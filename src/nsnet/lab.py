@@ -35,6 +35,26 @@ class LabNode:
 
 
 LAB_NODES = (LabNode("ns1", "veth1", "172.16.1.1"), LabNode("ns2", "veth2", "172.16.1.2"))
+LAB_TOPOLOGY_NAME = "article-lab"  # = examples/article-lab.yaml: `nsnet lab` is its `up` + pings
+
+
+def lab_topology():  # -> TopologySpec (imported late: the lab does not need YAML)
+    from .topology import Connection, Node, TopologySpec
+
+    nodes = {n.netns: Node(n.netns, (Connection(LAB_NETWORK.name, n.ip, None, "eth0", (), (),
+                                                n.host_ifname),))
+             for n in LAB_NODES}
+    return TopologySpec(LAB_TOPOLOGY_NAME, {LAB_NETWORK.name: LAB_NETWORK}, nodes)
+
+
+def _own_as_topology(engine: Engine) -> None:
+    """Record the lab as topology article-lab, so `nsnet up/status/down` of
+    examples/article-lab.yaml see it as theirs (and `nsnet lab` theirs)."""
+    from .topology.apply import specs
+
+    with engine.store.transaction():
+        for (kind, key), spec in specs(lab_topology()).items():
+            engine.store.set_topology_object(LAB_TOPOLOGY_NAME, kind, key, spec)
 _PROTO = {2: "kernel", 3: "boot", 4: "static"}
 _SCOPE = {253: "link", 254: "host"}
 
@@ -108,6 +128,7 @@ def lab_up(engine: Engine, out: Out, ping_count: int = 2, interval: float = 0.3)
         else:
             _preflight(engine)
             _build(engine, out)
+        _own_as_topology(engine)
     _step5(engine, out, ping_count, interval)
 
 
@@ -217,5 +238,8 @@ def lab_down(engine: Engine, out: Out) -> None:
         if mine:
             engine.ns_rm(mine)
             out("removed namespaces " + " ".join(mine))
+        with engine.store.transaction():
+            for kind, key in engine.store.topology_objects(LAB_TOPOLOGY_NAME):
+                engine.store.drop_topology_object(kind, key)
         if not net and not mine:
             out("nothing of the lab was left to remove")

@@ -254,3 +254,17 @@ def test_changing_a_network_remakes_its_connections(sandbox, tmp_path) -> None:
     assert "mtu 1400" in sandbox.inside("a", "ip", "link", "show", "eth0").stdout
     assert "as the file says" in ok(sandbox, "status", str(f))
     ok(sandbox, "down", str(f))
+
+
+def test_nsnet_lab_is_up_of_the_example_plus_pings(sandbox) -> None:
+    box = sandbox
+    lab = str(EXAMPLES / "article-lab.yaml")
+    assert "The lab is up" in ok(box, "lab")
+    assert "as the file says" in ok(box, "status", lab)
+    assert "nothing changed" in ok(box, "up", lab)
+    ok(box, "down", lab)
+    assert box.cli("network", "ls", "--json").stdout.strip() == "[]"
+    ok(box, "up", lab)  # and the other way round
+    assert "already up" in ok(box, "lab")
+    ok(box, "lab", "--down")
+    assert "is not up" in box.cli("status", lab).stdout + box.cli("down", lab).stderr
