@@ -268,3 +268,47 @@ def test_nsnet_lab_is_up_of_the_example_plus_pings(sandbox) -> None:
     assert "already up" in ok(box, "lab")
     ok(box, "lab", "--down")
     assert "is not up" in box.cli("status", lab).stdout + box.cli("down", lab).stderr
+
+
+SMALL = """
+name: small
+networks:
+  lan: {subnet: 10.73.0.0/24}
+nodes:
+  s1: {connect: [{network: lan}], routes: [{dst: 10.74.0.0/24, via: 10.75.0.2}]}
+  s2: {connect: [{network: lan}]}
+links:
+  - {a: s1, b: s2, a_ip: 10.75.0.1/30, b_ip: 10.75.0.2/30}
+"""
+
+
+def test_deleted_behind_its_back_is_seen_and_remade(sandbox, tmp_path) -> None:
+    f = tmp_path / "small.yaml"
+    f.write_text(SMALL)
+    ok(sandbox, "up", str(f))
+    sandbox.inside("s1", "ip", "link", "del", "to-s2")  # the link and, with it, the route
+    out = sandbox.cli("status", str(f))
+    assert out.returncode == 1 and "recorded but missing" in out.stdout
+    assert "create  link" in ok(sandbox, "up", str(f))
+    assert "as the file says" in ok(sandbox, "status", str(f))
+    ok(sandbox, "down", str(f))
+
+
+@pytest.mark.parametrize("point", range(1, 16, 2))
+def test_killed_up_is_finished_by_the_next_up(sandbox, tmp_path, point: int) -> None:
+    import os
+
+    f = tmp_path / "small.yaml"
+    f.write_text(SMALL)
+    env = sandbox.env() | {"NSNET_CRASH_AT": str(point)}
+    res = subprocess.run([*sandbox.cli_argv(), "up", str(f)], env=env, capture_output=True,
+                         text=True)
+    if res.returncode == 0:
+        pytest.skip(f"up passes fewer than {point} crash points")
+    assert res.returncode == -9
+    ok(sandbox, "up", str(f))  # carries on: nothing is left unowned
+    assert "as the file says" in ok(sandbox, "status", str(f))
+    assert sandbox.inside("s1", "ping", "-c1", "-W2", "10.75.0.2", check=False).returncode == 0
+    ok(sandbox, "down", str(f))
+    assert sandbox.cli("network", "ls", "--json").stdout.strip() == "[]"
+    assert sorted(os.listdir(sandbox.netns_dir)) == []

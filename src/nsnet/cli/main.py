@@ -385,10 +385,14 @@ def topo_down(settings: Settings, file: str) -> None:
 def topo_status(settings: Settings, file: str) -> None:
     """What of topology FILE is up, and what differs (exit 1 if anything)."""
     topo = nsnet.load_topology(file)
-    changes = nsnet.topology_plan(_engine(settings), topo)
+    engine = _engine(settings)
+    changes = nsnet.topology_plan(engine, topo)
     for change in changes:
         click.echo(f"differs: {change}")
-    if changes:
+    drift = engine.reconcile(dry_run=True)
+    for action in drift:
+        click.echo(f"kernel drift ('nsnet reconcile' repairs it): {action}")
+    if changes or drift:
         sys.exit(1)
     click.echo(f"{topo.name}: up, as the file says")
 

@@ -70,11 +70,14 @@ def plan(engine: Engine, topo: TopologySpec) -> list[Change]:
     have = {key: spec for key, (owner, spec) in everyone.items() if owner == topo.name}
     _refuse_foreign(engine, topo, want, everyone)
     changes = [Change("remove", kind, key) for (kind, key) in have if (kind, key) not in want]
+    live = _Live(engine)
     for (kind, key), spec in want.items():
         if (kind, key) not in have:
             changes.append(Change("create", kind, key))
         elif have[(kind, key)] != spec:
             changes.append(Change("change", kind, key, _what_changed(have[(kind, key)], spec)))
+        elif not live.has(kind, key, json.loads(spec)):
+            changes.append(Change("create", kind, key, "recorded but missing"))
     # a network made anew takes its connections with it: they are made anew too
     renewed = {c.key for c in changes if c.kind == "network" and c.verb == "change"}
     touched = {c.key for c in changes if c.kind == "connection"}
@@ -82,6 +85,43 @@ def plan(engine: Engine, topo: TopologySpec) -> list[Change]:
         if kind == "connection" and key.split("@", 1)[1] in renewed and key not in touched:
             changes.append(Change("change", kind, key, "its network is made anew"))
     return sorted(changes, key=lambda c: (ORDER.index(c.kind), c.key))
+
+
+class _Live:
+    """Whether a recorded object really exists.  Objects are recorded before
+    they are made (and forgotten after they are removed), so a crash or a
+    failure in between shows up here as missing, and the next `up` makes it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.nets = {n.name: n for n in engine.store.networks()}
+        self.owned = {n for n, (_, o) in engine.store.namespaces().items() if o}
+        self.snaps: dict[str, k.Snapshot | None] = {}
+
+    def _snap(self, node: str) -> k.Snapshot | None:
+        if node not in self.snaps:
+            try:
+                self.snaps[node] = self.engine.snapshot(node)
+            except NotFound:
+                self.snaps[node] = None
+        return self.snaps[node]
+
+    def has(self, kind: str, key: str, spec: dict) -> bool:
+        if kind == "network":
+            return key in self.nets
+        if kind == "node":
+            return key in self.owned
+        if kind == "connection":
+            node, net = key.split("@", 1)
+            return net in self.nets and any(e.netns == node for e in self.nets[net].endpoints)
+        if kind == "link":
+            snap = self._snap(spec["a"])
+            return bool(snap and snap.link(spec["a_ifname"]))
+        node, dst = key.split(">", 1)
+        snap = self._snap(node)
+        want = "0.0.0.0/0" if dst == "default" else dst
+        return bool(snap and any(r.dst in (dst, want) or (dst == "default" and r.is_default)
+                                 for r in snap.routes))
 
 
 def _what_changed(old: str, new: str) -> str:
@@ -122,10 +162,11 @@ def up(engine: Engine, topo: TopologySpec, progress: Callable[[int, int], None] 
         _remove(engine, topo, removals)
         _record(engine, topo.name, [c for c in removals if c.verb == "remove"], None)
         creations = [c for c in changes if c.verb in ("create", "change")]
-        # each phase is recorded as soon as it is done, so a failure part-way
-        # leaves what exists owned, and the next `up` carries on from there
-        _create(engine, topo, creations, progress, lambda done: _record(engine, topo.name,
-                                                                         done, want))
+        # recorded *before* being made: a failure or a crash part-way leaves
+        # records of objects that may not exist, which the next plan finds
+        # missing and makes (see _Live) -- never an object nobody owns
+        _record(engine, topo.name, creations, want)
+        _create(engine, topo, creations, progress)
         _apply_loss(engine, topo)
     return changes
 
@@ -171,8 +212,10 @@ def _remove(engine: Engine, topo: TopologySpec, changes: list[Change],
         elif c.kind == "connection":
             node, net = c.key.split("@", 1)
             if node not in gone_nodes and net not in gone_nets:
-                engine.disconnect(net, [node])
-    nodes = sorted(gone_nodes)
+                with contextlib.suppress(NotFound):  # already gone
+                    engine.disconnect(net, [node])
+    owned = {n for n, (_, o) in engine.store.namespaces().items() if o}
+    nodes = sorted(n for n in gone_nodes if n in owned)
     if nodes:
         engine.ns_rm(nodes)
     for net in sorted(gone_nets):
@@ -181,15 +224,15 @@ def _remove(engine: Engine, topo: TopologySpec, changes: list[Change],
 
 
 def _create(engine: Engine, topo: TopologySpec, changes: list[Change],
-            progress: Callable[[int, int], None] | None,
-            done: Callable[[list[Change]], None]) -> None:
+            progress: Callable[[int, int], None] | None) -> None:
     def of(kind: str) -> list[Change]:
         return [c for c in changes if c.kind == kind]
 
+    live = _Live(engine)
     for c in of("network"):
-        engine.network_create(topo.networks[c.key])
-        done([c])
-    nodes = [c.key for c in of("node") if c.verb == "create"]
+        if not live.has("network", c.key, {}):
+            engine.network_create(topo.networks[c.key])
+    nodes = [c.key for c in of("node") if not live.has("node", c.key, {})]
     if nodes:
         engine.ns_add(nodes)
     for c in of("node"):
@@ -200,18 +243,19 @@ def _create(engine: Engine, topo: TopologySpec, changes: list[Change],
                                      else "0"})
         finally:
             ns.close()
-    done(of("node"))
-    _connect_all(engine, topo, [c.key for c in of("connection")], progress)
-    done(of("connection"))
+    live = _Live(engine)
+    _connect_all(engine, topo, [c.key for c in of("connection")
+                                if not live.has("connection", c.key, {})], progress)
     for c in of("link"):
-        _add_link(engine, next(lk for lk in topo.links if lk.key == c.key))
-        done([c])
+        link = next(lk for lk in topo.links if lk.key == c.key)
+        _del_link(engine, json.loads(json.dumps(asdict(link))))  # a half-made one goes first
+        _add_link(engine, link)
     for c in of("route"):
         node, dst = c.key.split(">", 1)
         via = dict(topo.nodes[node].routes)[dst]
+        _del_route(engine, c.key)
         _in_node(engine, node, f"adding route {dst} via {via} in {node!r}",
                  lambda rt, dst=dst, via=via: rt.run([k.req_add_route(dst, via)]))
-        done([c])
 
 
 def _connect_all(engine: Engine, topo: TopologySpec, keys: list[str],
