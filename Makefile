@@ -5,14 +5,15 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# command -> Debian package that provides it
+# command -> Debian package that provides it: what nsnet needs to run ...
 SYSTEM_TOOLS := ip:iproute2 brctl:bridge-utils ping:iputils-ping nsenter:util-linux \
-                unshare:util-linux setpriv:util-linux nft:nftables ss:iproute2 \
-                iptables:iptables /usr/lib/cni/bridge:containernetworking-plugins \
-                /usr/lib/podman/aardvark-dns:aardvark-dns dot:graphviz iperf3:iperf3
+                unshare:util-linux setpriv:util-linux nft:nftables
+# ... and what the tests and benchmarks compare with or measure by
+TEST_TOOLS := ss:iproute2 iptables:iptables /usr/lib/cni/bridge:containernetworking-plugins \
+              /usr/lib/podman/aardvark-dns:aardvark-dns dot:graphviz iperf3:iperf3
 
 .PHONY: lab lab-down test test-runtime unit lint bench reliability system-deps \
-        runtime-deps clean
+        test-deps apt-missing runtime-deps clean
 
 lab: system-deps $(VENV)/.installed
 	$(BIN)/nsnet lab
@@ -20,12 +21,12 @@ lab: system-deps $(VENV)/.installed
 lab-down: $(VENV)/.installed
 	$(BIN)/nsnet lab --down
 
-test: system-deps $(VENV)/.installed-test
+test: system-deps test-deps $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q tests --ignore=tests/runtime
 
 # A real runtime (podman + runc, CNI backend) on nsnet's CNI plugin, sandboxed.
-test-runtime: system-deps runtime-deps $(VENV)/.installed-test
+test-runtime: system-deps test-deps runtime-deps $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q tests/runtime
 
 unit: $(VENV)/.installed-test
@@ -34,7 +35,7 @@ unit: $(VENV)/.installed-test
 # Long runs live here, never in `make test`: the full side-by-side benchmark
 # (article, CNI reference plugins, ip -batch, kernel floor, nsnet), a profile,
 # published ports vs CNI portmap, embedded DNS vs aardvark-dns, CNI plugin latency.
-bench: system-deps $(VENV)/.installed-bench
+bench: system-deps test-deps $(VENV)/.installed-bench
 	$(BIN)/python -m bench.setup --n 10 100 500 1000 --reps 3
 	$(BIN)/python -m bench.profile --n 1000
 	$(BIN)/python -m bench.ports --max 10000 --budget 600 --out bench/results/ports.md
@@ -42,7 +43,7 @@ bench: system-deps $(VENV)/.installed-bench
 	$(BIN)/python -m bench.cni --n 50 --out bench/results/cni.md
 
 # Every crash point + random-time kills (>= 200), and 10,000 fuzz cases.
-reliability: system-deps $(VENV)/.installed-test
+reliability: system-deps test-deps $(VENV)/.installed-test
 	rm -f bench/results/fuzz.txt
 	NSNET_FUZZ_EXAMPLES=5000 NSNET_FUZZ_REPORT=bench/results/fuzz.txt \
 	  $(BIN)/python -m pytest -q tests/kernel/test_fuzz.py
@@ -53,13 +54,21 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
 
 system-deps:
+	@$(MAKE) -s apt-missing TOOLS="$(SYSTEM_TOOLS)" CHECK_PYTHON=1
+
+test-deps:
+	@$(MAKE) -s apt-missing TOOLS="$(TEST_TOOLS)"
+
+apt-missing:
 	@missing=""; \
-	for pair in $(SYSTEM_TOOLS); do \
+	for pair in $(TOOLS); do \
 	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
 	  command -v $$cmd >/dev/null 2>&1 || PATH="$$PATH:/usr/sbin:/sbin" command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 	done; \
-	command -v $(PYTHON) >/dev/null 2>&1 || missing="$$missing python3"; \
-	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	if [ -n "$(CHECK_PYTHON)" ]; then \
+	  command -v $(PYTHON) >/dev/null 2>&1 || missing="$$missing python3"; \
+	  $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	fi; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
