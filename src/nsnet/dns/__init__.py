@@ -115,7 +115,7 @@ class DnsControl:
             time.sleep(0.001)  # a reload takes the server about a millisecond
         return {}
 
-    def stop(self, pid: int | None = None) -> None:
+    def stop(self) -> None:
         stop_daemon(self._path(PIDFILE))
 
 
