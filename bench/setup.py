@@ -129,9 +129,12 @@ def rss_probe(n: int) -> None:
     from . import worker
 
     worker.sh("mount", "-t", "tmpfs", "nsnet-bench", "/run")
-    worker.nsnet_prepare()
-    worker.nsnet_cli_setup(n)
-    print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+    try:
+        worker.nsnet_prepare()
+        worker.nsnet_cli_setup(n)
+        print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+    finally:  # the endpoints stay (the sandbox goes); nsnet's DNS server must not
+        worker.stop_daemons(worker.STATE)
 
 
 def measure_rss(n: int) -> float | None:
