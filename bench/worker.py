@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from .common import stop_daemons
+from .common import sh, stop_daemons
 
 try:  # imported up front so no method pays it inside its timed section
     from nsnet import kernel as _kernel
@@ -35,13 +35,6 @@ ETC = "/run/nsnet-etc"  # resolv.conf files: on the sandbox's tmpfs, never /etc
 
 def addr(i: int) -> str:
     return str(ipaddress.ip_address(GATEWAY) + i)
-
-
-def sh(*argv: str, stdin: str | None = None, env: dict[str, str] | None = None) -> str:
-    res = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=env)
-    if res.returncode:
-        raise RuntimeError(f"{' '.join(argv[:6])}: {res.stderr.strip() or res.stdout.strip()}")
-    return res.stdout
 
 
 def names(n: int) -> list[str]:

@@ -44,7 +44,7 @@ from . import SUPPORTED
 # the spec's well-known error codes
 INCOMPATIBLE, UNSUPPORTED_FIELD, UNKNOWN_CONTAINER, INVALID_ENV = 1, 2, 3, 4
 IO_FAILURE, DECODE, INVALID_CONFIG, TRY_AGAIN = 5, 6, 7, 11
-NOT_AVAILABLE, NOT_AVAILABLE_TEMP = 50, 51
+NOT_AVAILABLE = 50
 PLUGIN_ERROR = 100  # nsnet's own failures (the message says which)
 
 KNOWN_KEYS = {"cniVersion", "cniVersions", "name", "type", "args", "ipMasq", "ipam", "dns",
@@ -185,14 +185,16 @@ def spec_of(conf: dict[str, Any]) -> NetworkSpec:
     except InvalidInput as exc:
         raise CniError(INVALID_CONFIG, str(exc)) from None
     masq = conf.get("masquerade", conf.get("ipMasq", True))
+    # the spec's "dns" key is a dict of resolver settings (nsnet's DNS stays on);
+    # nsnet also takes a plain true/false there
+    dns = conf.get("dns", True)
     if conf.get("isolation") is False:
         raise CniError(UNSUPPORTED_FIELD, "isolation cannot be turned off: nsnet networks are "
                        "always isolated from each other", "isolation=false")
     return NetworkSpec(str(conf["name"]), str(subnet), gateway, conf.get("ipRange"),
                        conf.get("bridge"), conf.get("mtu"), bool(masq),
                        bool(conf.get("internal", False)), bool(conf.get("icc", True)),
-                       bool(conf.get("dns", {}).get("enabled", True)
-                            if isinstance(conf.get("dns"), dict) else conf.get("dns", True)),
+                       dns if isinstance(dns, bool) else True,
                        tuple(conf.get("dnsServers", ())))
 
 
