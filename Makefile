@@ -12,7 +12,7 @@ SYSTEM_TOOLS := ip:iproute2 brctl:bridge-utils ping:iputils-ping nsenter:util-li
 TEST_TOOLS := ss:iproute2 iptables:iptables /usr/lib/cni/bridge:containernetworking-plugins \
               /usr/lib/podman/aardvark-dns:aardvark-dns dot:graphviz iperf3:iperf3
 
-.PHONY: lab lab-down test test-runtime unit lint bench reliability system-deps \
+.PHONY: lab lab-down test test-runtime unit lint bench reliability security-report system-deps \
         test-deps apt-missing runtime-deps clean
 
 lab: system-deps $(VENV)/.installed
@@ -41,6 +41,10 @@ bench: system-deps test-deps $(VENV)/.installed-bench
 	$(BIN)/python -m bench.ports --max 10000 --budget 600 --out bench/results/ports.md
 	$(BIN)/python -m bench.dns --names 10000 --out bench/results/dns.md
 	$(BIN)/python -m bench.cni --n 50 --out bench/results/cni.md
+
+# The adversarial suite's catalogue: attack, promise, result.
+security-report: system-deps test-deps $(VENV)/.installed-test
+	NSNET_SECURITY_REPORT=bench/results/security.md $(BIN)/python -m pytest -q tests/security
 
 # Every crash point + random-time kills (>= 200), and 10,000 fuzz cases.
 reliability: system-deps test-deps $(VENV)/.installed-test
