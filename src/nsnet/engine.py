@@ -20,7 +20,6 @@ import ipaddress
 import os
 import random
 import resource
-import signal
 import time
 import uuid
 from collections import Counter
@@ -29,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from . import kernel as k
+from .crash import crashpoint
 from .dns import RESOLV_MARK, DnsControl, dns_networks, resolv_conf, resolver_network
 from .errors import (
     AlreadyExists,
@@ -91,26 +91,6 @@ def _transient_group() -> int:
     """A link group used only for the duration of one operation, so all of
     its links can be deleted with one RTM_DELLINK (one RCU wait)."""
     return random.randrange(1 << 30, 1 << 31)
-
-
-_CRASH_AT = int(os.environ.get("NSNET_CRASH_AT", "0") or 0)
-_CRASH_LOG = os.environ.get("NSNET_CRASH_LOG")
-_crash_hits = 0
-
-
-def crashpoint(label: str) -> None:
-    """Fault injection for the reliability harness: with NSNET_CRASH_AT=N the
-    process SIGKILLs itself at the N-th point reached; NSNET_CRASH_LOG=FILE
-    records the points passed.  Free when neither is set."""
-    global _crash_hits
-    if not (_CRASH_AT or _CRASH_LOG):
-        return
-    _crash_hits += 1
-    if _CRASH_LOG:
-        with open(_CRASH_LOG, "a") as f:
-            f.write(f"{_crash_hits} {label}\n")
-    if _crash_hits == _CRASH_AT:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def require_root() -> None:
@@ -478,56 +458,81 @@ class Engine:
             self.lock.notify(f"nsnet: error: embedded DNS cannot serve network {net!r}: {why} "
                              "(the network works; names do not resolve on it)")
 
-    def _write_resolv_confs(self, namespaces: set[str]) -> None:
+    def _wanted_resolv(self, namespaces: Iterable[str]) -> dict[str, str | None]:
+        """The resolv.conf text the state wants in each namespace (None: none)."""
+        names = set(namespaces)
         nets = {n.name: n for n in self.store.networks()}
         eps: dict[str, list[Endpoint]] = {}
         for ep in self.store.endpoints():
-            if ep.netns in namespaces:
+            if ep.netns in names:
                 eps.setdefault(ep.netns, []).append(ep)
-        for name in namespaces:
+        out: dict[str, str | None] = {}
+        for name in names:
             net = resolver_network(eps.get(name, []), nets)
-            self._write_resolv(name, resolv_conf(net) if net else None)
+            out[name] = resolv_conf(net) if net else None
+        return out
 
-    def _write_resolv(self, netns: str, text: str | None) -> None:
-        """Write (or, with None, remove) /etc/netns/NS/resolv.conf -- only a
-        file nsnet wrote: someone else's is left alone."""
-        folder = os.path.join(self.etc_netns_dir, netns)
-        path = os.path.join(folder, "resolv.conf")
+    def _write_resolv_confs(self, namespaces: set[str]) -> None:
+        """Each file is recorded in the state before it is written and
+        forgotten after it is removed, so a crash in between leaves a record
+        that reconcile follows (never a file nobody knows is nsnet's)."""
+        wanted = self._wanted_resolv(namespaces)
+        recorded = self.store.resolv_files()
+        new = sorted(n for n, text in wanted.items() if text is not None and n not in recorded)
+        if new:
+            with self.store.transaction():
+                self.store.add_resolv_files(new)
+        gone = [name for name, text in sorted(wanted.items())
+                if not self._write_resolv(name, text) and (name in recorded or name in new)]
+        if gone:
+            with self.store.transaction():
+                self.store.remove_resolv_files(gone)
+
+    def _resolv_path(self, netns: str) -> str:
+        return os.path.join(self.etc_netns_dir, netns, "resolv.conf")
+
+    def _read_resolv(self, netns: str) -> str | None:
         try:
-            with open(path) as f:
-                current: str | None = f.read()
-        except FileNotFoundError:
-            current = None
-        if current == text or (current is not None and not current.startswith(RESOLV_MARK)):
-            return
+            with open(self._resolv_path(netns)) as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def _write_resolv(self, netns: str, text: str | None) -> bool:
+        """Write (or, with None, remove) /etc/netns/NS/resolv.conf -- only a
+        file nsnet wrote: someone else's is left alone.  True if nsnet's
+        file is there afterwards."""
+        path = self._resolv_path(netns)
+        current = self._read_resolv(netns)
+        if current is not None and not current.startswith(RESOLV_MARK):
+            return False
+        if current == text:
+            return text is not None
         if text is None:
             os.unlink(path)
             with contextlib.suppress(OSError):
-                os.rmdir(folder)  # only if empty
-            return
-        os.makedirs(folder, exist_ok=True)
+                os.rmdir(os.path.dirname(path))  # only if empty
+            return False
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.nsnet-tmp"
         with open(tmp, "w") as f:
             f.write(text)
         os.replace(tmp, path)
+        return True
 
     def resolv_drift(self) -> list[str]:
-        """Namespaces whose resolv.conf is not what the state says."""
-        nets = {n.name: n for n in self.store.networks()}
-        eps: dict[str, list[Endpoint]] = {}
-        for ep in self.store.endpoints():
-            eps.setdefault(ep.netns, []).append(ep)
+        """Namespaces whose resolv.conf is not what the state says: every
+        namespace with an endpoint and every file nsnet recorded writing
+        (O(nsnet's own files), never a scan of /etc/netns)."""
+        recorded = self.store.resolv_files()
+        wanted = self._wanted_resolv({e.netns for e in self.store.endpoints()} | recorded)
         out = []
-        for name, mine in sorted(eps.items()):
-            net = resolver_network(mine, nets)
-            path = os.path.join(self.etc_netns_dir, name, "resolv.conf")
-            try:
-                with open(path) as f:
-                    current: str | None = f.read()
-            except OSError:
-                current = None
-            if net and current != resolv_conf(net) and (
-                    current is None or current.startswith(RESOLV_MARK)):
+        for name, text in sorted(wanted.items()):
+            current = self._read_resolv(name)
+            if current is not None and not current.startswith(RESOLV_MARK):
+                if name in recorded:  # someone else's file now: forget ours
+                    out.append(name)
+            elif current != text or (text is None and name in recorded):
                 out.append(name)
         return out
 
@@ -899,7 +904,7 @@ class Engine:
                 self.store.set_default_route(ep.id)
             self.store.journal_remove(op)
         crashpoint("delete:committed")
-        if eps or payload["network"]:
+        if eps or payload["network"] or payload["namespaces"]:
             self._sync_dns({e.netns for e in eps} | set(payload["namespaces"]))
 
     def _fw_delete(self, eps: list[Endpoint], network: list[str] | None) -> None:
@@ -999,9 +1004,12 @@ class Engine:
         kinds = {a.kind for a in actions}
         if "orphan" in kinds:
             self._delete_links([a.data[0] for a in actions if a.kind == "orphan"])
+        resolv = {n for a in actions if a.kind == "dns" for n in a.data}
         if "release" in kinds:
+            released = {a.data[0] for a in actions if a.kind == "release"}
+            resolv |= {e.netns for e in self.store.endpoints() if e.id in released}
             with self.store.transaction():
-                self.store.remove_endpoints(a.data[0] for a in actions if a.kind == "release")
+                self.store.remove_endpoints(released)
         for a in actions:
             if a.kind == "netns" and not k.is_netns_mount(self.ns_path(a.data[0])):
                 self._remove_if_empty(a.data[0])  # a stale empty mount point
@@ -1019,8 +1027,8 @@ class Engine:
             self._recreate_endpoints(self.network(net_name), ids)
         if "sysctl" in kinds:
             self._ensure_forwarding()
-        if "dns" in kinds:
-            self._sync_dns(n for a in actions if a.kind == "dns" for n in a.data)
+        if "dns" in kinds or "release" in kinds:  # a released namespace loses its resolv.conf
+            self._sync_dns(resolv)
         if "firewall" in kinds or "release" in kinds:
             self._sync_firewall()
 

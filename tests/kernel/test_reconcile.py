@@ -145,3 +145,48 @@ def test_unsettleable_intent_does_not_block_other_commands(sandbox, monkeypatch)
     monkeypatch.undo()
     assert eng.recover() == ["finished an interrupted delete"]
     assert eng.store.journal() == []
+
+
+def _resolv(sandbox, name):
+    return os.path.join(sandbox.etc_dir, name, "resolv.conf")
+
+
+@pytest.mark.parametrize("then", ["reconcile", "ns rm"])
+def test_disconnect_killed_after_commit_leaves_no_resolv_conf(sandbox, then):
+    """SIGKILL after a disconnect's commit, before its resolv.conf is removed:
+    reconcile must see the stale file (it belongs to nsnet, no endpoint wants
+    it) and remove it, and so must `ns rm` without a reconcile first."""
+    assert sandbox.cli("network", "create", "front", "--subnet", "198.51.100.0/24").returncode == 0
+    a, b = sandbox.name("da"), sandbox.name("db")
+    assert sandbox.cli("connect", "front", a, b, "--create").returncode == 0
+    assert os.path.exists(_resolv(sandbox, a))
+    env = sandbox.env() | {"NSNET_CRASH_AT": "delete:committed"}
+    res = subprocess.run([*sandbox.cli_argv(), "disconnect", "front", a], env=env,
+                         capture_output=True, text=True)
+    assert res.returncode == -9, res.stderr
+    assert os.path.exists(_resolv(sandbox, a))  # the leak the harness must see
+    if then == "reconcile":
+        dry = sandbox.cli("reconcile", "--dry-run")
+        assert dry.returncode == 1 and f"{a}/resolv.conf" in dry.stdout, dry.stdout
+        assert sandbox.cli("reconcile").returncode == 0
+        assert sandbox.cli("reconcile", "--dry-run").returncode == 0
+    else:
+        assert sandbox.cli("ns", "rm", a).returncode == 0
+    assert not os.path.exists(_resolv(sandbox, a))
+    assert os.path.exists(_resolv(sandbox, b))  # the neighbour keeps its own
+
+
+def test_foreign_resolv_conf_is_never_touched_or_reported(sandbox):
+    """A resolv.conf nsnet did not write, where nsnet would write one: left
+    alone by connect, disconnect and reconcile, and not counted as drift."""
+    assert sandbox.cli("network", "create", "front", "--subnet", "198.51.100.0/24").returncode == 0
+    a = sandbox.name("fa")
+    os.makedirs(os.path.dirname(_resolv(sandbox, a)))
+    with open(_resolv(sandbox, a), "w") as f:
+        f.write("nameserver 192.0.2.53\n")
+    assert sandbox.cli("connect", "front", a, "--create").returncode == 0
+    assert sandbox.cli("reconcile", "--dry-run").returncode == 0
+    assert sandbox.cli("disconnect", "front", a).returncode == 0
+    with open(_resolv(sandbox, a)) as f:
+        assert f.read() == "nameserver 192.0.2.53\n"
+    assert sandbox.cli("reconcile", "--dry-run").returncode == 0

@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS cni_attachments(
 CREATE TABLE IF NOT EXISTS topology_objects(
     topology TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, spec TEXT NOT NULL,
     PRIMARY KEY(kind, key));
+CREATE TABLE IF NOT EXISTS resolv_files(netns TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS journal(
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT NOT NULL,
     created REAL NOT NULL);
@@ -223,6 +224,18 @@ class Store:
     def remove_attachment(self, cid: str, ifname: str, network: str) -> None:
         self.db.execute("DELETE FROM cni_attachments WHERE container_id=? AND ifname=? AND "
                         "network=?", (cid, ifname, network))
+
+    # resolv.conf files nsnet wrote (recorded before writing, dropped after
+    # removing): drift and cleanup look at these, never at all of /etc/netns
+    def resolv_files(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT netns FROM resolv_files")}
+
+    def add_resolv_files(self, names: Iterable[str]) -> None:
+        self.db.executemany("INSERT OR IGNORE INTO resolv_files VALUES(?)",
+                            [(n,) for n in names])
+
+    def remove_resolv_files(self, names: Iterable[str]) -> None:
+        self.db.executemany("DELETE FROM resolv_files WHERE netns=?", [(n,) for n in names])
 
     # topologies: which objects a topology file owns, with their spec --------
     def topology_objects(self, topology: str | None = None
