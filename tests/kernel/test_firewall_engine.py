@@ -3,6 +3,10 @@ for a rejected one, and the state as the source the firewall is rebuilt from."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+
 import pytest
 
 from nsnet import AlreadyExists, ConnectOptions, FakeFirewall, InvalidInput, NetworkSpec
@@ -82,28 +86,67 @@ def test_failed_firewall_rolls_the_whole_connect_back(sandbox, fake) -> None:
     assert sandbox.fingerprint() == before and fw.facts() == facts
 
 
-@pytest.mark.parametrize("point", range(1, 11))
+# Every crash point a publishing connect passes, in order.  A hook that stops
+# working, or a new point, fails test_publish_crash_points_are_these (never a skip).
+PUBLISH_POINTS = ["connect:journaled", "netns:created", "connect:veths", "connect:host-up",
+                  "connect:inside", "connect:applied", "connect:firewall", "connect:committed"]
+
+
+def _publish(sandbox, ns: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([*sandbox.cli_argv(), "connect", "front", ns, "--create",
+                           "-p", "8080:80", "-p", "5353:53/udp"], env=env, capture_output=True,
+                          text=True)
+
+
+def _ruleset(sandbox) -> list[str]:
+    """nft's own listing, with the endpoints' random ids and host interface
+    names replaced by their namespace: the rules' content, comparable across
+    runs (sorted lines: a set's element order is not content)."""
+    text = sandbox.host("nft", "list", "ruleset").stdout
+    for net in json.loads(sandbox.cli("network", "ls", "--json").stdout):
+        text = text.replace(net["id"], f"<net {net['name']}>")
+        for ep in net["endpoints"]:
+            text = text.replace(ep["id"], f"<ep {ep['netns']}>")
+            text = text.replace(ep["host_ifname"], f"<veth {ep['netns']}>")
+    return sorted(line.strip() for line in text.splitlines())
+
+
+def test_publish_crash_points_are_these(sandbox) -> None:
+    assert sandbox.cli("network", "create", "front", "--subnet", "10.5.0.0/24",
+                       "--no-icc").returncode == 0
+    log = os.path.join(sandbox.state_dir, "points.log")
+    assert _publish(sandbox, sandbox.name("p"), sandbox.env() | {"NSNET_CRASH_LOG": log}
+                    ).returncode == 0
+    with open(log) as f:
+        assert [line.split()[1] for line in f] == PUBLISH_POINTS
+
+
+@pytest.mark.parametrize("point", range(1, len(PUBLISH_POINTS) + 1))
 def test_killed_publish_leaves_the_firewall_consistent(sandbox, point) -> None:
     """SIGKILL at every crash point of a connect that publishes a port on a
-    --no-icc network: afterwards the nft ruleset matches the state exactly."""
-    import os
-    import subprocess
-
+    --no-icc network: afterwards the nft ruleset is, rule for rule, the one
+    before (rolled back) or the one a clean connect makes (finished)."""
     assert sandbox.cli("network", "create", "front", "--subnet", "10.5.0.0/24",
                        "--no-icc").returncode == 0
     empty = sandbox.host("nft", "list", "ruleset").stdout
     log = os.path.join(sandbox.state_dir, "points.log")
     env = sandbox.env() | {"NSNET_CRASH_AT": str(point), "NSNET_CRASH_LOG": log}
-    res = subprocess.run([*sandbox.cli_argv(), "connect", "front", sandbox.name("p"), "--create",
-                          "-p", "8080:80", "-p", "5353:53/udp"], env=env, capture_output=True,
-                         text=True)
-    if res.returncode == 0:
-        pytest.skip(f"connect passes fewer than {point} crash points")
-    assert res.returncode == -9
+    ns = sandbox.name("p")
+    res = _publish(sandbox, ns, env)
+    assert res.returncode == -9, f"crash point {point} not reached: {res.returncode}"
+    with open(log) as f:
+        assert f.read().split()[-1] == PUBLISH_POINTS[point - 1]
     out = sandbox.cli("reconcile")
     assert out.returncode == 0, out.stderr
     assert sandbox.cli("reconcile", "--dry-run").returncode == 0
-    published = sandbox.cli("port", "ls").stdout
-    if "8080" not in published:  # rolled back: the ruleset is as before
-        assert sandbox.host("nft", "list", "ruleset").stdout == empty
     assert sandbox.engine().firewall_drift() == 0
+    if "8080" not in sandbox.cli("port", "ls").stdout:  # rolled back: the ruleset is as before
+        assert PUBLISH_POINTS[point - 1] != "connect:committed"
+        assert sandbox.host("nft", "list", "ruleset").stdout == empty
+        return
+    assert PUBLISH_POINTS[point - 1] == "connect:committed"
+    finished = _ruleset(sandbox)
+    assert sandbox.cli("disconnect", "front", ns).returncode == 0
+    assert sandbox.host("nft", "list", "ruleset").stdout == empty
+    assert _publish(sandbox, ns, sandbox.env()).returncode == 0
+    assert finished == _ruleset(sandbox)

@@ -94,13 +94,18 @@ def test_addresses_and_routes(host):
 
 
 def test_sysctl_is_written_in_the_target_namespace(sandbox):
-    inner = k.create_netns(sandbox.netns_dir, sandbox.name("s"))
-    k.write_sysctls(inner, {"net/ipv4/ip_forward": "1", "net/nope/missing": "1"})
-    with k.entered(inner.fd), open("/proc/sys/net/ipv4/ip_forward") as f:
-        assert f.read().strip() == "1"
+    """The value written inside is the opposite of the caller's: written in
+    the wrong namespace, either the inner read or the caller's would show it."""
     with open("/proc/sys/net/ipv4/ip_forward") as f:
-        root_value = f.read().strip()
-    assert root_value in ("0", "1")  # readable; we never wrote it
+        caller_before = f.read().strip()
+    value = "0" if caller_before == "1" else "1"
+    inner = k.create_netns(sandbox.netns_dir, sandbox.name("s"))
+    k.write_sysctls(inner, {"net/ipv4/ip_forward": value, "net/nope/missing": "1"})
+    with k.entered(inner.fd), open("/proc/sys/net/ipv4/ip_forward") as f:
+        assert f.read().strip() == value
+    with open("/proc/sys/net/ipv4/ip_forward") as f:
+        assert f.read().strip() == caller_before  # the caller's namespace is untouched
+    assert k.read_sysctl(inner, "net/ipv4/ip_forward") == value
     inner.close()
 
 
