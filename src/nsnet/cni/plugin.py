@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import kernel as k
+from ..crash import crashpoint
 from ..engine import DEFAULT_NETNS_DIR, DEFAULT_STATE_DIR, Engine
 from ..errors import (
     AlreadyExists,
@@ -305,6 +306,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
                 raise CniError(PLUGIN_ERROR, f"container {req.container_id} already has "
                                f"{req.ifname} on network {net.name!r}")
         name, mount = attach_netns(eng, req)
+        crashpoint("cni:netns-attached")
         kind = delegated_ipam(req.conf)
         ipam_conf = dict(req.conf, cniVersion=req.version)
         try:
@@ -315,6 +317,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
             opts = ConnectOptions(ip=static, mac=_static_mac(req), ifname=req.ifname,
                                   ports=_ports(req), aliases=_aliases(req))
             ep = eng.connect(net.name, [name], opts)[0]
+            crashpoint("cni:connected")
         except BaseException:
             if kind:
                 with contextlib.suppress(CniError, OSError, ValueError):
@@ -324,6 +327,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
         with eng.store.transaction():
             eng.store.add_attachment(req.container_id, req.ifname, net.name, name, mount,
                                      {"type": kind} if kind else {})
+        crashpoint("cni:recorded")
         links = eng.rtnl.link_by_name()
         macs = {name: links[name].mac if name in links else "" for name in
                 (net.bridge, ep.host_ifname)}
@@ -387,7 +391,9 @@ def cmd_del(req: Request) -> None:
 def _detach(eng: Engine, network: str, att: dict[str, Any]) -> None:
     with contextlib.suppress(NotFound):
         eng.disconnect(network, [att["netns"]])
+    crashpoint("cni:disconnected")
     detach_netns(att["mount"])
+    crashpoint("cni:netns-detached")
     with eng.store.transaction():
         eng.store.remove_attachment(att["containerID"], att["ifname"], network)
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable
 
 from .. import kernel as k
+from ..crash import crashpoint
 from ..model import Endpoint, Network
 
 __all__ = ["RESOLV_MARK", "DnsControl", "dns_networks", "resolv_conf", "stop_daemon",
@@ -88,6 +89,7 @@ class DnsControl:
             os.kill(pid, signal.SIGHUP)
         else:
             pid = self._start()
+        crashpoint("dns:signalled")
         status = self._wait(pid, before)
         return {name: s["error"] for name, s in status.get("networks", {}).items()
                 if s.get("error")}

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from .. import kernel as k
+from ..crash import crashpoint
 from ..engine import Engine, kernel_errors
 from ..errors import Conflict, KernelError, NotFound
 from ..model import ALIAS_PREFIX, ConnectOptions
@@ -160,14 +161,17 @@ def up(engine: Engine, topo: TopologySpec, progress: Callable[[int, int], None] 
         want = specs(topo)
         removals = [c for c in changes if c.verb in ("remove", "change")]
         _remove(engine, topo, removals)
+        crashpoint("topology:removed")
         _record(engine, topo.name, [c for c in removals if c.verb == "remove"], None)
         creations = [c for c in changes if c.verb in ("create", "change")]
         # recorded *before* being made: a failure or a crash part-way leaves
         # records of objects that may not exist, which the next plan finds
         # missing and makes (see _Live) -- never an object nobody owns
         _record(engine, topo.name, creations, want)
+        crashpoint("topology:recorded")
         _create(engine, topo, creations, progress)
         _apply_loss(engine, topo)
+        crashpoint("topology:loss")
     return changes
 
 
@@ -190,6 +194,7 @@ def down(engine: Engine, name: str) -> list[Change]:
         changes = sorted((Change("remove", kind, key) for kind, key in have),
                          key=lambda c: (ORDER.index(c.kind), c.key))
         _remove(engine, TopologySpec(name), changes, have)
+        crashpoint("topology:removed")
         with engine.store.transaction():
             for c in changes:
                 engine.store.drop_topology_object(c.kind, c.key)
@@ -207,8 +212,10 @@ def _remove(engine: Engine, topo: TopologySpec, changes: list[Change],
         spec = json.loads(have.get((c.kind, c.key), "{}"))
         if c.kind == "route" and c.key.split(">")[0] not in gone_nodes:
             _del_route(engine, c.key)
+            crashpoint("topology:route-removed")
         elif c.kind == "link":
             _del_link(engine, spec)
+            crashpoint("topology:link-removed")
         elif c.kind == "connection":
             node, net = c.key.split("@", 1)
             if node not in gone_nodes and net not in gone_nets:
@@ -243,6 +250,7 @@ def _create(engine: Engine, topo: TopologySpec, changes: list[Change],
                                      else "0"})
         finally:
             ns.close()
+        crashpoint("topology:forwarding")
     live = _Live(engine)
     _connect_all(engine, topo, [c.key for c in of("connection")
                                 if not live.has("connection", c.key, {})], progress)
@@ -256,6 +264,7 @@ def _create(engine: Engine, topo: TopologySpec, changes: list[Change],
         _del_route(engine, c.key)
         _in_node(engine, node, f"adding route {dst} via {via} in {node!r}",
                  lambda rt, dst=dst, via=via: rt.run([k.req_add_route(dst, via)]))
+        crashpoint("topology:route")
 
 
 def _connect_all(engine: Engine, topo: TopologySpec, keys: list[str],
@@ -291,15 +300,18 @@ def _add_link(engine: Engine, link: Link) -> None:
         with kernel_errors(f"creating link {link.key}"), k.open_rtnl(a) as ra, \
                 k.open_rtnl(b) as rb:
             ra.run([k.req_new_veth(k.VethSpec(link.a_ifname, link.b_ifname, b.fd))])
+            crashpoint("topology:link-veth")
             ia, ib = ra.link(link.a_ifname).index, rb.link(link.b_ifname).index
             alias = f"{ALIAS_PREFIX}link:{link.key}"[:250]
             ra.run([k.req_set_link(index=ia, up=True, alias=alias),
                     k.req_add_addr(ia, link.a_ip)])
             rb.run([k.req_set_link(index=ib, up=True, alias=alias),
                     k.req_add_addr(ib, link.b_ip)])
+            crashpoint("topology:link-addresses")
             for rt, index, emu in ((ra, ia, link.a_to_b), (rb, ib, link.b_to_a)):
                 if emu.rate_bps:
                     rt.run([k.req_tbf(index, emu.rate_bps)])
+                    crashpoint("topology:link-rate")
     finally:
         a.close()
         b.close()
@@ -339,6 +351,7 @@ def _apply_loss(engine: Engine, topo: TopologySpec) -> None:
         ns = engine.open_ns(node)
         try:
             NftablesDriver(ns).apply(_loss_table(rules))
+            crashpoint("topology:loss-node")
         finally:
             ns.close()
 
