@@ -249,6 +249,8 @@ class Engine:
             try:
                 if kind == "delete":
                     self._roll_forward_delete(op, payload)
+                elif kind == "dns":
+                    self._settle_dns(op, payload["namespaces"])
                 else:
                     {"connect": self._rollback_create, "ns_add": self._rollback_create,
                      "network_create": self._rollback_network_create,
@@ -259,7 +261,7 @@ class Engine:
                 # Keep the intent for a later try rather than block every command.
                 done.append(f"could not yet settle an interrupted {what} ({exc})")
                 continue
-            verb = "finished" if kind == "delete" else "rolled back"
+            verb = "finished" if kind in ("delete", "dns") else "rolled back"
             done.append(f"{verb} an interrupted {what}")
         return done
 
@@ -472,6 +474,17 @@ class Engine:
             out[name] = resolv_conf(net) if net else None
         return out
 
+    def _dns_intent(self, namespaces: list[str]) -> int:
+        """Inside a change's commit: journal the DNS work that follows it, so a
+        crash between the commit and that work is finished by the next nsnet
+        (never a stale or missing resolv.conf, or a server nobody starts)."""
+        return self.store.journal_add("dns", {"namespaces": namespaces})
+
+    def _settle_dns(self, op: int, namespaces: Iterable[str]) -> None:
+        self._sync_dns(namespaces)
+        with self.store.transaction():
+            self.store.journal_remove(op)
+
     def _write_resolv_confs(self, namespaces: set[str]) -> None:
         """Each file is recorded in the state before it is written and
         forgotten after it is removed, so a crash in between leaves a record
@@ -617,9 +630,11 @@ class Engine:
                     self.store.add_endpoints(plan.network.id, plan.endpoints)
                     self.store.add_ports((p.endpoint, p.port) for p in plan.ports)
                     self.store.journal_remove(op)
+                    dns_op = self._dns_intent([e.netns for e in plan.endpoints]) \
+                        if plan.network.dns else 0
             crashpoint("connect:committed")
-            if plan.network.dns:
-                self._sync_dns([e.netns for e in plan.endpoints])
+            if dns_op:
+                self._settle_dns(dns_op, [e.netns for e in plan.endpoints])
         return plan.endpoints
 
     @staticmethod
@@ -903,9 +918,11 @@ class Engine:
             for ep in moved:
                 self.store.set_default_route(ep.id)
             self.store.journal_remove(op)
+            touched = sorted({e.netns for e in eps} | set(payload["namespaces"]))
+            dns_op = self._dns_intent(touched) if touched or payload["network"] else 0
         crashpoint("delete:committed")
-        if eps or payload["network"] or payload["namespaces"]:
-            self._sync_dns({e.netns for e in eps} | set(payload["namespaces"]))
+        if dns_op:
+            self._settle_dns(dns_op, touched)
 
     def _fw_delete(self, eps: list[Endpoint], network: list[str] | None) -> None:
         """Remove the firewall entries of these endpoints (and network) in one

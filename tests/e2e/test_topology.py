@@ -309,21 +309,78 @@ def test_deleted_behind_its_back_is_seen_and_remade(sandbox, tmp_path) -> None:
     ok(sandbox, "down", str(f))
 
 
-@pytest.mark.parametrize("point", range(1, 16, 2))
-def test_killed_up_is_finished_by_the_next_up(sandbox, tmp_path, point: int) -> None:
-    import os
+KILLED = SMALL.replace("b_ip: 10.75.0.2/30}", "b_ip: 10.75.0.2/30,\n"
+                      "     emulation: {a_to_b: {rate: 10mbit, loss: 0.5%}, "
+                      "b_to_a: {rate: 20mbit}}}")
+# Every crash point `up KILLED` passes, in order: the parametrization below
+# tries each one (test_up_crash_points_are_these fails when this list is stale).
+UP_POINTS = ["topology:removed", "topology:recorded", "network_create:journaled",
+             "bridge:created", "bridge:configured", "network_create:firewall",
+             "network_create:committed", "ns_add:journaled", "netns:created", "netns:created",
+             "ns_add:committed", "topology:forwarding", "topology:forwarding",
+             "connect:journaled", "connect:veths", "connect:host-up", "connect:inside",
+             "connect:inside", "connect:applied", "connect:committed", "dns:signalled",
+             "topology:link-veth", "topology:link-addresses", "topology:link-rate",
+             "topology:link-rate", "topology:route", "topology:loss-node",
+             "topology:loss-node", "topology:loss"]
 
-    f = tmp_path / "small.yaml"
-    f.write_text(SMALL)
-    env = sandbox.env() | {"NSNET_CRASH_AT": str(point)}
-    res = subprocess.run([*sandbox.cli_argv(), "up", str(f)], env=env, capture_output=True,
-                         text=True)
-    if res.returncode == 0:
-        pytest.skip(f"up passes fewer than {point} crash points")
-    assert res.returncode == -9
+
+def _up_killed_at(sandbox, f, point: int | None, log: str) -> subprocess.CompletedProcess:
+    env = sandbox.env() | {"NSNET_CRASH_LOG": log}
+    if point:
+        env["NSNET_CRASH_AT"] = str(point)
+    return subprocess.run([*sandbox.cli_argv(), "up", str(f)], env=env, capture_output=True,
+                          text=True)
+
+
+def _assert_killed_topology_works(sandbox) -> None:
+    assert sandbox.inside("s1", "ping", "-c3", "-i0.2", "-W2", "10.75.0.2",
+                          check=False).returncode == 0
+    for node, ifname in (("s1", "to-s2"), ("s2", "to-s1")):
+        assert "tbf" in sandbox.inside(node, "tc", "qdisc", "show", "dev", ifname).stdout
+    assert "numgen random" in sandbox.inside("s1", "nft", "list", "table", "inet",
+                                             "nsnet_emu").stdout
+    assert "10.74.0.0/24 via 10.75.0.2" in sandbox.inside("s1", "ip", "route").stdout
+
+
+def _assert_nothing_left(sandbox) -> None:
+    assert sandbox.cli("network", "ls", "--json").stdout.strip() == "[]"
+    assert sandbox.cli("ns", "ls", "--json").stdout.strip() == "[]"
+    assert sorted(os.listdir(sandbox.netns_dir)) == []
+    links = json.loads(sandbox.host("ip", "-j", "link").stdout)
+    assert [lk["ifname"] for lk in links] == ["lo"]
+    assert sandbox.host("nft", "list", "tables").stdout.strip() == ""
+    left = [os.path.join(d, f) for d, _, fs in os.walk(sandbox.etc_dir) for f in fs] \
+        if os.path.isdir(sandbox.etc_dir) else []
+    assert left == []  # no resolv.conf left
+
+
+def test_up_crash_points_are_these(sandbox, tmp_path) -> None:
+    f = tmp_path / "killed.yaml"
+    f.write_text(KILLED)
+    log = str(tmp_path / "points.log")
+    assert _up_killed_at(sandbox, f, None, log).returncode == 0
+    with open(log) as fh:
+        assert [line.split()[1] for line in fh] == UP_POINTS
+    _assert_killed_topology_works(sandbox)
+    ok(sandbox, "down", str(f))
+    _assert_nothing_left(sandbox)
+
+
+@pytest.mark.parametrize("point", range(1, len(UP_POINTS) + 1))
+def test_killed_up_is_finished_by_the_next_up(sandbox, tmp_path, point: int) -> None:
+    """SIGKILL at every crash point of an `up` with a link, a route and
+    emulation: the next `up` finishes it exactly, `down` leaves nothing."""
+    f = tmp_path / "killed.yaml"
+    f.write_text(KILLED)
+    log = str(tmp_path / "points.log")
+    res = _up_killed_at(sandbox, f, point, log)
+    assert res.returncode == -9, f"crash point {point} not reached: {res.returncode}"
+    with open(log) as fh:
+        assert fh.read().split()[-1] == UP_POINTS[point - 1]
     ok(sandbox, "up", str(f))  # carries on: nothing is left unowned
     assert "as the file says" in ok(sandbox, "status", str(f))
-    assert sandbox.inside("s1", "ping", "-c1", "-W2", "10.75.0.2", check=False).returncode == 0
+    assert sandbox.cli("reconcile", "--dry-run").returncode == 0
+    _assert_killed_topology_works(sandbox)
     ok(sandbox, "down", str(f))
-    assert sandbox.cli("network", "ls", "--json").stdout.strip() == "[]"
-    assert sorted(os.listdir(sandbox.netns_dir)) == []
+    _assert_nothing_left(sandbox)

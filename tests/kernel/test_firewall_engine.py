@@ -89,7 +89,8 @@ def test_failed_firewall_rolls_the_whole_connect_back(sandbox, fake) -> None:
 # Every crash point a publishing connect passes, in order.  A hook that stops
 # working, or a new point, fails test_publish_crash_points_are_these (never a skip).
 PUBLISH_POINTS = ["connect:journaled", "netns:created", "connect:veths", "connect:host-up",
-                  "connect:inside", "connect:applied", "connect:firewall", "connect:committed"]
+                  "connect:inside", "connect:applied", "connect:firewall", "connect:committed",
+                  "dns:signalled"]
 
 
 def _publish(sandbox, ns: str, env: dict) -> subprocess.CompletedProcess:
@@ -141,10 +142,10 @@ def test_killed_publish_leaves_the_firewall_consistent(sandbox, point) -> None:
     assert sandbox.cli("reconcile", "--dry-run").returncode == 0
     assert sandbox.engine().firewall_drift() == 0
     if "8080" not in sandbox.cli("port", "ls").stdout:  # rolled back: the ruleset is as before
-        assert PUBLISH_POINTS[point - 1] != "connect:committed"
+        assert point < PUBLISH_POINTS.index("connect:committed") + 1
         assert sandbox.host("nft", "list", "ruleset").stdout == empty
         return
-    assert PUBLISH_POINTS[point - 1] == "connect:committed"
+    assert point >= PUBLISH_POINTS.index("connect:committed") + 1
     finished = _ruleset(sandbox)
     assert sandbox.cli("disconnect", "front", ns).returncode == 0
     assert sandbox.host("nft", "list", "ruleset").stdout == empty
