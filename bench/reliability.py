@@ -9,8 +9,12 @@ the scenario's CLI steps run up to step i, step i runs with NSNET_CRASH_AT=j
 (the j-th crash point that process reaches SIGKILLs it), then ``nsnet
 reconcile`` recovers, and the trial asserts: reconcile --dry-run is clean
 (state == kernel), no link, namespace or lease exists that the state does not
-claim, the networks still pass ``nsnet check``; then the rest of the scenario
-runs and everything must be gone at the end.
+claim, the networks still pass ``nsnet check``, and the whole world nsnet
+makes (links, namespaces, mounts, addresses, routes, sysctls, nft rules by
+content, resolv.conf files, state rows, the DNS daemon: see
+:mod:`bench.reliability_world`) is exactly that of a clean run before the
+killed step (rolled back) or after it (finished); then the rest of the
+scenario runs and the world must be that of a clean run's end.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 from .common import stop_daemons
+from .reliability_world import differences, world
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STATE = "/run/nsnet-state"
@@ -110,8 +116,37 @@ def _leaks() -> list[str]:
     return problems
 
 
+def _refs() -> list[dict]:
+    """The clean run's world before each step and at the end (from --count)."""
+    with open(os.environ["NSNET_REL_REFS"]) as f:
+        return json.load(f)
+
+
+def _world_problems(refs: list[dict], allowed: list[int], when: str) -> list[str]:
+    """The world must equal one of the clean run's worlds ``allowed``."""
+    now = world(STATE, ETC)
+    diffs = [differences(now, refs[i]) for i in allowed]
+    if any(not d for d in diffs):
+        return []
+    closest = min(diffs, key=len)
+    return [f"{when}, the world differs from a clean run's: " + "; ".join(closest[:6])
+            + (f" (+{len(closest) - 6} more)" if len(closest) > 6 else "")]
+
+
+def _plant_leaks() -> None:
+    """The harness's own test: leaks it must report (as a crash could leave
+    them), none of which reconcile or the scenario's later steps remove."""
+    os.makedirs(os.path.join(ETC, "ghost"), exist_ok=True)
+    with open(os.path.join(ETC, "ghost", "resolv.conf"), "w") as f:
+        f.write("# nsnet: embedded DNS of network 'a'\nnameserver 198.51.100.1\n")
+    subprocess.run(["nft", "add", "table", "ip", "stray"], check=True)
+    with open("/proc/sys/net/ipv4/conf/lo/route_localnet", "w") as f:  # the sandbox's lo
+        f.write("1")
+
+
 def trial(step: int, crash_at: int | None, kill_after: float | None) -> dict:
     """Runs inside the sandbox."""
+    refs = _refs()
     subprocess.run(["mount", "-t", "tmpfs", "nsnet-rel", "/run"], check=True)
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     for args in SCENARIO[:step]:
@@ -126,7 +161,10 @@ def trial(step: int, crash_at: int | None, kill_after: float | None) -> dict:
                                           f"{res.stderr.strip()}"]}
     rec = _nsnet(["reconcile"])
     problems = [] if rec.returncode == 0 else [f"reconcile failed: {rec.stderr.strip()}"]
+    if os.environ.get("NSNET_REL_PLANT"):
+        _plant_leaks()
     problems += _leaks()
+    problems += _world_problems(refs, [step, step + 1], "after recovery")
     # A user re-runs the command that died: it succeeds (rolled back), or finds
     # the work done: a deletion rolled forward ("does not exist", exit 3), or a
     # creation killed after its commit ("already exists/connected", exit 4).
@@ -140,6 +178,7 @@ def trial(step: int, crash_at: int | None, kill_after: float | None) -> dict:
     links, netns = _kernel()
     if links or netns:
         problems.append(f"left at the end: {sorted(links | netns)}")
+    problems += _world_problems(refs, [len(SCENARIO)], "at the end")
     return {"ok": not problems, "problems": problems, "killed": killed}
 
 
@@ -176,11 +215,13 @@ def concurrency() -> dict:
             "state_equals_kernel": not _leaks()}
 
 
-def count_points() -> list[tuple[int, float]]:
+def count_points() -> dict:
     """Crash points each scenario step passes, and how long it runs (once,
-    in a sandbox): random kills are drawn within that duration."""
+    in a sandbox): random kills are drawn within that duration; and the
+    world before each step and at the end, the references of every trial."""
     subprocess.run(["mount", "-t", "tmpfs", "nsnet-rel", "/run"], check=True)
-    counts = []
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    counts, refs = [], [world(STATE, ETC)]
     for i, args in enumerate(SCENARIO):
         log = f"/run/points-{i}"
         start = time.monotonic()
@@ -190,7 +231,8 @@ def count_points() -> list[tuple[int, float]]:
             raise SystemExit(f"scenario step {args} failed: {res.stderr}")
         with open(log) as f:
             counts.append((sum(1 for _ in f), took))
-    return counts
+        refs.append(world(STATE, ETC))
+    return {"counts": counts, "refs": refs}
 
 
 def _sandboxed(*args: str) -> dict | list:
@@ -211,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--random", type=int, default=125, help="random-time kills")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", help="write the report here (markdown)")
+    p.add_argument("--plant-check", action="store_true",
+                   help="also run one trial with planted leaks the harness must report")
     p.add_argument("--trial", nargs=3, help=argparse.SUPPRESS)
     p.add_argument("--count", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--concurrency", action="store_true", help=argparse.SUPPRESS)
@@ -229,13 +273,39 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stop_daemons(STATE)
         return 0
-    measured = _sandboxed("--count")
+    counted = _sandboxed("--count")
+    if "counts" not in counted:
+        raise SystemExit(f"counting crash points failed: {counted}")
+    measured = counted["counts"]
+    fd, refs_path = tempfile.mkstemp(prefix="nsnet-rel-refs-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(counted["refs"], f)
+    os.environ["NSNET_REL_REFS"] = refs_path
+    try:
+        return _run_trials(args, measured)
+    finally:
+        os.unlink(refs_path)
+
+
+def _sample(points: list[tuple[int, int]], counts: list[int], size: int
+            ) -> list[tuple[int, int]]:
+    """Deterministic: half the sample is the last point of steps spread over
+    the scenario (after a commit, where leaks of post-commit work hide), half
+    spread evenly over all points."""
+    last = [(i, n) for i, n in enumerate(counts) if n]
+    k = size // 2
+    chosen = [last[int(x * len(last) / k)] for x in range(k)] if k else []
+    rest = [p for p in points if p not in chosen]
+    stride = len(rest) / (size - k)
+    return sorted(chosen + [rest[int(x * stride)] for x in range(size - k)])
+
+
+def _run_trials(args: argparse.Namespace, measured: list) -> int:
     counts = [n for n, _ in measured]
     points = [(i, j) for i, n in enumerate(counts) for j in range(1, n + 1)]
     rng = random.Random(args.seed)
     if args.sample and args.sample < len(points):
-        stride = len(points) / args.sample
-        points = [points[int(k * stride)] for k in range(args.sample)]
+        points = _sample(points, counts, args.sample)
     steps = [rng.randrange(len(SCENARIO)) for _ in range(args.random)]
     kills = [(i, round(rng.uniform(0.0, measured[i][1]), 3)) for i in steps]
     failures, killed_random = [], 0
@@ -252,6 +322,17 @@ def main(argv: list[str] | None = None) -> int:
         if not res.get("ok"):
             failures.append(f"random kill step {step} after {delay}s: "
                             + "; ".join(res.get("problems", [])))
+    if args.plant_check:  # the harness must see leaks it did not cause either
+        os.environ["NSNET_REL_PLANT"] = "1"
+        try:
+            planted = _sandboxed("--trial", "0", str(counts[0]), "-1")
+        finally:
+            del os.environ["NSNET_REL_PLANT"]
+        seen = " ".join(planted.get("problems", []))
+        caught = [w for w in ("ghost/resolv.conf", "stray", "lo/route_localnet") if w in seen]
+        print(f"planted leaks caught: {len(caught)}/3 ({', '.join(caught)})")
+        if len(caught) != 3:
+            failures.append(f"the harness missed planted leaks: {seen[:600]}")
     summary = (f"kill points tried: {len(points)} crash points (of {sum(counts)} in the "
                f"scenario) + {len(kills)} random-time kills ({killed_random} landed before the "
                f"command finished) = {len(points) + killed_random} distinct kills mid-operation; "
