@@ -321,7 +321,7 @@ UP_POINTS = ["topology:removed", "topology:recorded", "network_create:journaled"
              "connect:journaled", "connect:veths", "connect:host-up", "connect:inside",
              "connect:inside", "connect:applied", "connect:committed", "dns:signalled",
              "topology:link-veth", "topology:link-addresses", "topology:link-rate",
-             "topology:link-rate", "topology:route", "topology:loss-node",
+             "topology:link-rate", "topology:link-marked", "topology:route", "topology:loss-node",
              "topology:loss-node", "topology:loss"]
 
 

@@ -115,9 +115,11 @@ class _Live:
         if kind == "connection":
             node, net = key.split("@", 1)
             return net in self.nets and any(e.netns == node for e in self.nets[net].endpoints)
-        if kind == "link":
-            snap = self._snap(spec["a"])
-            return bool(snap and snap.link(spec["a_ifname"]))
+        if kind == "link":  # complete: both ends carry the mark, set last
+            ends = [(self._snap(spec["a"]), spec["a_ifname"]),
+                    (self._snap(spec["b"]), spec["b_ifname"])]
+            return all(snap and (lk := snap.link(ifname)) and
+                       lk.alias.startswith(f"{ALIAS_PREFIX}link:") for snap, ifname in ends)
         node, dst = key.split(">", 1)
         snap = self._snap(node)
         want = "0.0.0.0/0" if dst == "default" else dst
@@ -302,16 +304,19 @@ def _add_link(engine: Engine, link: Link) -> None:
             ra.run([k.req_new_veth(k.VethSpec(link.a_ifname, link.b_ifname, b.fd))])
             crashpoint("topology:link-veth")
             ia, ib = ra.link(link.a_ifname).index, rb.link(link.b_ifname).index
-            alias = f"{ALIAS_PREFIX}link:{link.key}"[:250]
-            ra.run([k.req_set_link(index=ia, up=True, alias=alias),
-                    k.req_add_addr(ia, link.a_ip)])
-            rb.run([k.req_set_link(index=ib, up=True, alias=alias),
-                    k.req_add_addr(ib, link.b_ip)])
+            ra.run([k.req_set_link(index=ia, up=True), k.req_add_addr(ia, link.a_ip)])
+            rb.run([k.req_set_link(index=ib, up=True), k.req_add_addr(ib, link.b_ip)])
             crashpoint("topology:link-addresses")
             for rt, index, emu in ((ra, ia, link.a_to_b), (rb, ib, link.b_to_a)):
                 if emu.rate_bps:
                     rt.run([k.req_tbf(index, emu.rate_bps)])
                     crashpoint("topology:link-rate")
+            # the mark comes last: a link killed half-made has none, so the
+            # next `up` sees it missing (_Live) and remakes it
+            alias = f"{ALIAS_PREFIX}link:{link.key}"[:250]
+            ra.run([k.req_set_link(index=ia, alias=alias)])
+            crashpoint("topology:link-marked")
+            rb.run([k.req_set_link(index=ib, alias=alias)])
     finally:
         a.close()
         b.close()
@@ -323,7 +328,10 @@ def _del_link(engine: Engine, spec: dict) -> None:
 
     def delete(rt: k.Rtnl) -> None:
         link = rt.link_by_name().get(spec["a_ifname"])
-        if link and link.alias.startswith(f"{ALIAS_PREFIX}link:"):
+        # marked, or a veth of the recorded name not yet marked: this
+        # topology's own link killed half-made (the node is nsnet's namespace)
+        if link and (link.alias.startswith(f"{ALIAS_PREFIX}link:") or
+                     (not link.alias and link.kind == "veth")):
             rt.run([k.req_del_link(index=link.index)])
 
     _in_node(engine, spec["a"], f"removing link {spec['a']}:{spec['a_ifname']}", delete)
