@@ -9,7 +9,7 @@ import sys
 
 def main() -> int:
     report, fuzz = sys.argv[1], sys.argv[2]
-    totals = {"cli": 0, "api": 0}
+    totals = {"cli": 0, "api": 0, "cli ok": 0, "api ok": 0}
     with open(fuzz) as f:
         for line in f:
             counts = ast.literal_eval(line.split(" ", 1)[1])
@@ -18,7 +18,11 @@ def main() -> int:
     cases = totals["cli"] + totals["api"]
     text = (f"\n## Bad-input fuzzing\n\nhypothesis over the CLI ({totals['cli']} cases) and the "
             f"Python API ({totals['api']} cases): **{cases} cases, 0 tracebacks, 0 "
-            "state or kernel changes after a failure** (the run fails otherwise).\n")
+            "state or kernel changes after a failure** (the run fails otherwise).  "
+            f"Of them, {totals['cli ok']} CLI and {totals['api ok']} API cases succeeded: each "
+            "was checked for its effect in the kernel (reconcile --dry-run clean), undone, "
+            "and the kernel, nft rules, routes, resolv.conf files and state compared equal to "
+            "before.\n")
     with open(report, "a") as f:
         f.write(text)
     print(text.strip())
