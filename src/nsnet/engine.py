@@ -14,7 +14,6 @@ by (transient) link group.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import ipaddress
 import os
@@ -29,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from . import kernel as k
+from .config import env_count
 from .dns import RESOLV_MARK, DnsControl, dns_networks, resolv_conf, resolver_network
 from .errors import (
     AlreadyExists,
@@ -66,6 +66,7 @@ from .model import (
 )
 from .reconcile import Action, plan_gc, plan_reconcile
 from .state import StateLock, Store
+from .state.trust import check_trusted_dir, ensure_trusted_dir, write_marked_file
 
 __all__ = ["DEFAULT_NETNS_DIR", "DEFAULT_STATE_DIR", "CheckResult", "Engine", "check_ok"]
 
@@ -93,7 +94,10 @@ def _transient_group() -> int:
     return random.randrange(1 << 30, 1 << 31)
 
 
-_CRASH_AT = int(os.environ.get("NSNET_CRASH_AT", "0") or 0)
+try:  # read once at import; a bad value is reported by Engine() as InvalidInput
+    _CRASH_AT, _CRASH_ENV_ERROR = env_count("NSNET_CRASH_AT"), ""
+except InvalidInput as _exc:
+    _CRASH_AT, _CRASH_ENV_ERROR = 0, str(_exc)
 _CRASH_LOG = os.environ.get("NSNET_CRASH_LOG")
 _crash_hits = 0
 
@@ -181,8 +185,13 @@ class Engine:
                  notify: Callable[[str], None] | None = None,
                  firewall: FirewallDriver | None = None) -> None:
         require_root()
+        if _CRASH_ENV_ERROR:
+            raise InvalidInput(_CRASH_ENV_ERROR)
         self.netns_dir = os.path.abspath(netns_dir)
         self.etc_netns_dir = etc_netns_dir
+        # root writes there: refuse directories another user owns or can write
+        check_trusted_dir(self.netns_dir, "netns directory")
+        check_trusted_dir(etc_netns_dir, "etc-netns directory")
         self.host = self._open_host(host_netns)
         self.store = Store(state_dir)
         self.lock = StateLock(state_dir, lock_timeout, notify)
@@ -491,25 +500,10 @@ class Engine:
     def _write_resolv(self, netns: str, text: str | None) -> None:
         """Write (or, with None, remove) /etc/netns/NS/resolv.conf -- only a
         file nsnet wrote: someone else's is left alone."""
-        folder = os.path.join(self.etc_netns_dir, netns)
-        path = os.path.join(folder, "resolv.conf")
-        try:
-            with open(path) as f:
-                current: str | None = f.read()
-        except FileNotFoundError:
-            current = None
-        if current == text or (current is not None and not current.startswith(RESOLV_MARK)):
-            return
-        if text is None:
-            os.unlink(path)
-            with contextlib.suppress(OSError):
-                os.rmdir(folder)  # only if empty
-            return
-        os.makedirs(folder, exist_ok=True)
-        tmp = f"{path}.nsnet-tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        if text is not None:
+            ensure_trusted_dir(self.etc_netns_dir, "etc-netns directory")
+        # relative to checked directory fds, never through a symlink
+        write_marked_file(self.etc_netns_dir, netns, "resolv.conf", text, RESOLV_MARK)
 
     def resolv_drift(self) -> list[str]:
         """Namespaces whose resolv.conf is not what the state says."""
@@ -885,7 +879,7 @@ class Engine:
         self._fw_delete(eps, payload["network"])
         moved = self._move_default_routes(eps)
         for name in payload["namespaces"]:
-            k.remove_netns(self.ns_path(name))
+            k.remove_netns(self.ns_path(validate_netns_name(name)))  # a record names it
             crashpoint("delete:netns")
         if payload["network"]:
             self._delete_bridge(*payload["network"])

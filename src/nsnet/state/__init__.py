@@ -26,8 +26,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
+from ..config import env_seconds
 from ..errors import AlreadyExists, LockTimeout, StateError
 from ..model import Endpoint, Network, PortMap, Published
+from .trust import ensure_trusted_dir, open_private
 
 __all__ = ["StateLock", "Store"]
 
@@ -87,8 +89,8 @@ def _published(row: tuple) -> Published:
 class Store:
     def __init__(self, state_dir: str) -> None:
         self.state_dir = state_dir
+        ensure_trusted_dir(state_dir, "state directory", 0o700)  # as ssh's StrictModes
         try:
-            os.makedirs(state_dir, mode=0o700, exist_ok=True)
             self.db = sqlite3.connect(os.path.join(state_dir, "state.db"), timeout=30,
                                       isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -284,8 +286,8 @@ class StateLock:
     def __init__(self, state_dir: str, timeout: float | None = None,
                  notify: Callable[[str], None] | None = None) -> None:
         self.path = os.path.join(state_dir, "lock")
-        env = os.environ.get("NSNET_LOCK_TIMEOUT")
-        self.timeout = timeout if timeout is not None else float(env) if env else 120.0
+        self.timeout = timeout if timeout is not None else env_seconds("NSNET_LOCK_TIMEOUT",
+                                                                       120.0)
         self.notify = notify or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.fd = -1
         self.depth = 0
@@ -303,7 +305,7 @@ class StateLock:
             self.fd = -1
 
     def _acquire(self) -> None:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.fd = open_private(self.path)
         start = time.monotonic()
         told = False
         while True:
