@@ -664,11 +664,25 @@ class Engine:
             ep_id = uuid.uuid4().hex
             endpoints.append(Endpoint(
                 ep_id, net.name, name, ifname, host_if or f"veth{ep_id[:7]}",
-                f"{ip}/{net.prefixlen}", (opts.mac or random_mac()).lower(), net.gateway,
+                f"{ip}/{net.prefixlen}", self._free_mac(net, opts.mac), net.gateway,
                 default_route, now, tuple(validate_dns_name(a) for a in opts.aliases)))
         ports = [Published(e.id, net.name, e.netns, e.ip, m) for e in endpoints
                  for m in opts.ports]
         return _Plan(net, endpoints, missing, foreign, ports)
+
+    def _free_mac(self, net: Network, mac: str | None) -> str:
+        """``mac``, or a random one, not used on this bridge yet: two ports with
+        one MAC make the bridge flap its forwarding entry.  One index lookup."""
+        if mac:
+            user = self.store.mac_user(net.id, mac)
+            if user:
+                raise Conflict(f"MAC address {mac.lower()} is already used by {user!r} on "
+                               f"network {net.name!r}")
+            return mac.lower()
+        while True:
+            mac = random_mac()
+            if not self.store.mac_user(net.id, mac):
+                return mac
 
     # ------------------------------------------------------- published ports
     def ports(self, network: str | None = None) -> list[Published]:

@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS ports(
     endpoint_id TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
     proto TEXT NOT NULL, host_ip TEXT NOT NULL, host_port INTEGER NOT NULL, port INTEGER NOT NULL,
     UNIQUE(proto, host_ip, host_port));
+CREATE INDEX IF NOT EXISTS endpoints_by_mac ON endpoints(network_id, mac);
 CREATE INDEX IF NOT EXISTS ports_by_port ON ports(proto, host_port);
 CREATE INDEX IF NOT EXISTS ports_by_endpoint ON ports(endpoint_id);
 CREATE TABLE IF NOT EXISTS cni_attachments(
@@ -274,6 +275,12 @@ class Store:
                                    (proto, port))
             out += [_published(r) for r in rows]
         return out
+
+    def mac_user(self, network_id: str, mac: str) -> str | None:
+        """The namespace whose endpoint on this network has ``mac`` (by index)."""
+        row = self.db.execute("SELECT netns FROM endpoints WHERE network_id=? AND mac=? LIMIT 1",
+                              (network_id, mac.lower())).fetchone()
+        return row[0] if row else None
 
     def used_addresses(self, network_id: str) -> set[str]:
         rows = self.db.execute("SELECT address FROM endpoints WHERE network_id=?", (network_id,))
