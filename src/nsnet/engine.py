@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from . import kernel as k
-from .config import env_count
+from .config import check_env_settings
 from .dns import RESOLV_MARK, DnsControl, dns_networks, resolv_conf, resolver_network
 from .errors import (
     AlreadyExists,
@@ -94,10 +94,8 @@ def _transient_group() -> int:
     return random.randrange(1 << 30, 1 << 31)
 
 
-try:  # read once at import; a bad value is reported by Engine() as InvalidInput
-    _CRASH_AT, _CRASH_ENV_ERROR = env_count("NSNET_CRASH_AT"), ""
-except InvalidInput as _exc:
-    _CRASH_AT, _CRASH_ENV_ERROR = 0, str(_exc)
+_CRASH_AT = int(os.environ.get("NSNET_CRASH_AT", "0") or 0) \
+    if os.environ.get("NSNET_CRASH_AT", "").isdigit() else 0  # else: Engine() says why
 _CRASH_LOG = os.environ.get("NSNET_CRASH_LOG")
 _crash_hits = 0
 
@@ -185,8 +183,7 @@ class Engine:
                  notify: Callable[[str], None] | None = None,
                  firewall: FirewallDriver | None = None) -> None:
         require_root()
-        if _CRASH_ENV_ERROR:
-            raise InvalidInput(_CRASH_ENV_ERROR)
+        check_env_settings()  # a bad NSNET_* value: a clear error before anything
         self.netns_dir = os.path.abspath(netns_dir)
         self.etc_netns_dir = etc_netns_dir
         # root writes there: refuse directories another user owns or can write

@@ -149,7 +149,8 @@ def test_bad_environment_setting(box, var, value):
     assert res.stderr.strip().splitlines() == [
         f"nsnet: error: {var}={value!r} is not a "
         + ("number of seconds (0 to 31536000, e.g. NSNET_LOCK_TIMEOUT=120)"
-           if var == "NSNET_LOCK_TIMEOUT" else "whole number (e.g. NSNET_CRASH_AT=3)")]
+           if var == "NSNET_LOCK_TIMEOUT" else "neither a number of crash points nor a crash "
+              "point's LABEL (e.g. NSNET_CRASH_AT=3 or NSNET_CRASH_AT=delete:committed)")]
     assert box.fingerprint() == before
 
 

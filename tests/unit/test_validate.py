@@ -109,7 +109,7 @@ def test_lock_timeout_must_be_a_finite_number_of_seconds(monkeypatch, value):
 
     monkeypatch.setenv("NSNET_LOCK_TIMEOUT", value)
     if value.strip():
-        with pytest.raises(InvalidInput, match="NSNET_LOCK_TIMEOUT=.* is not a number of sec"):
+        with pytest.raises(InvalidInput, match=r"NSNET_LOCK_TIMEOUT=.* is not a number of sec"):
             env_seconds("NSNET_LOCK_TIMEOUT", 120.0)
     else:
         assert env_seconds("NSNET_LOCK_TIMEOUT", 120.0) == 120.0
@@ -128,10 +128,13 @@ def test_lock_timeout_good_values(monkeypatch):
     assert StateLock("/nonexistent", timeout=3).timeout == 3  # an explicit value wins
 
 
-@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "٣"])
-def test_crash_at_must_be_a_whole_number(monkeypatch, value):
-    from nsnet.config import env_count
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "٣", "delete", "x:y;z"])
+def test_crash_at_must_be_a_count_or_a_label(monkeypatch, value):
+    from nsnet.config import check_env_settings
 
     monkeypatch.setenv("NSNET_CRASH_AT", value)
-    with pytest.raises(InvalidInput, match="NSNET_CRASH_AT=.* is not a whole number"):
-        env_count("NSNET_CRASH_AT")
+    with pytest.raises(InvalidInput, match=r"NSNET_CRASH_AT=.* is neither a number of crash"):
+        check_env_settings()
+    for good in ("0", "17", "delete:committed", "network_create:journaled", ""):
+        monkeypatch.setenv("NSNET_CRASH_AT", good)
+        check_env_settings()
