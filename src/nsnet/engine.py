@@ -494,13 +494,14 @@ class Engine:
             net = resolver_network(eps.get(name, []), nets)
             self._write_resolv(name, resolv_conf(net) if net else None)
 
-    def _write_resolv(self, netns: str, text: str | None) -> None:
+    def _write_resolv(self, netns: str, text: str | None) -> bool:
         """Write (or, with None, remove) /etc/netns/NS/resolv.conf -- only a
-        file nsnet wrote: someone else's is left alone."""
+        file nsnet wrote: someone else's (or a symlink) is left alone.  True
+        if nsnet's file is there afterwards."""
         if text is not None:
             ensure_trusted_dir(self.etc_netns_dir, "etc-netns directory")
         # relative to checked directory fds, never through a symlink
-        write_marked_file(self.etc_netns_dir, netns, "resolv.conf", text, RESOLV_MARK)
+        return write_marked_file(self.etc_netns_dir, netns, "resolv.conf", text, RESOLV_MARK)
 
     def resolv_drift(self) -> list[str]:
         """Namespaces whose resolv.conf is not what the state says."""

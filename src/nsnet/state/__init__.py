@@ -312,7 +312,11 @@ class StateLock:
             self.fd = -1
 
     def _acquire(self) -> None:
-        self.fd = open_private(self.path)
+        try:
+            self.fd = open_private(self.path)  # never through a symlink
+        except OSError as exc:
+            raise StateError(f"cannot open the state lock {self.path}: "
+                             f"{exc.strerror or exc}") from None
         start = time.monotonic()
         told = False
         while True:

@@ -29,8 +29,8 @@ import stat
 
 from ..errors import PermissionDenied
 
-__all__ = ["check_trusted_dir", "ensure_trusted_dir", "open_private", "read_text_at",
-           "require_inside", "write_atomic_at", "write_marked_file"]
+__all__ = ["check_trusted_dir", "ensure_trusted_dir", "open_private", "read_marked_file",
+           "read_text_at", "require_inside", "write_atomic_at", "write_marked_file"]
 
 MAX_SYMLINKS = 40  # as the kernel's path walk
 
@@ -182,9 +182,9 @@ def write_marked_file(base: str, sub: str, name: str, text: str | None, mark: st
     """Make ``base/sub/name`` hold ``text`` (None: remove it, and ``sub`` if
     empty) -- only if it is missing or a regular file starting with ``mark``
     (one nsnet wrote).  Someone else's file, or a symlink, is left alone.
-    ``base`` must have passed :func:`check_trusted_dir`.  True if changed."""
-    if not sub or sub in (".", "..") or "/" in sub or "/" in name:
-        raise OSError(errno.EINVAL, f"{sub!r}/{name!r} is not a plain file name")
+    ``base`` must have passed :func:`check_trusted_dir`.  True if nsnet's
+    file is there afterwards."""
+    _plain_names(sub, name)
     try:
         base_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -200,8 +200,10 @@ def write_marked_file(base: str, sub: str, name: str, text: str | None, mark: st
                 current = read_text_at(fd, name)
             except OSError:
                 return False  # a symlink or special file: not nsnet's
-            if current == text or (current is not None and not current.startswith(mark)):
+            if current is not None and not current.startswith(mark):
                 return False
+            if current == text:
+                return text is not None
             if text is None:
                 os.unlink(name, dir_fd=fd)
             else:
@@ -211,6 +213,35 @@ def write_marked_file(base: str, sub: str, name: str, text: str | None, mark: st
         if text is None:
             with contextlib.suppress(OSError):
                 os.rmdir(sub, dir_fd=base_fd)  # only if empty
-        return True
+        return text is not None
     finally:
         os.close(base_fd)
+
+
+def read_marked_file(base: str, sub: str, name: str) -> str | None:
+    """The text of ``base/sub/name`` if it is a regular file reached without
+    a symlink; None otherwise (missing, a symlink, a special file)."""
+    _plain_names(sub, name)
+    try:
+        base_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fd = os.open(sub, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=base_fd)
+    except OSError:
+        return None
+    finally:
+        os.close(base_fd)
+    try:
+        return read_text_at(fd, name)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _plain_names(*names: str) -> None:
+    for n in names:
+        if not n or n in (".", "..") or "/" in n or "\0" in n:
+            raise OSError(errno.EINVAL, f"{n!r} is not a plain file name")
