@@ -500,8 +500,16 @@ class Engine:
         if nsnet's file is there afterwards."""
         if text is not None:
             ensure_trusted_dir(self.etc_netns_dir, "etc-netns directory")
-        # relative to checked directory fds, never through a symlink
-        return write_marked_file(self.etc_netns_dir, netns, "resolv.conf", text, RESOLV_MARK)
+        try:  # relative to checked directory fds, never through a symlink
+            return write_marked_file(self.etc_netns_dir, netns, "resolv.conf", text,
+                                     RESOLV_MARK)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ELOOP, errno.ENOTDIR):
+                raise
+            # someone else's folder: left alone, the other namespaces still served
+            self.lock.notify(f"nsnet: warning: {os.path.join(self.etc_netns_dir, netns)}: "
+                             f"{exc.strerror}")
+            return False
 
     def resolv_drift(self) -> list[str]:
         """Namespaces whose resolv.conf is not what the state says."""
