@@ -140,15 +140,15 @@ def read_text_at(dir_fd: int, name: str) -> str | None:
         return f.read().decode(errors="replace")
 
 
-def write_atomic_at(dir_fd: int, name: str, text: str, mode: int = 0o644) -> None:
+def write_atomic_at(dir_fd: int, name: str, text: str | bytes, mode: int = 0o644) -> None:
     """Write ``name`` in an open directory: a fresh temporary name (O_EXCL,
     O_NOFOLLOW), then rename over -- which replaces a symlink, never follows it."""
     tmp = f".{name}.nsnet-{secrets.token_hex(6)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  mode, dir_fd=dir_fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode() if isinstance(text, str) else text)
         os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(OSError):
