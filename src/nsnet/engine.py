@@ -14,7 +14,6 @@ by (transient) link group.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import ipaddress
 import os
@@ -28,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from . import kernel as k
+from .config import check_env_settings
 from .crash import crashpoint
 from .dns import RESOLV_MARK, DnsControl, dns_networks, resolv_conf, resolver_network
 from .errors import (
@@ -66,6 +66,7 @@ from .model import (
 )
 from .reconcile import Action, plan_gc, plan_reconcile
 from .state import StateLock, Store
+from .state.trust import check_trusted_dir, ensure_trusted_dir, write_marked_file
 
 __all__ = ["DEFAULT_NETNS_DIR", "DEFAULT_STATE_DIR", "CheckResult", "Engine", "check_ok"]
 
@@ -161,8 +162,12 @@ class Engine:
                  notify: Callable[[str], None] | None = None,
                  firewall: FirewallDriver | None = None) -> None:
         require_root()
+        check_env_settings()  # a bad NSNET_* value: a clear error before anything
         self.netns_dir = os.path.abspath(netns_dir)
         self.etc_netns_dir = etc_netns_dir
+        # root writes there: refuse directories another user owns or can write
+        check_trusted_dir(self.netns_dir, "netns directory")
+        check_trusted_dir(etc_netns_dir, "etc-netns directory")
         self.host = self._open_host(host_netns)
         self.store = Store(state_dir)
         self.lock = StateLock(state_dir, lock_timeout, notify)
@@ -513,25 +518,20 @@ class Engine:
 
     def _write_resolv(self, netns: str, text: str | None) -> bool:
         """Write (or, with None, remove) /etc/netns/NS/resolv.conf -- only a
-        file nsnet wrote: someone else's is left alone.  True if nsnet's
-        file is there afterwards."""
-        path = self._resolv_path(netns)
-        current = self._read_resolv(netns)
-        if current is not None and not current.startswith(RESOLV_MARK):
+        file nsnet wrote: someone else's (or a symlink) is left alone.  True
+        if nsnet's file is there afterwards."""
+        if text is not None:
+            ensure_trusted_dir(self.etc_netns_dir, "etc-netns directory")
+        try:  # relative to checked directory fds, never through a symlink
+            return write_marked_file(self.etc_netns_dir, netns, "resolv.conf", text,
+                                     RESOLV_MARK)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ELOOP, errno.ENOTDIR):
+                raise
+            # someone else's folder: left alone, the other namespaces still served
+            self.lock.notify(f"nsnet: warning: {os.path.join(self.etc_netns_dir, netns)}: "
+                             f"{exc.strerror}")
             return False
-        if current == text:
-            return text is not None
-        if text is None:
-            os.unlink(path)
-            with contextlib.suppress(OSError):
-                os.rmdir(os.path.dirname(path))  # only if empty
-            return False
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.nsnet-tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-        return True
 
     def resolv_drift(self) -> list[str]:
         """Namespaces whose resolv.conf is not what the state says: every
@@ -690,11 +690,25 @@ class Engine:
             ep_id = uuid.uuid4().hex
             endpoints.append(Endpoint(
                 ep_id, net.name, name, ifname, host_if or f"veth{ep_id[:7]}",
-                f"{ip}/{net.prefixlen}", (opts.mac or random_mac()).lower(), net.gateway,
+                f"{ip}/{net.prefixlen}", self._free_mac(net, opts.mac), net.gateway,
                 default_route, now, tuple(validate_dns_name(a) for a in opts.aliases)))
         ports = [Published(e.id, net.name, e.netns, e.ip, m) for e in endpoints
                  for m in opts.ports]
         return _Plan(net, endpoints, missing, foreign, ports)
+
+    def _free_mac(self, net: Network, mac: str | None) -> str:
+        """``mac``, or a random one, not used on this bridge yet: two ports with
+        one MAC make the bridge flap its forwarding entry.  One index lookup."""
+        if mac:
+            user = self.store.mac_user(net.id, mac)
+            if user:
+                raise Conflict(f"MAC address {mac.lower()} is already used by {user!r} on "
+                               f"network {net.name!r}")
+            return mac.lower()
+        while True:
+            mac = random_mac()
+            if not self.store.mac_user(net.id, mac):
+                return mac
 
     # ------------------------------------------------------- published ports
     def ports(self, network: str | None = None) -> list[Published]:
@@ -905,7 +919,7 @@ class Engine:
         self._fw_delete(eps, payload["network"])
         moved = self._move_default_routes(eps)
         for name in payload["namespaces"]:
-            k.remove_netns(self.ns_path(name))
+            k.remove_netns(self.ns_path(validate_netns_name(name)))  # a record names it
             crashpoint("delete:netns")
         if payload["network"]:
             self._delete_bridge(*payload["network"])

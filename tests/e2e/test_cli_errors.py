@@ -1,5 +1,6 @@
 """Every bad input: a one-line error, its exit code, no traceback, nothing made."""
 
+import json
 import subprocess
 import sys
 
@@ -109,3 +110,94 @@ def test_not_root(box):
     assert res.returncode == NOT_ROOT
     assert res.stderr.strip() == ("nsnet: error: nsnet needs root (CAP_NET_ADMIN and "
                                   "CAP_SYS_ADMIN): run it with sudo")
+
+
+# ------------------------------------------------------------ hardening (#12)
+UNUSABLE = ["127.0.0.0/8", "127.0.0.0/24", "0.0.0.0/8", "224.0.0.0/24", "240.0.0.0/24",
+            "255.255.255.252/30"]
+
+
+@pytest.mark.parametrize("subnet", UNUSABLE)
+def test_subnet_that_cannot_be_a_bridge_network(box, subnet):
+    """#12.13: e.g. 127.0.0.0/8 would make the embedded DNS bind the host's 127.0.0.1:53."""
+    _assert_clean_error(box, ["network", "create", "n2", "--subnet", subnet], USAGE,
+                        f"subnet {subnet} cannot be a bridge network")
+
+
+def test_a_mac_already_on_the_bridge_is_a_conflict(box):
+    """#12.18: two bridge ports with one MAC make the bridge's forwarding flap."""
+    net = json.loads(box.cli("network", "inspect", "front").stdout)[0]
+    mac = net["endpoints"][0]["mac"]
+    _assert_clean_error(box, ["connect", "front", "n1", "--create", "--mac", mac.upper()],
+                        CONFLICT, f"MAC address {mac} is already used by "
+                        f"{box.name('e1')!r} on network 'front'")
+    assert box.cli("network", "create", "other", "--subnet", "192.0.2.0/28").returncode == 0
+    res = box.cli("connect", "other", "n1", "--create", "--mac", mac)  # another bridge: fine
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize(("var", "value"), [
+    ("NSNET_LOCK_TIMEOUT", "abc"), ("NSNET_LOCK_TIMEOUT", "nan"), ("NSNET_LOCK_TIMEOUT", "inf"),
+    ("NSNET_LOCK_TIMEOUT", "-1"), ("NSNET_CRASH_AT", "abc")])
+def test_bad_environment_setting(box, var, value):
+    """#12.11: a clear error (exit 2), not a traceback, a hang or a silent default."""
+    before = box.fingerprint()
+    res = subprocess.run([*box.cli_argv(), "network", "create", "n2", "--subnet",
+                          "192.0.2.0/24"], env={**box.env(), var: value},
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == USAGE, (res.returncode, res.stderr)
+    assert res.stderr.strip().splitlines() == [
+        f"nsnet: error: {var}={value!r} is not a "
+        + ("number of seconds (0 to 31536000, e.g. NSNET_LOCK_TIMEOUT=120)"
+           if var == "NSNET_LOCK_TIMEOUT" else "neither a number of crash points nor a crash "
+              "point's LABEL (e.g. NSNET_CRASH_AT=3 or NSNET_CRASH_AT=delete:committed)")]
+    assert box.fingerprint() == before
+
+
+@pytest.mark.parametrize(("name", "data", "line", "message"), [
+    ("deep.yaml", b"name: x\nnodes: " + b"[" * 20000 + b"]" * 20000 + b"\n", 2,
+     "not valid YAML: "),
+    ("latin1.yaml", b"name: x\nnetworks:\n  caf\xe9: {subnet: 10.0.0.0/24}\n", 3,
+     "not UTF-8 text (byte 0xe9 at offset 23)"),
+])
+def test_hostile_topology_file(box, tmp_path, name, data, line, message):
+    """#12.11: YAML nested 20,000 deep or not UTF-8: one line naming the file."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    for cmd in ("up", "status", "down"):
+        _assert_clean_error(box, [cmd, str(path)], USAGE, f"{path}:{line}: {message}")
+
+
+def _fresh_state(box, tmp_path, db: bytes | None = None, schema: int | None = None) -> dict:
+    state = tmp_path / "state9"
+    state.mkdir(mode=0o700)
+    if db is not None:
+        (state / "state.db").write_bytes(db)
+    if schema is not None:
+        import sqlite3
+
+        con = sqlite3.connect(state / "state.db")
+        con.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        con.execute("INSERT INTO meta VALUES('schema', ?)", (str(schema),))
+        con.commit()
+        con.close()
+    return {**box.env(), "NSNET_STATE_DIR": str(state)}
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "newer"])
+def test_unreadable_state_exits_9(box, tmp_path, kind):
+    """README: exit code 9, StateError -- unreadable state."""
+    env = _fresh_state(box, tmp_path, db=b"this is not SQLite" * 100 if kind == "corrupt"
+                       else None, schema=999 if kind == "newer" else None)
+    before = box.fingerprint()
+    for args in (["network", "ls"], ["network", "create", "n9", "--subnet", "192.0.2.0/24"]):
+        res = subprocess.run([*box.cli_argv(), *args], env=env, capture_output=True,
+                             text=True, timeout=60)
+        assert res.returncode == 9, (res.returncode, res.stderr)
+        err = res.stderr.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert err.startswith("nsnet: error: " + ("cannot open state store in "
+                                                  if kind == "corrupt" else "state store "))
+        if kind == "newer":
+            assert "has schema 999, newer than this nsnet" in err
+    assert box.fingerprint() == before

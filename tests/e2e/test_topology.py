@@ -384,3 +384,143 @@ def test_killed_up_is_finished_by_the_next_up(sandbox, tmp_path, point: int) -> 
     _assert_killed_topology_works(sandbox)
     ok(sandbox, "down", str(f))
     _assert_nothing_left(sandbox)
+
+
+
+# ------------------------------------------ README promises (issue #13, CLI/topology)
+def _changes(out: str) -> list[str]:
+    return [line for line in out.splitlines() if re.match(r"^(create|remove|change) ", line)]
+
+
+def test_up_dry_run_prints_the_plan_and_changes_nothing(sandbox, tmp_path) -> None:
+    f = tmp_path / "small.yaml"
+    f.write_text(SMALL)
+    before = sandbox.fingerprint()
+    plan = ok(sandbox, "up", "--dry-run", str(f))
+    assert sandbox.fingerprint() == before
+    assert not os.path.exists(os.path.join(sandbox.netns_dir, "s1"))
+    want = _changes(plan)
+    assert {" ".join(c.split()[:3]) for c in want} >= {
+        "create network lan", "create node s1", "create node s2"}, plan
+    assert any(c.startswith("create  link") for c in want), plan
+    assert plan.strip().endswith(f"small: {len(want)} change(s)")
+    assert _changes(ok(sandbox, "up", str(f))) == want  # the plan is what up then does
+    assert ok(sandbox, "up", "--dry-run", str(f)).strip() == \
+        "small: up to date, nothing changed"
+    f.write_text(SMALL.replace("links:", "  s3: {connect: [{network: lan}]}\nlinks:"))
+    up = sandbox.fingerprint()
+    plan = _changes(ok(sandbox, "up", "--dry-run", str(f)))
+    assert sandbox.fingerprint() == up
+    assert plan and all(c.startswith("create") and "s3" in c for c in plan), plan
+    assert not any(re.search(r"\bs[12]\b", c) for c in plan), plan
+    ok(sandbox, "down", str(f))
+
+
+def test_graph_live_draws_every_network_and_link(sandbox, tmp_path) -> None:
+    f = tmp_path / "small.yaml"
+    f.write_text(SMALL)
+    ok(sandbox, "up", str(f))
+    ok(sandbox, "network", "create", "solo", "--subnet", "10.76.0.0/24", "--bridge", "solobr")
+    ok(sandbox, "connect", "solo", "lone", "--create")
+    live, mine = tmp_path / "live.dot", tmp_path / "small.dot"
+    assert ok(sandbox, "graph", "--live", "-o", str(live)).strip() == str(live)
+    ok(sandbox, "graph", str(f), "-o", str(mine))
+    text, only = live.read_text(), mine.read_text()
+    for word in ("s1", "s2", "10.73.0.1/24", "10.75.0.1/30 - ", "lone", "solobr",
+                 "bridge of solo", "10.76.0.2/24"):
+        assert word in text, word
+    assert "lone" not in only and "solobr" not in only and "10.75.0.1/30" in only
+    res = sandbox.cli("graph", "-o", str(tmp_path / "x.dot"))
+    assert res.returncode == 2 and "give a topology FILE or --live" in res.stderr
+    ok(sandbox, "down", str(f))
+    ok(sandbox, "network", "rm", "solo", "--force")
+    ok(sandbox, "ns", "rm", "lone")
+
+
+@pytest.mark.parametrize("squatter", ["network", "nsnet-namespace", "foreign-namespace",
+                                      "other-topology"])
+def test_same_named_objects_the_topology_does_not_own_are_refused(sandbox, tmp_path,
+                                                                  squatter) -> None:
+    f = tmp_path / "small.yaml"
+    f.write_text(SMALL)
+    if squatter == "network":
+        ok(sandbox, "network", "create", "lan", "--subnet", "10.77.0.0/24")
+        message = "network 'lan' exists and was not made by topology 'small'"
+    elif squatter == "nsnet-namespace":
+        ok(sandbox, "ns", "add", "s2")
+        message = "namespace 's2' exists and was not made by topology 'small'"
+    elif squatter == "foreign-namespace":
+        sandbox.foreign_netns("s1")
+        message = "namespace 's1' exists and was not made by topology 'small'"
+    else:
+        other = tmp_path / "other.yaml"
+        other.write_text("name: other\nnetworks:\n  lan: {subnet: 10.78.0.0/24}\n")
+        ok(sandbox, "up", str(other))
+        message = "network 'lan' belongs to topology 'other'"
+    before = sandbox.fingerprint()
+    res = sandbox.cli("up", str(f))
+    err = res.stderr.strip()
+    assert res.returncode == 5 and len(err.splitlines()) == 1 and message in err, err
+    assert err.startswith(f"nsnet: error: {f}: ")
+    assert sandbox.fingerprint() == before  # nothing taken over, nothing made
+    res = sandbox.cli("down", str(f))  # small owns nothing: removes nothing
+    assert res.returncode == 3 and "topology 'small' is not up" in res.stderr, res.stderr
+    assert sandbox.fingerprint() == before
+
+
+ONE_WAY = """
+import socket, sys, time
+mode, ip, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+if mode == "recv":
+    s.bind((ip, 9999)); s.settimeout(3); got = 0
+    print("ready", flush=True)
+    try:
+        while True:
+            s.recv(64); got += 1; s.settimeout(1)
+    except OSError:
+        pass
+    print(got, flush=True)
+else:
+    for i in range(n):
+        try:
+            s.sendto(b"x" * 32, (ip, 9999))
+        except PermissionError:  # dropped by the sender's own output hook (the loss rule)
+            pass
+        if i % 50 == 49: time.sleep(0.005)
+"""
+
+
+def _one_way(box, src: str, dst: str, dst_ip: str, n: int) -> int:
+    """Datagrams sent from src that reached dst: one direction only."""
+    import sys
+
+    recv = subprocess.Popen(["nsenter", f"--net={box.netns_dir}/{dst}", sys.executable, "-c",
+                             ONE_WAY, "recv", dst_ip, "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert recv.stdout and recv.stdout.readline().strip() == "ready"
+        box.inside(src, sys.executable, "-c", ONE_WAY, "send", dst_ip, str(n))
+        return int(recv.communicate(timeout=30)[0].strip())
+    finally:
+        if recv.poll() is None:
+            recv.kill()
+            recv.wait()
+
+
+def test_b_to_a_emulation_shapes_only_that_direction(sandbox, tmp_path) -> None:
+    """README: emulation applies to both directions, or to a_to_b / b_to_a
+    only.  b_to_a loss 30% (right -> left): measured one way at a time."""
+    f = tmp_path / "wire.yaml"
+    f.write_text(LINKED % "b_to_a: {loss: 30%}")
+    ok(sandbox, "up", str(f))
+    n = 2000
+    a_to_b = _one_way(sandbox, "left", "right", "10.99.0.2", n)
+    b_to_a = _one_way(sandbox, "right", "left", "10.99.0.1", n)
+    assert a_to_b >= n * 0.99, a_to_b  # untouched direction
+    # binomial(2000, 0.3): sd = 20.5 datagrams; 5 sd either side
+    assert abs(b_to_a - n * 0.7) <= 5 * 20.5, b_to_a
+    f.write_text(LINKED % "a_to_b: {loss: 30%}")  # and the mirror image, after a change
+    ok(sandbox, "up", str(f))
+    assert abs(_one_way(sandbox, "left", "right", "10.99.0.2", n) - n * 0.7) <= 5 * 20.5
+    assert _one_way(sandbox, "right", "left", "10.99.0.1", n) >= n * 0.99
+    ok(sandbox, "down", str(f))

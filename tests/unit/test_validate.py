@@ -71,3 +71,70 @@ def test_ip_and_mac_and_mtu():
     for bad in (0, 67, 65536):
         with pytest.raises(InvalidInput, match="out of range"):
             validate_mtu(bad)
+
+
+# --------------------------------------------- subnets a bridge cannot use (#12.13)
+@pytest.mark.parametrize(("cidr", "why"), [
+    ("127.0.0.0/8", "loopback"), ("127.1.0.0/24", "loopback"),
+    ("0.0.0.0/8", "this network"), ("0.0.0.0/0", "overlaps"),
+    ("224.0.0.0/24", "multicast"), ("239.255.0.0/16", "multicast"),
+    ("240.0.0.0/24", "reserved"), ("255.255.255.252/30", "limited broadcast"),
+    ("128.0.0.0/1", "overlaps 224.0.0.0/4"),
+])
+def test_subnets_that_cannot_be_a_bridge_network_are_refused(cidr, why):
+    from nsnet.ipam import Pool
+    from nsnet.model import check_bridge_subnet
+
+    with pytest.raises(InvalidInput, match=f"cannot be a bridge network.*{why}"):
+        check_bridge_subnet(parse_subnet(cidr))
+    with pytest.raises(InvalidInput, match="cannot be a bridge network"):
+        Pool.parse(cidr)  # what the engine, topologies and the CNI plugin all go through
+
+
+@pytest.mark.parametrize("cidr", ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/24",
+                                  "198.51.100.0/24", "100.64.0.0/10", "169.254.172.0/22",
+                                  "223.255.255.0/24", "1.0.0.0/8"])
+def test_ordinary_and_link_local_subnets_are_accepted(cidr):
+    from nsnet.ipam import Pool
+    from nsnet.model import check_bridge_subnet
+
+    assert str(check_bridge_subnet(parse_subnet(cidr))) == cidr
+    assert str(Pool.parse(cidr).subnet) == cidr
+
+
+# ------------------------------------------ settings from the environment (#12.11)
+@pytest.mark.parametrize("value", ["abc", "nan", "inf", "-inf", "-1", "1e400", " ", "0x10"])
+def test_lock_timeout_must_be_a_finite_number_of_seconds(monkeypatch, value):
+    from nsnet.config import env_seconds
+
+    monkeypatch.setenv("NSNET_LOCK_TIMEOUT", value)
+    if value.strip():
+        with pytest.raises(InvalidInput, match=r"NSNET_LOCK_TIMEOUT=.* is not a number of sec"):
+            env_seconds("NSNET_LOCK_TIMEOUT", 120.0)
+    else:
+        assert env_seconds("NSNET_LOCK_TIMEOUT", 120.0) == 120.0
+
+
+def test_lock_timeout_good_values(monkeypatch):
+    from nsnet.config import env_seconds
+    from nsnet.state import StateLock
+
+    for text, value in (("0", 0.0), ("2.5", 2.5), ("30", 30.0)):
+        monkeypatch.setenv("NSNET_LOCK_TIMEOUT", text)
+        assert env_seconds("NSNET_LOCK_TIMEOUT", 120.0) == value
+    monkeypatch.setenv("NSNET_LOCK_TIMEOUT", "nan")
+    with pytest.raises(InvalidInput):
+        StateLock("/nonexistent")
+    assert StateLock("/nonexistent", timeout=3).timeout == 3  # an explicit value wins
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "٣", "delete", "x:y;z"])
+def test_crash_at_must_be_a_count_or_a_label(monkeypatch, value):
+    from nsnet.config import check_env_settings
+
+    monkeypatch.setenv("NSNET_CRASH_AT", value)
+    with pytest.raises(InvalidInput, match=r"NSNET_CRASH_AT=.* is neither a number of crash"):
+        check_env_settings()
+    for good in ("0", "17", "delete:committed", "network_create:journaled", ""):
+        monkeypatch.setenv("NSNET_CRASH_AT", good)
+        check_env_settings()

@@ -97,7 +97,8 @@ class DnsControl:
     def _start(self) -> int:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path(STATUS))
-        log = os.open(self._path(LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+        log = os.open(self._path(LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+                      | os.O_CLOEXEC,
                       0o600)
         try:
             with k.entered(self.host.fd):  # the child is born in the host namespace

@@ -339,7 +339,10 @@ class Server:
                                            "error": self.errors.get(z.network)}
                                for gw, z in self.zones.items()}}
         tmp = os.path.join(self.state_dir, STATUS + ".tmp")
-        with open(tmp, "w") as f:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)  # never write through a symlink planted under that name
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                               | os.O_CLOEXEC, 0o600), "w") as f:
             json.dump(status, f)
         os.replace(tmp, os.path.join(self.state_dir, STATUS))
 
@@ -454,7 +457,7 @@ def serve(state_dir: str) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s nsnet-dns[%(process)d] %(levelname)s %(message)s")
     pid_path = os.path.join(state_dir, PIDFILE)
-    fd = os.open(pid_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(pid_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import Conflict, InvalidInput, PoolExhausted
-from ..model.validate import IPAddr, IPNetwork, parse_ip, parse_subnet
+from ..model.validate import IPAddr, IPNetwork, check_bridge_subnet, parse_ip, parse_subnet
 
 __all__ = ["LeaseStore", "Pool", "allocate"]
 
@@ -33,7 +33,7 @@ class Pool:
     @classmethod
     def parse(cls, subnet: str, gateway: str | None = None,
               ip_range: str | None = None) -> Pool:
-        net = parse_subnet(subnet)
+        net = check_bridge_subnet(parse_subnet(subnet))
         if net.version == 4 and net.prefixlen > 30:
             raise InvalidInput(f"subnet {subnet} is too small: a bridge network needs at "
                                "least a /30 (gateway + one endpoint)")

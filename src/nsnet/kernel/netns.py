@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 CLONE_NEWNET = 0x40000000
 CLONE_NEWNS = 0x00020000
 MS_BIND, MS_REC, MS_SHARED, MS_SLAVE = 0x1000, 0x4000, 1 << 20, 1 << 19
-MNT_DETACH = 2
+MNT_DETACH, UMOUNT_NOFOLLOW = 2, 8
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -154,14 +155,33 @@ def create_netns(netns_dir: str, name: str, sysctls: dict[str, str] | None = Non
 
 
 def remove_netns(path: str) -> None:
-    """Unmount and unlink; the kernel frees it once nothing else holds it."""
+    """Unmount and unlink; the kernel frees it once nothing else holds it.
+
+    Only a namespace mount is unmounted (never through a symlink), and only
+    an empty regular file -- what a mount point is once unmounted -- is
+    unlinked: a path from a forged or stale record cannot make nsnet unmount
+    /proc or delete a file with content."""
+    if _is_netns_mount_here(path):
+        try:
+            umount(path, MNT_DETACH | UMOUNT_NOFOLLOW)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOENT):
+                raise
     try:
-        umount(path)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOENT):
-            raise
-    with suppress(FileNotFoundError):
-        os.unlink(path)
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+        with suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _is_netns_mount_here(path: str) -> bool:
+    """A namespace bind mount at ``path`` itself, not behind a symlink."""
+    try:
+        return not stat.S_ISLNK(os.lstat(path).st_mode) and is_netns_mount(path)
+    except OSError:
+        return False
 
 
 def is_netns_mount(path: str) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import InvalidInput
 from .validate import (
+    check_bridge_subnet,
     parse_ip,
     parse_port_specs,
     parse_subnet,
@@ -29,6 +30,7 @@ __all__ = [
     "PortMap",
     "Published",
     "bridge_alias",
+    "check_bridge_subnet",
     "first_clash",
     "parse_ip",
     "parse_ports",

@@ -79,6 +79,31 @@ def parse_subnet(text: str, what: str = "subnet") -> IPNetwork:
     return net
 
 
+# IPv4 blocks that cannot be a bridge network's subnet (RFC 6890), with why.
+# Link-local 169.254.0.0/16 is *not* here: a bridge network there works (the
+# kernel routes and forwards it; AWS ECS puts its task bridge in
+# 169.254.172.0/22), and one that would shadow a host route to it (cloud
+# metadata) is already refused by the overlap check against the host's routes.
+UNUSABLE_SUBNETS = tuple((ipaddress.IPv4Network(cidr), why) for cidr, why in (
+    ("0.0.0.0/8", "'this network' (RFC 1122): not a destination"),
+    ("127.0.0.0/8", "loopback: the host's own 127.0.0.0/8 services would be exposed "
+     "(the embedded DNS would bind 127.0.0.1:53)"),
+    ("224.0.0.0/4", "multicast: not unicast addresses"),
+    ("240.0.0.0/4", "reserved (240.0.0.0/4, with the limited broadcast "
+     "255.255.255.255): the kernel does not route it"),
+))
+
+
+def check_bridge_subnet(net: IPNetwork, what: str = "subnet") -> IPNetwork:
+    """Refuse a subnet that cannot be a bridge network (see UNUSABLE_SUBNETS)."""
+    if net.version == 4:
+        for bad, why in UNUSABLE_SUBNETS:
+            if net.overlaps(bad):
+                raise InvalidInput(f"{what} {net} cannot be a bridge network: it overlaps "
+                                   f"{bad}, {why}")
+    return net
+
+
 def parse_ip(text: str, what: str = "address") -> IPAddr:
     try:
         return ipaddress.ip_address(text)

@@ -26,8 +26,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
+from ..config import env_seconds
 from ..errors import AlreadyExists, LockTimeout, StateError
 from ..model import Endpoint, Network, PortMap, Published
+from .trust import ensure_trusted_dir, open_private
 
 __all__ = ["StateLock", "Store"]
 
@@ -52,6 +54,7 @@ CREATE TABLE IF NOT EXISTS ports(
     endpoint_id TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
     proto TEXT NOT NULL, host_ip TEXT NOT NULL, host_port INTEGER NOT NULL, port INTEGER NOT NULL,
     UNIQUE(proto, host_ip, host_port));
+CREATE INDEX IF NOT EXISTS endpoints_by_mac ON endpoints(network_id, mac);
 CREATE INDEX IF NOT EXISTS ports_by_port ON ports(proto, host_port);
 CREATE INDEX IF NOT EXISTS ports_by_endpoint ON ports(endpoint_id);
 CREATE TABLE IF NOT EXISTS cni_attachments(
@@ -88,8 +91,8 @@ def _published(row: tuple) -> Published:
 class Store:
     def __init__(self, state_dir: str) -> None:
         self.state_dir = state_dir
+        ensure_trusted_dir(state_dir, "state directory", 0o700)  # as ssh's StrictModes
         try:
-            os.makedirs(state_dir, mode=0o700, exist_ok=True)
             self.db = sqlite3.connect(os.path.join(state_dir, "state.db"), timeout=30,
                                       isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -286,6 +289,12 @@ class Store:
             out += [_published(r) for r in rows]
         return out
 
+    def mac_user(self, network_id: str, mac: str) -> str | None:
+        """The namespace whose endpoint on this network has ``mac`` (by index)."""
+        row = self.db.execute("SELECT netns FROM endpoints WHERE network_id=? AND mac=? LIMIT 1",
+                              (network_id, mac.lower())).fetchone()
+        return row[0] if row else None
+
     def used_addresses(self, network_id: str) -> set[str]:
         rows = self.db.execute("SELECT address FROM endpoints WHERE network_id=?", (network_id,))
         return {r[0].split("/")[0] for r in rows}
@@ -297,8 +306,8 @@ class StateLock:
     def __init__(self, state_dir: str, timeout: float | None = None,
                  notify: Callable[[str], None] | None = None) -> None:
         self.path = os.path.join(state_dir, "lock")
-        env = os.environ.get("NSNET_LOCK_TIMEOUT")
-        self.timeout = timeout if timeout is not None else float(env) if env else 120.0
+        self.timeout = timeout if timeout is not None else env_seconds("NSNET_LOCK_TIMEOUT",
+                                                                       120.0)
         self.notify = notify or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.fd = -1
         self.depth = 0
@@ -316,7 +325,11 @@ class StateLock:
             self.fd = -1
 
     def _acquire(self) -> None:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self.fd = open_private(self.path)  # never through a symlink
+        except OSError as exc:
+            raise StateError(f"cannot open the state lock {self.path}: "
+                             f"{exc.strerror or exc}") from None
         start = time.monotonic()
         told = False
         while True:

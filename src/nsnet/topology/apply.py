@@ -138,8 +138,9 @@ def _refuse_foreign(engine: Engine, topo: TopologySpec, want: dict, everyone: di
         if owner != topo.name:
             raise Conflict(f"{topo.source}: {kind} {key!r} belongs to topology {owner!r}")
     mine = {key for (kind, key), (owner, _) in everyone.items() if owner == topo.name}
+    existing = {n.name for n in engine.store.networks()}  # one read, not one per network
     for name in topo.networks:
-        if name not in mine and engine.store.network(name):
+        if name not in mine and name in existing:
             raise Conflict(f"{topo.source}: network {name!r} exists and was not made by "
                            f"topology {topo.name!r}; nothing was changed")
     for name in topo.nodes:

@@ -9,12 +9,14 @@ Graphviz's ``dot`` (Debian's graphviz package).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 
 from ..engine import Engine
 from ..errors import InvalidInput, NotFound
+from ..state.trust import write_atomic_at
 
 __all__ = ["Graph", "live_graph", "render", "to_dot", "to_mermaid"]
 
@@ -40,7 +42,7 @@ def _emu_text(emu: dict) -> str:
 
 
 def live_graph(engine: Engine, topology: str | None = None) -> Graph:
-    objects = engine.store.topology_objects(topology) if topology else {}
+    objects = engine.store.topology_objects(topology)  # None: every topology's (--live)
     if topology and not objects:
         raise NotFound(f"topology {topology!r} is not up")
     nets = [n for n in engine.networks()
@@ -128,12 +130,29 @@ def render(g: Graph, path: str) -> None:
         if not dot:
             raise InvalidInput("rendering SVG/PNG needs Graphviz's 'dot' "
                                "(apt-get install graphviz); .dot and .mmd need nothing")
-        proc = subprocess.run([dot, f"-T{suffix}", "-o", path], input=to_dot(g).encode(),
+        proc = subprocess.run([dot, f"-T{suffix}"], input=to_dot(g).encode(),
                               capture_output=True)
         if proc.returncode:
             raise InvalidInput(f"dot failed: {proc.stderr.decode().strip()}")
+        _write_output(path, proc.stdout)
         return
     else:
         raise InvalidInput(f"{path}: unknown format (use .svg, .png, .dot or .mmd)")
-    with open(path, "w") as f:
-        f.write(text)
+    _write_output(path, text.encode())
+
+
+def _write_output(path: str, data: bytes) -> None:
+    """Root writes the picture: under a fresh temporary name, then renamed
+    over ``path`` -- a symlink planted there (in a directory another user can
+    write, such as the working directory) is replaced, never followed."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InvalidInput(f"{path}: {exc.strerror}") from None
+    try:
+        write_atomic_at(fd, os.path.basename(path), data)
+    except OSError as exc:
+        raise InvalidInput(f"{path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)

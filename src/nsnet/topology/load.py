@@ -27,6 +27,7 @@ from ..errors import InvalidInput
 from ..model import (
     NetworkSpec,
     PortMap,
+    check_bridge_subnet,
     parse_ip,
     parse_ports,
     parse_subnet,
@@ -252,7 +253,8 @@ def _network(doc: _Doc, name: str, node: Any, path: str) -> NetworkSpec:
         doc.fail(node, f"{path}.subnet", "is required")
     text = {k: doc.scalar(raw[k], f"{path}.{k}") for k in ("subnet", "gateway", "ip_range",
                                                            "bridge") if k in raw}
-    doc.check(raw["subnet"], f"{path}.subnet", parse_subnet, text["subnet"])
+    doc.check(raw["subnet"], f"{path}.subnet",
+              lambda t: check_bridge_subnet(parse_subnet(t)), text["subnet"])
     if "gateway" in raw:
         doc.check(raw["gateway"], f"{path}.gateway", parse_ip, text["gateway"], "gateway")
     if "ip_range" in raw:
@@ -406,13 +408,18 @@ def parse_topology(text: str, source: str = "<topology>") -> TopologySpec:
     import yaml
 
     doc = _Doc(source)
+    # libyaml when present: ~5x faster on big files, and it bounds nesting
+    # (1,000 levels) where the pure-Python composer recurses until it fails
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        root = yaml.compose(text)
+        root = yaml.compose(text, Loader=loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else 1
         raise InvalidInput(f"{source}:{line}: not valid YAML: "
                            f"{getattr(exc, 'problem', exc)}") from None
+    except RecursionError:
+        raise InvalidInput(f"{source}:1: not valid YAML: nested too deeply") from None
     if root is None:
         raise InvalidInput(f"{source}:1: the file is empty")
     top = doc.mapping(root, "topology", TOP_KEYS)
@@ -428,10 +435,11 @@ def parse_topology(text: str, source: str = "<topology>") -> TopologySpec:
     _check_overlaps(doc, networks, top.get("networks"))
     nodes: dict[str, Node] = {}
     raw_nodes = doc.mapping(top["nodes"], "nodes") if "nodes" in top else {}
-    for nname, value in raw_nodes.items():
-        key_node = next(k for k, _ in top["nodes"].value if k.value == nname)
+    for key_node, value in (top["nodes"].value if raw_nodes else []):
+        nname = key_node.value
         doc.check(key_node, f"nodes.{nname}", validate_netns_name, nname)
         nodes[nname] = _node(doc, nname, value, f"nodes.{nname}", networks)
+    _check_macs(doc, nodes, top.get("nodes"))
     links = tuple(_link(doc, n, f"links[{i}]", nodes)
                   for i, n in enumerate(doc.seq(top["links"], "links") if "links" in top
                                         else []))
@@ -440,17 +448,52 @@ def parse_topology(text: str, source: str = "<topology>") -> TopologySpec:
 
 
 def _check_overlaps(doc: _Doc, networks: dict[str, NetworkSpec], node: Any) -> None:
-    items = list(networks.items())
-    for i, (a, sa) in enumerate(items):
-        for b, sb in items[:i]:
-            if ipaddress.ip_network(sa.subnet).overlaps(ipaddress.ip_network(sb.subnet)):
-                key = next(k for k, _ in node.value if k.value == a)
-                doc.fail(key, f"networks.{a}.subnet", f"{sa.subnet} overlaps network "
-                         f"{b!r} ({sb.subnet})")
-        bridges = [s.bridge for s in networks.values() if s.bridge]
-        if sa.bridge and bridges.count(sa.bridge) > 1:
-            key = next(k for k, _ in node.value if k.value == a)
-            doc.fail(key, f"networks.{a}.bridge", f"bridge {sa.bridge!r} is used twice")
+    """Overlapping subnets and shared bridges, in O(n log n): two CIDRs either
+    nest or are disjoint, so in start order a subnet overlaps an earlier one
+    iff it starts before the furthest end seen so far (that subnet holds it)."""
+    if not networks:
+        return
+    keys = {k.value: k for k, _ in node.value}
+    order = {name: i for i, name in enumerate(networks)}
+    nets = sorted(((ipaddress.ip_network(s.subnet), name) for name, s in networks.items()),
+                  key=lambda item: (item[0].version, int(item[0].network_address),
+                                    item[0].prefixlen))
+    clashes = []
+    widest: tuple[Any, str] | None = None
+    for net, name in nets:
+        if widest and widest[0].version == net.version \
+                and int(net.network_address) <= int(widest[0].broadcast_address):
+            clashes.append((name, widest[1]))
+        if widest is None or widest[0].version != net.version \
+                or int(net.broadcast_address) > int(widest[0].broadcast_address):
+            widest = (net, name)
+    if clashes:  # report the later one of the file, as a reader meets it
+        a, b = min(((x, y) if order[x] > order[y] else (y, x) for x, y in clashes),
+                   key=lambda pair: order[pair[0]])
+        doc.fail(keys[a], f"networks.{a}.subnet", f"{networks[a].subnet} overlaps network "
+                 f"{b!r} ({networks[b].subnet})")
+    bridges: dict[str, str] = {}
+    for name, spec in networks.items():
+        if spec.bridge and spec.bridge in bridges:
+            doc.fail(keys[name], f"networks.{name}.bridge",
+                     f"bridge {spec.bridge!r} is used twice")
+        if spec.bridge:
+            bridges[spec.bridge] = name
+
+
+def _check_macs(doc: _Doc, nodes: dict[str, Node], node: Any) -> None:
+    """One MAC per bridge: two ports with one MAC make it flap (linear)."""
+    keys = {k.value: k for k, _ in node.value} if node is not None else {}
+    seen: dict[tuple[str, str], str] = {}
+    for name, spec in nodes.items():
+        for i, conn in enumerate(spec.connect):
+            if not conn.mac:
+                continue
+            other = seen.setdefault((conn.network, conn.mac), name)
+            if other != name:
+                doc.fail(keys.get(name), f"nodes.{name}.connect[{i}].mac",
+                         f"MAC address {conn.mac} is already used by node {other!r} on "
+                         f"network {conn.network!r}")
 
 
 def _check_link_names(doc: _Doc, links: tuple[Link, ...], node: Any) -> None:
@@ -465,8 +508,17 @@ def _check_link_names(doc: _Doc, links: tuple[Link, ...], node: Any) -> None:
 
 def load_topology(path: str) -> TopologySpec:
     try:
-        with open(path) as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as exc:
         raise InvalidInput(f"{path}: {exc.strerror}") from None
-    return parse_topology(text, path)
+    return parse_topology(_utf8(data, path), path)
+
+
+def _utf8(data: bytes, source: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InvalidInput(f"{source}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} "
+                           f"at offset {exc.start})") from None
