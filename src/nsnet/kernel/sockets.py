@@ -3,11 +3,13 @@
 Publishing HOST_PORT over a host service would silently divert the
 service's traffic to an endpoint (the DNAT comes first), so nsnet looks
 before it publishes, as Docker does when it binds the port ("port is
-already allocated").  The tables are read from ``/proc/thread-self/net``
-while this thread sits in the namespace: procfs shows the namespace of the
-reading *thread*, so no process has to run there.  One read serves any
-number of mappings; the owner of a socket (a scan of every process's file
-descriptors) is looked up only for the listener that conflicts.
+already allocated").  The kernel is asked through sock_diag (netlink),
+from a socket opened inside the namespace, for TCP sockets in LISTEN and
+UDP sockets not connected to a peer only: the kernel filters by state, so
+the cost follows the number of servers, not of connections (a busy host's
+``/proc/net/tcp`` lists every connection).  The owner of a socket (a scan
+of every process's file descriptors) is looked up only for the listener
+that conflicts.
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from .netlink import Netlink
 from .netns import Netns, entered
 
 __all__ = ["Listener", "listeners", "socket_owner"]
 
-_TCP_LISTEN = "0A"
-_TABLES = (("tcp", "tcp", socket.AF_INET), ("tcp6", "tcp", socket.AF_INET6),
-           ("udp", "udp", socket.AF_INET), ("udp6", "udp", socket.AF_INET6))
+NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY = 4, 20
+TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN = 1, 7, 10
+# inet_diag_req_v2: family, protocol, ext, pad, states, then inet_diag_sockid
+# (sport, dport, src[16], dst[16], if, cookie[8])
+_REQ = struct.Struct("=BBBxI48x")
 
 
 @dataclass(frozen=True)
@@ -34,37 +39,28 @@ class Listener:
     inode: int
 
 
-def _address(hexaddr: str, family: int) -> str:
-    # the kernel prints each 32-bit word in host byte order
-    words = [int(hexaddr[i : i + 8], 16) for i in range(0, len(hexaddr), 8)]
-    return socket.inet_ntop(family, b"".join(struct.pack("=I", w) for w in words))
-
-
-def _parse(text: str, proto: str, family: int) -> list[Listener]:
-    out = []
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 10:
-            continue
-        local, remote, state, inode = fields[1], fields[2], fields[3], int(fields[9])
-        serving = state == _TCP_LISTEN if proto == "tcp" else remote.endswith(":0000")
-        if serving:  # a TCP listener, or a UDP socket not connected to one peer
-            addr, port = local.rsplit(":", 1)
-            out.append(Listener(proto, _address(addr, family), int(port, 16), inode))
-    return out
+def _decode(body: bytes, proto: str) -> Listener:
+    family = body[0]
+    sport = struct.unpack_from("!H", body, 4)[0]
+    size = 4 if family == socket.AF_INET else 16
+    address = socket.inet_ntop(family, body[8 : 8 + size])
+    inode = struct.unpack_from("=I", body, 4 + 48 + 16)[0]
+    return Listener(proto, address, sport, inode)
 
 
 def listeners(ns: Netns) -> list[Listener]:
     """Every TCP listener and unconnected bound UDP socket of ``ns``."""
-    texts = []
     with entered(ns.fd):
-        for name, proto, family in _TABLES:
-            try:
-                with open(f"/proc/thread-self/net/{name}") as f:
-                    texts.append((f.read(), proto, family))
-            except FileNotFoundError:  # a kernel without IPv6
-                continue
-    return [lst for text, proto, family in texts for lst in _parse(text, proto, family)]
+        nl = Netlink(NETLINK_SOCK_DIAG)
+    out: list[Listener] = []
+    with nl:
+        for proto, num, state in (("tcp", socket.IPPROTO_TCP, TCP_LISTEN),
+                                  ("udp", socket.IPPROTO_UDP, TCP_CLOSE)):
+            for family in (socket.AF_INET, socket.AF_INET6):
+                for reply in nl.dump(SOCK_DIAG_BY_FAMILY, _REQ.pack(family, num, 0, 1 << state)):
+                    if reply.msg_type == SOCK_DIAG_BY_FAMILY:
+                        out.append(_decode(reply.body, proto))
+    return out
 
 
 def socket_owner(inode: int) -> str | None:
@@ -72,8 +68,7 @@ def socket_owner(inode: int) -> str | None:
     target = f"socket:[{inode}]"
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-            for fd in fds:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
                 if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
                     with open(f"/proc/{pid}/comm") as f:
                         return f"pid {pid} ({f.read().strip()})"
