@@ -730,7 +730,7 @@ class Engine:
         of the host's socket tables, one dict lookup per mapping."""
         with kernel_errors("reading the host namespace's sockets"):
             found: dict[tuple[str, int], list[k.Listener]] = {}
-            for lst in k.listeners(self.host):
+            for lst in k.listeners(self.host, tuple(sorted({m.proto for m in ports}))):
                 found.setdefault((lst.proto, lst.port), []).append(lst)
         for m in ports:
             for lst in found.get((m.proto, m.host_port), []):

@@ -48,14 +48,17 @@ def _decode(body: bytes, proto: str) -> Listener:
     return Listener(proto, address, sport, inode)
 
 
-def listeners(ns: Netns) -> list[Listener]:
-    """Every TCP listener and unconnected bound UDP socket of ``ns``."""
+_KINDS = {"tcp": (socket.IPPROTO_TCP, TCP_LISTEN), "udp": (socket.IPPROTO_UDP, TCP_CLOSE)}
+
+
+def listeners(ns: Netns, protos: tuple[str, ...] = ("tcp", "udp")) -> list[Listener]:
+    """Every TCP listener and/or unconnected bound UDP socket of ``ns``."""
     with entered(ns.fd):
         nl = Netlink(NETLINK_SOCK_DIAG)
     out: list[Listener] = []
     with nl:
-        for proto, num, state in (("tcp", socket.IPPROTO_TCP, TCP_LISTEN),
-                                  ("udp", socket.IPPROTO_UDP, TCP_CLOSE)):
+        for proto in protos:
+            num, state = _KINDS[proto]
             for family in (socket.AF_INET, socket.AF_INET6):
                 for reply in nl.dump(SOCK_DIAG_BY_FAMILY, _REQ.pack(family, num, 0, 1 << state)):
                     if reply.msg_type == SOCK_DIAG_BY_FAMILY:
