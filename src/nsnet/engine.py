@@ -710,7 +710,7 @@ class Engine:
                                 f"{mine.proto} is already published{where}")
         local = {a.address for a in self.rtnl.addresses()} if any(m.host_ip for m in ports) \
             else set()
-        gateways = {n.gateway: n.name for n in self.store.networks()}
+        gateways = self._gateways() if any(m.host_ip for m in ports) else {}
         for m in ports:
             if m.host_ip and m.host_ip not in local and not m.host_ip.startswith("127."):
                 raise InvalidInput(f"cannot publish on {m.host_ip}: it is not an address of the "
@@ -720,18 +720,24 @@ class Engine:
                                    f"{gateways[m.host_ip]!r} (traffic to a gateway is never "
                                    "a published port's)")
         if not force:
-            self._check_host_listeners(ports, set(gateways))
+            self._check_host_listeners(ports)
 
-    def _check_host_listeners(self, ports: tuple[PortMap, ...] | list[PortMap],
-                              gateways: set[str]) -> None:
+    def _gateways(self) -> dict[str, str]:
+        return {n.gateway: n.name for n in self.store.networks()}
+
+    def _check_host_listeners(self, ports: tuple[PortMap, ...] | list[PortMap]) -> None:
         """A mapping over a host service would divert the service's traffic
         to the endpoint (the DNAT comes first): refuse, naming the listener,
-        as Docker's "port is already allocated" -- unless forced.  One read
-        of the host's socket tables, one dict lookup per mapping."""
-        with kernel_errors("reading the host namespace's sockets"):
+        as Docker's "port is already allocated" -- unless forced.  A bind
+        test per mapping; the socket tables are read only for a port in use."""
+        with kernel_errors("looking for listeners in the host namespace"):
+            busy = k.busy_ports(self.host, [(m.proto, m.host_ip, m.host_port) for m in ports])
+            if not busy:
+                return
             found: dict[tuple[str, int], list[k.Listener]] = {}
-            for lst in k.listeners(self.host, tuple(sorted({m.proto for m in ports}))):
+            for lst in k.listeners(self.host, tuple(sorted({proto for proto, _, _ in busy}))):
                 found.setdefault((lst.proto, lst.port), []).append(lst)
+        gateways = set(self._gateways())
         for m in ports:
             for lst in found.get((m.proto, m.host_port), []):
                 if _diverts(m, lst, gateways):

@@ -43,7 +43,7 @@ from .rtnl import (
     req_new_veth,
     req_set_link,
 )
-from .sockets import Listener, listeners, socket_owner
+from .sockets import Listener, busy_ports, listeners, socket_owner
 from .tc import (
     has_netem,
     loopback_guarded,
@@ -66,6 +66,7 @@ __all__ = [
     "Rtnl",
     "Snapshot",
     "VethSpec",
+    "busy_ports",
     "create_netns",
     "current_netns",
     "ensure_netns_dir",

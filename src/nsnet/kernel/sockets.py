@@ -3,7 +3,11 @@
 Publishing HOST_PORT over a host service would silently divert the
 service's traffic to an endpoint (the DNAT comes first), so nsnet looks
 before it publishes, as Docker does when it binds the port ("port is
-already allocated").  The kernel is asked through sock_diag (netlink),
+already allocated").  First a bind test per mapping (a socket bound and
+closed inside the namespace: microseconds, and exactly the kernel's own
+notion of "in use", e.g. a v6-only listener does not block IPv4); only a
+port it finds taken is looked up further.  Then the kernel is asked
+through sock_diag (netlink),
 from a socket opened inside the namespace, for TCP sockets in LISTEN and
 UDP sockets not connected to a peer only: the kernel filters by state, so
 the cost follows the number of servers, not of connections (a busy host's
@@ -14,6 +18,7 @@ that conflicts.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -22,7 +27,7 @@ from dataclasses import dataclass
 from .netlink import Netlink
 from .netns import Netns, entered
 
-__all__ = ["Listener", "listeners", "socket_owner"]
+__all__ = ["Listener", "busy_ports", "listeners", "socket_owner"]
 
 NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY = 4, 20
 TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN = 1, 7, 10
@@ -64,6 +69,22 @@ def listeners(ns: Netns, protos: tuple[str, ...] = ("tcp", "udp")) -> list[Liste
                     if reply.msg_type == SOCK_DIAG_BY_FAMILY:
                         out.append(_decode(reply.body, proto))
     return out
+
+
+def busy_ports(ns: Netns, wanted: list[tuple[str, str, int]]) -> set[tuple[str, str, int]]:
+    """Those of ``wanted`` -- (proto, IPv4 address or "" for all, port) -- that
+    a bind in ``ns`` finds in use (by a server, or by any other socket)."""
+    busy = set()
+    with entered(ns.fd):
+        for proto, address, port in wanted:
+            kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+            with socket.socket(socket.AF_INET, kind | socket.SOCK_CLOEXEC) as probe:
+                try:
+                    probe.bind((address or "0.0.0.0", port))
+                except OSError as exc:
+                    if exc.errno == errno.EADDRINUSE:
+                        busy.add((proto, address, port))
+    return busy
 
 
 def socket_owner(inode: int) -> str | None:
