@@ -435,12 +435,22 @@ class Engine:
             rt.run([k.req_new_bridge(net.bridge, net.mtu, mac=random_mac(), up=False)])
             crashpoint("bridge:created")
             index = rt.link(net.bridge).index
+            self._guard_loopback(index)  # before route_localnet is ever on
             k.write_sysctls(self.host, _bridge_sysctls(net))
             rt.run([k.req_add_addr(index, f"{net.gateway}/{net.prefixlen}"),
                     k.req_set_link(index=index, up=True, alias=bridge_alias(net.id))])
             crashpoint("bridge:configured")
         if not net.internal:
             self._ensure_forwarding()
+
+    def _guard_loopback(self, index: int) -> None:
+        """The bridge's tc loopback guard (see :mod:`nsnet.kernel.tc`): it lives
+        and dies with the bridge, so it needs no record of its own, and no nft
+        flush removes it.  Idempotent (reconcile re-adds a removed one)."""
+        reqs = [k.req_clsact(index), k.req_loopback_guard(index, fw.LOCALNET_MARK)]
+        for err, detail in self.rtnl.batch(reqs).errors:
+            if err and err != errno.EEXIST:
+                raise k.NetlinkError(err, "adding the loopback guard", detail)
 
     def _ensure_forwarding(self) -> None:
         """Routed networks need IPv4 forwarding in the host namespace (as
@@ -656,7 +666,7 @@ class Engine:
             validate_dns_name(alias)
 
     def _plan_connect(self, net: Network, names: list[str], opts: ConnectOptions) -> _Plan:
-        self._check_publishable(net, opts.ports)
+        self._check_publishable(net, opts.ports, opts.force_ports)
         taken = {e.netns for e in net.endpoints}
         already = [n for n in names if n in taken]
         if already:
@@ -716,7 +726,8 @@ class Engine:
             self.network(network)
         return [p for p in self.store.published() if network in (None, p.network)]
 
-    def _check_publishable(self, net: Network, ports: tuple[PortMap, ...] | list[PortMap]) -> None:
+    def _check_publishable(self, net: Network, ports: tuple[PortMap, ...] | list[PortMap],
+                           force: bool = False) -> None:
         """Everything that can be wrong with publishing, before anything is sent."""
         if not ports:
             return
@@ -733,28 +744,62 @@ class Engine:
                                 f"{mine.proto} is already published{where}")
         local = {a.address for a in self.rtnl.addresses()} if any(m.host_ip for m in ports) \
             else set()
+        gateways = self._gateways() if any(m.host_ip for m in ports) else {}
         for m in ports:
             if m.host_ip and m.host_ip not in local and not m.host_ip.startswith("127."):
                 raise InvalidInput(f"cannot publish on {m.host_ip}: it is not an address of the "
                                    "host namespace")
+            if m.host_ip in gateways:
+                raise InvalidInput(f"cannot publish on {m.host_ip}: it is the gateway of network "
+                                   f"{gateways[m.host_ip]!r} (traffic to a gateway is never "
+                                   "a published port's)")
+        if not force:
+            self._check_host_listeners(ports)
 
-    def port_add(self, network: str, netns: str, ports: tuple[PortMap, ...]) -> list[Published]:
-        """Publish more ports of an existing endpoint (one nft transaction)."""
-        return self._change_ports(network, netns, ports, adding=True)
+    def _gateways(self) -> dict[str, str]:
+        return {n.gateway: n.name for n in self.store.networks()}
+
+    def _check_host_listeners(self, ports: tuple[PortMap, ...] | list[PortMap]) -> None:
+        """A mapping over a host service would divert the service's traffic
+        to the endpoint (the DNAT comes first): refuse, naming the listener,
+        as Docker's "port is already allocated" -- unless forced.  A bind
+        test per mapping; the socket tables are read only for a port in use."""
+        with kernel_errors("looking for listeners in the host namespace"):
+            busy = k.busy_ports(self.host, [(m.proto, m.host_ip, m.host_port) for m in ports])
+            if not busy:
+                return
+            found: dict[tuple[str, int], list[k.Listener]] = {}
+            for lst in k.listeners(self.host, tuple(sorted({proto for proto, _, _ in busy}))):
+                found.setdefault((lst.proto, lst.port), []).append(lst)
+        gateways = set(self._gateways())
+        for m in ports:
+            for lst in found.get((m.proto, m.host_port), []):
+                if _diverts(m, lst, gateways):
+                    owner = k.socket_owner(lst.inode) or f"socket inode {lst.inode}"
+                    raise Conflict(f"port {m.host_ip or '0.0.0.0'}:{m.host_port}/{m.proto} is "
+                                   f"already in use in the host namespace ({lst.address}:"
+                                   f"{lst.port} by {owner}); --force publishes over it "
+                                   "(its traffic then goes to the endpoint)")
+
+    def port_add(self, network: str, netns: str, ports: tuple[PortMap, ...],
+                 force: bool = False) -> list[Published]:
+        """Publish more ports of an existing endpoint (one nft transaction);
+        ``force`` publishes over a host process listening there."""
+        return self._change_ports(network, netns, ports, adding=True, force=force)
 
     def port_rm(self, network: str, netns: str, ports: tuple[PortMap, ...]) -> list[Published]:
         """Stop publishing ports of an endpoint (one nft transaction)."""
         return self._change_ports(network, netns, ports, adding=False)
 
     def _change_ports(self, network: str, netns: str, ports: tuple[PortMap, ...],
-                      adding: bool) -> list[Published]:
+                      adding: bool, force: bool = False) -> list[Published]:
         if not ports:
             raise InvalidInput("no port given (e.g. 8080:80/tcp)")
         with self.exclusive():
             net = self.network(network)
             ep = self._endpoint(net, netns)
             if adding:
-                self._check_publishable(net, ports)
+                self._check_publishable(net, ports, force)
                 pubs = [Published(ep.id, net.name, ep.netns, ep.ip, m) for m in ports]
             else:
                 held = {p.port: p for p in self.store.published(ep.id)}
@@ -1069,6 +1114,7 @@ class Engine:
             self._create_bridge(net)
             return
         with kernel_errors(f"repairing bridge {net.bridge}"):
+            self._guard_loopback(link.index)
             self.rtnl.batch([k.req_add_addr(link.index, f"{net.gateway}/{net.prefixlen}")])
             self.rtnl.run([k.req_set_link(index=link.index, up=True)])
 
@@ -1156,6 +1202,17 @@ def _bridge_sysctls(net: Network) -> dict[str, str]:
         # arriving *from* the bridge (CVE-2020-8558).
         values[f"net/ipv4/conf/{net.bridge}/route_localnet"] = "1"
     return values
+
+
+def _diverts(m: PortMap, lst: k.Listener, gateways: set[str]) -> bool:
+    """Whether mapping ``m`` would take the traffic of host listener ``lst``
+    (same protocol and port already matched)."""
+    addr = lst.address.removeprefix("::ffff:")
+    if ":" in addr and addr != "::":
+        return False  # an IPv6 address: nsnet's DNAT is IPv4 only
+    if addr in gateways:
+        return False  # nsnet's DNS: traffic to a gateway is never DNATed
+    return not m.host_ip or addr in ("0.0.0.0", "::") or addr == m.host_ip
 
 
 def _configure_inside(ns: k.Netns, ep: Endpoint, ipv6_off: bool) -> None:

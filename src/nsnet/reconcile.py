@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import kernel as k
+from .firewall.rules import LOCALNET_MARK
 from .model import ALIAS_PREFIX, Endpoint, Network, bridge_alias, veth_alias
 
 if TYPE_CHECKING:
@@ -128,6 +129,9 @@ def _check_bridge(engine: Engine, net: Network, links: dict[str, k.Link]) -> lis
     if f"{net.gateway}/{net.prefixlen}" not in snap_addrs or not link.up:
         return [Action("bridge", net.bridge, "gateway address or up state missing: repair",
                        (net.name,))]
+    if not k.loopback_guarded(engine.rtnl, link.index, LOCALNET_MARK):
+        return [Action("bridge", net.bridge, "loopback guard (tc filter dropping 127.0.0.0/8) "
+                       "missing: repair", (net.name,))]
     return []
 
 

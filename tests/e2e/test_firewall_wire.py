@@ -7,6 +7,9 @@ tests) by a veth; small servers answer with the address they saw.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import time
 
 import pytest
@@ -15,8 +18,6 @@ from world import HOST_IP, HOST_IP2, OUT_IP, World
 
 
 def _ip_of(world: World, net: str, ns: str) -> str:
-    import json
-
     eps = json.loads(world.ok("network", "inspect", net))[0]["endpoints"]
     return next(e["address"].split("/")[0] for e in eps if e["netns"] == ns)
 
@@ -175,3 +176,139 @@ def test_udp_mapping_change_flushes_stale_conntrack(world: World) -> None:
     while answer is None and time.monotonic() < deadline:
         answer = world.ask("outside", "udp", HOST_IP, 5300, src_port=40000)
     assert answer == f"{OUT_IP} 53"
+
+
+# ------------------------------------------- README promises (issue #13)
+def test_route_localnet_on_nsnet_bridges_only_and_127_dropped_there(world: World) -> None:
+    """route_localnet=1 on routed nsnet bridges and nowhere else; whatever
+    arrives on a bridge for 127.0.0.0/8 is dropped (nft guard + tc guard)."""
+    from security.frames import UdpListener, ether_frame, ipv4_packet, link_mac, send_frame
+
+    box = world.box
+    a, c = box.name("a"), box.name("c")
+    world.ok("network", "create", "routed", "--subnet", "10.65.0.0/24")
+    world.ok("network", "create", "closed", "--subnet", "10.66.0.0/24", "--internal")
+    world.ok("connect", "routed", a, "--create", "-p", "127.0.0.1:8080:80")
+    world.ok("connect", "closed", c, "--create")
+    nets = {n["name"]: n for n in json.loads(world.ok("network", "ls", "--json"))}
+    routed, closed = nets["routed"]["bridge"], nets["closed"]["bridge"]
+
+    def localnet(ifname: str) -> str:
+        key = f"net.ipv4.conf.{ifname}.route_localnet"
+        return box.host("sysctl", "-n", key).stdout.strip()
+
+    assert localnet(routed) == "1"
+    for other in (closed, "all", "default", "lo", box.name("up")):
+        assert localnet(other) == "0", other
+    for bridge in (routed, closed):
+        assert "bpf" in box.host("tc", "filter", "show", "dev", bridge, "ingress").stdout
+    a_path = os.path.join(box.netns_dir, a)
+    frame = ether_frame(link_mac(a_path, "eth0"), link_mac(box.host_path, routed),
+                        ipv4_packet("10.65.0.2", "127.0.0.1", "udp", 40000, 7777))
+    with UdpListener(box.host_path, "127.0.0.1", 7777) as service:
+        send_frame(a_path, "eth0", frame)
+        assert service.collect(1.0) == []
+    world.serve_in(a, "tcp", 80)
+    assert world.ask("host", "tcp", "127.0.0.1", 8080) == "10.65.0.1 80"
+
+
+_FOREIGN = """
+table inet foreign {
+    set blocked { type ipv4_addr; elements = { 203.0.113.9 } }
+    chain input { type filter hook input priority 10; policy accept; ip saddr @blocked drop; }
+    chain passing { type filter hook forward priority 5; policy accept; tcp dport 2222 accept; }
+    chain extra { ip daddr 203.0.113.0/24 drop; }
+}
+table inet nsnet {
+    chain mine { ip daddr 203.0.113.1 drop; }
+}
+table bridge other {
+    chain c { type filter hook forward priority 0; policy accept; }
+}
+table ip nsnetx {
+    map m { type ipv4_addr : verdict; }
+}
+"""
+
+
+def test_never_touches_another_table(world: World) -> None:
+    """Tables nsnet did not make -- including ones whose name or family is
+    close to its own -- are byte-identical after every kind of change."""
+    box = world.box
+    subprocess.run(["nsenter", f"--net={box.host_path}", "nft", "-f", "-"], input=_FOREIGN,
+                   text=True, check=True)
+
+    def foreign() -> str:
+        out = box.host("nft", "-s", "list", "ruleset").stdout
+        return "\n".join(block.strip() for block in out.split("\ntable ")
+                         if not block.removeprefix("table ").startswith(("ip nsnet {",
+                                                                   "bridge nsnet {")))
+
+    before = foreign()
+    assert "inet nsnet" in before and "ip nsnetx" in before
+    web, peer = box.name("web"), box.name("peer")
+    steps = [("network", "create", "front", "--subnet", "10.67.0.0/24", "--no-icc"),
+             ("network", "create", "back", "--subnet", "10.68.0.0/24", "--internal"),
+             ("connect", "front", web, "--create", "-p", "8080:80"),
+             ("connect", "back", peer, "--create"),
+             ("port", "add", "front", web, "5353:53/udp"),
+             ("port", "rm", "front", web, "8080:80"),
+             ("disconnect", "back", peer)]
+    for step in steps:
+        world.ok(*step)
+        assert foreign() == before, step
+    box.host("nft", "delete", "table", "ip", "nsnet")  # drift: reconcile rebuilds ours only
+    world.ok("reconcile")
+    assert foreign() == before
+    world.ok("network", "rm", "--force", "front")
+    world.ok("network", "rm", "back")
+    world.ok("reconcile")
+    assert foreign() == before
+    tables = box.host("nft", "list", "tables").stdout
+    assert "table ip nsnet\n" not in tables + "\n" and "table bridge nsnet" not in tables
+    assert "table inet nsnet" in tables
+
+
+def test_nft_command_fallback_without_libnftables(world: World, monkeypatch) -> None:
+    """With libnftables unavailable the driver pipes the same JSON to
+    ``nft -j -f -``: a whole scenario works on the wire through it."""
+    from nsnet import ConnectOptions, NetworkSpec, parse_ports
+    from nsnet import kernel as k
+    from nsnet.firewall import nft
+
+    calls = {"lib": 0, "cli": 0}
+    real_cli = nft.NftablesDriver._cli_run
+
+    def no_library(text: str) -> tuple[int, str, str]:
+        calls["lib"] += 1
+        raise AssertionError("libnftables used although it is unavailable")
+
+    def counted_cli(text: str) -> tuple[int, str, str]:
+        calls["cli"] += 1
+        return real_cli(text)
+
+    monkeypatch.setattr(nft, "_lib", lambda: False)  # as if the library were not installed
+    monkeypatch.setattr(nft.NftablesDriver, "_lib_run", staticmethod(no_library))
+    monkeypatch.setattr(nft.NftablesDriver, "_cli_run", staticmethod(counted_cli))
+    box = world.box
+    host = k.open_netns(box.host_path)
+    try:
+        driver = nft.NftablesDriver(host)
+        assert not driver.use_library
+        eng = box.engine(firewall=driver)
+        web = box.name("web")
+        eng.network_create(NetworkSpec("front", "10.69.0.0/24", dns=False))
+        eng.connect("front", [web], ConnectOptions(create=True, ports=parse_ports(["8080:80"])))
+        world.serve_in(web, "tcp", 80)
+        assert world.ask("outside", "tcp", HOST_IP, 8080) == f"{OUT_IP} 80"
+        box.host("nft", "flush", "ruleset")
+        assert world.ask("outside", "tcp", HOST_IP, 8080) is None
+        assert eng.firewall_drift()
+        eng.reconcile()
+        assert eng.firewall_drift() == 0
+        assert world.ask("outside", "tcp", HOST_IP, 8080) == f"{OUT_IP} 80"
+        eng.network_rm("front", force=True)
+        assert "nsnet" not in box.host("nft", "list", "tables").stdout
+    finally:
+        host.close()
+    assert calls["cli"] >= 5 and calls["lib"] == 0

@@ -142,3 +142,65 @@ def test_clashing_specs() -> None:
         with pytest.raises(InvalidInput, match="published twice"):
             parse_ports(specs)
     assert len(parse_ports(["80:80", "80:80/udp", "1.2.3.4:81:80", "1.2.3.5:81:80"])) == 4
+
+
+@pytest.mark.parametrize(("host_ip", "listener", "diverted"), [
+    ("", "0.0.0.0", True),  # both on every address
+    ("", "127.0.0.53", True),  # a 0.0.0.0 mapping DNATs the host's own loopback too
+    ("", "::", True),  # dual-stack listener takes IPv4
+    ("", "::ffff:198.51.100.1", True),
+    ("", "2001:db8::1", False),  # IPv6 only: nsnet's DNAT is IPv4
+    ("", "10.1.0.1", False),  # a gateway: never DNATed (nsnet's DNS lives there)
+    ("198.51.100.1", "0.0.0.0", True),
+    ("198.51.100.1", "198.51.100.1", True),
+    ("198.51.100.1", "198.51.100.3", False),
+    ("127.0.0.1", "127.0.0.1", True),
+    ("127.0.0.1", "198.51.100.1", False),
+])
+def test_which_host_listeners_a_mapping_would_divert(host_ip: str, listener: str,
+                                                     diverted: bool) -> None:
+    from nsnet.engine import _diverts
+    from nsnet.kernel import Listener
+
+    m = PortMap("tcp", host_ip, 53, 53)
+    assert _diverts(m, Listener("tcp", listener, 53, 1), {"10.1.0.1"}) is diverted
+
+
+def test_the_tc_loopback_guard_lets_only_marked_frames_to_127_through() -> None:
+    """The classic-BPF program, run by a tiny interpreter of the opcodes it
+    uses, on the frames that matter."""
+    import struct
+
+    from nsnet.kernel.tc import guard_program
+
+    ops = guard_program(fw.LOCALNET_MARK)
+    prog = [struct.unpack_from("=HBBI", ops, i) for i in range(0, len(ops), 8)]
+
+    def run(frame: bytes, mark: int) -> int:
+        a, pc = 0, 0
+        while True:
+            code, jt, jf, k = prog[pc]
+            pc += 1
+            if code == 0x20:
+                a = mark if k == 0xFFFFF014 else struct.unpack_from("!I", frame, k)[0]
+            elif code == 0x28:
+                a = struct.unpack_from("!H", frame, k)[0]
+            elif code == 0x54:
+                a &= k
+            elif code in (0x15, 0x45):
+                hit = (a == k) if code == 0x15 else bool(a & k)
+                pc += jt if hit else jf
+            elif code == 0x06:
+                return k
+
+    def frame(dst: str, ethertype: int = 0x0800) -> bytes:
+        import socket
+
+        return b"\0" * 12 + struct.pack("!H", ethertype) + b"\0" * 16 + socket.inet_aton(dst)
+
+    shot, next_filter = 2, 0xFFFFFFFF
+    assert run(frame("127.0.0.1"), 0) == shot
+    assert run(frame("127.255.0.9"), 0x1) == shot
+    assert run(frame("127.0.0.1"), fw.LOCALNET_MARK) == next_filter
+    assert run(frame("10.1.0.1"), 0) == next_filter
+    assert run(frame("127.0.0.1", 0x86DD), 0) == next_filter

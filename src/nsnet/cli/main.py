@@ -269,16 +269,20 @@ def network_prune(settings: Settings) -> None:
 @click.option("--create", is_flag=True, help="Create missing namespaces.")
 @click.option("-p", "--publish", multiple=True, metavar="[IP:]HOST_PORT:PORT[/PROTO]",
               help="Publish a port (ranges: 8000-8010:80-90); repeatable; one namespace only.")
+@click.option("--force-publish", is_flag=True,
+              help="Publish even where a host process listens (it loses that traffic).")
 @click.option("--alias", "aliases", multiple=True, metavar="NAME",
               help="Extra DNS name on this network (repeatable; shared names round-robin).")
 @click.option("--json", "as_json", is_flag=True, help="Print the endpoints as JSON.")
 @pass_settings
 def connect(settings: Settings, network_name: str, namespaces: tuple[str, ...], ip: str | None,
             mac: str | None, ifname: str | None, host_ifname: str | None, create: bool,
-            publish: tuple[str, ...], aliases: tuple[str, ...], as_json: bool) -> None:
+            publish: tuple[str, ...], force_publish: bool, aliases: tuple[str, ...],
+            as_json: bool) -> None:
     """Connect namespaces NS... to NETWORK."""
     opts = ConnectOptions(ip=ip, mac=mac, ifname=ifname, host_ifname=host_ifname, create=create,
-                          ports=nsnet.parse_ports(publish), aliases=aliases)
+                          ports=nsnet.parse_ports(publish), aliases=aliases,
+                          force_ports=force_publish)
     with _progress(len(namespaces), f"connecting to {network_name}") as advance:
         eps = _engine(settings).connect(network_name, list(namespaces), opts, progress=advance)
     if as_json:
@@ -310,10 +314,13 @@ def port() -> None:
 @click.argument("network_name", metavar="NETWORK")
 @click.argument("netns", metavar="NS")
 @click.argument("specs", nargs=-1, required=True, metavar="[IP:]HOST_PORT:PORT[/PROTO]...")
+@click.option("--force", is_flag=True,
+              help="Publish even where a host process listens (it loses that traffic).")
 @pass_settings
-def port_add(settings: Settings, network_name: str, netns: str, specs: tuple[str, ...]) -> None:
+def port_add(settings: Settings, network_name: str, netns: str, specs: tuple[str, ...],
+             force: bool) -> None:
     """Publish ports of NS's endpoint on NETWORK."""
-    for pub in _engine(settings).port_add(network_name, netns, nsnet.parse_ports(specs)):
+    for pub in _engine(settings).port_add(network_name, netns, nsnet.parse_ports(specs), force):
         click.echo(_port_line(pub))
 
 

@@ -314,8 +314,10 @@ def cmd_add(req: Request) -> dict[str, Any]:
             if kind:
                 got = exec_ipam(kind, "ADD", ipam_conf)
                 static = str(ipaddress.ip_interface(got["ips"][0]["address"]).ip)
+            # force_ports: the runtime allocates host ports (podman binds and
+            # holds each one itself before calling the plugin)
             opts = ConnectOptions(ip=static, mac=_static_mac(req), ifname=req.ifname,
-                                  ports=_ports(req), aliases=_aliases(req))
+                                  ports=_ports(req), aliases=_aliases(req), force_ports=True)
             ep = eng.connect(net.name, [name], opts)[0]
             crashpoint("cni:connected")
         except BaseException:

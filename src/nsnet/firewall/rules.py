@@ -8,11 +8,18 @@ the same for the 10,000th as for the 1st, and packets pay one hash lookup
 whatever the count::
 
   ip nsnet
-    guard       prerouting/raw  drop 127.0.0.0/8 arriving on a bridge (route_localnet
-                                is on for published localhost ports: CVE-2020-8558)
-    prerouting  nat/dstnat      dnat via @ports_any_* (host-local daddr) / @ports_ip_*
+    guard       prerouting/raw  drop 127.0.0.0/8 arriving on any interface but lo, before
+                                any DNAT (a LAN neighbour's 127.0.0.1:PORT; route_localnet
+                                is on for nsnet's bridges: CVE-2020-8558)
+    localnet    prerouting/0    mark replies (de-NATed to 127.0.0.1) of the host's own
+                                localhost connections: the bridges' tc guard passes them
+    prerouting  nat/dstnat      return for @internal bridges and @gateways destinations,
+                                else dnat via @ports_any_* (host-local daddr) / @ports_ip_*
     output      nat/dstnat      the same for the host's own connections (127.0.0.1)
-    forward     filter          established/related + DNATed accepted, then
+    input       filter          iifname vmap @in_from (internal-<net>: DNS to its gateway
+                                only, and replies)
+    forward     filter          iifname/oifname vmap @internal (sealed: own bridge only),
+                                established/related + DNATed accepted, then
                                 iifname vmap @fwd_in (from-<net>), oifname vmap @fwd_out (drop)
     postrouting nat/srcnat      oifname vmap @post_out (into-<net>: localhost/hairpin SNAT)
                                 jump masq (one rule per masquerading network, rewritten
@@ -20,6 +27,12 @@ whatever the count::
                                 cannot fill an interval map created in the same batch)
   bridge nsnet
     forward     filter          iifname @noicc oifname @noicc drop  (--no-icc)
+
+Published ports never capture traffic addressed to a gateway (nsnet's DNS
+and the host's services as seen from a network), nor anything from an
+internal network: both are one set lookup before the port maps.  The
+loopback guard has a second layer that ``nft flush ruleset`` cannot remove
+(a tc filter on each bridge, see :mod:`nsnet.kernel.tc`).
 
 :func:`skeleton` creates the fixed part; its commands are all idempotent
 and re-create the fixed rules (flush + add in the same atomic transaction),
@@ -36,6 +49,7 @@ from typing import Any
 from ..model import Network, Published, bridge_alias, veth_alias
 
 __all__ = [
+    "LOCALNET_MARK",
     "TABLE",
     "endpoints_add",
     "endpoints_remove",
@@ -50,6 +64,11 @@ __all__ = [
 ]
 
 TABLE = "nsnet"
+# Set on replies to the host's own localhost connections to published ports
+# (after de-NAT their destination is 127.0.0.1): the bridges' tc loopback
+# guard lets exactly these through.  No frame from the wire carries a mark;
+# a flush removes the rule, and the guard then drops them too (fails closed).
+LOCALNET_MARK = 0x02000000
 OWNER = "nsnet"
 Cmd = dict[str, Any]
 
@@ -107,6 +126,13 @@ def _dnat_rules(chain: str) -> list[Cmd]:
             _rule(chain, [_dnat([_DADDR, *_PROTO_PORT], "ports_ip")])]
 
 
+def _not_to_gateways(chain: str) -> list[Cmd]:
+    """Traffic to a gateway address is never a published port's: it is for
+    nsnet's DNS or the host itself (#12.3: port 53 published on one network
+    must not capture the queries another network sends to its gateway)."""
+    return [_rule(chain, [_match(_DADDR, "@gateways"), {"return": None}])]
+
+
 def _base_chain(name: str, kind: str, hook: str, prio: int, family: str = "ip") -> list[Cmd]:
     chain = _t(family, name=name, type=kind, hook=hook, prio=prio, policy="accept")
     return [{"add": {"chain": chain}}, {"flush": {"chain": _t(family, name=name)}}]
@@ -118,6 +144,10 @@ def skeleton() -> list[Cmd]:
     cmds: list[Cmd] = [
         {"add": {"table": {"family": "ip", "name": TABLE}}},
         {"add": {"set": _t(name="bridges", type="ifname")}},
+        {"add": {"set": _t(name="internal", type="ifname")}},
+        {"add": {"set": _t(name="gateways", type="ipv4_addr")}},
+        {"add": {"map": _t(name="in_from", type="ifname", **vmap)}},
+        {"add": {"map": _t(name="sealed", type="ifname", **vmap)}},
         {"add": {"map": _t(name="fwd_in", type="ifname", **vmap)}},
         {"add": {"map": _t(name="fwd_out", type="ifname", **vmap)}},
         {"add": {"map": _t(name="post_out", type="ifname", **vmap)}},
@@ -128,12 +158,26 @@ def skeleton() -> list[Cmd]:
         cmds += [{"add": {"map": _t(name=f"{maps}_{part}", type=key, map=data)}}
                  for part, data in (("addr", "ipv4_addr"), ("port", "inet_service"))]
     cmds += _base_chain("guard", "filter", "prerouting", -300)
-    cmds.append(_rule("guard", [_match(_meta("iifname"), "@bridges"),
+    cmds.append(_rule("guard", [_match(_meta("iifname"), "lo", "!="),
                                 _match(_DADDR, _LOOPBACK), {"drop": None}]))
-    cmds += _base_chain("prerouting", "nat", "prerouting", -100) + _dnat_rules("prerouting")
-    cmds += _base_chain("output", "nat", "output", -100) + _dnat_rules("output")
+    cmds += _base_chain("localnet", "filter", "prerouting", 0)  # after the de-NAT (-100)
+    mark = _meta("mark")
+    cmds.append(_rule("localnet", [
+        _match(_meta("iifname"), "@bridges"), _match(_DADDR, _LOOPBACK),
+        _match({"ct": {"key": "direction"}}, "reply"),
+        {"mangle": {"key": mark, "value": {"|": [mark, LOCALNET_MARK]}}}]))
+    cmds += _base_chain("prerouting", "nat", "prerouting", -100)
+    cmds.append(_rule("prerouting", [_match(_meta("iifname"), "@internal"), {"return": None}]))
+    cmds += _not_to_gateways("prerouting") + _dnat_rules("prerouting")
+    cmds += _base_chain("output", "nat", "output", -100)
+    cmds += _not_to_gateways("output") + _dnat_rules("output")
+    cmds += _base_chain("input", "filter", "input", 0)
+    cmds.append(_rule("input", [{"vmap": {"key": _meta("iifname"), "data": "@in_from"}}]))
     cmds += _base_chain("forward", "filter", "forward", 0)
     cmds += [
+        # internal networks first: no conntrack state or DNAT lets anything out or in
+        _rule("forward", [{"vmap": {"key": _meta("iifname"), "data": "@sealed"}}]),
+        _rule("forward", [{"vmap": {"key": _meta("oifname"), "data": "@sealed"}}]),
         _rule("forward", [_match({"ct": {"key": "state"}}, ["established", "related"], "in"),
                           {"accept": None}]),
         _rule("forward", [_match({"ct": {"key": "status"}}, "dnat", "in"), {"accept": None}]),
@@ -177,7 +221,31 @@ def _network_chains(net: Network) -> dict[str, list[list[Any]]]:
              _match(_SADDR, _prefix(net.subnet)), {"masquerade": None}],  # hairpin
         ],
     }
+    if net.internal:
+        chains.update(_internal_chains(net))
     return chains
+
+
+def _internal_chains(net: Network) -> dict[str, list[list[Any]]]:
+    """An internal network is sealed: its bridge exchanges forwarded traffic
+    with itself only (whatever conntrack or a DNAT says), and the host
+    accepts from it only DNS to its own gateway, and replies."""
+    br = net.bridge
+    to_gateway = [_match(_DADDR, net.gateway),
+                  _match(_meta("l4proto"), {"set": ["udp", "tcp"]}),
+                  _match({"payload": {"protocol": "th", "field": "dport"}}, 53)]
+    return {
+        _chain_name("sealed", net): [
+            [_match(_meta("iifname"), br, "!="), {"drop": None}],
+            [_match(_meta("oifname"), br, "!="), {"drop": None}],
+        ],
+        _chain_name("internal", net): [
+            [_match({"ct": {"key": "state"}}, ["established", "related"], "in"),
+             {"accept": None}],
+            *([[*to_gateway, {"accept": None}]] if net.dns else []),
+            [{"drop": None}],
+        ],
+    }
 
 
 def masquerade(networks: list[Network]) -> list[Cmd]:
@@ -199,7 +267,16 @@ def _network_elements(net: Network) -> list[tuple[str, list[Any]]]:
         ("fwd_out", [[_elem(net.bridge, mark), {"drop": None}]]),
         ("post_out", [[_elem(net.bridge, mark),
                        {"jump": {"target": _chain_name("into", net)}}]]),
+        ("gateways", [_elem(net.gateway, mark)]),
     ]
+    if net.internal:
+        out += [
+            ("internal", [_elem(net.bridge, mark)]),
+            ("sealed", [[_elem(net.bridge, mark),
+                         {"jump": {"target": _chain_name("sealed", net)}}]]),
+            ("in_from", [[_elem(net.bridge, mark),
+                          {"jump": {"target": _chain_name("internal", net)}}]]),
+        ]
     return out
 
 

@@ -43,13 +43,22 @@ from .rtnl import (
     req_new_veth,
     req_set_link,
 )
-from .tc import has_netem, req_del_root_qdisc, req_tbf
+from .sockets import Listener, busy_ports, listeners, socket_owner
+from .tc import (
+    has_netem,
+    loopback_guarded,
+    req_clsact,
+    req_del_root_qdisc,
+    req_loopback_guard,
+    req_tbf,
+)
 
 __all__ = [
     "Address",
     "BatchResult",
     "Echo",
     "Link",
+    "Listener",
     "NetlinkError",
     "Netns",
     "Request",
@@ -57,6 +66,7 @@ __all__ = [
     "Rtnl",
     "Snapshot",
     "VethSpec",
+    "busy_ports",
     "create_netns",
     "current_netns",
     "ensure_netns_dir",
@@ -66,6 +76,8 @@ __all__ = [
     "has_netem",
     "is_netns_mount",
     "list_netns",
+    "listeners",
+    "loopback_guarded",
     "mac_bytes",
     "mount_bind",
     "open_netns",
@@ -76,16 +88,19 @@ __all__ = [
     "remove_netns",
     "req_add_addr",
     "req_add_route",
+    "req_clsact",
     "req_del_group",
     "req_del_link",
     "req_del_neigh",
     "req_del_root_qdisc",
     "req_del_route",
+    "req_loopback_guard",
     "req_new_bridge",
     "req_new_veth",
     "req_set_link",
     "req_tbf",
     "snapshot",
+    "socket_owner",
     "write_sysctls",
 ]
 

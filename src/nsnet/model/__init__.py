@@ -200,6 +200,7 @@ class ConnectOptions:
     create: bool = False
     ports: tuple[PortMap, ...] = ()
     aliases: tuple[str, ...] = ()  # extra DNS names on this network
+    force_ports: bool = False  # publish even where a host process listens (it loses its traffic)
 
 
 @dataclass(frozen=True)
