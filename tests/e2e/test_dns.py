@@ -1,10 +1,12 @@
 """Embedded DNS (issue #6): resolution through the normal resolver path
-(getaddrinfo run with ``nsnet ns exec``), scoping, forwarding, failures."""
+(getaddrinfo and getent run with ``nsnet ns exec``, dig), scoping,
+forwarding, failures -- each README promise of the "Embedded DNS" section."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -43,11 +45,58 @@ def ask(world: World, ns: str, server: str, name: str, qtype: str = "A", tcp: bo
     return out.stdout.strip()
 
 
-def start_upstream(world: World) -> None:
+def start_upstream(world: World, log: str | None = None) -> None:
+    """The fake upstream (tests/dnstools.py) at OUT_IP, in the outside
+    namespace; with ``log``, every query it gets is recorded there."""
     proc = subprocess.Popen(["nsenter", f"--net={world.out_path}", sys.executable, DNSTOOLS,
-                             "upstream", OUT_IP], stdout=subprocess.PIPE, text=True)
+                             "upstream", OUT_IP, *([log] if log else [])],
+                            stdout=subprocess.PIPE, text=True)
     world.servers.append(proc)
     assert proc.stdout and proc.stdout.readline().strip() == "ready"
+
+
+def dig(world: World, ns: str, *args: str) -> dict:
+    """Ask with dig (bind9's client) from namespace ``ns``: status, flags,
+    counts and the records of each section."""
+    path = os.path.join(world.box.netns_dir, ns)
+    out = subprocess.run(["nsenter", f"--net={path}", "dig", "+tries=1", "+time=3", *args],
+                         capture_output=True, text=True, timeout=30).stdout
+    return parse_dig(out)
+
+
+def parse_dig(out: str) -> dict:
+    status = re.search(r"status: (\w+)", out)
+    flags = re.search(r";; flags: ([a-z ]*);", out)
+    counts = dict(re.findall(r"(QUERY|ANSWER|AUTHORITY|ADDITIONAL): (\d+)", out))
+    sections: dict[str, list[list[str]]] = {"ANSWER": [], "AUTHORITY": []}
+    current = None
+    for line in out.splitlines():
+        head = re.match(r";; (\w+) SECTION:", line)
+        if head:
+            current = head.group(1)
+        elif not line.strip():
+            current = None
+        elif current in sections:
+            sections[current].append(line.split())
+    return {"status": status.group(1) if status else None, "raw": out,
+            "flags": flags.group(1).split() if flags else [],
+            "counts": {k: int(v) for k, v in counts.items()}, **sections}
+
+
+def getent(world: World, ns: str, name: str) -> set[str]:
+    """The IPv4 addresses glibc resolves ``name`` to, in ``ns``, with the
+    namespace's /etc/netns resolv.conf in place (``nsnet ns exec`` does as
+    ``ip netns exec``)."""
+    proc = world.box.cli("ns", "exec", ns, "--", "getent", "ahostsv4", name)
+    return {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
+
+
+def is_nodata(msg: dict) -> bool:
+    """NOERROR, no answer, and an authority section that is empty or an SOA
+    (RFC 2308's NODATA)."""
+    return (msg["status"] == "NOERROR" and msg["counts"].get("ANSWER") == 0
+            and not msg["ANSWER"]
+            and all(rr[3] == "SOA" for rr in msg["AUTHORITY"]))
 
 
 @pytest.fixture
@@ -75,7 +124,11 @@ def test_names_aliases_ptr_scope_and_nxdomain(lan: World) -> None:
     assert resolve(lan, "db", "web").startswith("ERR")
     assert resolve(lan, "db", "db") == "10.91.0.2"
     assert ask(lan, "cli", "10.90.0.1", "nosuchname").startswith("NXDOMAIN")
-    assert ask(lan, "cli", "10.90.0.1", "web", "AAAA").startswith("NOERROR")  # NODATA
+    for qtype in ("AAAA", "MX", "TXT"):  # the name exists, not with that type: NODATA
+        assert is_nodata(dig(lan, "cli", "@10.90.0.1", "web", qtype)), qtype
+        assert is_nodata(dig(lan, "cli", "@10.90.0.1", "+tcp", "www", qtype)), qtype
+    assert not is_nodata(dig(lan, "cli", "@10.90.0.1", "web", "A"))  # (the check can fail)
+    assert not is_nodata(dig(lan, "cli", "@10.90.0.1", "nosuchname", "AAAA"))
     assert ask(lan, "cli", "10.90.0.1", "web", tcp=True).startswith("NOERROR 10.90.0.2")
 
 
@@ -245,3 +298,97 @@ def test_no_query_dropped_while_names_change(lan: World) -> None:
     out, _ = hammer.communicate(timeout=30)
     sent, bad = map(int, out.split())
     assert sent > 100 and bad == 0, (sent, bad)
+
+
+def test_answers_live_five_seconds(lan: World) -> None:
+    """README: TTL 5 s, for names, aliases and PTR."""
+    for args in (("web",), ("api",), ("-x", "10.90.0.2")):
+        msg = dig(lan, "cli", "@10.90.0.1", *args)
+        assert msg["status"] == "NOERROR" and msg["ANSWER"], msg["raw"]
+        assert {int(rr[1]) for rr in msg["ANSWER"]} == {5}, msg["raw"]
+
+
+def test_shared_alias_returns_every_endpoint(lan: World) -> None:
+    lan.ok("connect", "front", "a1", "--create", "--alias", "pool")
+    lan.ok("connect", "front", "a2", "--create", "--alias", "pool")
+    members = {"10.90.0.4", "10.90.0.5"}
+    msg = dig(lan, "cli", "@10.90.0.1", "pool")
+    assert {rr[4] for rr in msg["ANSWER"] if rr[3] == "A"} == members, msg["raw"]
+    assert getent(lan, "cli", "pool") == members
+    lan.ok("disconnect", "front", "a1")
+    assert getent(lan, "cli", "pool") == {"10.90.0.5"}
+
+
+def test_truncated_upstream_answer_is_asked_again_over_tcp(world: World, tmp_path: Path) -> None:
+    """README: "UDP then TCP when truncated".  The upstream truncates
+    big.test (40 records) over UDP and answers it whole over TCP: a UDP
+    client gets the truncated answer (and retries over TCP, as glibc and
+    dig do), a TCP client gets all 40 -- nsnet asked UDP first, then TCP."""
+    log = tmp_path / "upstream.log"
+    start_upstream(world, str(log))
+    world.ok("network", "create", "front", "--subnet", "10.90.0.0/24", "--dns", OUT_IP)
+    world.ok("connect", "front", "cli", "--create")
+    big = {f"203.0.113.{i}" for i in range(1, 41)}
+    udp_only = dig(world, "cli", "@10.90.0.1", "+ignore", "+noedns", "big.test")
+    assert "tc" in udp_only["flags"] and not udp_only["ANSWER"], udp_only["raw"]
+    log.write_text("")
+    assert getent(world, "cli", "big.test") == big  # glibc: UDP, TC, then TCP
+    # glibc's UDP query (nsnet: UDP, passes the TC on), then its TCP one (UDP, TC, TCP)
+    assert log.read_text().splitlines() == ["udp big.test", "udp big.test", "tcp big.test"]
+    msg = dig(world, "cli", "@10.90.0.1", "+tcp", "big.test")
+    assert {rr[4] for rr in msg["ANSWER"]} == big, msg["raw"]
+
+
+def test_forwarding_through_the_host_resolv_conf(world: World, tmp_path: Path) -> None:
+    """README: names not on the network, on a network without --dns, go to
+    the host namespace's resolv.conf as ``ip netns exec HOST`` shows it --
+    here the sandbox host's /etc/netns/host/resolv.conf naming the outside
+    namespace's server (the machine's own /etc/resolv.conf is not touched)."""
+    log = tmp_path / "upstream.log"
+    start_upstream(world, str(log))
+    host_etc = Path(world.box.etc_dir, os.path.basename(world.box.host_path))
+    host_etc.mkdir(parents=True)
+    (host_etc / "resolv.conf").write_text(f"nameserver {OUT_IP}\n")
+    world.ok("network", "create", "plain", "--subnet", "10.95.0.0/24")
+    world.ok("connect", "plain", "cli", "--create")
+    assert getent(world, "cli", "example.test") == {"203.0.113.7"}
+    assert "udp example.test" in log.read_text().splitlines()
+    msg = dig(world, "cli", "@10.95.0.1", "nosuch.example")
+    assert msg["status"] == "NXDOMAIN", msg["raw"]  # the upstream's own answer, passed on
+    assert "udp nosuch.example" in log.read_text().splitlines()
+
+
+def test_never_overwrites_a_resolv_conf_it_did_not_write(lan: World) -> None:
+    """A namespace whose /etc/netns/NS/resolv.conf someone else wrote keeps
+    it, byte for byte, through connect, reconcile and disconnect."""
+    mine = "# written by the admin\nnameserver 192.0.2.53\n"
+    folder = Path(lan.box.etc_dir, "own")
+    folder.mkdir()
+    (folder / "resolv.conf").write_text(mine)
+    lan.ok("connect", "front", "own", "--create")
+    assert (folder / "resolv.conf").read_text() == mine
+    lan.ok("reconcile")
+    assert (folder / "resolv.conf").read_text() == mine
+    lan.ok("disconnect", "front", "own")
+    assert (folder / "resolv.conf").read_text() == mine
+    # while nsnet's own file in the same situation is written and removed
+    assert Path(lan.box.etc_dir, "cli", "resolv.conf").read_text().startswith("# nsnet")
+
+
+def test_internal_network_answers_its_names_and_forwards_nothing(world: World,
+                                                                 tmp_path: Path) -> None:
+    """An --internal network's DNS answers its own names; any other name
+    gets SERVFAIL at once (as Docker's embedded DNS since CVE-2024-29018)
+    and never reaches an upstream -- even one named with --dns."""
+    log = tmp_path / "upstream.log"
+    start_upstream(world, str(log))
+    world.ok("network", "create", "sealed", "--subnet", "10.96.0.0/24", "--internal",
+             "--dns", OUT_IP)
+    world.ok("connect", "sealed", "s1", "--create")
+    world.ok("connect", "sealed", "s2", "--create")
+    assert getent(world, "s1", "s2") == {"10.96.0.3"}
+    assert dig(world, "s1", "@10.96.0.1", "nope")["status"] == "NXDOMAIN"
+    for args in (("example.test",), ("+tcp", "example.test"), ("-x", "198.51.100.2")):
+        msg = dig(world, "s1", "@10.96.0.1", *args)
+        assert msg["status"] == "SERVFAIL", msg["raw"]
+    assert not log.exists() or log.read_text() == ""
