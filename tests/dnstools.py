@@ -13,8 +13,11 @@ reached it.  Queries it cannot parse get FORMERR (it never dies).
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -114,6 +117,68 @@ def ask(server: str, name: str, qtype: str = "A", tcp: bool = False) -> str:
     r = DNSRecord.parse(raw)
     answers = " ".join(sorted(str(rr.rdata) for rr in r.rr))
     return f"{RCODE.get(r.header.rcode)} {answers} {time.monotonic() - t0:.2f}s"
+
+
+# ------------------------------------------------ used by the tests themselves
+def start_upstream(ns_path: str, ip: str, log: str | None = None) -> subprocess.Popen:
+    """This file's upstream at ``ip`` in the namespace at ``ns_path``; the
+    caller stops it by its PID."""
+    proc = subprocess.Popen(["nsenter", f"--net={ns_path}", sys.executable, __file__,
+                             "upstream", ip, *([log] if log else [])],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def dig(ns_path: str, *args: str) -> dict:
+    """Ask with dig (bind9's client) from the namespace at ``ns_path``."""
+    out = subprocess.run(["nsenter", f"--net={ns_path}", "dig", "+tries=1", "+time=3", *args],
+                         capture_output=True, text=True, timeout=30).stdout
+    return parse_dig(out)
+
+
+def parse_dig(out: str) -> dict:
+    """dig's output: status, flags, section counts, and the records (split
+    in fields) of the answer and authority sections."""
+    status = re.search(r"status: (\w+)", out)
+    flags = re.search(r";; flags: ([a-z ]*);", out)
+    counts = dict(re.findall(r"(QUERY|ANSWER|AUTHORITY|ADDITIONAL): (\d+)", out))
+    sections: dict[str, list[list[str]]] = {"ANSWER": [], "AUTHORITY": []}
+    current = None
+    for line in out.splitlines():
+        head = re.match(r";; (\w+) SECTION:", line)
+        if head:
+            current = head.group(1)
+        elif not line.strip():
+            current = None
+        elif current in sections:
+            sections[current].append(line.split())
+    return {"status": status.group(1) if status else None, "raw": out,
+            "flags": flags.group(1).split() if flags else [],
+            "counts": {k: int(v) for k, v in counts.items()}, **sections}
+
+
+def is_nodata(msg: dict) -> bool:
+    """NOERROR, no answer, and an authority section that is empty or an SOA
+    (RFC 2308's NODATA)."""
+    return (msg["status"] == "NOERROR" and msg["counts"].get("ANSWER") == 0
+            and not msg["ANSWER"]
+            and all(rr[3] == "SOA" for rr in msg["AUTHORITY"]))
+
+
+def log_lines(path: str) -> list[str]:
+    """What an upstream's LOG recorded (nothing yet: [])."""
+    try:
+        with open(path) as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def in_netns(ns_path: str) -> int:
+    """An fd of a namespace, for nsnet.kernel.entered (sockets opened there
+    live there)."""
+    return os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
 
 
 if __name__ == "__main__":

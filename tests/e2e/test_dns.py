@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -18,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import dnstools
 from world import HOST_IP, OUT_IP, World
 
 DNSTOOLS = str(Path(__file__).parent.parent / "dnstools.py")
@@ -48,39 +48,11 @@ def ask(world: World, ns: str, server: str, name: str, qtype: str = "A", tcp: bo
 def start_upstream(world: World, log: str | None = None) -> None:
     """The fake upstream (tests/dnstools.py) at OUT_IP, in the outside
     namespace; with ``log``, every query it gets is recorded there."""
-    proc = subprocess.Popen(["nsenter", f"--net={world.out_path}", sys.executable, DNSTOOLS,
-                             "upstream", OUT_IP, *([log] if log else [])],
-                            stdout=subprocess.PIPE, text=True)
-    world.servers.append(proc)
-    assert proc.stdout and proc.stdout.readline().strip() == "ready"
+    world.servers.append(dnstools.start_upstream(world.out_path, OUT_IP, log))
 
 
 def dig(world: World, ns: str, *args: str) -> dict:
-    """Ask with dig (bind9's client) from namespace ``ns``: status, flags,
-    counts and the records of each section."""
-    path = os.path.join(world.box.netns_dir, ns)
-    out = subprocess.run(["nsenter", f"--net={path}", "dig", "+tries=1", "+time=3", *args],
-                         capture_output=True, text=True, timeout=30).stdout
-    return parse_dig(out)
-
-
-def parse_dig(out: str) -> dict:
-    status = re.search(r"status: (\w+)", out)
-    flags = re.search(r";; flags: ([a-z ]*);", out)
-    counts = dict(re.findall(r"(QUERY|ANSWER|AUTHORITY|ADDITIONAL): (\d+)", out))
-    sections: dict[str, list[list[str]]] = {"ANSWER": [], "AUTHORITY": []}
-    current = None
-    for line in out.splitlines():
-        head = re.match(r";; (\w+) SECTION:", line)
-        if head:
-            current = head.group(1)
-        elif not line.strip():
-            current = None
-        elif current in sections:
-            sections[current].append(line.split())
-    return {"status": status.group(1) if status else None, "raw": out,
-            "flags": flags.group(1).split() if flags else [],
-            "counts": {k: int(v) for k, v in counts.items()}, **sections}
+    return dnstools.dig(os.path.join(world.box.netns_dir, ns), *args)
 
 
 def getent(world: World, ns: str, name: str) -> set[str]:
@@ -89,14 +61,6 @@ def getent(world: World, ns: str, name: str) -> set[str]:
     ``ip netns exec``)."""
     proc = world.box.cli("ns", "exec", ns, "--", "getent", "ahostsv4", name)
     return {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
-
-
-def is_nodata(msg: dict) -> bool:
-    """NOERROR, no answer, and an authority section that is empty or an SOA
-    (RFC 2308's NODATA)."""
-    return (msg["status"] == "NOERROR" and msg["counts"].get("ANSWER") == 0
-            and not msg["ANSWER"]
-            and all(rr[3] == "SOA" for rr in msg["AUTHORITY"]))
 
 
 @pytest.fixture
@@ -125,10 +89,10 @@ def test_names_aliases_ptr_scope_and_nxdomain(lan: World) -> None:
     assert resolve(lan, "db", "db") == "10.91.0.2"
     assert ask(lan, "cli", "10.90.0.1", "nosuchname").startswith("NXDOMAIN")
     for qtype in ("AAAA", "MX", "TXT"):  # the name exists, not with that type: NODATA
-        assert is_nodata(dig(lan, "cli", "@10.90.0.1", "web", qtype)), qtype
-        assert is_nodata(dig(lan, "cli", "@10.90.0.1", "+tcp", "www", qtype)), qtype
-    assert not is_nodata(dig(lan, "cli", "@10.90.0.1", "web", "A"))  # (the check can fail)
-    assert not is_nodata(dig(lan, "cli", "@10.90.0.1", "nosuchname", "AAAA"))
+        assert dnstools.is_nodata(dig(lan, "cli", "@10.90.0.1", "web", qtype)), qtype
+        assert dnstools.is_nodata(dig(lan, "cli", "@10.90.0.1", "+tcp", "www", qtype)), qtype
+    assert not dnstools.is_nodata(dig(lan, "cli", "@10.90.0.1", "web", "A"))  # (the check can fail)
+    assert not dnstools.is_nodata(dig(lan, "cli", "@10.90.0.1", "nosuchname", "AAAA"))
     assert ask(lan, "cli", "10.90.0.1", "web", tcp=True).startswith("NOERROR 10.90.0.2")
 
 
