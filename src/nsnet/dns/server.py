@@ -57,9 +57,12 @@ MAX_CACHE = 200_000
 MAX_FORWARDS = 256  # forwarded queries in flight; beyond, REFUSED (Docker: 1024)
 TCP_PER_CLIENT = 8  # connections one client address may hold open
 TCP_TOTAL = 128  # connections open at once, all clients together
-TCP_IDLE = 5.0  # seconds a connection may wait for (the rest of) a query
+TCP_IDLE = 5.0  # seconds a connection may take to send its next query, whole
 TCP_WRITE = 5.0  # seconds an answer may wait for the client to read it
-TCP_BUFFER = 16384  # bytes buffered per connection, each way, before pushing back
+TCP_BUFFER = 16384  # bytes of reads buffered per connection; the kernel's send buffer
+#                     is set to this too (doubled by Linux), answers are never queued
+#                     beyond it: a client that does not read stops being read
+TCP_BACKLOG = 32  # also how many connections one wakeup accepts before the limits apply
 MAX_LABEL, MAX_NAME = 63, 255  # RFC 1035 2.3.4
 STATUS, PIDFILE = "dns.status.json", "dns.pid"
 
@@ -373,7 +376,7 @@ class Server:
             sock.bind((gw, 53))
             tcp = await asyncio.start_server(lambda r, w, gw=gw: self._tcp_client(gw, r, w),
                                              host=gw, port=53, reuse_address=True,
-                                             limit=TCP_BUFFER)
+                                             limit=TCP_BUFFER, backlog=TCP_BACKLOG)
         except OSError as exc:
             sock.close()
             self.errors[zone.network] = f"cannot listen on {gw}:53: {exc.strerror}"
@@ -470,8 +473,11 @@ class Server:
             writer.transport.abort()
             return
         self.tcp_open[client] = self.tcp_open.get(client, 0) + 1
-        writer.transport.set_write_buffer_limits(high=TCP_BUFFER)
         try:
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, TCP_BUFFER)
+            writer.transport.set_write_buffer_limits(high=0)  # drain() waits for the kernel
             await self._tcp_queries(gw, client, reader, writer)
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
@@ -486,9 +492,9 @@ class Server:
     async def _tcp_queries(self, gw: str, client: str, reader: asyncio.StreamReader,
                            writer: asyncio.StreamWriter) -> None:
         while True:
-            head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE)
-            size = struct.unpack("!H", head)[0]
-            data = await asyncio.wait_for(reader.readexactly(size), TCP_IDLE)
+            async with asyncio.timeout(TCP_IDLE):  # idle, or sending a query too slowly
+                size = struct.unpack("!H", await reader.readexactly(2))[0]
+                data = await reader.readexactly(size)
             if self.changed():
                 await self.reload()
             zone = self.zones.get(gw)
@@ -507,7 +513,11 @@ class Server:
             if wire is None:
                 return
             writer.write(struct.pack("!H", len(wire)) + wire)
-            await asyncio.wait_for(writer.drain(), TCP_WRITE)
+            if writer.transport.get_write_buffer_size():  # the kernel's buffer is full
+                async with asyncio.timeout(TCP_WRITE):
+                    await writer.drain()
+            else:  # one query per connection per loop turn: pipelined queries already
+                await asyncio.sleep(0)  # buffered must not keep UDP waiting
 
     # lifecycle -------------------------------------------------------
     def _spawn(self, coro: object) -> None:
