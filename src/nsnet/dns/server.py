@@ -203,8 +203,8 @@ def answer(zone: Zone, data: bytes, client_ip: str, udp: bool) -> Answer:
         reply = None if len(q.qname.label) > 1 else _reply(query, RCODE.NXDOMAIN, auth=True)
     else:
         reply = _local(zone, query, name, q.qtype)
-    if reply is None and zone.internal:
-        reply = _reply(query, RCODE.SERVFAIL)  # an internal network's queries never leave
+    if reply is None and zone.internal:  # an internal network's queries never leave
+        return Answer(_finish(query, _reply(query, RCODE.SERVFAIL), limit))  # (not cached)
     if reply is None:
         return Answer(forward=True)
     return Answer(_finish(query, reply, limit), cache_key=data[2:])
