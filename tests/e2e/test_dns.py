@@ -1,6 +1,31 @@
 """Embedded DNS (issue #6): resolution through the normal resolver path
 (getaddrinfo and getent run with ``nsnet ns exec``, dig), scoping,
-forwarding, failures -- each README promise of the "Embedded DNS" section."""
+forwarding, failures.  The README's "Embedded DNS" promises and their tests
+(here unless named; the attacks are in tests/security/test_dns_*.py):
+
+* starts with the first endpoint, stops with the last: test_server_stops_when_no_endpoint_wants_it
+* restarted by reconcile: test_killed_server_is_restarted_by_reconcile
+* isolated from the caller's environment: security/test_dns_spawn.py
+* gateways only, never an open resolver: test_never_an_open_resolver
+* resolv.conf per namespace, a foreign one never overwritten:
+  test_never_overwrites_a_resolv_conf_it_did_not_write (and the ``lan`` fixture)
+* names, aliases, PTR, per-network scope, NXDOMAIN, case: test_names_aliases_ptr_scope_and_nxdomain
+* NODATA for other types: test_names_aliases_ptr_scope_and_nxdomain
+* a shared alias returns all its endpoints: test_shared_alias_returns_every_endpoint
+* TTL 5 s: test_answers_live_five_seconds
+* forwarding to --dns, dead upstream SERVFAIL ~1.5 s: test_forwarding_and_a_dead_upstream
+* forwarding through the host namespace's resolv.conf: test_forwarding_through_the_host_resolv_conf
+* UDP then TCP when truncated: test_truncated_upstream_answer_is_asked_again_over_tcp
+* --internal never forwards: test_internal_network_answers_its_names_and_forwards_nothing,
+  security/test_dns_internal.py
+* FORMERR for impossible names, always an answer: security/test_dns_names.py,
+  test_malformed_packets_never_kill_the_server
+* bounded TCP, UDP answering under a flood: security/test_dns_tcp.py
+* changes visible at once, no query dropped: test_changes_are_visible_at_once,
+  test_no_query_dropped_while_names_change
+* port 53 taken: test_port_53_taken_names_the_network_and_others_work
+* 10,000 names: test_ten_thousand_names
+"""
 
 from __future__ import annotations
 
