@@ -101,13 +101,21 @@ while time.perf_counter() < end:
             done += 1
             if data[3] & 0x0F or data[6:8] == b"\0\0":  # an error or no answer
                 bad += 1
-print(json.dumps({"lat": lat, "qps": (done - bad) / seconds, "lost": lost, "bad": bad}))
+print(json.dumps({"lat": lat, "qps": (done - bad) / seconds, "lost": lost, "bad": bad,
+                  "answered": done + len(lat)}))
 """
 
 
 def names(total: int) -> list[list[str]]:
     per = total // HOSTS
     return [[f"n{h}-{j}" for j in range(per)] for h in range(HOSTS)]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kb(pid: int) -> int:
@@ -195,11 +203,13 @@ def dnsperf(seconds: float) -> dict:
     qps = re.search(r"Queries per second:\s+([\d.]+)", out)
     lat = re.search(r"Average Latency \(s\):\s+([\d.]+)", out)
     lost = re.search(r"Queries lost:\s+(\d+)", out)
+    done = re.search(r"Queries completed:\s+(\d+)", out)
     codes = re.search(r"Response codes:\s+(.*)", out)
-    if not (qps and lat and lost and codes):
+    if not (qps and lat and lost and codes and done):
         raise RuntimeError(f"dnsperf: unexpected output: {out[-500:]}")
     return {"qps": float(qps.group(1)), "avg": float(lat.group(1)),
-            "lost": int(lost.group(1)), "codes": codes.group(1).strip()}
+            "lost": int(lost.group(1)), "codes": codes.group(1).strip(),
+            "answered": int(done.group(1))}
 
 
 def worker(method: str, total: int, seconds: float) -> dict:
@@ -211,16 +221,22 @@ def worker(method: str, total: int, seconds: float) -> dict:
     pid = start(table)
     try:
         count = write_names(table)
+        cpu0 = cpu_seconds(pid)
         perf = dnsperf(seconds)
+        cpu1 = cpu_seconds(pid)
         out = sh("ip", "netns", "exec", "client", sys.executable, "-c", LOAD, GATEWAY,
                  str(seconds), str(WINDOW), NAMES_FILE)
+        cpu2 = cpu_seconds(pid)
         res = json.loads(out)
+        perf["cpu_us"] = (cpu1 - cpu0) / max(perf["answered"], 1) * 1e6
+        res["cpu_us"] = (cpu2 - cpu1) / max(res["answered"], 1) * 1e6
         lat = sorted(res["lat"])
         ok = res["bad"] == 0 and perf["codes"].startswith("NOERROR") and "," not in perf["codes"]
         return {"method": method, "ok": ok, "names": count, "qps": res["qps"],
                 "lost": res["lost"] + res["bad"], "p50": statistics.median(lat),
                 "p99": lat[int(len(lat) * 0.99) - 1], "rss_mb": rss_kb(pid) / 1024,
-                "dnsperf": perf, "problem": "" if ok else f"dnsperf: {perf['codes']}"}
+                "cpu_us": res["cpu_us"], "dnsperf": perf,
+                "problem": "" if ok else f"dnsperf: {perf['codes']}"}
     finally:
         stop_daemons(STATE)
         if method == "aardvark-dns":
@@ -232,11 +248,57 @@ def run(method: str, total: int, seconds: float) -> dict:
 
 
 def _get(r: dict, key: str) -> float:
-    return {"dq": lambda: r["dnsperf"]["qps"], "davg": lambda: r["dnsperf"]["avg"]}.get(
-        key, lambda: r[key])()
+    return {"dq": lambda: r["dnsperf"]["qps"], "davg": lambda: r["dnsperf"]["avg"],
+            "dcpu": lambda: r["dnsperf"]["cpu_us"]}.get(key, lambda: r[key])()
 
 
-def report(rounds: list[dict[str, dict]], total: int, seconds: float) -> str:
+def micro(total: int, reps: int = 10, count: int = 3000) -> dict[str, list[float]]:
+    """CPU time per answer of ``answer()`` -- the code a query not yet in the
+    cache runs, which the hardening changed (a cache hit runs the same code
+    as before) -- this tree's vs BASELINE's, alternating in one process: the
+    machine's load moves both alike."""
+    import importlib.util
+    import ipaddress
+    import struct
+    import tempfile
+
+    from nsnet.dns import server as new
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "server_main.py")
+        with open(path, "w") as f:
+            f.write(sh("git", "show", f"{BASELINE}:src/nsnet/dns/server.py"))
+        spec = importlib.util.spec_from_file_location("server_main", path)
+        assert spec and spec.loader
+        old = importlib.util.module_from_spec(spec)
+        sys.modules["server_main"] = old  # (dataclasses look their module up)
+        spec.loader.exec_module(old)
+
+    def query(name: str) -> bytes:
+        out = struct.pack("!HHHHHH", 1, 0x0100, 1, 0, 0, 0)
+        for label in name.split("."):
+            out += bytes([len(label)]) + label.encode()
+        return out + b"\0" + struct.pack("!HH", 1, 1)
+
+    flat = [n for group in names(total) for n in group]
+    queries = [query(n) for n in flat[:count]]
+    out: dict[str, list[float]] = {"nsnet": [], "nsnet@main": []}
+    for i in range(-2, reps):  # two untimed warm-up repetitions
+        pair = (("nsnet", new), ("nsnet@main", old))
+        for label, mod in pair if i % 2 == 0 else pair[::-1]:
+            zone = mod.Zone("dnsb", GATEWAY, ipaddress.ip_network(SUBNET), [])
+            for n in flat:
+                zone.names[n] = ["198.18.1.1"]
+            t0 = time.process_time()
+            for q in queries:
+                mod.answer(zone, q, CLIENT, True)
+            if i >= 0:
+                out[label].append((time.process_time() - t0) / len(queries) * 1e6)
+    return out
+
+
+def report(rounds: list[dict[str, dict]], total: int, seconds: float,
+           micro_us: dict[str, list[float]] | None = None) -> str:
     lines = ["# Embedded DNS: nsnet vs aardvark-dns (and nsnet before its hardening)", "",
              f"{total} names (10 endpoints x {total // HOSTS} aliases), A queries for every "
              "name in a fixed shuffled order, cycling, from a client namespace; "
@@ -253,8 +315,12 @@ def report(rounds: list[dict[str, dict]], total: int, seconds: float) -> str:
              "* aardvark-dns 1.4 (Debian), configured as netavark does: gateway line, then "
              "`ID IPV4 IPV6 NAMES` for every container, the querying client included.", "",
              "## Medians", "",
-             "| server | dnsperf q/s | dnsperf avg latency | in-house q/s | p50 | p99 | RSS |",
-             "|---|---|---|---|---|---|---|"]
+             "CPU/answer: the server's user+system CPU time (all threads, /proc/PID/stat) "
+             "during that client's run divided by the answers it got -- what a query costs "
+             "the server, which the machine's load changes far less than q/s.", "",
+             "| server | dnsperf q/s | dnsperf avg latency | dnsperf CPU/answer | in-house q/s "
+             "| in-house CPU/answer | p50 | p99 | RSS |",
+             "|---|---|---|---|---|---|---|---|---|"]
     med: dict[str, dict[str, float]] = {}
     for m in METHODS:
         rs = [r[m] for r in rounds if r.get(m, {}).get("ok")]
@@ -263,34 +329,52 @@ def report(rounds: list[dict[str, dict]], total: int, seconds: float) -> str:
             lines.append(f"| {m} | failed: {bad.get('problem', '')[:200]} | | | | | |")
             continue
         med[m] = {k: statistics.median(_get(r, k) for r in rs)
-                  for k in ("dq", "davg", "qps", "p50", "p99", "rss_mb")}
+                  for k in ("dq", "davg", "dcpu", "qps", "cpu_us", "p50", "p99", "rss_mb")}
         v = med[m]
-        lines.append(f"| {m} | {v['dq']:.0f} | {v['davg'] * 1000:.3f} ms | {v['qps']:.0f} | "
-                     f"{v['p50'] * 1000:.3f} ms | {v['p99'] * 1000:.3f} ms | "
-                     f"{v['rss_mb']:.1f} MB |")
+        lines.append(f"| {m} | {v['dq']:.0f} | {v['davg'] * 1000:.3f} ms | {v['dcpu']:.1f} us "
+                     f"| {v['qps']:.0f} | {v['cpu_us']:.1f} us | {v['p50'] * 1000:.3f} ms | "
+                     f"{v['p99'] * 1000:.3f} ms | {v['rss_mb']:.1f} MB |")
     a, b, c = med.get("nsnet"), med.get("aardvark-dns"), med.get("nsnet@main")
     lines.append("")
     if a and b:
         lines.append(f"nsnet / aardvark-dns: dnsperf **{a['dq'] / b['dq']:.2f}x**, in-house "
-                     f"**{a['qps'] / b['qps']:.2f}x** (median q/s).")
+                     f"**{a['qps'] / b['qps']:.2f}x** (median q/s); CPU per answer "
+                     f"{a['dcpu'] / b['dcpu']:.2f}x / {a['cpu_us'] / b['cpu_us']:.2f}x "
+                     "aardvark-dns's (dnsperf / in-house).")
     if a and c:
         per_round = [r["nsnet"]["dnsperf"]["qps"] / r["nsnet@main"]["dnsperf"]["qps"]
                      for r in rounds if r["nsnet"].get("ok") and r["nsnet@main"].get("ok")]
         lines.append(f"Hardened / before hardening: dnsperf **{a['dq'] / c['dq']:.3f}x**, "
                      f"in-house **{a['qps'] / c['qps']:.3f}x** (median q/s; per round, "
-                     f"dnsperf: {', '.join(f'{x:.3f}' for x in per_round)}); "
-                     "target >= 0.95.")
+                     f"dnsperf: {', '.join(f'{x:.3f}' for x in per_round)}); CPU per "
+                     f"answer **{a['dcpu'] / c['dcpu']:.3f}x** / "
+                     f"**{a['cpu_us'] / c['cpu_us']:.3f}x** (dnsperf / in-house; lower is "
+                     "better). Target: no more than 5% worse.")
+    if micro_us:
+        a_us, c_us = (statistics.median(micro_us[m]) for m in ("nsnet", "nsnet@main"))
+        lines += ["", "## The hardening's cost on the query path, in one process", "",
+                  f"`answer()` (a query not yet cached; hits run unchanged code) on the same "
+                  f"{total} names, this tree's vs commit {BASELINE[:12]}'s, "
+                  f"{len(micro_us['nsnet'])} alternating repetitions of 3,000 queries, CPU "
+                  "time per query:", "",
+                  f"* nsnet: median {a_us:.1f} us "
+                  f"({', '.join(f'{x:.1f}' for x in micro_us['nsnet'])})",
+                  f"* nsnet@main: median {c_us:.1f} us "
+                  f"({', '.join(f'{x:.1f}' for x in micro_us['nsnet@main'])})",
+                  f"* hardened / before: **{a_us / c_us:.3f}x** (target <= 1.05)."]
     lines += ["", "## Every round", "",
-              "| round | server | dnsperf q/s | dnsperf avg | lost | in-house q/s | p50 | p99 "
-              "| RSS |", "|---|---|---|---|---|---|---|---|---|"]
+              "| round | server | dnsperf q/s | dnsperf avg | dnsperf CPU/answer | lost | "
+              "in-house q/s | in-house CPU/answer | p50 | p99 | RSS |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, rnd in enumerate(rounds, 1):
         for m, r in rnd.items():
             if not r.get("ok"):
-                lines.append(f"| {i} | {m} | failed | | | | | | |")
+                lines.append(f"| {i} | {m} | failed | | | | | | | | |")
                 continue
             d = r["dnsperf"]
             lines.append(f"| {i} | {m} | {d['qps']:.0f} | {d['avg'] * 1000:.3f} ms | "
-                         f"{d['lost']} + {r['lost']} | {r['qps']:.0f} | "
+                         f"{d['cpu_us']:.1f} us | {d['lost']} + {r['lost']} | {r['qps']:.0f} | "
+                         f"{r['cpu_us']:.1f} us | "
                          f"{r['p50'] * 1000:.3f} ms | {r['p99'] * 1000:.3f} ms | "
                          f"{r['rss_mb']:.1f} MB |")
     return "\n".join(lines) + "\n"
@@ -312,7 +396,7 @@ def main() -> None:
         order = METHODS if i % 2 == 0 else tuple(reversed(METHODS))
         rounds.append({m: run(m, args.names, args.seconds) for m in order})
     flat = {f"{m}#{i}": r for i, rnd in enumerate(rounds) for m, r in rnd.items()}
-    emit(report(rounds, args.names, args.seconds), args.out, flat)
+    emit(report(rounds, args.names, args.seconds, micro(args.names)), args.out, flat)
 
 
 if __name__ == "__main__":
