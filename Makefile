@@ -10,7 +10,8 @@ SYSTEM_TOOLS := ip:iproute2 brctl:bridge-utils ping:iputils-ping nsenter:util-li
                 unshare:util-linux setpriv:util-linux nft:nftables
 # ... and what the tests and benchmarks compare with or measure by
 TEST_TOOLS := ss:iproute2 iptables:iptables /usr/lib/cni/bridge:containernetworking-plugins \
-              /usr/lib/podman/aardvark-dns:aardvark-dns dot:graphviz iperf3:iperf3
+              /usr/lib/podman/aardvark-dns:aardvark-dns dot:graphviz iperf3:iperf3 \
+              dnsperf:dnsperf dig:bind9-dnsutils
 
 .PHONY: lab lab-down test test-runtime unit lint bench reliability security-report system-deps \
         test-deps apt-missing runtime-deps clean
@@ -39,7 +40,7 @@ bench: system-deps test-deps $(VENV)/.installed-bench
 	$(BIN)/python -m bench.setup --n 10 100 500 1000 --reps 3
 	$(BIN)/python -m bench.profile --n 1000
 	$(BIN)/python -m bench.ports --max 10000 --budget 600 --out bench/results/ports.md
-	$(BIN)/python -m bench.dns --names 10000 --out bench/results/dns.md
+	$(BIN)/python -m bench.dns --names 10000 --rounds 5 --out bench/results/dns.md
 	$(BIN)/python -m bench.cni --n 50 --out bench/results/cni.md
 
 # The adversarial suite's catalogue: attack, promise, result.

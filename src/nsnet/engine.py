@@ -173,7 +173,7 @@ class Engine:
         self.lock = StateLock(state_dir, lock_timeout, notify)
         self._rtnl: k.Rtnl | None = None
         self._firewall = firewall
-        self.dns = DnsControl(state_dir, self.host)
+        self.dns = DnsControl(state_dir, self.host, host_netns, etc_netns_dir)
         _raise_nofile()
         self._recovered: list[str] = []
         if self.store.journal():  # a dead nsnet left work half done: settle it first

@@ -25,8 +25,8 @@ from .. import kernel as k
 from ..crash import crashpoint
 from ..model import Endpoint, Network
 
-__all__ = ["RESOLV_MARK", "DnsControl", "dns_networks", "resolv_conf", "stop_daemon",
-           "stop_daemons"]
+__all__ = ["RESOLV_MARK", "DnsControl", "dns_networks", "host_resolv_confs", "resolv_conf",
+           "server_argv", "stop_daemon", "stop_daemons"]
 
 STATUS, PIDFILE, LOG = "dns.status.json", "dns.pid", "dns.log"
 RESOLV_MARK = "# nsnet: embedded DNS of network"
@@ -37,10 +37,31 @@ def resolv_conf(net: Network) -> str:
     return f"{RESOLV_MARK} {net.name}\nnameserver {net.gateway}\noptions ndots:0\n"
 
 
+def server_argv(state_dir: str, resolv_paths: Iterable[str] = ()) -> list[str]:
+    """The server's command line.  ``-I`` (isolated mode): a root daemon must
+    import nsnet from where it is installed, never from the caller's working
+    directory, ``PYTHONPATH`` or user site (a package named ``nsnet`` there
+    would otherwise run as root); it is started in ``/`` for the same reason."""
+    return [sys.executable, "-I", "-m", "nsnet.dns", os.path.abspath(state_dir),
+            *map(os.path.abspath, resolv_paths)]
+
+
+def host_resolv_confs(host_netns: str | None, etc_netns_dir: str) -> list[str]:
+    """Where the host namespace's resolv.conf is, in order: as ``ip netns
+    exec HOST`` shows it (ETC_NETNS_DIR/HOST/resolv.conf) when nsnet's host is
+    a named namespace, else (or when that file is missing) /etc/resolv.conf."""
+    if host_netns is None:
+        return ["/etc/resolv.conf"]
+    name = os.path.basename(host_netns.rstrip("/"))
+    return [os.path.join(etc_netns_dir, name, "resolv.conf"), "/etc/resolv.conf"]
+
+
 class DnsControl:
-    def __init__(self, state_dir: str, host: k.Netns) -> None:
+    def __init__(self, state_dir: str, host: k.Netns, host_netns: str | None = None,
+                 etc_netns_dir: str = "/etc/netns") -> None:
         self.state_dir = state_dir
         self.host = host
+        self.resolv_paths = host_resolv_confs(host_netns, etc_netns_dir)  # the host's upstreams
 
     def _path(self, name: str) -> str:
         return os.path.join(self.state_dir, name)
@@ -102,7 +123,7 @@ class DnsControl:
                       0o600)
         try:
             with k.entered(self.host.fd):  # the child is born in the host namespace
-                proc = subprocess.Popen([sys.executable, "-m", "nsnet.dns", self.state_dir],
+                proc = subprocess.Popen(server_argv(self.state_dir, self.resolv_paths), cwd="/",
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=log, start_new_session=True, close_fds=True)
         finally:

@@ -10,8 +10,16 @@ restart and without dropping queries.
 Per network: A records for each endpoint's namespace name and aliases, PTR
 for its address; NXDOMAIN for unknown single-label names (nsnet's zone);
 other names are forwarded to the network's upstreams (``--dns``) or the
-host's resolv.conf, with a deadline, so a dead upstream gives SERVFAIL in
-about 1.5 s.  Queries from outside the network's subnet are refused.
+host namespace's resolv.conf, with a deadline, so a dead upstream gives
+SERVFAIL in about 1.5 s -- except on an ``--internal`` network, whose
+queries never leave: other names get SERVFAIL at once, as Docker's embedded
+DNS answers them since CVE-2024-29018.  Queries from outside the network's
+subnet are refused; names that cannot be (a label over 63 bytes, a name over
+255) get FORMERR.
+
+Bounded against exhaustion: TCP connections per client and in total, an idle
+and a write deadline per connection (a client that never reads is cut off,
+never waited for), and the number of forwarded queries in flight.
 
 Speed: answers from nsnet's zone are cached as wire bytes keyed by the
 query (minus its ID); a hit costs a dict lookup and two slices, and each
@@ -46,7 +54,16 @@ TICK = 0.5
 LINGER = 2.0  # seconds with nothing to serve before exiting: a runtime that
 #               deletes a container and adds the next one reuses the server
 MAX_CACHE = 200_000
-MAX_TCP_QUERY = 65535
+MAX_FORWARDS = 256  # forwarded queries in flight; beyond, REFUSED (Docker: 1024)
+TCP_PER_CLIENT = 8  # connections one client address may hold open
+TCP_TOTAL = 128  # connections open at once, all clients together
+TCP_IDLE = 5.0  # seconds a connection may take to send its next query, whole
+TCP_WRITE = 5.0  # seconds an answer may wait for the client to read it
+TCP_BUFFER = 16384  # bytes of reads buffered per connection; the kernel's send buffer
+#                     is set to this too (doubled by Linux), answers are never queued
+#                     beyond it: a client that does not read stops being read
+TCP_BACKLOG = 32  # also how many connections one wakeup accepts before the limits apply
+MAX_LABEL, MAX_NAME = 63, 255  # RFC 1035 2.3.4
 STATUS, PIDFILE = "dns.status.json", "dns.pid"
 
 
@@ -58,6 +75,7 @@ class Zone:
     gateway: str
     subnet: ipaddress.IPv4Network
     upstreams: list[str]
+    internal: bool = False  # its queries never leave: no forwarding
     names: dict[str, list[str]] = field(default_factory=dict)
     ptr: dict[str, str] = field(default_factory=dict)
     cache: dict[bytes, bytes] = field(default_factory=dict)
@@ -74,32 +92,46 @@ class Zone:
         return struct.unpack("!I", packed)[0] & self._mask == self._net
 
 
-def host_upstreams(path: str = "/etc/resolv.conf") -> list[str]:
-    out = []
-    with contextlib.suppress(OSError), open(path) as f:
-        for line in f:
+RESOLV_MARK = "# nsnet: embedded DNS of network"  # (nsnet.dns.RESOLV_MARK)
+
+
+def host_upstreams(paths: list[str] | tuple[str, ...] = ("/etc/resolv.conf",)) -> list[str]:
+    """The IPv4 nameservers of the first of ``paths`` that exists and is not
+    one nsnet wrote for an endpoint (the host namespace's resolv.conf, as
+    ``ip netns exec`` would show it)."""
+    for path in paths:
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError:
+            continue
+        if text.startswith(RESOLV_MARK):
+            continue
+        out = []
+        for line in text.splitlines():
             parts = line.split()
             if len(parts) >= 2 and parts[0] == "nameserver":
                 with contextlib.suppress(ValueError):
                     if ipaddress.ip_address(parts[1]).version == 4:
                         out.append(parts[1])
-    return out
+        return out
+    return []
 
 
 def load_zones(db: sqlite3.Connection, default_upstreams: list[str]) -> dict[str, Zone]:
     """Zones by gateway address, for networks with DNS on and endpoints."""
     zones: dict[str, Zone] = {}
-    nets = db.execute("SELECT id, name, subnet, gateway, dns_servers FROM networks "
+    nets = db.execute("SELECT id, name, subnet, gateway, dns_servers, internal FROM networks "
                       "WHERE dns=1").fetchall()
-    gateways = {gw for _, _, _, gw, _ in nets}
-    for net_id, name, subnet, gateway, servers in nets:
+    gateways = {gw for _, _, _, gw, _, _ in nets}
+    for net_id, name, subnet, gateway, servers, internal in nets:
         rows = db.execute("SELECT netns, address, aliases FROM endpoints WHERE network_id=? "
                           "ORDER BY created, netns", (net_id,)).fetchall()
         if not rows:
             continue
         ups = servers.split(",") if servers else [u for u in default_upstreams
                                                   if u not in gateways]
-        zone = Zone(name, gateway, ipaddress.ip_network(subnet), ups)
+        zone = Zone(name, gateway, ipaddress.ip_network(subnet), ups, bool(internal))
         for netns, address, aliases in rows:
             ip = address.split("/")[0]
             for n in [netns.lower(), *(aliases.split(",") if aliases else [])]:
@@ -163,14 +195,38 @@ def answer(zone: Zone, data: bytes, client_ip: str, udp: bool) -> Answer:
         return Answer(_finish(query, _reply(query, RCODE.REFUSED), limit))
     if query.header.opcode != OPCODE.QUERY or query.header.qr:
         return Answer(_finish(query, _reply(query, RCODE.NOTIMP), limit))
-    if len(query.questions) != 1:
-        return Answer(_finish(query, _reply(query, RCODE.FORMERR), limit))
+    if len(query.questions) != 1 or not _valid_name(query.q.qname.label):
+        return Answer(error_for(data, RCODE.FORMERR))  # (it cannot be echoed back)
     q = query.questions[0]
-    name = str(q.qname).rstrip(".").lower()
-    reply = _local(zone, query, name, q.qtype)
+    name = _zone_name(q.qname.label)
+    if name is None:  # not a host name: never one of ours
+        reply = None if len(q.qname.label) > 1 else _reply(query, RCODE.NXDOMAIN, auth=True)
+    else:
+        reply = _local(zone, query, name, q.qtype)
+    if reply is None and zone.internal:  # an internal network's queries never leave
+        return Answer(_finish(query, _reply(query, RCODE.SERVFAIL), limit))  # (not cached)
     if reply is None:
         return Answer(forward=True)
     return Answer(_finish(query, reply, limit), cache_key=data[2:])
+
+
+def _valid_name(labels: tuple[bytes, ...]) -> bool:
+    """RFC 1035's limits, which dnslib's parser does not check (and its
+    packer then refuses: no answer at all)."""
+    return (all(len(label) <= MAX_LABEL for label in labels)
+            and sum(len(label) + 1 for label in labels) + 1 <= MAX_NAME)
+
+
+def _zone_name(labels: tuple[bytes, ...]) -> str | None:
+    """The name, lower-case, as nsnet's zone spells names; None when a label
+    holds a dot or a byte no host name has."""
+    try:
+        text = [label.decode("ascii").lower() for label in labels]
+    except UnicodeDecodeError:
+        return None
+    if any("." in t or not t.isprintable() for t in text):
+        return None
+    return ".".join(text)
 
 
 def _local(zone: Zone, query: DNSRecord, name: str, qtype: int) -> DNSRecord | None:
@@ -265,19 +321,22 @@ async def forward(zone: Zone, data: bytes, udp: bool) -> bytes | None:
 
 # --------------------------------------------------------------- server
 class Server:
-    def __init__(self, state_dir: str) -> None:
+    def __init__(self, state_dir: str, resolv_paths: list[str] | None = None) -> None:
         self.state_dir = state_dir
+        self.resolv_paths = resolv_paths or ["/etc/resolv.conf"]
         self.db_path = os.path.join(state_dir, "state.db")
         self.db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
         self.version = -1
         self.generation = 0
-        self.default_upstreams = host_upstreams()
+        self.default_upstreams = host_upstreams(self.resolv_paths)
         self.zones: dict[str, Zone] = {}
         self.udp: dict[str, socket.socket] = {}
         self.tcp: dict[str, asyncio.base_events.Server] = {}
         self.errors: dict[str, str] = {}
         self.stop = asyncio.Event()
         self.tasks: set[asyncio.Task] = set()
+        self.forwarding = 0  # forwarded queries in flight
+        self.tcp_open: dict[str, int] = {}  # TCP connections by client address
 
     # state -----------------------------------------------------------
     def changed(self) -> bool:
@@ -316,7 +375,8 @@ class Server:
             sock.setblocking(False)
             sock.bind((gw, 53))
             tcp = await asyncio.start_server(lambda r, w, gw=gw: self._tcp_client(gw, r, w),
-                                             host=gw, port=53, reuse_address=True)
+                                             host=gw, port=53, reuse_address=True,
+                                             limit=TCP_BUFFER, backlog=TCP_BACKLOG)
         except OSError as exc:
             sock.close()
             self.errors[zone.network] = f"cannot listen on {gw}:53: {exc.strerror}"
@@ -372,7 +432,12 @@ class Server:
                 sock.sendto(data[:2] + hit, addr)
                 return
             ans = answer(zone, data, addr[0], udp=True)
-            if ans.forward:
+            if ans.forward and self.forwarding >= MAX_FORWARDS:
+                reply = error_for(data, RCODE.REFUSED)  # as Docker's resolver does
+                if reply is not None:
+                    sock.sendto(reply, addr)
+            elif ans.forward:
+                self.forwarding += 1
                 self._spawn(self._udp_forward(sock, zone, data, addr))
             elif ans.wire is not None:
                 self._remember(zone, ans)
@@ -382,7 +447,10 @@ class Server:
 
     async def _udp_forward(self, sock: socket.socket, zone: Zone, data: bytes,
                            addr: tuple) -> None:
-        reply = await forward(zone, data, udp=True)
+        try:
+            reply = await forward(zone, data, udp=True)
+        finally:
+            self.forwarding -= 1
         if reply is not None:
             with contextlib.suppress(OSError):
                 sock.sendto(reply, addr)
@@ -396,28 +464,63 @@ class Server:
 
     async def _tcp_client(self, gw: str, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
+        """One TCP connection: queries in turn, each within TCP_IDLE, each
+        answer read by the client within TCP_WRITE.  Over the limits the
+        connection is dropped at once.  It always ends with ``abort()``:
+        ``close()`` would keep the socket until a client that never reads
+        had read everything."""
         peer = writer.get_extra_info("peername") or ("", 0)
+        client = peer[0]
+        if (sum(self.tcp_open.values()) >= TCP_TOTAL
+                or self.tcp_open.get(client, 0) >= TCP_PER_CLIENT):
+            writer.transport.abort()
+            return
+        self.tcp_open[client] = self.tcp_open.get(client, 0) + 1
         try:
-            while True:
-                size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 10))[0]
-                data = await asyncio.wait_for(reader.readexactly(size), 10)
-                if self.changed():
-                    await self.reload()
-                zone = self.zones.get(gw)
-                if zone is None:
-                    break
-                ans = answer(zone, data, peer[0], udp=False)
-                wire = await forward(zone, data, udp=False) if ans.forward else ans.wire
-                if wire is None:
-                    break
-                writer.write(struct.pack("!H", len(wire)) + wire)
-                await writer.drain()
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, TCP_BUFFER)
+            writer.transport.set_write_buffer_limits(high=0)  # drain() waits for the kernel
+            await self._tcp_queries(gw, client, reader, writer)
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         except Exception:
             log.exception("TCP client %s", peer)
         finally:
-            writer.close()
+            self.tcp_open[client] -= 1
+            if not self.tcp_open[client]:
+                del self.tcp_open[client]
+            writer.transport.abort()
+
+    async def _tcp_queries(self, gw: str, client: str, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
+        while True:
+            async with asyncio.timeout(TCP_IDLE):  # idle, or sending a query too slowly
+                size = struct.unpack("!H", await reader.readexactly(2))[0]
+                data = await reader.readexactly(size)
+            if self.changed():
+                await self.reload()
+            zone = self.zones.get(gw)
+            if zone is None:
+                return
+            ans = answer(zone, data, client, udp=False)
+            wire = ans.wire
+            if ans.forward and self.forwarding >= MAX_FORWARDS:
+                wire = error_for(data, RCODE.REFUSED)
+            elif ans.forward:
+                self.forwarding += 1
+                try:
+                    wire = await forward(zone, data, udp=False)
+                finally:
+                    self.forwarding -= 1
+            if wire is None:
+                return
+            writer.write(struct.pack("!H", len(wire)) + wire)
+            if writer.transport.get_write_buffer_size():  # the kernel's buffer is full
+                async with asyncio.timeout(TCP_WRITE):
+                    await writer.drain()
+            else:  # one query per connection per loop turn: pipelined queries already
+                await asyncio.sleep(0)  # buffered must not keep UDP waiting
 
     # lifecycle -------------------------------------------------------
     def _spawn(self, coro: object) -> None:
@@ -452,7 +555,7 @@ class Server:
             self._close(gw)
 
 
-def serve(state_dir: str) -> int:
+def serve(state_dir: str, resolv_paths: list[str] | None = None) -> int:
     """Run until stopped; one server per state dir (the pid file's lock)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s nsnet-dns[%(process)d] %(levelname)s %(message)s")
@@ -465,7 +568,7 @@ def serve(state_dir: str) -> int:
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     try:
-        asyncio.run(Server(state_dir).run())
+        asyncio.run(Server(state_dir, resolv_paths).run())
     finally:
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(state_dir, STATUS))
