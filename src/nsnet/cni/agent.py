@@ -23,12 +23,21 @@ import contextlib
 import fcntl
 import math
 import os
+import signal
 import socket
 import sys
 import threading
 import time
 
-from .client import REFUSED, parse_request, peer, same_namespaces, socket_name, trusted_dir
+from .client import (
+    ACK,
+    REFUSED,
+    parse_request,
+    peer,
+    same_namespaces,
+    socket_name,
+    trusted_dir,
+)
 from .plugin import run_request
 
 IDLE_DEFAULT = 60.0
@@ -80,6 +89,8 @@ class Agent:
             conn.sendall(REFUSED.to_bytes(4, "big", signed=True) + bytes(4))
             return
         env, stdin = parse_request(self.read_request(conn))
+        conn.settimeout(WRITE_WAIT)
+        conn.sendall(ACK)  # fails if the client gave up: then the request is not run
         with self.run_lock:
             rc, out, err = run_request(env, stdin.decode(errors="replace"))
         body = out.encode()
@@ -139,6 +150,8 @@ def serve(state_dir: str) -> int:
     finally:
         os.umask(old)
     srv.listen(256)
+    # stopped by SIGTERM (nsnet.dns.stop_daemon): remove the socket on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         Agent().loop(srv, idle_timeout(os.environ.get("NSNET_CNI_AGENT_IDLE")))
     finally:

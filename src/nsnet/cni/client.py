@@ -11,9 +11,13 @@ agent's (SO_PEERCRED: root, same namespaces) and the agent checks the
 caller's.  The socket must be root's, in a root-owned 0700 state directory.
 
 Request: 4-byte length of an environment block ("KEY=VALUE\\0"...), the
-block, then stdin, then EOF.  Reply: 4-byte exit code, 4-byte stdout
-length, stdout, then stderr until EOF.  Exit code ``REFUSED`` means the
-agent will not serve this caller: the client runs the plugin itself.
+block, then stdin, then EOF.  Reply: one byte ``ACK`` once the agent has
+the whole request (the command may then wait for the state lock), then a
+4-byte exit code, 4-byte stdout length, stdout, then stderr until EOF.  An
+agent that does not acknowledge in ``ACK_WAIT`` never runs the request (its
+acknowledgement fails once the client is gone), so the client then runs the
+plugin itself.  Exit code ``REFUSED`` means the agent will not serve this
+caller: the client runs the plugin itself too.
 """
 
 import os
@@ -23,9 +27,10 @@ from _socket import AF_UNIX, SHUT_WR, SO_PEERCRED, SOCK_STREAM, SOL_SOCKET
 from _socket import socket as _sock
 
 START_WAIT = 10.0  # for a starting agent's socket to appear
-SEND_WAIT = 5.0  # connect and hand over the request
+ACK_WAIT = 10.0  # connect, hand over the request, have it acknowledged
 REPLY_WAIT = 600.0  # the agent runs the command (it may wait for the state lock)
 REFUSED = -2
+ACK = b"\x06"
 DEFAULT_STATE_DIR = "/var/lib/nsnet"
 ENV_PREFIXES = ("CNI_", "NSNET_")
 
@@ -187,13 +192,16 @@ def _ask(path: str, payload: bytes) -> bytes:
         raise Untrusted(f"{path} is not root's socket")
     s = _sock(AF_UNIX, SOCK_STREAM)
     try:
-        s.settimeout(SEND_WAIT)
+        s.settimeout(ACK_WAIT)
         s.connect(path)
         pid, uid = peer(s)
         if uid != 0 or not same_namespaces(pid):
             raise Untrusted("the agent is not root in this caller's namespaces")
         s.sendall(payload)
         s.shutdown(SHUT_WR)
+        first = s.recv(1)
+        if first != ACK:
+            return first + _recv_all(s)  # REFUSED (or a broken reply: in-process)
         s.settimeout(REPLY_WAIT)
         return _recv_all(s)
     finally:
@@ -205,19 +213,26 @@ def _python(*args: str) -> list[str]:
     return [sys.executable, "-I", *args]
 
 
+def helper_env() -> dict:
+    """The caller's environment without PYTHON* variables: -I keeps them from
+    the helper itself, this from whatever the helper starts in turn."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+
+
 def _start_agent(state: str) -> None:
     import subprocess
 
     subprocess.Popen(_python("-m", "nsnet.cni.agent", state),
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
-                     cwd="/")
+                     cwd="/", env=helper_env())
 
 
 def _in_process(raw: bytes) -> None:
     import subprocess
 
-    sys.exit(subprocess.run(_python("-m", "nsnet.cni"), input=raw, cwd="/").returncode)
+    sys.exit(subprocess.run(_python("-m", "nsnet.cni"), input=raw, cwd="/",
+                            env=helper_env()).returncode)
 
 
 def _agent_allowed() -> bool:
