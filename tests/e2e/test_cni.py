@@ -572,7 +572,7 @@ def test_ipam_released_after_a_failed_add(sandbox, tmp_path) -> None:
     ipam = {"type": "host-local", "subnet": "10.88.0.0/24", "dataDir": str(tmp_path / "hl")}
     for extra in ({}, {"ipam": ipam}):
         rc, out, _ = cni(box, "ADD", conf(box, "1.0.0", **extra), netns=ns,
-                         CNI_ARGS="MAC=01:00:5e:00:00:01")  # multicast MAC: refused late
+                         CNI_ARGS="MAC=01:00:5e:00:00:01")  # multicast MAC: refused after IPAM
         assert rc != 0, out
         leases = list((tmp_path / "hl" / "cnet").glob("10.88.*")) \
             if (tmp_path / "hl" / "cnet").exists() else []
