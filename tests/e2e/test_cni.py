@@ -198,9 +198,10 @@ def _shape(value):
     return type(value).__name__
 
 
-def test_differential_against_bridge_and_host_local(tmp_path_factory) -> None:
-    from conftest import Sandbox
-
+def test_differential_against_bridge_and_host_local(sandbox, tmp_path_factory) -> None:
+    # the Sandbox class via the fixture: `from conftest import` would pick
+    # tests/security/conftest.py when both directories run in one session
+    Sandbox = type(sandbox)
     ref_box, our_box = (Sandbox(tmp_path_factory.mktemp(n)) for n in ("ref", "ours"))
     try:
         ns_ref, ns_our = ref_box.foreign_netns("ctr"), our_box.foreign_netns("ctr")
