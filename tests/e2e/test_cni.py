@@ -481,6 +481,14 @@ def test_a_result_the_runtime_rejected_is_reclaimed(sandbox) -> None:
     assert not [n for n in json.loads(box.cli("ns", "ls", "--json").stdout)
                 if n["name"].startswith("cni-")]
     assert box.cli("reconcile", "--dry-run").returncode == 0
+    # with a delegated IPAM, the retried ADD gives the old lease back first
+    ipam = {"type": "host-local", "subnet": "10.88.0.0/24", "dataDir": str(box.base / "hl")}
+    ok(box, "ADD", conf(box, "1.1.0", ipam=ipam), cid="rej2", netns=ns)
+    ok(box, "ADD", conf(box, "1.0.0", ipam=ipam), cid="rej2", netns=ns)
+    leases = [p.name for p in (box.base / "hl" / "cnet").iterdir() if p.name[0].isdigit()]
+    assert len(leases) == 1, leases
+    ok(box, "DEL", conf(box, "1.0.0", ipam=ipam), cid="rej2", netns=ns)
+    assert box.cli("reconcile", "--dry-run").returncode == 0
 
 
 def _ping(box, ns: str, ip: str) -> bool:
