@@ -34,11 +34,14 @@ import time
 import uuid
 from pathlib import Path
 
+from sandboxfs import private_dir
+
 TAG = uuid.uuid4().hex[:6]  # container IDs (and so runc's cgroup names) unique
 CTR_NS = "nsnettest"  # containerd namespace; CNI_CONTAINERID is "<ns>-<id>"
 NETWORK = "ctrnet"
 CNI_CONF_DIR = "/etc/cni/net.d"  # go-cni's defaults: ctr has no flag for them
 CNI_BIN_DIR = "/opt/cni/bin"
+LIBCNI_CACHE = "/var/lib/cni"  # go-cni's, not settable from ctr either
 REFERENCE_PLUGINS = "/usr/lib/cni"  # Debian's containernetworking-plugins
 BUSYBOX_APPLETS = ("sh", "ping", "nslookup", "ip", "sleep", "cat", "echo", "test", "[")
 
@@ -61,39 +64,12 @@ def run(argv: list[str], check: bool = True, timeout: float = 120,
 
 # ------------------------------------------------------------ the sandbox
 def private_mounts(work: Path) -> None:
-    """/run, /etc/cni/net.d and /opt/cni/bin of the sandbox only."""
-    run(["mount", "-t", "tmpfs", "nsnet-ctr-run", "/run"])  # containerd's shims, runc, fifos
-    private_dir(CNI_CONF_DIR, work)
-    private_dir(CNI_BIN_DIR, work)
+    """/run (containerd's shims, runc, fifos), /etc/cni/net.d, /opt/cni/bin
+    and /var/lib/cni (libcni's cache, in ctr) of the sandbox only."""
+    run(["mount", "-t", "tmpfs", "nsnet-ctr-run", "/run"])
+    for path in (CNI_CONF_DIR, CNI_BIN_DIR, LIBCNI_CACHE):
+        private_dir(path, work)
     run(["ip", "link", "set", "lo", "up"])
-
-
-def private_dir(path: str, work: Path) -> None:
-    """An empty PATH seen only in this mount namespace.  If PATH exists, a
-    tmpfs covers it; otherwise its nearest existing ancestor is shadowed (a
-    tmpfs that still shows the ancestor's entries through bind mounts), so
-    nothing is ever created on the machine's disk."""
-    if os.path.isdir(path):
-        run(["mount", "-t", "tmpfs", "nsnet-ctr", path])
-        return
-    ancestor = os.path.dirname(path)
-    while not os.path.isdir(ancestor):
-        ancestor = os.path.dirname(ancestor)
-    orig = work / f"orig{ancestor.replace('/', '_')}"
-    orig.mkdir()
-    run(["mount", "--bind", ancestor, str(orig)])
-    run(["mount", "-t", "tmpfs", "nsnet-ctr", ancestor])
-    for entry in sorted(os.listdir(orig)):
-        src, dst = orig / entry, Path(ancestor) / entry
-        if src.is_symlink():
-            os.symlink(os.readlink(src), dst)
-            continue
-        if src.is_dir():
-            dst.mkdir()
-        else:
-            dst.touch()
-        run(["mount", "--bind", str(src), str(dst)])
-    os.makedirs(path)
 
 
 def readme_conflist(readme: Path, work: Path) -> dict:
@@ -242,6 +218,10 @@ class Nsnet:
         drift = self.cli("reconcile", "--dry-run", check=False)
         if drift.returncode != 0:
             raise Failure(f"nsnet reconcile --dry-run after --rm:\n{drift.stdout}{drift.stderr}")
+        cached = os.listdir(f"{LIBCNI_CACHE}/results") if os.path.isdir(
+            f"{LIBCNI_CACHE}/results") else []
+        if cached:
+            raise Failure(f"libcni's cache still holds {cached} after --rm")
         veths = [ln for ln in run(["ip", "-o", "link"]).stdout.splitlines() if "veth" in ln]
         if veths:
             raise Failure(f"veth left in the host namespace: {veths}")
