@@ -11,6 +11,8 @@ Errors are the spec's JSON on stdout with a non-zero exit; logs go to stderr
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import ipaddress
 import json
 import os
@@ -86,17 +88,28 @@ def _vtuple(v: str) -> tuple[int, ...]:
         return (0,)
 
 
-def read_request(command: str) -> Request:
+def decode_config(text: str) -> dict[str, Any]:
+    try:
+        conf = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+        raise CniError(DECODE, "cannot decode the network configuration on stdin",
+                       str(exc)[:200]) from None
+    if not isinstance(conf, dict):
+        raise CniError(DECODE, "the network configuration must be a JSON object")
+    return conf
+
+
+def reply_version(conf: dict[str, Any]) -> str:
+    """The version to answer in (errors too): the request's, if nsnet speaks it."""
+    version = conf.get("cniVersion")
+    return version if isinstance(version, str) and version in SUPPORTED else "1.1.0"
+
+
+def read_request(command: str, conf: dict[str, Any]) -> Request:
     if command not in ("ADD", "DEL", "CHECK", "STATUS", "GC"):
         raise CniError(INVALID_ENV, f"CNI_COMMAND {command!r} is not one of ADD, DEL, CHECK, "
                        "STATUS, GC, VERSION", "CNI_COMMAND")
-    try:
-        conf = json.loads(sys.stdin.read())
-    except ValueError as exc:
-        raise CniError(DECODE, "cannot decode the network configuration on stdin",
-                       str(exc)) from None
-    if not isinstance(conf, dict):
-        raise CniError(DECODE, "the network configuration must be a JSON object")
+    _check_agent_env()
     version = str(conf.get("cniVersion", ""))
     if version not in SUPPORTED:
         raise CniError(INCOMPATIBLE, f"incompatible CNI version {version!r}",
@@ -106,6 +119,7 @@ def read_request(command: str) -> Request:
     if command in ("STATUS", "GC") and _vtuple(version) < (1, 1, 0):
         raise CniError(INCOMPATIBLE, f"{command} needs CNI 1.1.0, not {version}")
     _check_fields(conf)
+    check_types(conf, command)
     env = _env(command)
     return Request(command, conf, version, env["CNI_CONTAINERID"], env["CNI_NETNS"],
                    env["CNI_IFNAME"], _cni_args(os.environ.get("CNI_ARGS", "")))
@@ -123,9 +137,111 @@ def _check_fields(conf: dict[str, Any]) -> None:
         if key in conf and not isinstance(conf[key], bool):
             raise CniError(UNSUPPORTED_FIELD, f"field {key!r} must be true or false",
                            f"{key}={json.dumps(conf[key])[:80]}")
-    if "mtu" in conf and not isinstance(conf["mtu"], int):
+
+
+def _check_agent_env() -> None:
+    text = os.environ.get("NSNET_CNI_AGENT_IDLE")
+    if text is None:
+        return
+    try:
+        ok = 0 < float(text) < 86400
+    except ValueError:
+        ok = False
+    if not ok:
+        raise CniError(INVALID_ENV, f"NSNET_CNI_AGENT_IDLE={text[:40]!r} is not a number of "
+                       "seconds (0 < s < 86400)", "NSNET_CNI_AGENT_IDLE")
+
+
+# ------------------------------------------------------------ field types
+def _bad(key: str, value: Any, want: str) -> CniError:
+    return CniError(INVALID_CONFIG, f"field {key!r} must be {want}",
+                    f"{key}={json.dumps(value)[:80]}")
+
+
+def _want(conf: dict[str, Any], key: str, kind: type | tuple[type, ...], want: str,
+          where: str = "") -> Any:
+    value = conf.get(key)
+    if key in conf and (not isinstance(value, kind) or isinstance(value, bool)):
+        raise _bad(where + key, value, want)
+    return value
+
+
+def plugin_name(kind: Any, key: str) -> str:
+    """A delegate plugin is a plain file name, looked up in CNI_PATH only."""
+    if not isinstance(kind, str) or kind in ("", ".", "..") or "/" in kind or "\0" in kind:
+        raise _bad(key, kind, "a plugin name (a file name in CNI_PATH, no '/')")
+    return kind
+
+
+def check_types(conf: dict[str, Any], command: str) -> None:
+    """Every value nsnet reads has the JSON type it needs: a wrong one is
+    error 7 (or 2 for the spec's plain flags) here, never a traceback later."""
+    for key in ("bridge", "subnet", "gateway", "ipRange", "logFile", "stateDir", "netnsDir",
+                "etcNetnsDir", "hostNetns"):
+        _want(conf, key, str, "a string")
+    if "mtu" in conf and (isinstance(conf["mtu"], bool) or not isinstance(conf["mtu"], int)):
         raise CniError(UNSUPPORTED_FIELD, "field 'mtu' must be a number",
                        f"mtu={json.dumps(conf['mtu'])[:80]}")
+    for key in ("args", "capabilities", "prevResult", "runtimeConfig"):
+        _want(conf, key, dict, "an object")
+    if not isinstance(conf.get("dns", True), (bool, dict)):
+        raise _bad("dns", conf["dns"], "true, false or an object")
+    servers = _want(conf, "dnsServers", list, "a list of IPv4 addresses") or []
+    for server in servers:
+        if not isinstance(server, str):
+            raise _bad("dnsServers", servers, "a list of IPv4 addresses (strings)")
+        try:
+            ipaddress.IPv4Address(server)
+        except ValueError:
+            raise _bad("dnsServers", servers, "a list of IPv4 addresses") from None
+    _check_ipam_types(conf)
+    _check_runtime_config(conf)
+    if command == "GC":
+        valid = _want(conf, "cni.dev/valid-attachments", list, "a list of objects") or []
+        for item in valid:
+            if not isinstance(item, dict) or not all(
+                    isinstance(item.get(k), str) for k in ("containerID", "ifname")):
+                raise _bad("cni.dev/valid-attachments", item,
+                           "a list of {containerID, ifname} objects")
+
+
+def _check_ipam_types(conf: dict[str, Any]) -> None:
+    ipam = _want(conf, "ipam", dict, "an object")
+    if not ipam:
+        return
+    if "type" in ipam and ipam["type"] not in ("", "nsnet"):
+        plugin_name(ipam["type"], "ipam.type")
+    for key in ("subnet", "gateway"):
+        _want(ipam, key, str, "a string", "ipam.")
+    ranges = _want(ipam, "ranges", list, "a list of range sets", "ipam.") or []
+    for rset in ranges:
+        if not isinstance(rset, list) or not all(isinstance(r, dict) for r in rset):
+            raise _bad("ipam.ranges", ranges, "a list of lists of {subnet, gateway} objects")
+        for r in rset:
+            for key in ("subnet", "gateway"):
+                _want(r, key, str, "a string", "ipam.ranges.")
+
+
+def _check_runtime_config(conf: dict[str, Any]) -> None:
+    rc = conf.get("runtimeConfig") or {}
+    ips = _want(rc, "ips", list, "a list of addresses", "runtimeConfig.") or []
+    if not all(isinstance(ip, str) for ip in ips):
+        raise _bad("runtimeConfig.ips", ips, "a list of addresses (strings)")
+    _want(rc, "mac", str, "a string", "runtimeConfig.")
+    aliases = _want(rc, "aliases", dict, "an object", "runtimeConfig.") or {}
+    for value in aliases.values():
+        if not isinstance(value, list):
+            raise _bad("runtimeConfig.aliases", aliases, "an object of name lists")
+    maps = _want(rc, "portMappings", list, "a list of mappings", "runtimeConfig.") or []
+    for m in maps:
+        if not (isinstance(m, dict) and all(
+                isinstance(m.get(k), int) and not isinstance(m.get(k), bool)
+                for k in ("hostPort", "containerPort"))
+                and isinstance(m.get("protocol", "tcp"), str)
+                and isinstance(m.get("hostIP", ""), str)):
+            raise _bad("runtimeConfig.portMappings", m,
+                       "a list of {hostPort, containerPort, protocol, hostIP} "
+                       "(ports as numbers)")
 
 
 def _env(command: str) -> dict[str, str]:
@@ -200,30 +316,122 @@ def spec_of(conf: dict[str, Any]) -> NetworkSpec:
 
 def ensure_network(eng: Engine, conf: dict[str, Any]) -> Network:
     spec = spec_of(conf)  # a bad configuration is an error even if the network exists
-    with contextlib.suppress(NotFound):
-        return eng.network(conf["name"])
     try:
-        return eng.network_create(spec)
-    except AlreadyExists:  # another ADD created it meanwhile
-        return eng.network(conf["name"])
+        net = eng.network(conf["name"])
+    except NotFound:
+        try:
+            return eng.network_create(spec)
+        except AlreadyExists:  # another ADD created it meanwhile
+            net = eng.network(conf["name"])
+    differ = differences(conf, spec, net)
+    if differ:
+        raise CniError(INVALID_CONFIG, f"network {net.name!r} exists with a different "
+                       f"configuration: {', '.join(differ)} differ",
+                       "; ".join(f"{key}: has {have!r}, asked {want!r}"
+                                 for key, (have, want) in differ.items()))
+    return net
+
+
+def differences(conf: dict[str, Any], spec: NetworkSpec,
+                net: Network) -> dict[str, tuple[Any, Any]]:
+    """The keys the configuration sets to something other than what the
+    existing network has (keys it leaves out take the network's)."""
+    pool = Pool.parse(spec.subnet, spec.gateway, spec.ip_range)
+    asked: dict[str, tuple[Any, Any]] = {
+        "subnet": (net.subnet, str(pool.subnet)),
+        "gateway": (net.gateway, str(pool.gateway) if spec.gateway else None),
+        "ipRange": (net.ip_range, str(pool.ip_range) if spec.ip_range else None),
+        "bridge": (net.bridge, conf.get("bridge")),
+        "mtu": (net.mtu, conf.get("mtu")),
+        "masquerade": (net.masquerade, conf.get("masquerade", conf.get("ipMasq"))),
+        "internal": (net.internal, conf.get("internal")),
+        "icc": (net.icc, conf.get("icc")),
+        "dns": (net.dns, conf["dns"] if isinstance(conf.get("dns"), bool) else None),
+        "dnsServers": (list(net.dns_servers), conf.get("dnsServers")),
+    }
+    return {key: (have, want) for key, (have, want) in asked.items()
+            if want not in (None, "") and have != want}
 
 
 # -------------------------------------------------------------- namespaces
+NS_GET_NSTYPE = 0xB703  # ioctl on a namespace file: its CLONE_NEW* type
+CLONE_NEWNET = 0x40000000
+MOUNT_PREFIX = "cni-"
+
+
+def open_netns_path(path: str) -> int:
+    """Open CNI_NETNS as the reference plugins do (no realpath: a magic link
+    such as /proc/PID/ns/net or /proc/PID/task/TID/ns/net resolves only when
+    opened) and make sure it is a network namespace.  Returns the fd."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise CniError(INVALID_ENV, f"CNI_NETNS {path} does not exist", "CNI_NETNS") from None
+    except OSError as exc:
+        raise CniError(INVALID_ENV, f"CNI_NETNS {path}: {exc.strerror}", "CNI_NETNS") from None
+    try:
+        kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        kind = -1
+    if kind != CLONE_NEWNET:
+        os.close(fd)
+        raise CniError(INVALID_ENV, f"CNI_NETNS {path} is not a network namespace",
+                       "CNI_NETNS")
+    return fd
+
+
+def mount_name(container_id: str, ifname: str) -> str:
+    """The netns-directory name of an attachment's bind mount: unique per
+    container id (a digest of all of it, not a prefix) and interface."""
+    digest = hashlib.sha256(container_id.encode()).hexdigest()[:16]
+    return f"{MOUNT_PREFIX}{container_id[:12]}-{digest}-{ifname}"
+
+
+def _in_netns_dir(eng: Engine, path: str, fd: int) -> str | None:
+    """The name of ``path`` in the engine's netns directory if it is (or is a
+    symlink to) one of its entries: bind mounts under /run/netns or
+    /var/run/netns.  Magic /proc links never are."""
+    if path.startswith("/proc/"):
+        return None
+    real = os.path.realpath(path)
+    if os.path.dirname(real) != os.path.realpath(eng.netns_dir):
+        return None
+    try:
+        same = os.stat(real)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    return os.path.basename(real) if (same.st_dev, same.st_ino) == (st.st_dev, st.st_ino) \
+        else None
+
+
 def attach_netns(eng: Engine, req: Request) -> tuple[str, str]:
     """The engine's name for the container's namespace, and the bind mount
     made for it ("" if the runtime already put it in the netns directory)."""
-    path = os.path.realpath(req.netns)
-    if not os.path.exists(path):
-        raise CniError(INVALID_ENV, f"CNI_NETNS {req.netns} does not exist", "CNI_NETNS")
-    if os.path.dirname(path) == os.path.realpath(eng.netns_dir):
-        return os.path.basename(path), ""
-    name = f"cni-{req.container_id[:24]}-{req.ifname}"
-    target = eng.ns_path(name)
-    k.ensure_netns_dir(eng.netns_dir)
-    with open(target, "a"):
-        pass
-    k.mount_bind(path, target)
-    return name, target
+    fd = open_netns_path(req.netns)
+    try:
+        name = _in_netns_dir(eng, req.netns, fd)
+        if name:
+            return name, ""
+        name = mount_name(req.container_id, req.ifname)
+        target = eng.ns_path(name)
+        k.ensure_netns_dir(eng.netns_dir)
+        with contextlib.suppress(OSError):  # a stale one from an interrupted ADD
+            k.remove_netns(target)
+        os.close(os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0))
+        k.mount_bind(f"/proc/self/fd/{fd}", target)  # the namespace opened, not a new lookup
+        return name, target
+    finally:
+        os.close(fd)
+
+
+def own_mount(eng: Engine, att: dict[str, Any]) -> str:
+    """An attachment's bind mount, only if it is where nsnet puts them (the
+    netns directory, a ``cni-`` name): a record never names a path to delete."""
+    mount, name = att.get("mount") or "", str(att.get("netns") or "")
+    if not mount or not name.startswith(MOUNT_PREFIX) or "/" in name or name in (".", ".."):
+        return ""
+    return mount if mount == eng.ns_path(name) else ""
 
 
 def detach_netns(mount: str) -> None:
@@ -296,14 +504,17 @@ def result(req: Request, net: Network, ep: Any, bridge_mac: str,
 
 # --------------------------------------------------------------- commands
 def cmd_add(req: Request) -> dict[str, Any]:
-    if not os.path.exists(req.netns):
-        raise CniError(INVALID_ENV, f"CNI_NETNS {req.netns} does not exist", "CNI_NETNS")
+    os.close(open_netns_path(req.netns))  # before anything is created
     with engine_for(req.conf) as eng:
         net = ensure_network(eng, req.conf)
         for a in eng.store.attachments(net.name):
             if a["containerID"] == req.container_id and a["ifname"] == req.ifname:
-                raise CniError(PLUGIN_ERROR, f"container {req.container_id} already has "
-                               f"{req.ifname} on network {net.name!r}")
+                # The spec forbids a second ADD without a DEL: the runtime lost the
+                # first result (e.g. could not parse it), so nobody will DEL it.
+                _log(f"nsnet-cni: ADD again for {req.container_id}/{req.ifname}: "
+                     "reclaiming the earlier attachment")
+                _detach(eng, net.name, a)
+                net = eng.network(net.name)
         name, mount = attach_netns(eng, req)
         kind = delegated_ipam(req.conf)
         ipam_conf = dict(req.conf, cniVersion=req.version)
@@ -388,11 +599,15 @@ def cmd_del(req: Request) -> None:
 
 
 def _detach(eng: Engine, network: str, att: dict[str, Any]) -> None:
-    with contextlib.suppress(NotFound):
+    with contextlib.suppress(NotFound, InvalidInput):
         eng.disconnect(network, [att["netns"]])
-    detach_netns(att["mount"])
+    mount = own_mount(eng, att)
+    detach_netns(mount)
     with eng.store.transaction():
         eng.store.remove_attachment(att["containerID"], att["ifname"], network)
+        if mount and not eng.store.endpoints_of_netns(att["netns"]):
+            # the namespace record connect made for the bind mount goes with it
+            eng.store.remove_namespaces([att["netns"]])
 
 
 def cmd_check(req: Request) -> None:
@@ -407,7 +622,14 @@ def cmd_check(req: Request) -> None:
         ep = next((e for e in net.endpoints if e.netns == att["netns"]), None)
         if ep is None:
             raise CniError(UNKNOWN_CONTAINER, "the attachment's endpoint is gone")
-        snap = eng.snapshot(att["netns"])
+        try:
+            snap = eng.snapshot(att["netns"])
+        except NotFound:
+            raise CniError(INVALID_ENV, f"the container's namespace {req.netns or att['netns']} "
+                           "is gone") from None
+        if snap.link(req.ifname) is None:
+            raise CniError(PLUGIN_ERROR, f"container interface {req.ifname} not found (in "
+                           f"{req.netns or att['netns']})")
         if ep.address not in {a.cidr for a in snap.addresses_of(req.ifname)}:
             raise CniError(PLUGIN_ERROR, f"{req.ifname} lacks {ep.address} in the container")
 
@@ -434,8 +656,9 @@ def cmd_gc(req: Request) -> None:
 def run(command: str) -> int:
     version = "1.1.0"
     try:
-        req = read_request(command)
-        version = req.version
+        conf = decode_config(sys.stdin.read())
+        version = reply_version(conf)
+        req = read_request(command, conf)
         _log_to(req.conf.get("logFile"))
         if command == "ADD":
             print(json.dumps(cmd_add(req)))

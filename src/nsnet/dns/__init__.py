@@ -166,7 +166,12 @@ def _wait_gone(pid: int, wait: float) -> None:
 
 def stop_daemons(state_dir: str) -> None:
     """Stop the DNS server and the CNI agent of a state directory."""
-    for name in (PIDFILE, "cni.pid"):
+    try:  # CNI agents: one per mount+network namespace (cni-MNT-NET.pid)
+        agents = sorted(n for n in os.listdir(state_dir)
+                        if n.startswith("cni") and n.endswith(".pid"))
+    except OSError:
+        agents = []
+    for name in (PIDFILE, *agents):
         stop_daemon(os.path.join(state_dir, name))
 
 
