@@ -238,10 +238,11 @@ class Nsnet:
             stop_daemons(str(self.state))
 
     def daemon_pids(self) -> set[int]:
+        """nsnet's DNS server and CNI agents, from their pid files."""
         pids = set()
-        for name in ("dns.pid", "cni.pid"):
+        for path in [*self.state.glob("cni*.pid"), self.state / "dns.pid"]:
             try:
-                text = (self.state / name).read_text().strip()
+                text = path.read_text().strip()
             except OSError:
                 continue
             if text.isdigit():

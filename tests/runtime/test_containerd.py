@@ -28,7 +28,7 @@ def in_ctr_sandbox(tmp_path: Path, *args: str, timeout: float) -> subprocess.Com
     --kill-child: if this test times out and kills unshare, the sandbox's
     PID 1 dies, and with it every process of the sandbox (containerd, shims,
     containers, nsnet's daemons)."""
-    from conftest import stop_by_pidfile
+    from nsnet.dns import stop_daemons
 
     argv = ["unshare", "--mount", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
             "--propagation", "private", "--",
@@ -37,8 +37,8 @@ def in_ctr_sandbox(tmp_path: Path, *args: str, timeout: float) -> subprocess.Com
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     finally:  # (the sandbox's PIDs mean nothing here: only a daemon still
         # holding its pid file's lock is signalled, and none can be)
-        for daemon in ("cni.pid", "dns.pid"):
-            stop_by_pidfile(str(tmp_path / "state" / daemon))
+        if (tmp_path / "state").is_dir():
+            stop_daemons(str(tmp_path / "state"))
     print(proc.stdout)
     print(proc.stderr, file=sys.stderr)
     return proc

@@ -17,15 +17,15 @@ SCRIPT = Path(__file__).with_name("podman.sh")
 @pytest.mark.skipif(shutil.which("podman") is None and not os.environ.get("CI"),
                     reason="podman not installed (make test-runtime installs it)")
 def test_podman_containers_on_an_nsnet_network(tmp_path: Path) -> None:
-    from conftest import stop_by_pidfile
+    from nsnet.dns import stop_daemons
 
     try:
         proc = subprocess.run(["unshare", "--mount", "--net", "--propagation", "private",
                                "--", "bash", str(SCRIPT), str(tmp_path), sys.executable],
                               capture_output=True, text=True, timeout=300)
     finally:  # nsnet's daemons for that state: by their pid files, never by name
-        for daemon in ("cni.pid", "dns.pid"):
-            stop_by_pidfile(str(tmp_path / "state" / daemon))
+        if (tmp_path / "state").is_dir():
+            stop_daemons(str(tmp_path / "state"))
     print(proc.stdout)
     print(proc.stderr, file=sys.stderr)
     assert proc.returncode == 0 and "RUNTIME OK" in proc.stdout, proc.stdout + proc.stderr
