@@ -284,3 +284,51 @@ def test_libcni_sees_nsnet_as_it_sees_bridge(driver: str, sandbox: Any, version:
                 if p.is_file() and p.name[0].isdigit()]
         assert held == [], f"{kind}: host-local still holds {held}"
     assert machine_fingerprint() == before, "a CNI default path on the machine changed"
+
+
+def drive(driver: str, sandbox: Any, data: Path, conf: dict, netns: str, *flags: str) -> dict:
+    """One driver run, no holding: its report."""
+    path = data / f"{conf['cniVersion']}.conflist"
+    path.write_text(json.dumps(conf))
+    proc = subprocess.run(["nsenter", f"--net={sandbox.host_path}", driver, "-conflist",
+                           str(path), "-netns", netns, "-id", f"compat-{sandbox.id}",
+                           "-path", f"{data / 'bin'}:{REFERENCE}", "-cache", str(data / "cache"),
+                           *flags], capture_output=True, text=True, env=sandbox.env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_a_result_libcni_cannot_parse_is_reclaimed_by_the_next_add(driver: str,
+                                                                   sandbox: Any) -> None:
+    """Issue #14, compatibility: Debian's libcni 1.1.2 cannot parse a 1.1.0
+    result, so with a 1.1.0 configuration ADD succeeds in nsnet and fails in
+    the runtime, which never sends the DEL.  The next ADD for the same
+    container (the runtime retrying, with a configuration it can read) must
+    reclaim that address, not hold a second one."""
+    data = Path(sandbox.base) / "compat"
+    data.mkdir()
+    assert sandbox.cli("cni", "install", "--dir", str(data / "bin")).returncode == 0
+    netns = os.path.join(sandbox.netns_dir, sandbox.foreign_netns(sandbox.name("cc")))
+    name = f"compat{sandbox.id}"
+
+    def conf(version: str) -> dict:
+        return {"cniVersion": version, "name": name, "plugins": [
+            {"type": "nsnet", "subnet": "10.119.0.0/24", "stateDir": sandbox.state_dir,
+             "netnsDir": sandbox.netns_dir, "etcNetnsDir": sandbox.etc_dir}]}
+
+    def endpoints() -> list[dict]:
+        return json.loads(sandbox.cli("network", "inspect", name).stdout)[0]["endpoints"]
+
+    first = drive(driver, sandbox, data, conf("1.1.0"), netns, "-add-only")
+    assert not first["add"]["ok"], first
+    assert "unsupported CNI result version" in first["add"]["error"]["text"], first
+    assert len(endpoints()) == 1  # nsnet attached it; the runtime lost the result
+
+    again = drive(driver, sandbox, data, conf("1.0.0"), netns, "-add-only")
+    assert again["add"]["ok"], again
+    address = again["add"]["current"]["ips"][0]["address"]
+    assert [e["address"] for e in endpoints()] == [address]
+
+    full = drive(driver, sandbox, data, conf("1.0.0"), netns)  # ADD again, CHECK, DEL, DEL
+    assert steps(full) == {k: True for k in steps(full)}, full
+    assert endpoints() == []
