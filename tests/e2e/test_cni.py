@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -280,6 +281,19 @@ def _launcher(tmp_path: Path) -> list[str]:
     return [str(tmp_path / "nsnet")]
 
 
+def _agent_processes(state: str) -> list[str]:
+    """Running CNI agents serving ``state`` (detection by argv only)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"nsnet.cni.agent" in argv and state.encode() in argv:
+            found.append(f"{pid} {b' '.join(argv).decode(errors='replace')}")
+    return found
+
+
 def test_hundred_concurrent_adds(sandbox, tmp_path) -> None:
     """100 ADDs from separate processes at once, through the launcher: one
     agent starts (however many clients race to start it), every ADD gets its
@@ -292,6 +306,8 @@ def test_hundred_concurrent_adds(sandbox, tmp_path) -> None:
                                               argv=launcher), names))
     bad = [(out, err) for rc, out, err in results if rc != 0]
     assert not bad, bad[:3]
+    agents = _agent_processes(box.state_dir)
+    assert len(agents) == 1, agents  # one agent, however many clients raced to start it
     addrs = {out["ips"][0]["address"] for _, out, _ in results}
     assert len(addrs) == 100
     assert not any("File exists" in err for _, _, err in results)
@@ -311,3 +327,303 @@ def test_cni_install_answers_version_for_every_version(tmp_path) -> None:
                              env=dict(os.environ, CNI_COMMAND="VERSION"))
         want = version if version in SUPPORTED else "1.1.0"
         assert json.loads(out.stdout) == {"cniVersion": want, "supportedVersions": SUPPORTED}
+
+
+# ------------------------------------------------ issue 14: what runtimes pass
+class Sleeper:
+    """A process in a network namespace of its own (a container as containerd
+    makes one: the runtime passes /proc/PID/ns/net).  Stopped by its PID."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(["unshare", "--net", "--", "sleep", "300"])
+        mine = os.stat("/proc/self/ns/net").st_ino
+        for _ in range(500):
+            try:
+                if os.stat(f"/proc/{self.proc.pid}/ns/net").st_ino != mine:
+                    return
+            except FileNotFoundError:
+                pass
+            time.sleep(0.01)
+        raise AssertionError("unshare --net did not start")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def links(self) -> str:
+        return subprocess.run(["nsenter", f"--net=/proc/{self.pid}/ns/net", "ip", "-o", "-4",
+                               "addr"], capture_output=True, text=True, check=True).stdout
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def _raw_cni(argv: list[str], command: str, config: dict, cid: str, netns: str,
+             ifname: str = "eth0", **env: str):
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("CNI_", "NSNET_"))}
+    full.update(CNI_COMMAND=command, CNI_CONTAINERID=cid, CNI_IFNAME=ifname, CNI_PATH=REF,
+                CNI_NETNS=netns, **env)
+    proc = subprocess.run(argv, input=json.dumps(config), capture_output=True, text=True,
+                          env=full, timeout=60)
+    out = json.loads(proc.stdout) if proc.stdout.strip() else None
+    return proc.returncode, out, proc.stderr
+
+
+def test_every_netns_form_a_runtime_passes(sandbox, tmp_path) -> None:
+    """#14.1: containerd passes /proc/PID/ns/net; others a task's link, a bind
+    mount under another netns directory, or a symlink to any of them."""
+    from nsnet.kernel import mount_bind, remove_netns
+
+    box = sandbox
+    launcher = _launcher(tmp_path / "bin")
+    other_dir = tmp_path / "var-run-netns"  # a runtime's own netns directory
+    other_dir.mkdir()
+    sleepers = [Sleeper() for _ in range(6)]
+    try:
+        pids = [s.pid for s in sleepers]
+        bind = other_dir / "ctr-bind"
+        bind.touch()
+        mount_bind(f"/proc/{pids[2]}/ns/net", str(bind))
+        box.foreign_netns(box.name("n"))
+        os.symlink(os.path.join(box.netns_dir, box.name("n")), tmp_path / "to-netns-dir")
+        os.symlink(f"/proc/{pids[4]}/ns/net", tmp_path / "to-proc")
+        os.symlink(bind, tmp_path / "to-bind")
+        forms = {"proc": f"/proc/{pids[0]}/ns/net",
+                 "task": f"/proc/{pids[1]}/task/{pids[1]}/ns/net",
+                 "bind mount elsewhere": str(bind),
+                 "symlink into the netns dir": str(tmp_path / "to-netns-dir"),
+                 "symlink to /proc": str(tmp_path / "to-proc"),
+                 "proc, in-process": f"/proc/{pids[5]}/ns/net"}
+        got = {}
+        for i, (form, path) in enumerate(forms.items()):
+            argv = PLUGIN if "in-process" in form else launcher
+            rc, out, err = _raw_cni(argv, "ADD", conf(box, "1.0.0"), f"form{i}", path)
+            assert rc == 0, (form, out, err)
+            assert out["interfaces"][2]["sandbox"] == path
+            got[form] = out["ips"][0]["address"]
+        assert len(set(got.values())) == len(forms)
+        for sleeper, form in ((sleepers[0], "proc"), (sleepers[1], "task"),
+                              (sleepers[2], "bind mount elsewhere"),
+                              (sleepers[4], "symlink to /proc"),
+                              (sleepers[5], "proc, in-process")):
+            assert got[form] in sleeper.links(), form
+        assert got["symlink into the netns dir"] in box.inside(box.name("n"), "ip", "-4",
+                                                               "addr").stdout
+        for i, (form, path) in enumerate(forms.items()):
+            argv = PLUGIN if "in-process" in form else launcher
+            rc, out, err = _raw_cni(argv, "CHECK", dict(conf(box, "1.0.0")), f"form{i}", path)
+            assert rc == 0, (form, out, err)
+            rc, out, err = _raw_cni(argv, "DEL", conf(box, "1.0.0"), f"form{i}", path)
+            assert rc == 0, (form, out, err)
+        assert "eth0" not in sleepers[0].links() + sleepers[2].links()
+        assert not [n for n in os.listdir(box.netns_dir) if n.startswith("cni-")]
+        assert box.cli("reconcile", "--dry-run").returncode == 0
+        # not a network namespace: error 4, nothing made
+        for path in ("/etc/hostname", f"/proc/{pids[0]}/ns/mnt", "/proc/self/ns/net:[1]"):
+            rc, out, err = _raw_cni(launcher, "ADD", conf(box, "1.0.0"), "bad", path)
+            assert rc != 0 and out["code"] == 4, (path, out, err)
+        remove_netns(str(bind))
+    finally:
+        for s in sleepers:
+            s.stop()
+
+
+
+def test_errors_carry_the_request_version(sandbox, tmp_path) -> None:
+    """#14.4: an error result is in the request's cniVersion (a 1.0.0 runtime
+    cannot parse a 1.1.0 one), through the plugin and the launcher."""
+    box = sandbox
+    ns = box.foreign_netns(box.name("v"))
+    launcher = _launcher(tmp_path)
+    for argv in (None, launcher):
+        for version in ("0.3.1", "0.4.0", "1.0.0", "1.1.0"):
+            rc, out, _ = cni(box, "ADD", conf(box, version, foo=1), netns=ns, argv=argv)
+            assert rc != 0 and out["code"] == 2 and out["cniVersion"] == version, out
+            rc, out, _ = cni(box, "ADD", conf(box, version, bridge=5), netns=ns, argv=argv)
+            assert out["code"] == 7 and out["cniVersion"] == version, out
+        rc, out, _ = cni(box, "ADD", "{not json", netns=ns, argv=argv)
+        assert out["code"] == 6 and out["cniVersion"] == "1.1.0", out  # nothing readable
+
+
+def test_check_with_the_interface_gone(sandbox) -> None:
+    """#14.5: CHECK says the container interface is missing (as the reference
+    bridge plugin: "... eth0 not found")."""
+    box = sandbox
+    ns = box.foreign_netns(box.name("k"))
+    res = ok(box, "ADD", conf(box, "1.0.0"), netns=ns)
+    box.inside(ns, "ip", "link", "del", "eth0")
+    rc, out, _ = cni(box, "CHECK", dict(conf(box, "1.0.0"), prevResult=res), netns=ns)
+    assert rc != 0 and "eth0" in out["msg"] and "not found" in out["msg"], out
+    assert "lacks" not in out["msg"]
+    ok(box, "DEL", conf(box, "1.0.0"), netns=ns)
+    assert box.cli("reconcile", "--dry-run").returncode == 0
+
+
+def test_a_result_the_runtime_rejected_is_reclaimed(sandbox) -> None:
+    """Compatibility: a runtime that cannot parse the result (libcni 1.1.2 and
+    containerd 1.6 reject 1.1.0) never sends DEL; the next ADD for the same
+    container and interface, or GC, reclaims the attachment."""
+    box = sandbox
+    ns = box.foreign_netns(box.name("j"))
+    first = ok(box, "ADD", conf(box, "1.1.0"), cid="rej", netns=ns)  # "rejected" by the runtime
+    second = ok(box, "ADD", conf(box, "1.0.0"), cid="rej", netns=ns)  # the runtime retries
+    assert second["ips"][0]["address"] == first["ips"][0]["address"]  # the old one was freed
+    net = json.loads(box.cli("network", "inspect", "cnet").stdout)[0]
+    assert len(net["endpoints"]) == 1
+    assert box.inside(ns, "ip", "-o", "link").stdout.count("eth0") == 1
+    assert box.cli("reconcile", "--dry-run").returncode == 0
+    ok(box, "GC", conf(box, "1.1.0", **{"cni.dev/valid-attachments": []}))  # GC reclaims too
+    net = json.loads(box.cli("network", "inspect", "cnet").stdout)[0]
+    assert net["endpoints"] == []
+    assert "eth0" not in box.inside(ns, "ip", "-o", "link").stdout
+    assert not [n for n in json.loads(box.cli("ns", "ls", "--json").stdout)
+                if n["name"].startswith("cni-")]
+    assert box.cli("reconcile", "--dry-run").returncode == 0
+
+
+def _ping(box, ns: str, ip: str) -> bool:
+    return box.inside(ns, "ping", "-c1", "-W1", ip, check=False).returncode == 0
+
+
+def test_readme_configuration_keys(sandbox, tmp_path) -> None:
+    """Every key the README lists works as documented: gateway, ipRange, mtu,
+    masquerade, internal, icc, dns, dnsServers, logFile."""
+    box = sandbox
+    log = tmp_path / "cni.log"
+    keys = {"gateway": "10.88.0.254", "ipRange": "10.88.0.128/25", "mtu": 1400,
+            "masquerade": False, "internal": True, "icc": False, "dns": False,
+            "dnsServers": ["192.0.2.53"], "logFile": str(log)}
+    ns = [box.foreign_netns(box.name(f"k{i}")) for i in range(2)]
+    res = [ok(box, "ADD", conf(box, "1.0.0", **keys), cid=f"k{i}", netns=n)
+           for i, n in enumerate(ns)]
+    net = json.loads(box.cli("network", "inspect", "cnet").stdout)[0]
+    assert (net["gateway"], net["ip_range"], net["mtu"]) == ("10.88.0.254", "10.88.0.128/25",
+                                                             1400)
+    assert (net["masquerade"], net["internal"], net["icc"], net["dns"]) == (False, True, False,
+                                                                            False)
+    assert net["dns_servers"] == ["192.0.2.53"]
+    ips = [r["ips"][0]["address"].split("/")[0] for r in res]
+    assert all(ip.startswith("10.88.0.") and int(ip.rsplit(".", 1)[1]) >= 128 for ip in ips)
+    assert res[0]["ips"][0]["gateway"] == "10.88.0.254"
+    assert "dns" not in res[0]  # dns: false -- no nameserver offered
+    assert "mtu 1400" in box.inside(ns[0], "ip", "link", "show", "eth0").stdout
+    assert _ping(box, ns[0], "10.88.0.254")  # the gateway answers ...
+    assert not _ping(box, ns[0], ips[1])  # ... icc: false keeps endpoints apart
+    assert not os.path.exists(os.path.join(box.etc_dir, ns[0], "resolv.conf"))
+    rc, out, _ = cni(box, "CHECK", conf(box, "1.0.0", **keys), cid="nobody", netns=ns[0])
+    assert rc != 0 and out["code"] == 3
+    assert "error 3" in log.read_text()  # logs went to logFile (stdout stays the result)
+    for i, n in enumerate(ns):
+        ok(box, "DEL", conf(box, "1.0.0", **keys), cid=f"k{i}", netns=n)
+    # masquerade/internal/icc on (the defaults) on another network
+    ok(box, "ADD", conf(box, "1.0.0", name="open", subnet="10.89.0.0/24"), cid="o1",
+       netns=ns[0])
+    ok(box, "ADD", conf(box, "1.0.0", name="open", subnet="10.89.0.0/24"), cid="o2",
+       netns=ns[1])
+    assert _ping(box, ns[0], "10.89.0.3")  # icc on
+    open_net = json.loads(box.cli("network", "inspect", "open").stdout)[0]
+    assert (open_net["masquerade"], open_net["internal"]) == (True, False)
+    for cid, n in (("o1", ns[0]), ("o2", ns[1])):
+        ok(box, "DEL", conf(box, "1.0.0", name="open", subnet="10.89.0.0/24"), cid=cid, netns=n)
+    assert box.cli("reconcile", "--dry-run").returncode == 0
+
+
+def test_static_ip_and_mac_requests(sandbox) -> None:
+    """IP= in CNI_ARGS and runtimeConfig.mac (and .ips) request fixed ones."""
+    box = sandbox
+    a, b = box.foreign_netns(box.name("s")), box.foreign_netns(box.name("t"))
+    res = ok(box, "ADD", conf(box, "1.0.0"), cid="s", netns=a,
+             CNI_ARGS="IgnoreUnknown=1;IP=10.88.0.42")
+    assert res["ips"][0]["address"] == "10.88.0.42/24"
+    res = ok(box, "ADD", conf(box, "1.0.0", runtimeConfig={"mac": "02:42:0a:58:00:99"}),
+             cid="t", netns=b)
+    assert res["interfaces"][2]["mac"] == "02:42:0a:58:00:99"
+    assert "02:42:0a:58:00:99" in box.inside(b, "ip", "link", "show", "eth0").stdout
+    assert "10.88.0.42/24" in box.inside(a, "ip", "-4", "addr", "show", "eth0").stdout
+    rc, out, _ = cni(box, "ADD", conf(box, "1.0.0"), cid="u",
+                     netns=box.foreign_netns(box.name("u")), CNI_ARGS="IP=10.88.0.42")
+    assert rc != 0 and "10.88.0.42" in out["msg"], out  # taken
+    for cid, n in (("s", a), ("t", b)):
+        ok(box, "DEL", conf(box, "1.0.0"), cid=cid, netns=n)
+
+
+def test_error_code_5_io_failure(sandbox, tmp_path) -> None:
+    """Error 5 (I/O): the netns directory cannot be made (a file is in the way)."""
+    box = sandbox
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    sleeper = Sleeper()
+    try:
+        rc, out, err = _raw_cni(PLUGIN, "ADD", conf(box, "1.0.0", netnsDir=str(blocker)), "io",
+                                f"/proc/{sleeper.pid}/ns/net")
+        assert rc != 0 and out["code"] == 5, (out, err)
+        assert "Traceback" not in err
+    finally:
+        sleeper.stop()
+    assert box.cli("reconcile", "--dry-run").returncode == 0
+
+
+def test_ipam_released_after_a_failed_add(sandbox, tmp_path) -> None:
+    """An ADD that fails after IPAM gave it an address gives it back (nsnet's
+    allocator and a delegated host-local)."""
+    box = sandbox
+    ns = box.foreign_netns(box.name("f"))
+    ipam = {"type": "host-local", "subnet": "10.88.0.0/24", "dataDir": str(tmp_path / "hl")}
+    for extra in ({}, {"ipam": ipam}):
+        rc, out, _ = cni(box, "ADD", conf(box, "1.0.0", **extra), netns=ns,
+                         CNI_ARGS="MAC=01:00:5e:00:00:01")  # multicast MAC: refused after IPAM
+        assert rc != 0, out
+        leases = list((tmp_path / "hl" / "cnet").glob("10.88.*")) \
+            if (tmp_path / "hl" / "cnet").exists() else []
+        assert leases == []
+        res = ok(box, "ADD", conf(box, "1.0.0", **extra), netns=ns)
+        assert res["ips"][0]["address"] == "10.88.0.2/24"  # the first address again
+        ok(box, "DEL", conf(box, "1.0.0", **extra), netns=ns)
+    assert box.cli("reconcile", "--dry-run").returncode == 0
+
+
+def test_chained_reference_firewall_plugin(sandbox) -> None:
+    """nsnet's result is a valid prevResult for the reference `firewall`
+    plugin (iptables backend): ADD, CHECK, DEL, nothing left."""
+    box = sandbox
+    ns = box.foreign_netns(box.name("w"))
+    host_argv = ["nsenter", f"--net={box.host_path}"]
+    fw = {"cniVersion": "1.0.0", "name": "cnet", "type": "firewall", "backend": "iptables"}
+    res = ok(box, "ADD", conf(box, "1.0.0"), netns=ns)
+    rc, out, err = cni(box, "ADD", dict(fw, prevResult=res), netns=ns,
+                       argv=[*host_argv, f"{REF}/firewall"])
+    assert rc == 0, (out, err)
+    assert out["ips"] == res["ips"]
+    rules = box.host("iptables", "-S", "CNI-FORWARD").stdout
+    assert "CNI-ADMIN" in rules
+    assert "10.88.0.2" in box.host("iptables-save").stdout
+    for plugin, argv in ((fw, [*host_argv, f"{REF}/firewall"]), (conf(box, "1.0.0"), None)):
+        rc, out, err = cni(box, "CHECK", dict(plugin, prevResult=res), netns=ns, argv=argv)
+        assert rc == 0, (plugin["type"], out, err)
+    for plugin, argv in ((fw, [*host_argv, f"{REF}/firewall"]), (conf(box, "1.0.0"), None)):
+        rc, out, err = cni(box, "DEL", dict(plugin, prevResult=res), netns=ns, argv=argv)
+        assert rc == 0, (plugin["type"], out, err)
+    assert "10.88.0.2" not in box.host("iptables-save").stdout
+    assert box.cli("reconcile", "--dry-run").returncode == 0
+
+
+def test_in_process_fallback_when_no_agent_can_run(sandbox, tmp_path) -> None:
+    """A state directory whose socket path cannot exist (longer than a unix
+    socket name may be): the launcher runs the plugin itself, no agent."""
+    box = sandbox
+    launcher = _launcher(tmp_path)
+    deep = Path(box.base, "s" * 60, "t" * 60)
+    ns = box.foreign_netns(box.name("x"))
+    cfg = conf(box, "1.0.0", stateDir=str(deep), dns=False)
+    try:
+        res = ok(box, "ADD", cfg, netns=ns, argv=launcher)
+        assert res["ips"][0]["address"] == "10.88.0.2/24"
+        ok(box, "CHECK", cfg, netns=ns, argv=launcher)
+        ok(box, "DEL", cfg, netns=ns, argv=launcher)
+        assert _agent_processes(str(deep)) == []
+        assert not [n for n in os.listdir(deep) if n.endswith(".sock")]
+    finally:
+        from nsnet.dns import stop_daemons
+
+        stop_daemons(str(deep))

@@ -24,7 +24,7 @@ def test_podman_containers_on_an_nsnet_network(tmp_path: Path) -> None:
                                "--", "bash", str(SCRIPT), str(tmp_path), sys.executable],
                               capture_output=True, text=True, timeout=300)
     finally:  # nsnet's daemons for that state: by their pid files, never by name
-        if (tmp_path / "state").is_dir():
+        if (tmp_path / "state").is_dir():  # the DNS server and every CNI agent (cni-*.pid)
             stop_daemons(str(tmp_path / "state"))
     print(proc.stdout)
     print(proc.stderr, file=sys.stderr)
