@@ -41,7 +41,23 @@ def in_ctr_sandbox(tmp_path: Path, *args: str, timeout: float) -> subprocess.Com
             stop_daemons(str(tmp_path / "state"))
     print(proc.stdout)
     print(proc.stderr, file=sys.stderr)
+    survivors = processes_mentioning(str(tmp_path))
+    assert not survivors, f"sandbox processes outlived it (containerd, shims?): {survivors}"
     return proc
+
+
+def processes_mentioning(path: str) -> dict[int, str]:
+    """Processes whose command line names PATH (containerd, its shims and
+    nsnet's daemons all do): detection from outside, never killing."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if path in argv:
+            found[int(pid)] = argv.replace("\0", " ").strip()
+    return found
 
 
 def test_ctr_run_cni_two_containers_ping_and_resolve_each_other(tmp_path: Path) -> None:
