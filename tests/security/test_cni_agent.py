@@ -155,7 +155,7 @@ print(int.from_bytes(data[:4], "big", signed=True))
     promise="the agent refuses callers whose mount or network namespace is not its own",
     defect="#14.2")
 def test_agent_refuses_a_foreign_namespace_connection(tmp_path: Path) -> None:
-    from nsnet.cni.client import REFUSED
+    from nsnet.cni.client import REFUSED, agent_dir
 
     state = str(tmp_path / "state")
     launcher = install_launcher(tmp_path / "bin")
@@ -167,9 +167,10 @@ def test_agent_refuses_a_foreign_namespace_connection(tmp_path: Path) -> None:
                               capture_output=True, text=True, env=env, timeout=60)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert len(agent_pids(state)) == 1
-        [sock] = [n for n in os.listdir(state) if n.endswith(".sock")]
+        [sock] = [n for n in os.listdir(agent_dir(state)) if n.endswith(".sock")]
         # from the test's own network namespace (another one than the agent's)
-        proc = subprocess.run([sys.executable, "-c", FORGED_CONNECT, os.path.join(state, sock),
+        proc = subprocess.run([sys.executable, "-c", FORGED_CONNECT,
+                               os.path.join(agent_dir(state), sock),
                                json.dumps(conf)], capture_output=True, text=True, timeout=60)
         assert proc.stdout.strip() == str(REFUSED), proc.stdout + proc.stderr
         # the legitimate path still works: the launcher runs it in-process
@@ -313,14 +314,21 @@ def test_launcher_trusts_no_foreign_socket(sandbox, tmp_path: Path) -> None:
     box = sandbox
     launcher = install_launcher(tmp_path / "bin")
     nobody = 65534
-    evil = tmp_path / "evil"
-    evil.mkdir(mode=0o777)
-    os.chmod(evil, 0o777)
-    os.chown(evil, nobody, nobody)
-    fakes = [FakeAgent(str(evil / socket_name()), nobody)]
-    rootdir = tmp_path / "root0700"  # root's 0700 directory, someone else's socket
-    rootdir.mkdir(mode=0o700)
-    fakes.append(FakeAgent(str(rootdir / socket_name()), nobody))
+
+    def state_dir(name: str, mode: int, owner: int, cni_mode: int, cni_owner: int) -> Path:
+        state = tmp_path / name
+        (state / "cni").mkdir(parents=True)
+        for path, m, uid in ((state, mode, owner), (state / "cni", cni_mode, cni_owner)):
+            os.chmod(path, m)
+            os.chown(path, uid, uid)
+        return state
+
+    evil = state_dir("evil", 0o777, nobody, 0o700, nobody)  # a user's directory
+    rootdir = state_dir("root0700", 0o700, 0, 0o700, 0)  # root's, a user's socket in it
+    open_cni = state_dir("opencni", 0o755, 0, 0o777, 0)  # root's, cni/ open to all
+    fakes = [FakeAgent(str(evil / "cni" / socket_name()), nobody),
+             FakeAgent(str(rootdir / "cni" / socket_name()), nobody),
+             FakeAgent(str(open_cni / "cni" / socket_name()), 0)]
     try:
         ns = box.foreign_netns(box.name("s"))
         path = os.path.join(box.netns_dir, ns)
@@ -333,7 +341,7 @@ def test_launcher_trusts_no_foreign_socket(sandbox, tmp_path: Path) -> None:
         assert not fakes[0].contacted()  # ... and never through the nested stateDir
         rc, out, err = run_cni([launcher], "DEL", nested, netns=path)
         assert rc == 0, (out, err)
-        for fake, state in zip(fakes, (evil, rootdir), strict=True):
+        for fake, state in zip(fakes, (evil, rootdir, open_cni), strict=True):
             run_cni([launcher], "STATUS", box_conf(box, cniVersion="1.1.0",
                                                    stateDir=str(state)))
             assert not fake.contacted(), state
@@ -351,7 +359,7 @@ def test_launcher_trusts_no_foreign_socket(sandbox, tmp_path: Path) -> None:
             "runs the plugin itself",
     defect="#12.10")
 def test_stalled_peers_block_nobody(sandbox, tmp_path: Path) -> None:
-    from nsnet.cni.client import ACK_WAIT, socket_name
+    from nsnet.cni.client import ACK_WAIT, agent_dir, socket_name
 
     box = sandbox
     launcher = install_launcher(tmp_path / "bin")
@@ -363,7 +371,7 @@ def test_stalled_peers_block_nobody(sandbox, tmp_path: Path) -> None:
         assert rc == 0, (out, err)  # the agent runs now
         for _ in range(5):  # peers that send 2 bytes of a request and wait
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.connect(os.path.join(box.state_dir, socket_name()))
+            s.connect(os.path.join(agent_dir(box.state_dir), socket_name()))
             s.sendall(b"\x00\x00")
             stalled.append(s)
         t0 = time.monotonic()
@@ -373,9 +381,9 @@ def test_stalled_peers_block_nobody(sandbox, tmp_path: Path) -> None:
         # a silent "agent" (root's socket, our namespaces, never acknowledges)
         stop_agents(box.state_dir)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(box.state_dir, socket_name()))
+            os.unlink(os.path.join(agent_dir(box.state_dir), socket_name()))
         fake = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        fake.bind(os.path.join(box.state_dir, socket_name()))
+        fake.bind(os.path.join(agent_dir(box.state_dir), socket_name()))
         fake.listen(8)
         stalled.append(fake)
         t0 = time.monotonic()

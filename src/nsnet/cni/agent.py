@@ -12,7 +12,8 @@ one command at a time, and exits after a minute without requests.
 An agent acts in the mount and network namespaces it was started in, so it
 serves only root callers in exactly those (and the same root directory):
 one agent per (state directory, mount namespace, network namespace), named
-``cni-MNT-NET.sock`` / ``.pid``; any other caller is answered ``REFUSED``
+``STATE/cni/cni-MNT-NET.sock`` and ``STATE/cni-MNT-NET.pid``; any other
+caller is answered ``REFUSED``
 and runs the plugin itself.  Each connection is read by its own thread under
 a deadline, so a client that sends half a request and waits delays nobody.
 """
@@ -32,6 +33,7 @@ import time
 from .client import (
     ACK,
     REFUSED,
+    agent_dir,
     parse_request,
     peer,
     same_namespaces,
@@ -83,12 +85,15 @@ class Agent:
             chunks.append(chunk)
 
     def handle(self, conn: socket.socket) -> None:
+        # read it all first (under the deadline): a refusal then reaches the
+        # client instead of a reset for unread data
+        data = self.read_request(conn)
         pid, uid = peer(conn)
         if uid != 0 or not same_namespaces(pid):
             conn.settimeout(WRITE_WAIT)
             conn.sendall(REFUSED.to_bytes(4, "big", signed=True) + bytes(4))
             return
-        env, stdin = parse_request(self.read_request(conn))
+        env, stdin = parse_request(data)
         conn.settimeout(WRITE_WAIT)
         conn.sendall(ACK)  # fails if the client gave up: then the request is not run
         with self.run_lock:
@@ -128,6 +133,8 @@ class Agent:
 
 def serve(state_dir: str) -> int:
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(agent_dir(state_dir), 0o700)
     if not trusted_dir(state_dir):
         return 1  # no client would talk to a socket here
     sock = socket_name()
@@ -140,7 +147,7 @@ def serve(state_dir: str) -> int:
         return 0  # another agent serves these namespaces
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
-    path = os.path.join(state_dir, sock)
+    path = os.path.join(agent_dir(state_dir), sock)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

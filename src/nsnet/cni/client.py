@@ -6,9 +6,10 @@ to running the plugin in-process when no agent can serve.
 
 An agent acts in its own mount and network namespaces, so a caller may only
 use one whose namespaces are its own: the socket's name carries the caller's
-mount and network namespace (``cni-MNT-NET.sock``), the client checks the
-agent's (SO_PEERCRED: root, same namespaces) and the agent checks the
-caller's.  The socket must be root's, in a root-owned 0700 state directory.
+mount and network namespace (``STATE/cni/cni-MNT-NET.sock``), the client
+checks the agent's (SO_PEERCRED: root, same namespaces) and the agent checks
+the caller's.  The socket must be root's, in root's 0700 ``cni`` directory of
+a root-owned state directory nobody else may write.
 
 Request: 4-byte length of an environment block ("KEY=VALUE\\0"...), the
 block, then stdin, then EOF.  Reply: one byte ``ACK`` once the agent has
@@ -30,6 +31,7 @@ START_WAIT = 10.0  # for a starting agent's socket to appear
 ACK_WAIT = 10.0  # connect, hand over the request, have it acknowledged
 REPLY_WAIT = 600.0  # the agent runs the command (it may wait for the state lock)
 REFUSED = -2
+SUN_PATH_MAX = 107  # sockaddr_un's path, without its NUL
 ACK = b"\x06"
 DEFAULT_STATE_DIR = "/var/lib/nsnet"
 ENV_PREFIXES = ("CNI_", "NSNET_")
@@ -169,11 +171,19 @@ def state_dir(raw: bytes) -> str:
             or DEFAULT_STATE_DIR)
 
 
-def trusted_dir(path: str) -> bool:
-    """Root's, not a symlink, no access for anyone else (FileNotFoundError
-    if it does not exist yet)."""
-    st = os.lstat(path)
-    return (st.st_mode & 0o170000) == 0o040000 and st.st_uid == 0 and not st.st_mode & 0o077
+def _root_dir(path: str, others: int) -> bool:
+    st = os.lstat(path)  # FileNotFoundError if it does not exist yet
+    return (st.st_mode & 0o170000) == 0o040000 and st.st_uid == 0 and not st.st_mode & others
+
+
+def agent_dir(state: str) -> str:
+    return os.path.join(state, "cni")
+
+
+def trusted_dir(state: str) -> bool:
+    """The state directory root's and writable by root only (not a symlink),
+    its ``cni`` directory root's 0700 (FileNotFoundError if either is missing)."""
+    return _root_dir(state, 0o022) and _root_dir(agent_dir(state), 0o077)
 
 
 # ------------------------------------------------------------- talking
@@ -255,13 +265,15 @@ def main() -> None:
         _in_process(raw)  # the plugin answers the decode error; no agent is started
     if not _agent_allowed() or os.getuid() != 0:
         _in_process(raw)
-    path = os.path.join(state, socket_name())
+    path = os.path.join(agent_dir(state), socket_name())
+    if len(path.encode()) > SUN_PATH_MAX:
+        _in_process(raw)  # no agent could listen there
     payload = request({k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}, raw)
     deadline = 0.0
     while True:
         try:
             if not trusted_dir(state):  # (also a file there: the plugin reports it)
-                raise Untrusted(f"{state} is not root's 0700 directory")
+                raise Untrusted(f"{state} or its cni directory is not root's alone")
             reply = _ask(path, payload)
             break
         except (FileNotFoundError, ConnectionRefusedError):
