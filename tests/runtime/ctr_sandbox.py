@@ -2,8 +2,8 @@
 
 Run by test_containerd.py as PID 1 of a sandbox made with
 ``unshare --mount --net --pid --fork --kill-child --mount-proc``: the
-machine's network namespace, /run, /etc/cni/net.d and /opt are never
-touched, and when this process ends the kernel ends every process of the
+machine's network namespace, /run, /etc/cni/net.d, /opt and /var/lib are
+never touched (sandboxfs.py), and when this process ends the kernel ends every process of the
 sandbox (containerd, its shims, the containers, nsnet's daemons) -- a
 backstop only: this driver stops each of them itself, by PID, and fails if
 any container or shim outlives ``--rm``.
