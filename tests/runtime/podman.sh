@@ -7,8 +7,9 @@ set -euo pipefail
 T=$1 PY=$2
 NSNET=("$PY" -m nsnet.cli --state-dir "$T/state" --etc-netns-dir "$T/etc-netns")
 mount -t tmpfs nsnet-podman /run
-# podman's libcni caches results in /var/lib/cni: the sandbox's own, not the machine's
-"$PY" "$(dirname "$0")/sandboxfs.py" "$T" /var/lib/cni
+# podman's libcni caches results in /var/lib/cni, its image library blob
+# metadata in /var/lib/containers/cache: the sandbox's own, not the machine's
+"$PY" "$(dirname "$0")/sandboxfs.py" "$T" /var/lib/cni /var/lib/containers
 ip link set lo up
 mkdir -p "$T"/{net.d,cni-bin,graph,runroot,etc-netns,state,rootfs/bin,rootfs/www}
 cat > "$T/containers.conf" <<C
