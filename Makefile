@@ -26,7 +26,8 @@ test: system-deps test-deps $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q tests --ignore=tests/runtime
 
-# A real runtime (podman + runc, CNI backend) on nsnet's CNI plugin, sandboxed.
+# Real clients on nsnet's CNI plugin, sandboxed: podman (CNI backend) + runc,
+# containerd's ctr run --cni, and a libcni driver built offline.
 test-runtime: system-deps test-deps runtime-deps $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q tests/runtime
 
@@ -79,9 +80,13 @@ apt-missing:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
+# (golang-github-appc-cni-dev is the package that provides
+# golang-github-containernetworking-cni-dev: libcni 1.1.2's source)
+RUNTIME_PACKAGES := podman runc busybox-static containerd golang-go \
+                    golang-github-appc-cni-dev procps
 runtime-deps:
 	@missing=""; \
-	for pkg in podman runc busybox-static; do \
+	for pkg in $(RUNTIME_PACKAGES); do \
 	  dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 	done; \
 	if [ -n "$$missing" ]; then \

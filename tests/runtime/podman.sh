@@ -7,6 +7,9 @@ set -euo pipefail
 T=$1 PY=$2
 NSNET=("$PY" -m nsnet.cli --state-dir "$T/state" --etc-netns-dir "$T/etc-netns")
 mount -t tmpfs nsnet-podman /run
+# podman's libcni caches results in /var/lib/cni, its image library blob
+# metadata in /var/lib/containers/cache: the sandbox's own, not the machine's
+"$PY" "$(dirname "$0")/sandboxfs.py" "$T" /var/lib/cni /var/lib/containers
 ip link set lo up
 mkdir -p "$T"/{net.d,cni-bin,graph,runroot,etc-netns,state,rootfs/bin,rootfs/www}
 cat > "$T/containers.conf" <<C
@@ -49,8 +52,14 @@ step "podman run --network nsnettest -p 8080:80 (web)"
 podman run -d --name web --network nsnettest -p 8080:80 localhost/bb:latest \
   httpd -f -p 80 -h /www >/dev/null
 step "a second container pings and resolves the first by name"
-podman run --rm --name client --network nsnettest localhost/bb:latest \
-  sh -c 'ping -c1 -W2 web && nslookup web 10.89.0.1 && wget -q -O- http://web/'
+podman run -d --name client --network nsnettest localhost/bb:latest sleep 300 >/dev/null
+podman exec client sh -c 'ping -c1 -W2 web && nslookup web 10.89.0.1 && wget -q -O- http://web/'
+step "and the first resolves and pings the second (both directions)"
+client_ip=$(podman inspect -f '{{.NetworkSettings.Networks.nsnettest.IPAddress}}' client)
+podman exec web sh -c "nslookup client 10.89.0.1" | tee "$T/reverse.txt"
+grep -q "Address: $client_ip" "$T/reverse.txt" || { echo "web resolved client to something else than $client_ip"; exit 1; }
+podman exec web ping -c1 -W2 client
+podman rm -f -t 0 client >/dev/null
 step "the published port from the host"
 "$PY" -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:8080/', timeout=5).read().decode().strip())" | grep -x nsnet-ok
 "${NSNET[@]}" network inspect nsnettest | grep -q '"web"'
@@ -59,5 +68,6 @@ podman rm -f -t 0 web >/dev/null
 "${NSNET[@]}" reconcile --dry-run
 "${NSNET[@]}" network inspect nsnettest | "$PY" -c 'import json,sys; n=json.load(sys.stdin)[0]; assert n["endpoints"] == [], n; print("no endpoints left")'
 if ip -o link | grep -q veth; then echo "veth left behind"; exit 1; fi
+if [ -n "$(ls -A /var/lib/cni/results 2>/dev/null)" ]; then echo "libcni cache left: $(ls /var/lib/cni/results)"; exit 1; fi
 "${NSNET[@]}" port ls | grep -q 8080 && { echo "published port left behind"; exit 1; }
 echo "RUNTIME OK"

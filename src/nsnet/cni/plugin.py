@@ -573,11 +573,14 @@ def _static_ip(req: Request) -> str | None:
 
 def _aliases(req: Request) -> tuple[str, ...]:
     """DNS names for the container: the runtime's ``aliases`` capability
-    (podman passes the container name there) and K8S_POD_NAME."""
+    (podman passes the container name there), K8S_POD_NAME, and the
+    container ID -- the only name some runtimes give (containerd's ``ctr run
+    --cni`` passes "<namespace>-<id>" and no aliases)."""
     rc = req.conf.get("runtimeConfig") or {}
     names = list((rc.get("aliases") or {}).get(req.network) or [])
     if req.args.get("K8S_POD_NAME"):
         names.append(req.args["K8S_POD_NAME"])
+    names.append(req.container_id)
     out: list[str] = []
     for name in names:
         with contextlib.suppress(InvalidInput):  # a name DNS cannot carry is just not served
