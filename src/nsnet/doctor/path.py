@@ -422,7 +422,7 @@ def _forwarding(w: Walk, src_ip: str, dst_ip: str, iif: str) -> bool:
     try:
         ans = w.rt("host").route_get(dst_ip, src=src_ip, iif=link.index if link else 0)
     except k.NetlinkError as exc:
-        if exc.errno == errno.EXDEV:
+        if exc.errno in (errno.EXDEV, errno.EINVAL) and _rp_filter(w, "host", iif):
             return w.add("host forwarding", "host", False, f"rp_filter drops {src_ip} on {iif}",
                          f"reverse-path filtering (rp_filter) in the host drops packets from "
                          f"{src_ip} arriving on {iif}: its route back to {src_ip} leaves by "
@@ -441,6 +441,15 @@ def _forwarding(w: Walk, src_ip: str, dst_ip: str, iif: str) -> bool:
                  f"{iif} -> {out}" + (f" via {ans.gateway}" if ans.gateway else ""))
 
 
+def _rp_filter(w: Walk, ns: str, ifname: str) -> int:
+    """The effective rp_filter mode of an interface: max(all, interface)."""
+    values = []
+    for key in ("all", ifname):
+        with contextlib.suppress(OSError, ValueError):
+            values.append(int(k.read_sysctl(w.ns(ns), f"net/ipv4/conf/{key}/rp_filter")))
+    return max(values, default=0)
+
+
 def _input_route(w: Walk, dst: Place, src_ip: str) -> bool:
     """The destination's own input lookup for the probe (rp_filter: EXDEV)."""
     ep = dst.ep
@@ -449,18 +458,19 @@ def _input_route(w: Walk, dst: Place, src_ip: str) -> bool:
     try:
         ans = w.rt(dst.label).route_get(dst.ip, src=src_ip, iif=link.index)
     except k.NetlinkError as exc:
-        if exc.errno == errno.EXDEV:
-            back = ""
-            with contextlib.suppress(k.NetlinkError):
-                r = w.rt(dst.label).route_get(src_ip)
-                back = next((n for n, lk in w.links(dst.label).items() if lk.index == r.oif), "")
+        # a reverse-path failure: EXDEV from fib_validate_source, or EINVAL
+        # ("martian source") once ip_route_input has handled it
+        if exc.errno in (errno.EXDEV, errno.EINVAL) and _rp_filter(w, dst.label, ep.ifname):
+            back, stray = _route_back(w, dst, src_ip, link.index)
+            # a stray more specific route sends the replies astray too: remove
+            # it; otherwise (real asymmetric routing) loose mode is the fix
+            fix = f"ip route del {stray} dev {back}" if stray else (
+                f"sysctl -w net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.{ep.ifname}.rp_filter=2")
             return w.add("destination input", f"{dst.label}:{ep.ifname}", False,
                          f"rp_filter drops {src_ip}",
                          f"rp_filter in {dst.label} drops packets from {src_ip} arriving on "
                          f"{ep.ifname}: its route back to {src_ip} leaves by "
-                         f"{back or 'another interface'}",
-                         w.in_ns(dst.label, f"sysctl -w net.ipv4.conf.all.rp_filter=2 "
-                                            f"net.ipv4.conf.{ep.ifname}.rp_filter=2"))
+                         f"{back or 'another interface'}", w.in_ns(dst.label, fix))
         return w.add("destination input", f"{dst.label}:{ep.ifname}", False, exc.strerror or "",
                      f"{dst.label} refuses {dst.ip} from {src_ip} on {ep.ifname} "
                      f"({exc.strerror})", "")
@@ -468,6 +478,26 @@ def _input_route(w: Walk, dst: Place, src_ip: str) -> bool:
         return w.add("destination input", f"{dst.label}:{ep.ifname}", False, ans.type,
                      f"{dst.ip} is not a local address in {dst.label}", "")
     return w.add("destination input", f"{dst.label}:{ep.ifname}", True, "local delivery")
+
+
+def _route_back(w: Walk, dst: Place, src_ip: str, arrival: int) -> tuple[str, str | None]:
+    """The interface of the destination's route back to ``src_ip`` and, if
+    that route is a more specific one than the arrival interface's own
+    connected subnet, its prefix (a stray route)."""
+    try:
+        oif = w.rt(dst.label).route_get(src_ip).oif
+    except k.NetlinkError:
+        return "", None
+    names = {lk.index: n for n, lk in w.links(dst.label).items()}
+    src = ipaddress.ip_address(src_ip)
+    routes = [r for r in w.rt(dst.label).routes() if r.dst != "default"
+              and src in ipaddress.ip_network(r.dst, strict=False)]
+    mine = [r for r in routes if r.oif == oif]
+    connected = [r for r in routes if r.oif == arrival]
+    if mine and connected:
+        best = max(mine, key=lambda r: ipaddress.ip_network(r.dst, strict=False).prefixlen)
+        return names.get(oif, str(oif)), best.dst
+    return names.get(oif, str(oif)), None
 
 
 def _listener(w: Walk, dst: Place, port: int, proto: str) -> bool:
@@ -654,9 +684,11 @@ def _walk(w: Walk, src: Place, dst: Place, dst_name: str, port: int | None, prot
         probe_port = int(host_port)
     if src.kind == "ns":
         places.append((src.label, w.ns(src.label), False))
-        if dst.kind == "ns" and dst.by_name and src.net and src.net.dns:
-            checks.append(lambda: _name(w, src, dst, dst_name))
-        checks.append(lambda: _source_side(w, src, probe_ip))
+        if dst.kind == "outside":  # nsnet's policy decides before any route does
+            checks.append(lambda: _interface(w, src, "source") and _address(w, src, "source")
+                          and _policy(w, src, dst) and _route(w, src, probe_ip))
+        else:
+            checks.append(lambda: _source_side(w, src, probe_ip))
         checks.append(lambda: _host_side(w, src, "source"))
     if dst.kind == "ns":
         places.append((dst.label, w.ns(dst.label), False))
@@ -664,11 +696,14 @@ def _walk(w: Walk, src: Place, dst: Place, dst_name: str, port: int | None, prot
     elif src.kind == "ns" and dst.kind == "outside":
         net = src.net
         assert net is not None
-        checks.append(lambda: _policy(w, src, dst))
         checks.append(lambda: _neighbour(w, src, net.gateway, None, f"the gateway of {net.name}"))
         checks.append(lambda: _forwarding(w, src.ip or "", dst.ip or "", net.bridge))
         checks.append(lambda: w.add("nat", "host", True, "masquerade" if net.masquerade else
                                     f"no masquerade: the outside needs a route to {net.subnet}"))
+    if src.kind == "ns" and dst.kind == "ns" and dst.by_name and src.net and src.net.dns:
+        # the query goes to the gateway and names the destination: once the
+        # path itself is known good, a failure here is the name service's
+        checks.append(lambda: _name(w, src, dst, dst_name))
     for check in checks:
         if not check():
             return
@@ -688,22 +723,26 @@ def _walk(w: Walk, src: Place, dst: Place, dst_name: str, port: int | None, prot
 
 def _destination_checks(w: Walk, src: Place, dst: Place, port: int | None, proto: str
                         ) -> list[Callable[[], bool]]:
+    """Static checks first (so the first failure names the real cause),
+    then the kernel's input route lookup, then ARP, then the listener."""
+    # the destination's own interface first: when it is down, its veth peer
+    # loses carrier and the bridge disables the port -- a consequence
     checks: list[Callable[[], bool]] = [lambda: _policy(w, src, dst),
-                                        lambda: _host_side(w, dst, "destination"),
                                         lambda: _interface(w, dst, "destination"),
+                                        lambda: _host_side(w, dst, "destination"),
                                         lambda: _address(w, dst, "destination"),
                                         lambda: _mtu(w, dst)]
-    if src.kind == "ns" and src.net and dst.net:
+    if src.kind == "ns":
         checks.append(lambda: _mtu(w, src))
-        if src.net.name == dst.net.name:
-            owner = f"{dst.label}'s {dst.ep.ifname}" if dst.ep else dst.label
-            checks.append(lambda: _neighbour(w, src, dst.ip or "",
-                                             dst.ep.mac if dst.ep else None, owner))
     if src.kind == "outside":
         checks.append(lambda: _forwarding(w, OUTSIDE_PROBE_SRC, dst.ip or "", _uplink(w)))
     src_ip = src.ip if src.kind == "ns" else OUTSIDE_PROBE_SRC if src.kind == "outside" \
         else (dst.net.gateway if dst.net else "")
     checks.append(lambda: _input_route(w, dst, src_ip or ""))
+    if src.kind == "ns" and src.net and dst.net and src.net.name == dst.net.name:
+        owner = f"{dst.label}'s {dst.ep.ifname}" if dst.ep else dst.label
+        checks.append(lambda: _neighbour(w, src, dst.ip or "", dst.ep.mac if dst.ep else None,
+                                         owner))
     if port is not None:
         checks.append(lambda: _listener(w, dst, port, proto))
     return checks

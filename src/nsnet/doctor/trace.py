@@ -13,10 +13,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import kernel as k
 
@@ -90,6 +93,7 @@ def traced(places: list[tuple[str, k.Netns, bool]], pairs: list[tuple[str, str]]
     verdicts = result.verdicts
     monitors: list[tuple[str, subprocess.Popen]] = []
     added: list[tuple[k.Netns, list[str]]] = []
+    previous = _terminate_as_interrupt()
     try:
         for label, ns, bridge in places:
             try:
@@ -116,6 +120,20 @@ def traced(places: list[tuple[str, k.Netns, bool]], pairs: list[tuple[str, str]]
         for ns, families in added:
             for family in families:
                 _nft(ns, ["delete", "table", family, TABLE])
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_as_interrupt() -> Any:
+    """While tables are in place, SIGTERM unwinds (so they are removed)
+    instead of killing the process on the spot."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def rule_handle(ns: k.Netns, v: Verdict) -> int | None:

@@ -43,13 +43,14 @@ from .rtnl import (
     req_new_veth,
     req_set_link,
 )
-from .tc import has_netem, req_del_root_qdisc, req_tbf
+from .tc import NetemSpec, has_netem, req_del_root_qdisc, req_netem, req_tbf
 
 __all__ = [
     "Address",
     "BatchResult",
     "Echo",
     "Link",
+    "NetemSpec",
     "NetlinkError",
     "Netns",
     "Request",
@@ -81,6 +82,7 @@ __all__ = [
     "req_del_neigh",
     "req_del_root_qdisc",
     "req_del_route",
+    "req_netem",
     "req_new_bridge",
     "req_new_veth",
     "req_set_link",
