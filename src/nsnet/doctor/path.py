@@ -592,7 +592,8 @@ def _published(w: Walk, dst: Place, port: int | None, proto: str
 
 # ---------------------------------------------------------------- probe
 def _probe(w: Walk, src: Place, dst_ip: str, port: int | None, proto: str,
-           places: list[tuple[str, k.Netns, bool]], pairs: list[tuple[str, str]]) -> None:
+           places: list[tuple[str, k.Netns, bool]], pairs: list[tuple[str, str]],
+           outside: bool = False) -> None:
     """Send one probe from the source with nft tracing along the path."""
     result = ""
     with trace.traced(places, pairs) as traced:
@@ -628,6 +629,13 @@ def _probe(w: Walk, src: Place, dst_ip: str, port: int | None, proto: str,
     else:
         seen = len({(v.where, v.family, v.table, v.chain) for v in verdicts})
         untraced = f"; not traced: {'; '.join(traced.errors)}" if traced.errors else ""
+        if src.kind == "host" and outside:
+            # the host's own probe skips the forward hook a packet from
+            # outside crosses; say which chains there were not exercised
+            skipped = trace.foreign_chains(w.eng.host, "forward")
+            untraced += "; probed from the host itself (doctor owns no outside peer), so " \
+                "the forward hook was not exercised" + (
+                    f": {', '.join(skipped)} not evaluated" if skipped else "")
         w.add("firewall", "path", True, f"no drop verdict ({seen} chain(s) traced){untraced}")
     good = result in ("reply", "open") or (proto == "udp" and result == "timeout")
     cause = "" if good or drops else \
@@ -718,7 +726,8 @@ def _walk(w: Walk, src: Place, dst: Place, dst_name: str, port: int | None, prot
         sources.append(dst.net.gateway)  # published ports SNAT the host's own traffic to it
     pairs = [(a, b) for a in sources for b in targets] + [(b, a) for a in sources
                                                           for b in targets]
-    _probe(w, prober, probe_ip, probe_port, proto, places, pairs)
+    _probe(w, prober, probe_ip, probe_port, proto, places, pairs,
+           outside=src.kind == "outside")
 
 
 def _destination_checks(w: Walk, src: Place, dst: Place, port: int | None, proto: str

@@ -93,9 +93,12 @@ def traced(places: list[tuple[str, k.Netns, bool]], pairs: list[tuple[str, str]]
     verdicts = result.verdicts
     monitors: list[tuple[str, subprocess.Popen]] = []
     added: list[tuple[k.Netns, list[str]]] = []
-    previous = _terminate_as_interrupt()
+    signals = _Signals()
     try:
         for label, ns, bridge in places:
+            # noted before it exists: an interruption while nft runs must
+            # still delete it (deleting a table that is not there is harmless)
+            added.append((ns, ["ip", "bridge"] if bridge else ["ip"]))
             try:
                 made = _nft(ns, ["-f", "-"], _tables(pairs, bridge))
             except FileNotFoundError:
@@ -104,7 +107,6 @@ def traced(places: list[tuple[str, k.Netns, bool]], pairs: list[tuple[str, str]]
             if made.returncode != 0:
                 result.errors.append(f"{label}: {made.stderr.strip().splitlines()[0]}")
                 continue
-            added.append((ns, ["ip", "bridge"] if bridge else ["ip"]))
             with k.entered(ns.fd):
                 monitors.append((label, subprocess.Popen(
                     ["nft", "monitor", "trace"], stdout=subprocess.PIPE,
@@ -113,27 +115,46 @@ def traced(places: list[tuple[str, k.Netns, bool]], pairs: list[tuple[str, str]]
         yield result
         time.sleep(DRAIN_WAIT)
     finally:
-        for label, proc in monitors:  # by the Popen we started, never by name
-            proc.terminate()
-            out, _ = proc.communicate(timeout=5)
-            verdicts.extend(_parse(label, out or ""))
-        for ns, families in added:
-            for family in families:
-                _nft(ns, ["delete", "table", family, TABLE])
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        signals.defer()  # a SIGTERM now waits until the tables are gone
+        try:
+            for label, proc in monitors:  # by the Popen we started, never by name
+                proc.terminate()
+                out, _ = proc.communicate(timeout=5)
+                verdicts.extend(_parse(label, out or ""))
+            for ns, families in added:
+                for family in families:
+                    with contextlib.suppress(FileNotFoundError):
+                        _nft(ns, ["delete", "table", family, TABLE])
+        finally:
+            signals.restore()
 
 
-def _terminate_as_interrupt() -> Any:
-    """While tables are in place, SIGTERM unwinds (so they are removed)
-    instead of killing the process on the spot."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
+class _Signals:
+    """While doctor's tables exist, SIGTERM unwinds (KeyboardInterrupt, so
+    ``finally`` removes them) instead of killing on the spot; during the
+    removal itself it is held back and delivered afterwards."""
 
-    def interrupt(_signum: int, _frame: Any) -> None:
+    def __init__(self) -> None:
+        self.previous: Any = None
+        self.deferring = False
+        self.pending = False
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, _signum: int, _frame: Any) -> None:
+        if self.deferring:
+            self.pending = True
+            return
         raise KeyboardInterrupt
 
-    return signal.signal(signal.SIGTERM, interrupt)
+    def defer(self) -> None:
+        self.deferring = True
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        if self.pending:
+            raise KeyboardInterrupt
 
 
 def rule_handle(ns: k.Netns, v: Verdict) -> int | None:
@@ -148,3 +169,18 @@ def rule_handle(ns: k.Netns, v: Verdict) -> int | None:
         if m and norm(m.group(1)) == norm(v.rule):
             return int(m.group(2))
     return None
+
+
+def foreign_chains(ns: k.Netns, hook: str) -> list[str]:
+    """``family table chain`` of every base chain on ``hook`` that is not
+    nsnet's (nor doctor's own)."""
+    import json
+
+    try:
+        out = _nft(ns, ["-j", "list", "chains"]).stdout
+        items = json.loads(out or "{}").get("nftables", [])
+    except (FileNotFoundError, ValueError):
+        return []
+    return [f"{c['family']} {c['table']} {c['name']}" for c in
+            (i["chain"] for i in items if "chain" in i)
+            if c.get("hook") == hook and c["table"] not in ("nsnet", TABLE)]

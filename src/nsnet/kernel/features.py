@@ -95,6 +95,18 @@ def probe_netlink_features() -> dict[str, tuple[bool, str]]:
     return out
 
 
+def probe_qdisc(kind: str) -> bool:
+    """One qdisc kind (``netem``, ``tbf``, ``fq``), probed alone."""
+    req = {"netem": lambda: req_netem(1, NetemSpec(delay_us=1000)),
+           "tbf": lambda: req_tbf(1, 1_000_000)}.get(kind, lambda: _qdisc(kind))()
+    with throwaway_netns() as ns:
+        with entered(ns.fd):
+            rt = Rtnl()
+        with rt:
+            rt.run([Request(nl.RTM_NEWLINK, 0, _ifinfo(1, nl.IFF_UP, nl.IFF_UP), "lo up")])
+            return _answer(rt, req)[0]
+
+
 def probe_proc_features() -> dict[str, tuple[bool, str]]:
     """Features visible as per-namespace sysctl trees, looked at from inside
     a probe namespace (IPv6, br_netfilter's bridge-nf-call-*)."""

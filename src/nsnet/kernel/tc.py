@@ -71,7 +71,15 @@ def req_del_root_qdisc(index: int) -> Request:
 
 
 def has_netem() -> bool | None:
-    """True/False from the running kernel's config; None if it cannot tell."""
+    """Whether this kernel has netem: asked of the kernel itself (a netem
+    qdisc on the loopback of a throwaway namespace), else from its config;
+    None if it cannot tell."""
+    from .features import probe_qdisc
+
+    try:
+        return probe_qdisc("netem")
+    except OSError:
+        pass
     try:
         with gzip.open("/proc/config.gz", "rt") as f:
             for line in f:
