@@ -310,29 +310,56 @@ def test_unknown_names_are_refused(lan):
 
 
 # ------------------------------------------------------------ kernel
-def test_kernel_report_matches_this_machine():
+def test_kernel_report_matches_this_machine(sandbox):
     """This project's machine: netem missing (so delay/jitter are refused),
-    tbf, vxlan, nftables and conntrack present."""
+    tbf, vxlan, nftables and conntrack present.  Run from inside the sandbox
+    host, whose links and ruleset the probes must not touch either."""
     from conftest import Sandbox
 
-    proc = subprocess.run([*Sandbox.cli_argv(), "doctor", "--kernel", "--json"],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
+    before = sandbox.fingerprint()
+    proc = sandbox.host(*Sandbox.cli_argv(), "doctor", "--kernel", "--json")
+    assert sandbox.fingerprint() == before
     have = {f["name"]: f for f in json.loads(proc.stdout)}
     config = _kernel_config()
+    assert config, "no /proc/config.gz: cannot tell what the kernel was built with"
     expect = {"netem": "CONFIG_NET_SCH_NETEM", "tbf": "CONFIG_NET_SCH_TBF",
               "vxlan": "CONFIG_VXLAN", "nftables ip": "CONFIG_NF_TABLES",
               "conntrack": "CONFIG_NF_CONNTRACK", "geneve": "CONFIG_GENEVE",
               "wireguard": "CONFIG_WIREGUARD", "vrf": "CONFIG_NET_VRF",
-              "bond": "CONFIG_BONDING", "dummy": "CONFIG_DUMMY", "fq": "CONFIG_NET_SCH_FQ"}
+              "bond": "CONFIG_BONDING", "dummy": "CONFIG_DUMMY", "fq": "CONFIG_NET_SCH_FQ",
+              "ipv6": "CONFIG_IPV6", "nftables bridge": "CONFIG_NF_TABLES_BRIDGE"}
     for name, option in expect.items():
-        if option in config:  # the probe agrees with how the kernel was built
-            assert have[name]["available"] == (config[option] in ("y", "m")), name
-    if config.get("CONFIG_NET_SCH_NETEM") is None and "CONFIG_NET_SCH_TBF" in config:
-        assert not have["netem"]["available"]
-        assert "delay" in have["netem"]["disables"]
-        assert all(have[n]["available"] for n in ("tbf", "vxlan", "nftables ip",
-                                                  "nftables bridge", "conntrack"))
+        assert option in config, option
+        # "m" could be unloadable here; "y" and "not set" are certain
+        if config[option] != "m":
+            assert have[name]["available"] == (config[option] == "y"), name
+    if config["CONFIG_NET_SCH_NETEM"] is None:  # as on this project's machine
+        assert not have["netem"]["available"] and "delay" in have["netem"]["disables"]
+        assert "unknown" in have["netem"]["detail"]
+    for name in ("tbf", "vxlan", "nftables ip", "nftables bridge", "conntrack", "nat"):
+        assert have[name]["available"], name
+
+
+def test_text_kernel_report(sandbox):
+    from conftest import Sandbox
+
+    out = sandbox.host(*Sandbox.cli_argv(), "doctor", "--kernel").stdout
+    line = next(ln for ln in out.splitlines() if ln.split()[1:2] == ["netem"])
+    assert line.startswith(("yes", "NO"))
+
+
+def test_probes_only_between_the_endpoints_it_diagnoses(lan):
+    """A bystander on the same bridge receives no IP packet from doctor
+    (ARP who-has broadcasts are how any sender finds a neighbour)."""
+    box = lan.box
+    lan.ok("connect", "front", "c", "--create")
+    box.inside("c", "nft", "add", "table", "ip", "watch")
+    box.inside("c", "nft", "add", "chain", "ip", "watch", "pre",
+               "{ type filter hook prerouting priority -400; }")
+    box.inside("c", "nft", "add", "rule", "ip", "watch", "pre", "counter")
+    assert doctor(box, "a", "b:80")["ok"] and doctor(box, "a", OUT)["ok"]
+    counted = box.inside("c", "nft", "list", "chain", "ip", "watch", "pre").stdout
+    assert "counter packets 0 bytes 0" in counted, counted
 
 
 def _kernel_config() -> dict[str, str | None]:
