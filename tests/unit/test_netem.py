@@ -96,3 +96,18 @@ def test_refuses_what_tc_refuses():
         req_netem(1, NetemSpec(delay_us=1000, distribution="normal"))
     with pytest.raises(ValueError):
         req_netem(1, NetemSpec(loss_pct=101))
+
+
+def test_topology_delay_and_jitter_send_what_tc_sends():
+    """A topology link's ``delay: 20ms, jitter: 5ms`` becomes the very
+    request of ``tc qdisc add ... netem delay 20ms 5ms`` (on a kernel with
+    netem; here the topology is refused before this point)."""
+    from nsnet.topology.apply import _netem
+    from nsnet.topology.load import Emulation
+
+    args, captured = _golden(GOLDEN / "delay_jitter.hex")
+    assert args == ["delay", "20ms", "5ms"]
+    req = req_netem(3, _netem(Emulation(delay_ms=20, jitter_ms=5)), replace=False, handle=0)
+    assert _masked(_framed(req.body, req.msg_type, req.flags)) == _masked(captured)
+    with_rate = _netem(Emulation(delay_ms=20, jitter_ms=5, rate_bps=10_000_000))
+    assert with_rate.rate_Bps == 1_250_000  # netem shapes the rate itself: one root qdisc
