@@ -72,8 +72,11 @@ def lan(world):
 
 # ------------------------------------------------------------ healthy
 @pytest.mark.parametrize("args", [("a", "b"), ("a", "b:80"), ("a", B_IP), ("a", OUT),
-                                  ("outside", "b:80"), ("host", "198.51.100.1:8080/tcp")])
+                                  ("b", "a"), ("host", "b"), ("a", "b:5353/udp"),
+                                  ("outside", "b:80"), ("host", "198.51.100.1:8080/tcp"),
+                                  ("a", "198.51.100.1:8080")])  # the last one: hairpin
 def test_healthy_path_reports_every_hop_ok(lan, args):
+    lan.serve_in("b", "udp", 5353)
     data = doctor(lan.box, *args)
     assert data["ok"], json.dumps(data, indent=1)
     names = [h["name"] for h in data["hops"]]
@@ -178,6 +181,29 @@ def test_foreign_nft_drop_rule_is_named(lan):
     run_fix(box, fail["fix"])  # the printed command really removes that rule
     assert doctor(box, "a", OUT)["ok"]
     box.host("nft", "delete", "table", "inet", "foreign")
+
+
+def test_foreign_bridge_family_drop_is_named(lan):
+    box = lan.box
+    box.host("nft", "add", "table", "bridge", "foreign")
+    box.host("nft", "add", "chain", "bridge", "foreign", "l2",
+             "{ type filter hook forward priority 0; }")
+    box.host("nft", "add", "rule", "bridge", "foreign", "l2", "ip", "daddr", B_IP, "drop")
+    fail = failure(box, "a", "b")
+    assert fail["name"] == "firewall" and "bridge foreign" in fail["cause"]
+    assert fail["fix"].startswith("nft delete rule bridge foreign l2 handle ")
+    box.host("nft", "delete", "table", "bridge", "foreign")
+
+
+def test_drop_policy_inside_the_destination_is_named(lan):
+    box = lan.box
+    box.inside("b", "nft", "add", "table", "inet", "local")
+    box.inside("b", "nft", "add", "chain", "inet", "local", "inp",
+               "{ type filter hook input priority 0; policy drop; }")
+    fail = failure(box, "a", "b:80")
+    assert fail["name"] == "firewall" and fail["where"] == "b: table inet local chain inp"
+    assert "policy drop" in fail["cause"]
+    assert fail["fix"] == "nsnet ns exec b -- nft 'chain inet local inp { policy accept; }'"
 
 
 def test_internal_network(world):

@@ -619,7 +619,7 @@ def _probe(w: Walk, src: Place, dst_ip: str, port: int | None, proto: str,
             fix = f"nft delete rule {v.family} {v.table} {v.chain} handle {handle}" \
                 if handle is not None else f"nft -a list chain {v.family} {v.table} {v.chain}"
         else:
-            fix = f"nft add rule {v.family} {v.table} {v.chain} accept  (or change its policy)"
+            fix = f"nft 'chain {v.family} {v.table} {v.chain} {{ policy accept; }}'"
         if ours:
             fix = "nsnet reconcile"
         w.add("firewall", where, False, f"{v.verdict} by {what}",
