@@ -331,8 +331,11 @@ def test_trace_tables_are_removed_when_doctor_is_interrupted(lan):
 def test_unknown_names_are_refused(lan):
     proc = lan.box.cli("doctor", "a", "nosuchthing")
     assert proc.returncode == 3 and "nosuchthing" in proc.stderr
-    proc = lan.box.cli("doctor", "a", "b:99999")
-    assert proc.returncode == 2
+    for bad in ("b:99999", "2001:db8::1", "[2001:db8::1]:80"):
+        proc = lan.box.cli("doctor", "a", bad)
+        assert proc.returncode == 2, (bad, proc.stderr)
+    proc = lan.box.cli("doctor", "a", "/proc/1/ns/net")  # a path is no namespace name
+    assert proc.returncode == 3, proc.stderr
 
 
 # ------------------------------------------------------------ kernel

@@ -174,6 +174,8 @@ class Walk:
         if text == "outside":
             return Place("outside", "outside")
         if _is_ip(text):
+            if ipaddress.ip_address(text).version != 4:
+                raise InvalidInput(f"{text}: doctor diagnoses IPv4 paths only (for now)")
             ep = next((e for e in self.eps if _ip_of(e) == text), None)
             if ep:
                 return Place("ns", ep.netns, text, ep, self._net(ep))
@@ -185,7 +187,8 @@ class Walk:
                    if e.id == text or (len(text) >= 6 and e.id.startswith(text))), None)
         if ep:
             return Place("ns", ep.netns, _ip_of(ep), ep, self._net(ep))
-        if any(e.netns == text for e in self.eps) or k.is_netns_mount(self.eng.ns_path(text)):
+        if "/" not in text and (any(e.netns == text for e in self.eps)
+                                or k.is_netns_mount(self.eng.ns_path(text))):
             return Place("ns", text, by_name=True)
         alias = [e for e in self.eps if text in e.aliases]
         if alias:
