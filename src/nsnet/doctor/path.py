@@ -509,9 +509,15 @@ def _listener(w: Walk, dst: Place, port: int, proto: str) -> bool:
     found = [s for s in socks if s.proto == proto and s.port == port
              and s.ip in (dst.ip, "0.0.0.0", "::", f"::ffff:{dst.ip}")]
     if not found:
-        return w.add("listener", f"{dst.label}", False, f"nothing on {port}/{proto}",
-                     f"nothing listens on {dst.ip}:{port}/{proto} in {dst.label}",
-                     w.in_ns(dst.label, f"<your server listening on port {port}/{proto}>"))
+        # what does listen there: a mapping to the wrong port shows at once
+        others = sorted({f"{s.port}/{s.proto}" for s in socks if s.proto == proto
+                         and s.ip in (dst.ip, "0.0.0.0", "::", f"::ffff:{dst.ip}")})
+        seen = f"listening: {', '.join(others)}" if others else f"nothing on {proto}"
+        return w.add("listener", f"{dst.label}", False, seen,
+                     f"nothing listens on {dst.ip}:{port}/{proto} in {dst.label}"
+                     + (f" (it listens on {', '.join(others)})" if others else ""),
+                     w.in_ns(dst.label, f"SERVER  # start it on 0.0.0.0 or {dst.ip}, "
+                                        f"port {port}/{proto}"))
     return w.add("listener", f"{dst.label}", True, f"{found[0].ip}:{port}/{proto}")
 
 
@@ -670,6 +676,8 @@ def diagnose(engine, src_text: str, dst_text: str) -> Diagnosis:
                 w.add(f"{role} endpoint", place.label, False, "not connected",
                       f"namespace {place.label} is on no nsnet network",
                       f"nsnet connect NETWORK {place.label}")
+        if src.kind == dst.kind == "ns" and src.label == dst.label:
+            raise InvalidInput(f"SRC and DST are both {src.label}: nothing to diagnose")
         if src.kind == "outside" and dst.kind == "outside":
             raise InvalidInput("SRC and DST are both outside the host: nothing to diagnose")
         if not w.hops:
@@ -684,8 +692,10 @@ def _walk(w: Walk, src: Place, dst: Place, dst_name: str, port: int | None, prot
           ) -> None:
     checks: list[Callable[[], bool]] = []
     places: list[tuple[str, k.Netns, bool]] = [("host", w.eng.host, True)]
+    if dst.kind == "host" and not dst.ip:  # "host": its address facing the source
+        dst.ip = src.net.gateway if src.kind == "ns" and src.net else _uplink_ip(w)
     probe_ip, probe_port = dst.ip or "", port
-    inbound = src.kind == "outside" and dst.kind == "ns"
+    inbound = src.kind == "outside" and dst.kind in ("ns", "host")
     if (dst.kind == "host" and port is not None) or inbound:
         found = _published(w, dst, port, proto)
         if found is None:
