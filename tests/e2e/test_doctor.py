@@ -239,9 +239,10 @@ def test_published_port_missing(lan):
 def test_published_port_to_a_closed_port(world):
     world.ok("network", "create", "front", "--subnet", SUBNET)
     world.ok("connect", "front", "b", "--create", "-p", "8080:80")  # nothing listens on 80
+    world.serve_in("b", "tcp", 81)  # ... the service listens on 81 instead
     fail = failure(world.box, "outside", "b:80")
     assert fail["name"] == "listener" and "nothing listens on" in fail["cause"]
-    assert fail["cause"].endswith(":80/tcp in b")
+    assert ":80/tcp in b" in fail["cause"] and "it listens on 81/tcp" in fail["cause"]
     fail = failure(world.box, "host", "198.51.100.1:8080")
     assert fail["name"] == "listener"
 
@@ -334,6 +335,7 @@ def test_unknown_names_are_refused(lan):
     for bad in ("b:99999", "2001:db8::1", "[2001:db8::1]:80"):
         proc = lan.box.cli("doctor", "a", bad)
         assert proc.returncode == 2, (bad, proc.stderr)
+    assert lan.box.cli("doctor", "a", "a").returncode == 2
     proc = lan.box.cli("doctor", "a", "/proc/1/ns/net")  # a path is no namespace name
     assert proc.returncode == 3, proc.stderr
 
