@@ -153,6 +153,27 @@ def test_bridge_port_disabled(lan):
     assert doctor(lan.box, "a", "b")["ok"]
 
 
+def test_vlan_filtering_splits_the_ports(lan):
+    box, veth = lan.box, host_end(lan.box, "b")
+    on = box.host("ip", "link", "set", bridge(box), "type", "bridge", "vlan_filtering", "1",
+                  check=False)
+    if _kernel_config().get("CONFIG_BRIDGE_VLAN_FILTERING") is None:
+        # this project's kernel: no VLAN filtering at all, and doctor --kernel says so
+        assert on.returncode != 0
+        from conftest import Sandbox
+
+        report = json.loads(box.host(*Sandbox.cli_argv(), "doctor", "--kernel", "--json").stdout)
+        assert not next(f for f in report if f["name"] == "bridge vlan_filtering")["available"]
+        return
+    assert on.returncode == 0, on.stderr
+    box.host("bridge", "vlan", "del", "dev", veth, "vid", "1")
+    fail = failure(box, "a", "b")
+    assert fail["name"] == "vlan" and "VLAN 1" in fail["cause"] and veth in fail["cause"]
+    assert fail["fix"].endswith(f"bridge vlan add dev {veth} vid 1 pvid untagged")
+    run_fix(box, fail["fix"])
+    assert doctor(box, "a", "b")["ok"]
+
+
 def test_veth_detached_from_bridge(lan):
     veth = host_end(lan.box, "a")
     lan.box.host("ip", "link", "set", veth, "nomaster")

@@ -537,7 +537,7 @@ def doctor(settings: Settings, src: str | None, dst: str | None, kernel: bool,
             return
         for f in features:
             mark = "yes" if f.available else "NO "
-            line = f"{mark}  {f.name:<16} {f.used_for}"
+            line = f"{mark}  {f.name:<22} {f.used_for}"
             if not f.available:
                 line += f"\n     missing ({f.detail}): {f.disables}"
             click.echo(line)

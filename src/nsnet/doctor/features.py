@@ -52,6 +52,8 @@ USES: dict[str, tuple[str, str]] = {
              "IPv6 networks"),
     "veth": ("every endpoint (veth pairs)", "everything: no endpoint can be connected"),
     "bridge": ("every network (Linux bridge)", "everything: no network can be created"),
+    "bridge vlan_filtering": ("nothing yet (doctor checks ports' VLANs when a bridge "
+                              "filters)", "nothing nsnet does today"),
     "fq": ("nothing yet (pacing)", "nothing nsnet does today"),
     "wireguard": ("nothing yet (encrypted overlay)", "nothing nsnet does today"),
     "geneve": ("nothing yet (overlay)", "nothing nsnet does today"),

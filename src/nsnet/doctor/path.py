@@ -330,6 +330,33 @@ def _bridge_port(w: Walk, place: Place, role: str) -> bool:
     return w.add(f"{role} bridge port", f"host:{net.bridge}/{ep.host_ifname}", True, flags)
 
 
+def _vlan(w: Walk, src: Place, dst: Place) -> bool:
+    """On a VLAN-filtering bridge, the VLAN the source's untagged frames
+    enter with (its port's PVID) must also be on the destination's port."""
+    assert src.ep is not None and dst.ep is not None and dst.net is not None
+    host = w.links("host")
+    bridge = host.get(dst.net.bridge)
+    if bridge is None or not bridge.vlan_filtering:
+        return True  # nothing to check (the bridge port hop says vlan_filtering off)
+    vlans = w.rt("host").bridge_vlans()
+    s_port, d_port = host[src.ep.host_ifname], host[dst.ep.host_ifname]
+    pvid = next((vid for vid, flags in vlans.get(s_port.index, [])
+                 if flags & k.rtnl.BRIDGE_VLAN_INFO_PVID), None)
+    where = f"host:{dst.net.bridge}/{dst.ep.host_ifname}"
+    if pvid is None:
+        return w.add("vlan", f"host:{dst.net.bridge}/{src.ep.host_ifname}", False, "no PVID",
+                     f"bridge {dst.net.bridge} filters VLANs and port {src.ep.host_ifname} has "
+                     "no PVID, so its untagged frames are dropped",
+                     w.on_host(f"bridge vlan add dev {src.ep.host_ifname} vid 1 pvid untagged"))
+    if pvid not in {vid for vid, _ in vlans.get(d_port.index, [])}:
+        return w.add("vlan", where, False, f"VLAN {pvid} not on {dst.ep.host_ifname}",
+                     f"bridge {dst.net.bridge} filters VLANs: {src.label}'s frames enter VLAN "
+                     f"{pvid}, which port {dst.ep.host_ifname} ({dst.label}) is not a member of",
+                     w.on_host(f"bridge vlan add dev {dst.ep.host_ifname} vid {pvid} "
+                               "pvid untagged"))
+    return w.add("vlan", where, True, f"both ports in VLAN {pvid}")
+
+
 def _mtu(w: Walk, place: Place) -> bool:
     ep, net = place.ep, place.net
     assert ep is not None and net is not None
@@ -756,6 +783,8 @@ def _destination_checks(w: Walk, src: Place, dst: Place, port: int | None, proto
                                         lambda: _mtu(w, dst)]
     if src.kind == "ns":
         checks.append(lambda: _mtu(w, src))
+        if src.net and dst.net and src.net.name == dst.net.name:
+            checks.append(lambda: _vlan(w, src, dst))
     if src.kind == "outside":
         checks.append(lambda: _forwarding(w, OUTSIDE_PROBE_SRC, dst.ip or "", _uplink(w)))
     src_ip = src.ip if src.kind == "ns" else OUTSIDE_PROBE_SRC if src.kind == "outside" \

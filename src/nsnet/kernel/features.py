@@ -73,6 +73,7 @@ LINK_KINDS = {
     "vrf": (attr_u32(IFLA_VRF_TABLE, 42),),
     "wireguard": (), "dummy": (), "bond": (), "bridge": (), "veth": (),
 }
+IFLA_BR_VLAN_FILTERING = 7
 
 
 def probe_netlink_features() -> dict[str, tuple[bool, str]]:
@@ -88,8 +89,11 @@ def probe_netlink_features() -> dict[str, tuple[bool, str]]:
                               ("tbf", req_tbf(1, 1_000_000)), ("fq", _qdisc("fq"))):
                 out[kind] = _answer(rt, req)
                 rt.batch([req_del_root_qdisc(1)])  # else the next kind is a "change"
-            for kind, data in LINK_KINDS.items():
-                out[kind] = _answer(rt, _link(kind, *data))
+            probes = [(kind, _link(kind, *data)) for kind, data in LINK_KINDS.items()]
+            probes.append(("bridge vlan_filtering",
+                           _link("bridge", nl.attr(IFLA_BR_VLAN_FILTERING, b"\1"))))
+            for name, req in probes:
+                out[name] = _answer(rt, req)
                 rt.batch([Request(nl.RTM_DELLINK, 0,
                                   _ifinfo() + attr_str(nl.IFLA_IFNAME, "probe0"), "rm")])
     return out

@@ -19,6 +19,9 @@ IFLA_BRPORT_STATE, IFLA_BRPORT_MODE = 1, 4  # port STP state; mode = hairpin
 IFLA_BR_VLAN_FILTERING = 7
 BR_STATE_NAMES = ("disabled", "listening", "learning", "forwarding", "blocking")
 RTA_SRC, RTA_IIF, RTA_MARK = 2, 3, 16
+AF_BRIDGE, IFLA_AF_SPEC, IFLA_EXT_MASK, RTEXT_FILTER_BRVLAN = 7, 26, 29, 1 << 1
+IFLA_BRIDGE_VLAN_INFO = 2
+BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_UNTAGGED = 2, 4
 RTM_F_LOOKUP_TABLE = 0x1000
 RTN_NAMES = {0: "unspec", 1: "unicast", 2: "local", 3: "broadcast", 4: "anycast",
              5: "multicast", 6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw",
@@ -342,6 +345,29 @@ class Rtnl(nl.Netlink):
         rtype = nl.RTMSG.unpack_from(reply)[7]
         return RouteAnswer(RTN_NAMES.get(rtype, str(rtype)), route.oif, route.gateway,
                            route.prefsrc, table)
+
+    def bridge_vlans(self) -> dict[int, list[tuple[int, int]]]:
+        """VLANs of every bridge port (``bridge vlan show``): ifindex ->
+        [(vid, flags)], flags BRIDGE_VLAN_INFO_PVID (2) | _UNTAGGED (4)."""
+        body = nl.IFINFO.pack(AF_BRIDGE, 0, 0, 0, 0) + attr_u32(IFLA_EXT_MASK,
+                                                                RTEXT_FILTER_BRVLAN)
+        out: dict[int, list[tuple[int, int]]] = {}
+        for reply in self.dump(nl.RTM_GETLINK, body):
+            if reply.msg_type != nl.RTM_NEWLINK:
+                continue
+            index = nl.IFINFO.unpack_from(reply.body)[2]
+            spec = nl.parse_attrs(reply.body, nl.IFINFO.size).get(IFLA_AF_SPEC, b"")
+            offset, vlans = 0, []
+            while offset + 4 <= len(spec):  # repeated attributes: parse_attrs keeps one
+                length, kind = struct.unpack_from("=HH", spec, offset)
+                if length < 4:
+                    break
+                if kind & nl.NLA_TYPE_MASK == IFLA_BRIDGE_VLAN_INFO and length >= 8:
+                    flags, vid = struct.unpack_from("=HH", spec, offset + 4)
+                    vlans.append((vid, flags))
+                offset += (length + 3) & ~3
+            out[index] = vlans
+        return out
 
     def link(self, name: str) -> Link:
         """One link by name (ENODEV if absent)."""
