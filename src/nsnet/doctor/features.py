@@ -12,7 +12,7 @@ import contextlib
 from dataclasses import asdict, dataclass
 
 from .. import kernel as k
-from ..errors import KernelError
+from ..errors import KernelError, PermissionDenied
 from ..kernel.features import probe_netlink_features, probe_proc_features, throwaway_netns
 
 
@@ -108,8 +108,12 @@ def probe_nft_features() -> dict[str, tuple[bool, str]]:
 def kernel_features() -> list[Feature]:
     """Every feature nsnet uses or may use, probed in throwaway namespaces."""
     found: dict[str, tuple[bool, str]] = {}
-    found.update(probe_netlink_features())
-    found.update(probe_proc_features())
+    try:
+        found.update(probe_netlink_features())
+        found.update(probe_proc_features())
+    except PermissionError:
+        raise PermissionDenied("the kernel is probed inside a throwaway network namespace, "
+                               "which needs root") from None
     with contextlib.suppress(FileNotFoundError):  # no nft at all: reported below
         found.update(probe_nft_features())
     for family in NFT_FAMILIES:
