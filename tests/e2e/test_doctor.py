@@ -84,6 +84,14 @@ def test_healthy_path_reports_every_hop_ok(lan, args):
     assert data["failure"] is None
 
 
+def test_endpoints_by_id_and_host_veth_name(lan):
+    eps = json.loads(lan.box.cli("network", "inspect", "front").stdout)[0]["endpoints"]
+    a = next(e for e in eps if e["netns"] == "a")
+    b = next(e for e in eps if e["netns"] == "b")
+    data = doctor(lan.box, a["id"], b["host_ifname"])
+    assert data["ok"] and "name" not in [h["name"] for h in data["hops"]]
+
+
 def test_text_output_names_every_hop(lan):
     proc = lan.box.cli("doctor", "a", "b:80")
     assert proc.returncode == 0, proc.stderr

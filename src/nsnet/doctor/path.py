@@ -183,8 +183,9 @@ class Walk:
             if text in local:
                 return Place("host", "host", text)
             return Place("outside", text, text)
-        ep = next((e for e in self.eps
-                   if e.id == text or (len(text) >= 6 and e.id.startswith(text))), None)
+        ep = next((e for e in self.eps  # an endpoint: id (or a 6+ prefix), host veth name
+                   if text in (e.id, e.host_ifname)
+                   or (len(text) >= 6 and e.id.startswith(text))), None)
         if ep:
             return Place("ns", ep.netns, _ip_of(ep), ep, self._net(ep))
         if "/" not in text and (any(e.netns == text for e in self.eps)
