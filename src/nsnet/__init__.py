@@ -22,6 +22,7 @@ _WHERE = {
     "topology": ("Topology", "TopologySpec", "load_topology", "parse_topology", "topology_up",
                  "topology_down", "topology_plan", "topology_graph", "render_graph"),
     "lab": ("format_route", "lab_down", "lab_up"),
+    "doctor": ("Diagnosis", "diagnose", "kernel_features"),
     "model": ("ConnectOptions", "Endpoint", "Namespace", "Network", "NetworkSpec", "PortMap",
               "Published", "parse_ports"),
 }
@@ -39,6 +40,7 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:  # for type checkers and readers: the same names, eagerly
     from .cni.install import install_cni_plugin
+    from .doctor import Diagnosis, diagnose, kernel_features
     from .engine import DEFAULT_NETNS_DIR, DEFAULT_STATE_DIR, CheckResult, Engine, check_ok
     from .errors import (
         AlreadyExists,
@@ -87,6 +89,7 @@ __all__ = [
     "CheckResult",
     "Conflict",
     "ConnectOptions",
+    "Diagnosis",
     "Endpoint",
     "Engine",
     "FakeFirewall",
@@ -108,8 +111,10 @@ __all__ = [
     "TopologySpec",
     "__version__",
     "check_ok",
+    "diagnose",
     "format_route",
     "install_cni_plugin",
+    "kernel_features",
     "lab_down",
     "lab_up",
     "load_topology",

@@ -12,6 +12,7 @@ def test_public_api_is_guarded():
         "FakeFirewall", "FirewallDriver", "PortMap", "Published", "parse_ports",
         "install_cni_plugin", "Topology", "TopologySpec", "load_topology", "parse_topology",
         "render_graph", "topology_down", "topology_graph", "topology_plan", "topology_up",
+        "Diagnosis", "diagnose", "kernel_features",
     ])
     for name in nsnet.__all__:
         assert hasattr(nsnet, name)

@@ -523,5 +523,51 @@ def _print_matrix(result: nsnet.CheckResult) -> None:
     click.echo(f"*** Results: {pct}% dropped ({total - lost}/{total} received)")
 
 
+# --------------------------------------------------------------- doctor
+@cli.command()
+@click.argument("src", required=False)
+@click.argument("dst", required=False, metavar="DST[:PORT[/tcp|/udp]]")
+@click.option("--kernel", "kernel", is_flag=True,
+              help="Which kernel features nsnet can use here, and what each missing one "
+                   "disables.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def doctor(settings: Settings, src: str | None, dst: str | None, kernel: bool,
+           as_json: bool) -> None:
+    """Why can't SRC reach DST?  Walk the path hop by hop (OK/FAIL; the first
+    failure with its cause and the command that fixes it).  SRC and DST are
+    namespaces, endpoints, aliases, addresses, 'host' or 'outside'."""
+    if kernel:
+        features = nsnet.kernel_features()
+        if as_json:
+            _print_json([f.to_dict() for f in features])
+            return
+        for f in features:
+            mark = "yes" if f.available else "NO "
+            line = f"{mark}  {f.name:<22} {f.used_for}"
+            if not f.available:
+                line += f"\n     missing ({f.detail}): {f.disables}"
+            click.echo(line)
+        return
+    if not src or not dst:
+        raise click.UsageError("give SRC and DST (or --kernel)")
+    diag = nsnet.diagnose(_engine(settings), src, dst)
+    if as_json:
+        _print_json(diag.to_dict())
+    else:
+        click.echo(f"nsnet doctor {src} -> {dst}")
+        for hop in diag.hops:
+            click.echo(f"  {'OK  ' if hop.ok else 'FAIL'}  {hop.name:<20} {hop.where:<28} "
+                       f"{hop.detail}")
+        if diag.failure:
+            click.echo(f"cause: {diag.failure.cause}")
+            if diag.failure.fix:
+                click.echo(f"fix:   {diag.failure.fix}")
+        else:
+            click.echo("every hop is OK")
+    if not diag.ok:
+        sys.exit(nsnet.CheckFailed.exit_code)
+
+
 def main() -> None:
     cli(prog_name="nsnet")

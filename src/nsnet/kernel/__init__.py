@@ -45,11 +45,13 @@ from .rtnl import (
 )
 from .sockets import Listener, busy_ports, listeners, socket_owner
 from .tc import (
+    NetemSpec,
     has_netem,
     loopback_guarded,
     req_clsact,
     req_del_root_qdisc,
     req_loopback_guard,
+    req_netem,
     req_tbf,
 )
 
@@ -59,6 +61,7 @@ __all__ = [
     "Echo",
     "Link",
     "Listener",
+    "NetemSpec",
     "NetlinkError",
     "Netns",
     "Request",
@@ -95,6 +98,7 @@ __all__ = [
     "req_del_root_qdisc",
     "req_del_route",
     "req_loopback_guard",
+    "req_netem",
     "req_new_bridge",
     "req_new_veth",
     "req_set_link",

@@ -15,7 +15,17 @@ from . import netlink as nl
 from .netlink import Request, attr, attr_str, attr_u32, nested
 
 IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 4, 5
-IFLA_BRPORT_MODE = 4  # hairpin
+IFLA_BRPORT_STATE, IFLA_BRPORT_MODE = 1, 4  # port STP state; mode = hairpin
+IFLA_BR_VLAN_FILTERING = 7
+BR_STATE_NAMES = ("disabled", "listening", "learning", "forwarding", "blocking")
+RTA_SRC, RTA_IIF, RTA_MARK = 2, 3, 16
+AF_BRIDGE, IFLA_AF_SPEC, IFLA_EXT_MASK, RTEXT_FILTER_BRVLAN = 7, 26, 29, 1 << 1
+IFLA_BRIDGE_VLAN_INFO = 2
+BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_UNTAGGED = 2, 4
+RTM_F_LOOKUP_TABLE = 0x1000
+RTN_NAMES = {0: "unspec", 1: "unicast", 2: "local", 3: "broadcast", 4: "anycast",
+             5: "multicast", 6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw",
+             10: "nat", 11: "xresolve"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,12 @@ class Link:
     alias: str
     group: int
     link_netnsid: int | None
+    # veth: the peer's ifindex (in the namespace of link_netnsid, if any)
+    peer_index: int = 0
+    # a bridge port: its STP state (3 = forwarding) and hairpin flag
+    port_state: int | None = None
+    hairpin: bool = False
+    vlan_filtering: bool = False  # a bridge: filters by VLAN
 
     @property
     def up(self) -> bool:
@@ -65,6 +81,17 @@ class Route:
     @property
     def is_default(self) -> bool:
         return self.dst == "default"
+
+
+@dataclass(frozen=True)
+class RouteAnswer:
+    """The kernel's answer to one route lookup (``ip route get``)."""
+
+    type: str  # "unicast", "local", "unreachable", ...
+    oif: int
+    gateway: str | None
+    prefsrc: str | None
+    table: int
 
 
 @dataclass(frozen=True)
@@ -211,6 +238,7 @@ def _decode_link(body: bytes) -> Link:
         kind = nl.cstr(info.get(nl.IFLA_INFO_KIND, b""))
     mac = a.get(nl.IFLA_ADDRESS, b"")
     netnsid = a.get(nl.IFLA_LINK_NETNSID)
+    port_state, hairpin, vlan_filtering = _bridge_details(a)
     return Link(
         index=index,
         name=nl.cstr(a.get(nl.IFLA_IFNAME, b"")),
@@ -222,7 +250,29 @@ def _decode_link(body: bytes) -> Link:
         alias=nl.cstr(a.get(nl.IFLA_IFALIAS, b"")),
         group=nl.u32(a[nl.IFLA_GROUP]) if nl.IFLA_GROUP in a else 0,
         link_netnsid=struct.unpack("=i", netnsid)[0] if netnsid else None,
+        peer_index=nl.u32(a[nl.IFLA_LINK]) if nl.IFLA_LINK in a else 0,
+        port_state=port_state,
+        hairpin=hairpin,
+        vlan_filtering=vlan_filtering,
     )
+
+
+def _bridge_details(a: dict[int, bytes]) -> tuple[int | None, bool, bool]:
+    """A bridge port's STP state and hairpin flag, a bridge's VLAN filtering,
+    from IFLA_LINKINFO's slave data / bridge data."""
+    if nl.IFLA_LINKINFO not in a:
+        return None, False, False
+    info = nl.parse_attrs(a[nl.IFLA_LINKINFO])
+    state, hairpin, filtering = None, False, False
+    if nl.cstr(info.get(IFLA_INFO_SLAVE_KIND, b"")) == "bridge":
+        port = nl.parse_attrs(info.get(IFLA_INFO_SLAVE_DATA, b""))
+        if IFLA_BRPORT_STATE in port:
+            state = port[IFLA_BRPORT_STATE][0]
+        hairpin = bool(port.get(IFLA_BRPORT_MODE, b"\0")[0])
+    if nl.cstr(info.get(nl.IFLA_INFO_KIND, b"")) == "bridge":
+        data = nl.parse_attrs(info.get(nl.IFLA_INFO_DATA, b""))
+        filtering = bool(data.get(IFLA_BR_VLAN_FILTERING, b"\0")[0])
+    return state, hairpin, filtering
 
 
 def _ip(raw: bytes) -> str:
@@ -271,6 +321,53 @@ class Rtnl(nl.Netlink):
         decoded = (_decode_route(r.body) for r in self.dump(nl.RTM_GETROUTE, body)
                    if r.msg_type == nl.RTM_NEWROUTE)
         return [route for table, route in decoded if table == nl.RT_TABLE_MAIN]
+
+    def route_get(self, dst: str, src: str | None = None, iif: int = 0, oif: int = 0,
+                  mark: int = 0) -> RouteAnswer:
+        """The kernel's own route lookup, as ``ip route get DST [from SRC]
+        [iif DEV] [oif DEV] [mark N]``: with ``iif`` it is the input path
+        (forwarding, rp_filter: EXDEV) a packet arriving there would take.
+        Raises NetlinkError (ENETUNREACH, EHOSTUNREACH, EXDEV, ...)."""
+        ip = ipaddress.ip_address(dst)
+        body = nl.RTMSG.pack(_family(ip), ip.max_prefixlen, 32 if src else 0, 0, 0, 0, 0, 0,
+                             RTM_F_LOOKUP_TABLE)
+        body += attr(nl.RTA_DST, ip.packed)
+        if src:
+            body += attr(RTA_SRC, ipaddress.ip_address(src).packed)
+        if iif:
+            body += attr_u32(RTA_IIF, iif)
+        if oif:
+            body += attr_u32(nl.RTA_OIF, oif)
+        if mark:
+            body += attr_u32(RTA_MARK, mark)
+        reply = self.get(nl.RTM_GETROUTE, body, f"route to {dst}").body
+        table, route = _decode_route(reply)
+        rtype = nl.RTMSG.unpack_from(reply)[7]
+        return RouteAnswer(RTN_NAMES.get(rtype, str(rtype)), route.oif, route.gateway,
+                           route.prefsrc, table)
+
+    def bridge_vlans(self) -> dict[int, list[tuple[int, int]]]:
+        """VLANs of every bridge port (``bridge vlan show``): ifindex ->
+        [(vid, flags)], flags BRIDGE_VLAN_INFO_PVID (2) | _UNTAGGED (4)."""
+        body = nl.IFINFO.pack(AF_BRIDGE, 0, 0, 0, 0) + attr_u32(IFLA_EXT_MASK,
+                                                                RTEXT_FILTER_BRVLAN)
+        out: dict[int, list[tuple[int, int]]] = {}
+        for reply in self.dump(nl.RTM_GETLINK, body):
+            if reply.msg_type != nl.RTM_NEWLINK:
+                continue
+            index = nl.IFINFO.unpack_from(reply.body)[2]
+            spec = nl.parse_attrs(reply.body, nl.IFINFO.size).get(IFLA_AF_SPEC, b"")
+            offset, vlans = 0, []
+            while offset + 4 <= len(spec):  # repeated attributes: parse_attrs keeps one
+                length, kind = struct.unpack_from("=HH", spec, offset)
+                if length < 4:
+                    break
+                if kind & nl.NLA_TYPE_MASK == IFLA_BRIDGE_VLAN_INFO and length >= 8:
+                    flags, vid = struct.unpack_from("=HH", spec, offset + 4)
+                    vlans.append((vid, flags))
+                offset += (length + 3) & ~3
+            out[index] = vlans
+        return out
 
     def link(self, name: str) -> Link:
         """One link by name (ENODEV if absent)."""

@@ -158,7 +158,8 @@ def up(engine: Engine, topo: TopologySpec, progress: Callable[[int, int], None] 
     if needs_netem and k.has_netem() is False:
         raise KernelError(f"{topo.source}: link emulation 'delay'/'jitter' needs the kernel's "
                           "netem qdisc (CONFIG_NET_SCH_NETEM), which this kernel is built "
-                          "without; rate and loss work")
+                          "without; rate and loss work (run 'nsnet doctor --kernel' to see "
+                          "what this kernel supports)")
     with engine.exclusive():
         changes = plan(engine, topo)
         want = specs(topo)
@@ -309,7 +310,9 @@ def _add_link(engine: Engine, link: Link) -> None:
             rb.run([k.req_set_link(index=ib, up=True), k.req_add_addr(ib, link.b_ip)])
             crashpoint("topology:link-addresses")
             for rt, index, emu in ((ra, ia, link.a_to_b), (rb, ib, link.b_to_a)):
-                if emu.rate_bps:
+                if emu.delay_ms or emu.jitter_ms:  # one netem qdisc: delay, jitter and rate
+                    rt.run([k.req_netem(index, _netem(emu))])
+                elif emu.rate_bps:
                     rt.run([k.req_tbf(index, emu.rate_bps)])
                     crashpoint("topology:link-rate")
             # the mark comes last: a link killed half-made has none, so the
@@ -321,6 +324,14 @@ def _add_link(engine: Engine, link: Link) -> None:
     finally:
         a.close()
         b.close()
+
+
+def _netem(emu) -> k.NetemSpec:
+    """Delay and jitter (and the rate, which netem shapes itself, since a
+    link has one root qdisc); loss stays with the nft rule, as without netem."""
+    return k.NetemSpec(delay_us=int((emu.delay_ms or 0) * 1000),
+                       jitter_us=int((emu.jitter_ms or 0) * 1000),
+                       rate_Bps=(emu.rate_bps or 0) // 8)
 
 
 def _del_link(engine: Engine, spec: dict) -> None:
