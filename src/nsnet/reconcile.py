@@ -128,7 +128,22 @@ def _check_bridge(engine: Engine, net: Network, links: dict[str, k.Link]) -> lis
     if f"{net.gateway}/{net.prefixlen}" not in snap_addrs or not link.up:
         return [Action("bridge", net.bridge, "gateway address or up state missing: repair",
                        (net.name,))]
+    from .engine import bridge_sysctls  # (engine imports this module)
+
+    wrong = sorted(key for key, value in bridge_sysctls(net).items()
+                   if _sysctl(engine, key) not in (value, None))
+    if wrong:  # e.g. route_localnet, which the localhost port path needs
+        return [Action("bridge", net.bridge, f"sysctl {', '.join(wrong)} not as nsnet set it: "
+                       "repair", (net.name,))]
     return []
+
+
+def _sysctl(engine: Engine, key: str) -> str | None:
+    """None where the kernel has no such key (e.g. built without IPv6)."""
+    try:
+        return k.read_sysctl(engine.host, key)
+    except FileNotFoundError:
+        return None
 
 
 def _check_endpoint(engine: Engine, net: Network, ep: Endpoint, links: dict[str, k.Link],
