@@ -10,7 +10,7 @@ SYSTEM_TOOLS := ip:iproute2 brctl:bridge-utils ping:iputils-ping nsenter:util-li
                 unshare:util-linux setpriv:util-linux nft:nftables
 # ... and what the tests and benchmarks compare with or measure by
 TEST_TOOLS := ss:iproute2 iptables:iptables /usr/lib/cni/bridge:containernetworking-plugins \
-              /usr/lib/podman/aardvark-dns:aardvark-dns dot:graphviz iperf3:iperf3
+              /usr/lib/podman/aardvark-dns:aardvark-dns dot:graphviz iperf3:iperf3 sysctl:procps
 
 .PHONY: lab lab-down test test-runtime unit lint bench reliability security-report system-deps \
         test-deps apt-missing runtime-deps clean
