@@ -36,13 +36,16 @@ unit: $(VENV)/.installed-test
 
 # Long runs live here, never in `make test`: the full side-by-side benchmark
 # (article, CNI reference plugins, ip -batch, kernel floor, nsnet), a profile,
-# published ports vs CNI portmap, embedded DNS vs aardvark-dns, CNI plugin latency.
+# published ports vs CNI portmap, embedded DNS vs aardvark-dns, CNI plugin latency,
+# and the README's small claims (check matrix, CLI start-up, pyroute2's import cost).
 bench: system-deps test-deps $(VENV)/.installed-bench
 	$(BIN)/python -m bench.setup --n 10 100 500 1000 --reps 3
 	$(BIN)/python -m bench.profile --n 1000
 	$(BIN)/python -m bench.ports --max 10000 --budget 600 --out bench/results/ports.md
 	$(BIN)/python -m bench.dns --names 10000 --rounds 5 --out bench/results/dns.md
 	$(BIN)/python -m bench.cni --n 50 --out bench/results/cni.md
+	$(PYTHON) -m venv .venv-pyroute2 && .venv-pyroute2/bin/pip install -q pyroute2  # measured only
+	$(BIN)/python -m bench.claims --pyroute2-venv .venv-pyroute2 --out bench/results/claims.md
 
 # The adversarial suite's catalogue: attack, promise, result.
 security-report: system-deps test-deps $(VENV)/.installed-test

@@ -436,7 +436,7 @@ class Engine:
             crashpoint("bridge:created")
             index = rt.link(net.bridge).index
             self._guard_loopback(index)  # before route_localnet is ever on
-            k.write_sysctls(self.host, _bridge_sysctls(net))
+            k.write_sysctls(self.host, bridge_sysctls(net))
             rt.run([k.req_add_addr(index, f"{net.gateway}/{net.prefixlen}"),
                     k.req_set_link(index=index, up=True, alias=bridge_alias(net.id))])
             crashpoint("bridge:configured")
@@ -1115,6 +1115,7 @@ class Engine:
             return
         with kernel_errors(f"repairing bridge {net.bridge}"):
             self._guard_loopback(link.index)
+            k.write_sysctls(self.host, bridge_sysctls(net))
             self.rtnl.batch([k.req_add_addr(link.index, f"{net.gateway}/{net.prefixlen}")])
             self.rtnl.run([k.req_set_link(index=link.index, up=True)])
 
@@ -1192,7 +1193,7 @@ _IPV6_DEFAULT_OFF = "net/ipv6/conf/default/disable_ipv6"
 _IP_FORWARD = "net/ipv4/ip_forward"
 
 
-def _bridge_sysctls(net: Network) -> dict[str, str]:
+def bridge_sysctls(net: Network) -> dict[str, str]:
     values = {_no_ipv6(net.bridge): "1"}
     if not net.internal:
         # The host's own 127.0.0.1 reaches published ports by DNAT to the

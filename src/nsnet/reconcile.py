@@ -132,7 +132,22 @@ def _check_bridge(engine: Engine, net: Network, links: dict[str, k.Link]) -> lis
     if not k.loopback_guarded(engine.rtnl, link.index, LOCALNET_MARK):
         return [Action("bridge", net.bridge, "loopback guard (tc filter dropping 127.0.0.0/8) "
                        "missing: repair", (net.name,))]
+    from .engine import bridge_sysctls  # (engine imports this module)
+
+    wrong = sorted(key for key, value in bridge_sysctls(net).items()
+                   if _sysctl(engine, key) not in (value, None))
+    if wrong:  # e.g. route_localnet, which the localhost port path needs
+        return [Action("bridge", net.bridge, f"sysctl {', '.join(wrong)} not as nsnet set it: "
+                       "repair", (net.name,))]
     return []
+
+
+def _sysctl(engine: Engine, key: str) -> str | None:
+    """None where the kernel has no such key (e.g. built without IPv6)."""
+    try:
+        return k.read_sysctl(engine.host, key)
+    except FileNotFoundError:
+        return None
 
 
 def _check_endpoint(engine: Engine, net: Network, ep: Endpoint, links: dict[str, k.Link],

@@ -221,3 +221,19 @@ def test_foreign_resolv_conf_is_never_touched_or_reported(sandbox):
     with open(_resolv(sandbox, a)) as f:
         assert f.read() == "nameserver 192.0.2.53\n"
     assert sandbox.cli("reconcile", "--dry-run").returncode == 0
+
+
+def test_bridge_sysctl_drift_is_seen_and_repaired(sandbox):
+    """route_localnet on a routed network's bridge is something nsnet set:
+    reconcile sees it switched off and sets it again (on that bridge only)."""
+    eng = sandbox.engine()
+    net = eng.network_create(NetworkSpec("front", "198.51.100.0/24"))
+    key = f"/proc/sys/net/ipv4/conf/{net.bridge}/route_localnet"
+    read = ["cat", key]
+    assert sandbox.host(*read).stdout.strip() == "1"
+    sandbox.host("sysctl", "-q", "-w", f"net.ipv4.conf.{net.bridge}.route_localnet=0")
+    assert [a.kind for a in eng.reconcile(dry_run=True)] == ["bridge"]
+    eng.reconcile()
+    assert sandbox.host(*read).stdout.strip() == "1"
+    assert eng.reconcile(dry_run=True) == []
+    assert sandbox.host("cat", "/proc/sys/net/ipv4/conf/lo/route_localnet").stdout.strip() == "0"
