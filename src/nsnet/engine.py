@@ -216,7 +216,8 @@ class Engine:
         return self._firewall
 
     def ns_path(self, name: str) -> str:
-        return os.path.join(self.netns_dir, name)
+        # names also come from records: a plain file name, never a way out of netns_dir
+        return os.path.join(self.netns_dir, validate_netns_name(name))
 
     # ------------------------------------------------------- crash safety
     @contextmanager
@@ -964,7 +965,7 @@ class Engine:
         self._fw_delete(eps, payload["network"])
         moved = self._move_default_routes(eps)
         for name in payload["namespaces"]:
-            k.remove_netns(self.ns_path(validate_netns_name(name)))  # a record names it
+            k.remove_netns(self.ns_path(name))
             crashpoint("delete:netns")
         if payload["network"]:
             self._delete_bridge(*payload["network"])

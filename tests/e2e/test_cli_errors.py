@@ -146,11 +146,11 @@ def test_bad_environment_setting(box, var, value):
                           "192.0.2.0/24"], env={**box.env(), var: value},
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == USAGE, (res.returncode, res.stderr)
-    assert res.stderr.strip().splitlines() == [
-        f"nsnet: error: {var}={value!r} is not a "
-        + ("number of seconds (0 to 31536000, e.g. NSNET_LOCK_TIMEOUT=120)"
-           if var == "NSNET_LOCK_TIMEOUT" else "neither a number of crash points nor a crash "
-              "point's LABEL (e.g. NSNET_CRASH_AT=3 or NSNET_CRASH_AT=delete:committed)")]
+    why = ("is not a number of seconds (0 to 31536000, e.g. NSNET_LOCK_TIMEOUT=120)"
+           if var == "NSNET_LOCK_TIMEOUT" else
+           "is neither a number of crash points nor a crash point's LABEL (e.g. "
+           "NSNET_CRASH_AT=3 or NSNET_CRASH_AT=delete:committed)")
+    assert res.stderr.strip().splitlines() == [f"nsnet: error: {var}={value!r} {why}"]
     assert box.fingerprint() == before
 
 

@@ -252,16 +252,17 @@ def test_resolv_conf_symlink_is_never_written_or_removed(sandbox, dns_net, victi
 
 
 # --------------------------------------------------------- forged records
-def _forge_delete(state_dir: str, namespaces: list[str]) -> None:
+def _forge_delete(state_dir: str, namespaces: list[str], kind: str = "delete") -> None:
     """What a user who could write the state database would leave: a
-    half-done deletion naming paths of its choice."""
+    half-done deletion (or creation, rolled back) naming paths of its choice."""
     import json
     import time
 
+    payload = {"endpoints": [], "namespaces": namespaces, "network": None} \
+        if kind == "delete" else {"endpoints": [], "create_ns": namespaces}
     db = sqlite3.connect(os.path.join(state_dir, "state.db"))
-    db.execute("INSERT INTO journal(kind, payload, created) VALUES('delete', ?, ?)",
-               (json.dumps({"endpoints": [], "namespaces": namespaces, "network": None}),
-                time.time()))
+    db.execute("INSERT INTO journal(kind, payload, created) VALUES(?, ?, ?)",
+               (kind, json.dumps(payload), time.time()))
     db.commit()
     db.close()
 
@@ -274,19 +275,24 @@ def _forge_delete(state_dir: str, namespaces: list[str]) -> None:
                     defect="#12.8")
 def test_forged_record_never_deletes_outside_the_netns_dir(sandbox, victim) -> None:
     before = _digest(victim)
+    empty = victim.parent / "empty"  # what a rolled-back creation would unlink
+    empty.write_text("")
     assert sandbox.cli("network", "ls").returncode == 0  # creates the store
     notes = Path(sandbox.netns_dir) / "notes"
     notes.write_text("not a namespace\n")
     rel = os.path.relpath(victim, sandbox.netns_dir)
     _forge_delete(sandbox.state_dir, [rel, "notes", "/proc"])
+    _forge_delete(sandbox.state_dir, [os.path.relpath(empty, sandbox.netns_dir)], "connect")
     res = sandbox.cli("network", "ls")
     assert res.returncode == 0, res.stderr
     assert "could not yet settle an interrupted delete" in res.stderr, res.stderr
+    assert "could not yet settle an interrupted connect" in res.stderr, res.stderr
     assert _digest(victim) == before and notes.read_text() == "not a namespace\n"
+    assert empty.exists()
     assert os.path.ismount("/proc")
     _forge_delete(sandbox.state_dir, ["notes"])  # in the netns dir, but a file with content
     db = sqlite3.connect(os.path.join(sandbox.state_dir, "state.db"))
-    db.execute("DELETE FROM journal WHERE payload LIKE '%victim%'")
+    db.execute("DELETE FROM journal WHERE payload LIKE '%victim%' OR kind='connect'")
     db.commit()
     db.close()
     sandbox.cli("reconcile")
