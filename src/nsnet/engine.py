@@ -1201,7 +1201,8 @@ def bridge_sysctls(net: Network) -> dict[str, str]:
         # bridge: the kernel must route a loopback source out of it (then
         # SNATed).  Chosen over a userland proxy: no process or socket per
         # port, kernel speed; the firewall's guard chain drops 127.0.0.0/8
-        # arriving *from* the bridge (CVE-2020-8558).
+        # arriving *from* the bridge (CVE-2020-8558), and so does the bridge's
+        # tc loopback guard, which survives an `nft flush ruleset`.
         values[f"net/ipv4/conf/{net.bridge}/route_localnet"] = "1"
     return values
 

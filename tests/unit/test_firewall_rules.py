@@ -204,3 +204,19 @@ def test_the_tc_loopback_guard_lets_only_marked_frames_to_127_through() -> None:
     assert run(frame("127.0.0.1"), fw.LOCALNET_MARK) == next_filter
     assert run(frame("10.1.0.1"), 0) == next_filter
     assert run(frame("127.0.0.1", 0x86DD), 0) == next_filter
+
+
+@pytest.mark.parametrize(("family", "addr"), [(2, "127.0.0.53"), (10, "::"),
+                                              (10, "::ffff:198.51.100.1")])
+def test_sock_diag_messages_decode_to_listeners(family: int, addr: str) -> None:
+    """inet_diag_msg as the kernel lays it out (port big-endian, inode at 68)."""
+    import socket
+    import struct
+
+    from nsnet.kernel.sockets import _decode
+
+    raw = socket.inet_pton(family, addr).ljust(16, b"\0")
+    body = struct.pack("=BBBB", family, 10, 0, 0) + struct.pack("!HH", 8080, 0) + raw + \
+        b"\0" * 16 + struct.pack("=I8sIIIII", 0, b"", 0, 0, 0, 0, 4242)
+    lst = _decode(body, "tcp")
+    assert (lst.address, lst.port, lst.inode) == (addr, 8080, 4242)
