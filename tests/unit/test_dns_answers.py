@@ -72,3 +72,27 @@ def test_labels_with_dots_or_odd_bytes_are_never_our_names() -> None:
     assert rcode(server.answer(zone(), query([b"we.b"]), "10.9.0.5", True).wire) == 3
     assert rcode(server.answer(zone(), query([b"WEB"]), "10.9.0.5", True).wire) == 0
     assert server.answer(zone(), query([b"web", b"x.y"]), "10.9.0.5", True).forward
+
+
+def test_fast_path_answers_byte_for_byte_as_dnslib(monkeypatch) -> None:
+    """Every query the dnslib-free path answers gets exactly the bytes the
+    full path would send; what it does not know it leaves to the full path."""
+    z = zone()
+    z.names.update({"pool": ["10.9.0.3", "10.9.0.4"], "a.b": ["10.9.0.5"],
+                    "big": [f"10.9.0.{i}" for i in range(1, 60)]})
+    cases = []
+    for labels in ([b"web"], [b"WeB"], [b"pool"], [b"a", b"b"], [b"big"], [b"nope"],
+                   [b"a.b"], [b"\xff"], [b"x" * 64]):
+        for qtype in (1, 28, 255, 15, 12):
+            for flags in (0x0100, 0x0000, 0x0110, 0x0130, 0x8100, 0x2900):
+                cases.append(bytearray(query(labels, qtype)))
+                cases[-1][2:4] = flags.to_bytes(2, "big")
+    fast = {bytes(c): server.fast_answer(z, bytes(c)) for c in cases}
+    assert sum(w is not None for w in fast.values()) >= 60
+    monkeypatch.setattr(server, "fast_answer", lambda *_: None)
+    for data, wire in fast.items():
+        if wire is not None:
+            assert wire == bytes(server.answer(z, data, "10.9.0.5", True).wire), data.hex()
+    for data in (query([b"web"])[:-1], query([b"web"]) + b"x", query([b"web"], qtype=1)[:-2]
+                 + b"\x00\x03"):  # truncated, trailing byte, class CHAOS
+        assert server.fast_answer(z, data) is None
