@@ -198,9 +198,10 @@ def _shape(value):
     return type(value).__name__
 
 
-def test_differential_against_bridge_and_host_local(tmp_path_factory) -> None:
-    from conftest import Sandbox
-
+def test_differential_against_bridge_and_host_local(sandbox, tmp_path_factory) -> None:
+    # the Sandbox class via the fixture: `from conftest import` would pick
+    # tests/security/conftest.py when both directories run in one session
+    Sandbox = type(sandbox)
     ref_box, our_box = (Sandbox(tmp_path_factory.mktemp(n)) for n in ("ref", "ours"))
     try:
         ns_ref, ns_our = ref_box.foreign_netns("ctr"), our_box.foreign_netns("ctr")
@@ -479,6 +480,14 @@ def test_a_result_the_runtime_rejected_is_reclaimed(sandbox) -> None:
     assert "eth0" not in box.inside(ns, "ip", "-o", "link").stdout
     assert not [n for n in json.loads(box.cli("ns", "ls", "--json").stdout)
                 if n["name"].startswith("cni-")]
+    assert box.cli("reconcile", "--dry-run").returncode == 0
+    # with a delegated IPAM, the retried ADD gives the old lease back first
+    ipam = {"type": "host-local", "subnet": "10.88.0.0/24", "dataDir": str(box.base / "hl")}
+    ok(box, "ADD", conf(box, "1.1.0", ipam=ipam), cid="rej2", netns=ns)
+    ok(box, "ADD", conf(box, "1.0.0", ipam=ipam), cid="rej2", netns=ns)
+    leases = [p.name for p in (box.base / "hl" / "cnet").iterdir() if p.name[0].isdigit()]
+    assert len(leases) == 1, leases
+    ok(box, "DEL", conf(box, "1.0.0", ipam=ipam), cid="rej2", netns=ns)
     assert box.cli("reconcile", "--dry-run").returncode == 0
 
 

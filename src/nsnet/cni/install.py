@@ -2,12 +2,15 @@
 
 VERSION is answered by the shell (a runtime asks around every ADD and DEL);
 every other command runs the stdlib-only client with ``python -I -S``, which
-hands it to the resident agent (see :mod:`nsnet.cni.agent`).
+hands it to the resident agent (see :mod:`nsnet.cni.agent`).  The client is
+imported from its own directory rather than run as a script, so its cached
+bytecode is used (a script is compiled on every run: ~8 ms of CPU a call).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 
 from . import SUPPORTED
@@ -30,15 +33,21 @@ if [ "$CNI_COMMAND" = VERSION ]; then
   printf '{{"cniVersion": "%s", "supportedVersions": [{quoted}]}}\\n' "$v"
   exit 0
 fi
-exec {python} -I -S {client} "$@"
+exec {python} -I -S -c {code} "$@"
 """
+
+# the client's directory is put first only for this import (the client itself
+# imports nothing but the standard library), then taken off again
+_CLIENT_CODE = ("import sys; sys.path.insert(0, {dir!r}); import client; del sys.path[0]; "
+                "client.main()")
 
 
 def install_cni_plugin(directory: str, python: str | None = None) -> str:
     """Write DIR/nsnet (atomically, mode 0755); returns its path."""
+    code = _CLIENT_CODE.format(dir=os.path.dirname(os.path.abspath(_client.__file__)))
     text = _LAUNCHER.format(versions="|".join(SUPPORTED), python=python or sys.executable,
                             quoted=", ".join(f'"{v}"' for v in SUPPORTED),
-                            client=os.path.abspath(_client.__file__))
+                            code=shlex.quote(code))
     os.makedirs(directory, exist_ok=True)
     target = os.path.join(directory, "nsnet")
     tmp = target + ".tmp"

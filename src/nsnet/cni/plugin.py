@@ -48,6 +48,7 @@ INCOMPATIBLE, UNSUPPORTED_FIELD, UNKNOWN_CONTAINER, INVALID_ENV = 1, 2, 3, 4
 IO_FAILURE, DECODE, INVALID_CONFIG, TRY_AGAIN = 5, 6, 7, 11
 NOT_AVAILABLE = 50
 PLUGIN_ERROR = 100  # nsnet's own failures (the message says which)
+DELEGATE_WAIT = 60.0  # a delegated IPAM plugin's answer (the agent serves others too)
 
 KNOWN_KEYS = {"cniVersion", "cniVersions", "name", "type", "args", "ipMasq", "ipam", "dns",
               "prevResult", "runtimeConfig", "capabilities", "bridge", "subnet", "gateway",
@@ -380,10 +381,10 @@ def open_netns_path(path: str) -> int:
     return fd
 
 
-def mount_name(container_id: str, ifname: str) -> str:
+def mount_name(network: str, container_id: str, ifname: str) -> str:
     """The netns-directory name of an attachment's bind mount: unique per
-    container id (a digest of all of it, not a prefix) and interface."""
-    digest = hashlib.sha256(container_id.encode()).hexdigest()[:16]
+    network, container id (a digest of all of it, not a prefix) and interface."""
+    digest = hashlib.sha256(f"{network}\0{container_id}".encode()).hexdigest()[:16]
     return f"{MOUNT_PREFIX}{container_id[:12]}-{digest}-{ifname}"
 
 
@@ -413,7 +414,7 @@ def attach_netns(eng: Engine, req: Request) -> tuple[str, str]:
         name = _in_netns_dir(eng, req.netns, fd)
         if name:
             return name, ""
-        name = mount_name(req.container_id, req.ifname)
+        name = mount_name(req.network, req.container_id, req.ifname)
         target = eng.ns_path(name)
         k.ensure_netns_dir(eng.netns_dir)
         with contextlib.suppress(OSError):  # a stale one from an interrupted ADD
@@ -455,8 +456,12 @@ def exec_ipam(kind: str, command: str, conf: dict[str, Any]) -> dict[str, Any]:
                        os.environ.get("CNI_PATH", ""))
     conf = dict(conf, cniVersion=_common_version(exe, str(conf["cniVersion"])))
     env = dict(os.environ, CNI_COMMAND=command)
-    proc = subprocess.run([exe], input=json.dumps(conf), capture_output=True, text=True,
-                          env=env)
+    try:
+        proc = subprocess.run([exe], input=json.dumps(conf), capture_output=True, text=True,
+                              env=env, timeout=DELEGATE_WAIT)
+    except subprocess.TimeoutExpired:
+        raise CniError(TRY_AGAIN, f"IPAM {kind} did not answer {command} in "
+                       f"{DELEGATE_WAIT:.0f} s") from None
     if proc.returncode:
         try:
             err = json.loads(proc.stdout)
@@ -470,8 +475,12 @@ def exec_ipam(kind: str, command: str, conf: dict[str, Any]) -> dict[str, Any]:
 def _common_version(exe: str, asked: str) -> str:
     """The version to speak to a delegate: the runtime's if it knows it,
     else the newest it knows (Debian's host-local stops at 1.0.0)."""
-    proc = subprocess.run([exe], input=json.dumps({"cniVersion": asked}), capture_output=True,
-                          text=True, env=dict(os.environ, CNI_COMMAND="VERSION"))
+    try:
+        proc = subprocess.run([exe], input=json.dumps({"cniVersion": asked}),
+                              capture_output=True, text=True, timeout=DELEGATE_WAIT,
+                              env=dict(os.environ, CNI_COMMAND="VERSION"))
+    except subprocess.TimeoutExpired:
+        return asked
     try:
         known = json.loads(proc.stdout).get("supportedVersions") or []
     except ValueError:
@@ -514,6 +523,10 @@ def cmd_add(req: Request) -> dict[str, Any]:
                 _log(f"nsnet-cni: ADD again for {req.container_id}/{req.ifname}: "
                      "reclaiming the earlier attachment")
                 _detach(eng, net.name, a)
+                if delegated_ipam(req.conf):
+                    with contextlib.suppress(CniError, OSError, ValueError):
+                        exec_ipam(str(delegated_ipam(req.conf)), "DEL",
+                                  dict(req.conf, cniVersion=req.version))
                 net = eng.network(net.name)
         name, mount = attach_netns(eng, req)
         kind = delegated_ipam(req.conf)
@@ -675,6 +688,8 @@ def run(command: str) -> int:
         return _fail(version, PLUGIN_ERROR, str(exc), type(exc).__name__)
     except OSError as exc:
         return _fail(version, IO_FAILURE, str(exc))
+    except Exception as exc:  # a runtime gets the spec's JSON, never a traceback
+        return _fail(version, PLUGIN_ERROR, f"internal error: {exc!r}"[:300], type(exc).__name__)
 
 
 def run_request(env: dict[str, str], stdin: str) -> tuple[int, str, str]:
