@@ -301,7 +301,7 @@ def scenario_pair(ctrd: Containerd, nsnet: Nsnet, rootfs: Path, shared: Path) ->
     for me, peer in (("a", "b"), ("b", "a")):
         script = (f"ip -4 -o addr show eth0 > /shared/{me}.addr; "
                   f"while [ ! -e /shared/go ]; do sleep 0.1; done; "
-                  f"{{ ping -c1 -W3 $(cat /shared/gateway) && ping -c1 -W3 {names[peer]} && "
+                  f"{{ ping -c2 -W10 $(cat /shared/gateway) && ping -c2 -W10 {names[peer]} && "
                   f"nslookup {names[peer]} && cat /etc/resolv.conf; }} > /shared/{me}.log 2>&1; "
                   f"echo $? > /shared/{me}.rc; {WAIT_STOP}")
         step(f"ctr run --cni --rm {ids[me]}")
