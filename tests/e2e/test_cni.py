@@ -636,3 +636,35 @@ def test_in_process_fallback_when_no_agent_can_run(sandbox, tmp_path) -> None:
         from nsnet.dns import stop_daemons
 
         stop_daemons(str(deep))
+
+
+def _points_of_add(box, ns: str, log: str) -> list[str]:
+    """The crash points an ADD passes, in order (a clean ADD + DEL logs them)."""
+    ok(box, "ADD", conf(box, "1.0.0"), netns=ns, NSNET_CRASH_LOG=log)
+    ok(box, "DEL", conf(box, "1.0.0"), netns=ns)
+    with open(log) as f:
+        return [line.split()[1] for line in f if line.strip()]
+
+
+def test_an_add_killed_at_any_point_is_undone_by_the_runtimes_del(sandbox, tmp_path) -> None:
+    """An ADD SIGKILLed at each of its crash points: the DEL the runtime then
+    sends leaves nothing (no endpoint, namespace record, bind mount or drift).
+    The attachment is recorded before the endpoint is made, so the DEL can
+    always find what the ADD began."""
+    box = sandbox
+    ns = box.foreign_netns(box.name("k"))
+    ok(box, "ADD", conf(box, "1.0.0"), netns=ns)  # the network now exists, as for
+    ok(box, "DEL", conf(box, "1.0.0"), netns=ns)  # every ADD but a network's first
+    clean = (box.cli("ns", "ls", "--json").stdout, sorted(os.listdir(box.netns_dir)))
+    points = _points_of_add(box, ns, str(tmp_path / "points.log"))
+    assert {"cni:netns-attached", "cni:recorded", "cni:connected"} <= set(points), points
+    for n, label in enumerate(points, 1):
+        rc, _, err = cni(box, "ADD", conf(box, "1.0.0"), netns=ns, NSNET_CRASH_AT=str(n))
+        assert rc == -9, (n, label, err)
+        ok(box, "DEL", conf(box, "1.0.0"), netns=ns)
+        net = json.loads(box.cli("network", "inspect", "cnet").stdout)[0]
+        assert net["endpoints"] == [], (n, label)
+        assert (box.cli("ns", "ls", "--json").stdout,
+                sorted(os.listdir(box.netns_dir))) == clean, (n, label)
+        drift = box.cli("reconcile", "--dry-run")
+        assert drift.returncode == 0, (n, label, drift.stdout)

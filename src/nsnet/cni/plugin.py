@@ -533,6 +533,13 @@ def cmd_add(req: Request) -> dict[str, Any]:
         crashpoint("cni:netns-attached")
         kind = delegated_ipam(req.conf)
         ipam_conf = dict(req.conf, cniVersion=req.version)
+        # Recorded before it is made (as topology objects are): a plugin
+        # killed anywhere after this leaves a record that the runtime's DEL,
+        # GC or the next ADD follows, never an endpoint nobody knows about.
+        with eng.store.transaction():
+            eng.store.add_attachment(req.container_id, req.ifname, net.name, name, mount,
+                                     {"type": kind} if kind else {})
+        crashpoint("cni:recorded")
         try:
             static = _static_ip(req)
             if kind:
@@ -549,11 +556,9 @@ def cmd_add(req: Request) -> dict[str, Any]:
                 with contextlib.suppress(CniError, OSError, ValueError):
                     exec_ipam(kind, "DEL", ipam_conf)
             detach_netns(mount)
+            with eng.store.transaction():
+                eng.store.remove_attachment(req.container_id, req.ifname, net.name)
             raise
-        with eng.store.transaction():
-            eng.store.add_attachment(req.container_id, req.ifname, net.name, name, mount,
-                                     {"type": kind} if kind else {})
-        crashpoint("cni:recorded")
         links = eng.rtnl.link_by_name()
         macs = {name: links[name].mac if name in links else "" for name in
                 (net.bridge, ep.host_ifname)}
