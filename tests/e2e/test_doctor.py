@@ -168,9 +168,7 @@ def test_vlan_filtering_splits_the_ports(lan):
     if _kernel_config().get("CONFIG_BRIDGE_VLAN_FILTERING") is None:
         # this project's kernel: no VLAN filtering at all, and doctor --kernel says so
         assert on.returncode != 0
-        from conftest import Sandbox
-
-        report = json.loads(box.host(*Sandbox.cli_argv(), "doctor", "--kernel", "--json").stdout)
+        report = json.loads(box.host(*box.cli_argv(), "doctor", "--kernel", "--json").stdout)
         assert not next(f for f in report if f["name"] == "bridge vlan_filtering")["available"]
         return
     assert on.returncode == 0, on.stderr
@@ -374,10 +372,8 @@ def test_kernel_report_matches_this_machine(sandbox):
     """This project's machine: netem missing (so delay/jitter are refused),
     tbf, vxlan, nftables and conntrack present.  Run from inside the sandbox
     host, whose links and ruleset the probes must not touch either."""
-    from conftest import Sandbox
-
     before = sandbox.fingerprint()
-    proc = sandbox.host(*Sandbox.cli_argv(), "doctor", "--kernel", "--json")
+    proc = sandbox.host(*sandbox.cli_argv(), "doctor", "--kernel", "--json")
     assert sandbox.fingerprint() == before
     have = {f["name"]: f for f in json.loads(proc.stdout)}
     config = _kernel_config()
@@ -401,9 +397,7 @@ def test_kernel_report_matches_this_machine(sandbox):
 
 
 def test_text_kernel_report(sandbox):
-    from conftest import Sandbox
-
-    out = sandbox.host(*Sandbox.cli_argv(), "doctor", "--kernel").stdout
+    out = sandbox.host(*sandbox.cli_argv(), "doctor", "--kernel").stdout
     line = next(ln for ln in out.splitlines() if ln.split()[1:2] == ["netem"])
     assert line.startswith(("yes", "NO"))
 
