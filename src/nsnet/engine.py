@@ -46,6 +46,7 @@ from .firewall import rules as fw
 from .ipam import Pool
 from .model import (
     ALIAS_PREFIX,
+    HANDOFF_PATH,
     ConnectOptions,
     Endpoint,
     Namespace,
@@ -479,6 +480,7 @@ class Engine:
                              "(the network works; names do not resolve on it)")
 
     def _write_resolv_confs(self, namespaces: set[str]) -> None:
+        namespaces = namespaces - self.handed_off()  # their manager writes theirs
         nets = {n.name: n for n in self.store.networks()}
         eps: dict[str, list[Endpoint]] = {}
         for ep in self.store.endpoints():
@@ -515,8 +517,10 @@ class Engine:
         """Namespaces whose resolv.conf is not what the state says."""
         nets = {n.name: n for n in self.store.networks()}
         eps: dict[str, list[Endpoint]] = {}
+        handed = self.handed_off()
         for ep in self.store.endpoints():
-            eps.setdefault(ep.netns, []).append(ep)
+            if ep.netns not in handed:
+                eps.setdefault(ep.netns, []).append(ep)
         out = []
         for name, mine in sorted(eps.items()):
             net = resolver_network(mine, nets)
@@ -675,6 +679,75 @@ class Engine:
         ports = [Published(e.id, net.name, e.netns, e.ip, m) for e in endpoints
                  for m in opts.ports]
         return _Plan(net, endpoints, missing, foreign, ports)
+
+    # --------------------------------------------------- handed-off endpoints
+    def handed_off(self) -> set[str]:
+        """Names of endpoints whose inside another manager (Docker) holds."""
+        return {n for n, (path, _owned) in self.store.namespaces().items()
+                if path == HANDOFF_PATH}
+
+    def connect_handoff(self, network: str, name: str,
+                        opts: ConnectOptions = ConnectOptions()) -> Endpoint:
+        """An endpoint whose inside another manager moves into a namespace of
+        its own (Docker's remote driver: Join names the interface; Docker
+        moves, renames and configures it).  The veth pair is made in the host
+        namespace: the host end on the bridge, up and marked; the peer, named
+        ``Endpoint.ifname``, left down for the manager to take.  ``name``
+        labels the endpoint (recorded as a handed-off namespace that nsnet
+        never opens, creates or removes); ``opts.ports`` are published."""
+        validate_netns_name(name)
+        self._check_connect_options(opts, 1)
+        with self.exclusive():
+            net = self.network(network)
+            if name in self.store.namespaces():
+                raise AlreadyExists(f"an endpoint or namespace named {name!r} already exists")
+            self._check_publishable(net, opts.ports)
+            ep = self._handoff_endpoint(net, name, opts)
+            ports = [Published(ep.id, net.name, name, ep.ip, m) for m in opts.ports]
+            plan = _Plan(net, [ep], set(), set(), ports)
+            payload = {"endpoints": [[ep.id, ep.host_ifname, name]], "create_ns": []}
+            with self._intent("connect", payload, self._rollback_create) as op:
+                self._create_handoff_pair(net, ep)
+                self._fw_connect(plan)
+                with self.store.transaction():
+                    self.store.add_namespaces([(name, HANDOFF_PATH, False)])
+                    self.store.add_endpoints(net.id, [ep])
+                    self.store.add_ports((p.endpoint, p.port) for p in ports)
+                    self.store.journal_remove(op)
+            crashpoint("connect:committed")
+            if net.dns:  # the server answers the network's other endpoints
+                self._sync_dns([])
+        return ep
+
+    def _handoff_endpoint(self, net: Network, name: str, opts: ConnectOptions) -> Endpoint:
+        pool = Pool.parse(net.subnet, net.gateway, net.ip_range)
+        used = self.store.used_addresses(net.id)
+        ip = pool.check_static(opts.ip, used) if opts.ip else pool.allocate(used, 1)[0]
+        ep_id = uuid.uuid4().hex
+        peer = opts.ifname or f"nsh{ep_id[:8]}"
+        host = self._host_ifnames([name], opts)[0] or f"veth{ep_id[:7]}"
+        taken = self.rtnl.link_by_name()
+        if peer in taken:
+            raise AlreadyExists(f"a link named {peer!r} already exists in the host namespace")
+        return Endpoint(ep_id, net.name, name, peer, host, f"{ip}/{net.prefixlen}",
+                        (opts.mac or random_mac()).lower(), net.gateway, True, time.time(),
+                        tuple(validate_dns_name(a) for a in opts.aliases))
+
+    def _create_handoff_pair(self, net: Network, ep: Endpoint) -> None:
+        bridge = self._bridge_index(net)
+        spec = k.VethSpec(ep.host_ifname, ep.ifname, self.host.fd, master=bridge, mtu=net.mtu,
+                          peer_mac=k.mac_bytes(ep.mac))
+        with kernel_errors(f"creating veth pair {ep.host_ifname} <-> {ep.ifname}"):
+            self.rtnl.run([k.req_new_veth(spec)])
+            crashpoint("connect:veths")
+            hairpin = None if net.internal else True
+            self.rtnl.run([k.req_set_link(ep.host_ifname, up=True, alias=veth_alias(ep.id),
+                                          hairpin=hairpin)])
+
+    def _forget_idle_handoffs(self) -> None:
+        """Drop handed-off names whose endpoint is gone (inside a transaction)."""
+        busy = {e.netns for e in self.store.endpoints()}
+        self.store.remove_namespaces(n for n in self.handed_off() if n not in busy)
 
     # ------------------------------------------------------- published ports
     def ports(self, network: str | None = None) -> list[Published]:
@@ -893,6 +966,7 @@ class Engine:
         with self.store.transaction():
             self.store.remove_endpoints(ids)
             self.store.remove_namespaces(payload["namespaces"])
+            self._forget_idle_handoffs()
             if payload["network"]:
                 self.store.remove_network(payload["network"][0])
             for ep in moved:
@@ -1002,6 +1076,7 @@ class Engine:
         if "release" in kinds:
             with self.store.transaction():
                 self.store.remove_endpoints(a.data[0] for a in actions if a.kind == "release")
+                self._forget_idle_handoffs()
         for a in actions:
             if a.kind == "netns" and not k.is_netns_mount(self.ns_path(a.data[0])):
                 self._remove_if_empty(a.data[0])  # a stale empty mount point
@@ -1062,9 +1137,11 @@ class Engine:
 
     def _check_network(self, net: Network, timeout: float) -> CheckResult:
         reach: dict[tuple[str, str], bool] = {}
-        tidy = len(net.endpoints) > NEIGH_TIDY_ABOVE
-        for src in net.endpoints:
-            targets = [e for e in net.endpoints if e is not src]
+        handed = self.handed_off()  # probed from the inside only by their manager
+        mine = [e for e in net.endpoints if e.netns not in handed]
+        tidy = len(mine) > NEIGH_TIDY_ABOVE
+        for src in mine:
+            targets = [e for e in mine if e is not src]
             ns = self.open_ns(src.netns)
             try:
                 with kernel_errors(f"probing from {src.netns!r}"):
@@ -1075,7 +1152,7 @@ class Engine:
                 reach[(src.netns, dst.netns)] = ok[dst.ip]
             if tidy:
                 self._forget_neighbours(src, targets)
-        return CheckResult(net.name, tuple(e.netns for e in net.endpoints), reach)
+        return CheckResult(net.name, tuple(e.netns for e in mine), reach)
 
     def _forget_neighbours(self, src: Endpoint, targets: list[Endpoint]) -> None:
         """Drop the ARP entries one row of probes created, on both sides.

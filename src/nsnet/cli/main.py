@@ -425,6 +425,19 @@ def cni_install(directory: str) -> None:
     click.echo(nsnet.install_cni_plugin(directory))
 
 
+# ---------------------------------------------------------------- Docker
+@cli.command("docker-plugin")
+@click.option("--socket", "socket_path", default="/run/docker/plugins/nsnet.sock",
+              show_default=True, help="Where Docker looks for the plugin (driver name = "
+              "socket name without .sock).")
+@pass_settings
+def docker_plugin(settings: Settings, socket_path: str) -> None:
+    """Serve Docker's network and IPAM driver "nsnet" until SIGTERM."""
+    nsnet.serve_docker_plugin(socket_path, host_netns=settings.host_netns,
+                              state_dir=settings.state_dir, netns_dir=settings.netns_dir,
+                              etc_netns_dir=settings.etc_netns_dir)
+
+
 # ------------------------------------------------------- reconcile / gc
 def _report(actions: list, dry_run: bool, clean: str) -> None:
     for action in actions:

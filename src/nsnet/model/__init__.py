@@ -21,6 +21,7 @@ from .validate import (
 
 __all__ = [
     "ALIAS_PREFIX",
+    "HANDOFF_PATH",
     "ConnectOptions",
     "Endpoint",
     "Namespace",
@@ -45,6 +46,10 @@ __all__ = [
 
 # Ownership marks: the link alias of every kernel object nsnet creates.
 ALIAS_PREFIX = "nsnet:"
+
+# The recorded "path" of a handed-off endpoint's namespace: another manager
+# (Docker) moved the endpoint's inside into a namespace nsnet never names.
+HANDOFF_PATH = "(handed off)"
 
 
 def parse_ports(specs: list[str] | tuple[str, ...]) -> tuple[PortMap, ...]:
