@@ -25,7 +25,8 @@ test: system-deps test-deps $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q tests --ignore=tests/runtime
 
-# A real runtime (podman + runc, CNI backend) on nsnet's CNI plugin, sandboxed.
+# Real runtimes, sandboxed: podman + runc on nsnet's CNI plugin, and dockerd
+# (docker.io) on nsnet's Docker network + IPAM plugin.
 test-runtime: system-deps test-deps runtime-deps $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q tests/runtime
 
@@ -78,14 +79,19 @@ apt-missing:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
+# docker.io: its dockerd is only ever started by the test, in a sandbox; a
+# temporary policy-rc.d keeps the package from starting one on the machine.
 runtime-deps:
 	@missing=""; \
-	for pkg in podman runc busybox-static; do \
+	for pkg in podman runc busybox-static docker.io; do \
 	  dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
+	  guard=""; [ -e /usr/sbin/policy-rc.d ] || { guard=1; printf '#!/bin/sh\nexit 101\n' \
+	    > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  rc=$$?; [ -z "$$guard" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
 
 $(VENV)/.created:
