@@ -117,8 +117,16 @@ from_outside 8080 | grep -qx nsnet-ok || fail "published port"
 # EndpointOperInfo's port map only when it is Go-typed; nsnet port ls reports it)
 "${NSNET[@]}" port ls --json | grep -q '"host_port": 8080' || fail "nsnet port ls"
 
-step "-p 80: an ephemeral host port, reported by nsnet port ls"
-"${DOCKER[@]}" run -d --name eph --network dnet -p 80 bb:latest httpd -f -p 80 -h /www >/dev/null
+step "-p 80: an ephemeral host port, reported by nsnet port ls; --ip and --network-alias"
+"${DOCKER[@]}" run -d --name eph --network dnet --ip 10.90.0.200 --network-alias eph-alias \
+  -p 80 bb:latest httpd -f -p 80 -h /www >/dev/null
+[ "$(ip_of eph dnet)" = 10.90.0.200 ] || fail "--ip"
+# (Docker registers a fresh container's aliases in its DNS a moment after start)
+for _ in $(seq 20); do
+  "${DOCKER[@]}" exec client ping -c1 -W2 eph-alias 2>/dev/null | grep -q 10.90.0.200 && break
+  sleep 0.5
+done || true
+"${DOCKER[@]}" exec client ping -c1 -W2 eph-alias | grep -q 10.90.0.200 || fail "--network-alias"
 EPH=$("${NSNET[@]}" port ls --json | "$PY" -c '
 import json, sys; print([p["host_port"] for p in json.load(sys.stdin) if p["port"] == 80
                          and p["host_port"] != 8080][0])')
