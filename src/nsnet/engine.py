@@ -15,6 +15,7 @@ by (transient) link group.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import ipaddress
 import os
@@ -603,6 +604,8 @@ class Engine:
         names = self._unique_ns_names(namespaces)
         self._check_connect_options(opts, len(names))
         with self.exclusive():
+            if any(not m.host_port for m in opts.ports):
+                opts = dataclasses.replace(opts, ports=self._assign_ephemeral(opts.ports))
             plan = self._plan_connect(self.network(network), names, opts)
             payload = {"endpoints": [[e.id, e.host_ifname, e.netns] for e in plan.endpoints],
                        "create_ns": [e.netns for e in plan.endpoints if e.netns in plan.create_ns]}
@@ -793,10 +796,12 @@ class Engine:
             net = self.network(network)
             ep = self._endpoint(net, netns)
             if adding:
+                ports = self._assign_ephemeral(ports)
                 self._check_publishable(net, ports)
                 pubs = [Published(ep.id, net.name, ep.netns, ep.ip, m) for m in ports]
             else:
                 held = {p.port: p for p in self.store.published(ep.id)}
+                ports = _match_ephemeral(ports, held)
                 missing = [m for m in ports if m not in held]
                 if missing:
                     raise NotFound(f"{netns!r} on {network!r} does not publish {missing[0]}")
@@ -810,6 +815,30 @@ class Engine:
                     (self.store.add_ports if adding else self.store.remove_ports)(items)
                     self.store.journal_remove(op)
         return pubs
+
+    def _assign_ephemeral(self, ports: tuple[PortMap, ...]) -> tuple[PortMap, ...]:
+        """Docker's ``-p 80``: host port 0 becomes the lowest port of the host
+        namespace's ip_local_port_range that nsnet does not publish yet (for
+        that protocol, on any address)."""
+        if all(m.host_port for m in ports):
+            return ports
+        try:
+            low, high = (int(x) for x in
+                         k.read_sysctl(self.host, "net/ipv4/ip_local_port_range").split())
+        except (OSError, ValueError):
+            low, high = 32768, 60999
+        busy = {(p.port.proto, p.port.host_port) for p in self.store.published()}
+        busy |= {(m.proto, m.host_port) for m in ports}
+        out = []
+        for m in ports:
+            if not m.host_port:
+                port = next((n for n in range(low, high + 1) if (m.proto, n) not in busy), 0)
+                if not port:
+                    raise PoolExhausted(f"no free ephemeral host port in {low}-{high}/{m.proto}")
+                busy.add((m.proto, port))
+                m = PortMap(m.proto, m.host_ip, port, m.port)
+            out.append(m)
+        return tuple(out)
 
     def _rollback_ports(self, payload: dict) -> None:
         self._sync_firewall()
@@ -1210,6 +1239,19 @@ def _configure_inside(ns: k.Netns, ep: Endpoint, ipv6_off: bool) -> None:
         if ep.default_route:
             reqs.append(k.req_add_route("default", ep.gateway, oif=index))
         rt.run(reqs)
+
+
+def _match_ephemeral(ports: tuple[PortMap, ...],
+                     held: dict[PortMap, Published]) -> tuple[PortMap, ...]:
+    """``port rm NET NS 80``: a host port 0 names every mapping of that port."""
+    out: list[PortMap] = []
+    for m in ports:
+        if m.host_port:
+            out.append(m)
+            continue
+        same = [h for h in held if (h.proto, h.host_ip, h.port) == (m.proto, m.host_ip, m.port)]
+        out += same or [m]
+    return tuple(out)
 
 
 def check_ok(results: list[CheckResult]) -> None:

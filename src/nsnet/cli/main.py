@@ -212,16 +212,38 @@ def network_create(settings: Settings, name: str, subnet: str, gateway: str | No
 
 @network.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="name=SUBSTRING, id=PREFIX or driver=bridge (as docker network ls: "
+                   "one key's values OR, different keys AND).")
 @pass_settings
-def network_ls(settings: Settings, as_json: bool) -> None:
+def network_ls(settings: Settings, as_json: bool, filters: tuple[str, ...]) -> None:
     """List networks."""
-    nets = _engine(settings).networks()
+    nets = _filter_networks(_engine(settings).networks(), filters)
     if as_json:
         _print_json([n.to_dict() for n in nets])
         return
     _table(["NETWORK ID", "NAME", "BRIDGE", "SUBNET", "GATEWAY", "ENDPOINTS", "OPTIONS"],
            [[n.id[:12], n.name, n.bridge, n.subnet, n.gateway, str(len(n.endpoints)),
              _net_options(n)] for n in nets])
+
+
+_NETWORK_FILTERS = {
+    "name": lambda n, v: v in n.name,
+    "id": lambda n, v: n.id.startswith(v),
+    "driver": lambda n, v: v == "bridge",  # every nsnet network is a bridge network
+}
+
+
+def _filter_networks(nets: list[nsnet.Network], filters: tuple[str, ...]) -> list[nsnet.Network]:
+    wanted: dict[str, list[str]] = {}
+    for item in filters:
+        key, sep, value = item.partition("=")
+        if not sep or key not in _NETWORK_FILTERS:
+            raise nsnet.InvalidInput(f"filter {item!r} is not KEY=VALUE with KEY one of "
+                                     f"{', '.join(_NETWORK_FILTERS)}")
+        wanted.setdefault(key, []).append(value)
+    return [n for n in nets if all(any(_NETWORK_FILTERS[k](n, v) for v in values)
+                                   for k, values in wanted.items())]
 
 
 def _net_options(net: nsnet.Network) -> str:
@@ -231,11 +253,73 @@ def _net_options(net: nsnet.Network) -> str:
 
 @network.command("inspect")
 @click.argument("names", nargs=-1, required=True)
+@click.option("-f", "--format", "template", metavar="TEMPLATE",
+              help="Print each network through a Go-template subset: {{.Name}}, "
+                   "{{.Subnet}}, {{json .Endpoints}}, {{range .Endpoints}}{{.Address}} {{end}}.")
 @pass_settings
-def network_inspect(settings: Settings, names: tuple[str, ...]) -> None:
+def network_inspect(settings: Settings, names: tuple[str, ...], template: str | None) -> None:
     """Print networks as JSON."""
     engine = _engine(settings)
-    _print_json([engine.network(n).to_dict() for n in names])
+    nets = [engine.network(n).to_dict() for n in names]
+    if template is None:
+        _print_json(nets)
+        return
+    for net in nets:
+        click.echo(_render(template, net))
+
+
+def _lookup(data: Any, path: str, template: str) -> Any:
+    """``.A.B`` in ``data``; keys match case-insensitively, ignoring '_' (so
+    Docker's .IPRange finds ip_range)."""
+    value = data
+    for part in filter(None, path.split(".")):
+        if not isinstance(value, dict):
+            raise nsnet.InvalidInput(f"--format {template!r}: {path} goes into a "
+                                     f"{type(value).__name__}")
+        keys = {k.replace("_", "").lower(): k for k in value}
+        key = keys.get(part.replace("_", "").lower())
+        if key is None:
+            raise nsnet.InvalidInput(f"--format {template!r}: no field {part!r} (fields: "
+                                     f"{', '.join(value)})")
+        value = value[key]
+    return value
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def _render(template: str, data: Any) -> str:
+    import re
+
+    action = re.compile(r"{{\s*(.*?)\s*}}")
+    out, pos = [], 0
+    for m in action.finditer(template):
+        if m.start() < pos:
+            continue
+        out.append(template[pos:m.start()])
+        pos = m.end()
+        words = m.group(1).split()
+        if len(words) == 2 and words[0] == "range":
+            end = template.find("{{end}}", pos)
+            if end < 0:
+                raise nsnet.InvalidInput(f"--format {template!r}: range without {{{{end}}}}")
+            body, pos = template[m.end():end], end + len("{{end}}")
+            items = _lookup(data, words[1], template)
+            out += [_render(body, item) for item in (items or [])]
+        elif len(words) == 2 and words[0] == "json":
+            out.append(json.dumps(_lookup(data, words[1], template)))
+        elif len(words) == 1 and words[0].startswith("."):
+            out.append(_text(_lookup(data, words[0], template)))
+        else:
+            raise nsnet.InvalidInput(f"--format {template!r}: {{{{{m.group(1)}}}}} is not "
+                                     "{{.Field}}, {{json .Field}} or {{range .Field}}...{{end}}")
+    out.append(template[pos:])
+    return "".join(out)
 
 
 @network.command("rm")
@@ -267,7 +351,7 @@ def network_prune(settings: Settings) -> None:
 @click.option("--ifname", help="Interface name inside the namespace (default eth0, eth1...).")
 @click.option("--host-ifname", help="Host-side veth name (one namespace only).")
 @click.option("--create", is_flag=True, help="Create missing namespaces.")
-@click.option("-p", "--publish", multiple=True, metavar="[IP:]HOST_PORT:PORT[/PROTO]",
+@click.option("-p", "--publish", multiple=True, metavar="[[IP:]HOST_PORT:]PORT[/PROTO]",
               help="Publish a port (ranges: 8000-8010:80-90); repeatable; one namespace only.")
 @click.option("--alias", "aliases", multiple=True, metavar="NAME",
               help="Extra DNS name on this network (repeatable; shared names round-robin).")
@@ -309,7 +393,7 @@ def port() -> None:
 @port.command("add")
 @click.argument("network_name", metavar="NETWORK")
 @click.argument("netns", metavar="NS")
-@click.argument("specs", nargs=-1, required=True, metavar="[IP:]HOST_PORT:PORT[/PROTO]...")
+@click.argument("specs", nargs=-1, required=True, metavar="[[IP:]HOST_PORT:]PORT[/PROTO]...")
 @pass_settings
 def port_add(settings: Settings, network_name: str, netns: str, specs: tuple[str, ...]) -> None:
     """Publish ports of NS's endpoint on NETWORK."""
@@ -320,7 +404,7 @@ def port_add(settings: Settings, network_name: str, netns: str, specs: tuple[str
 @port.command("rm")
 @click.argument("network_name", metavar="NETWORK")
 @click.argument("netns", metavar="NS")
-@click.argument("specs", nargs=-1, required=True, metavar="[IP:]HOST_PORT:PORT[/PROTO]...")
+@click.argument("specs", nargs=-1, required=True, metavar="[[IP:]HOST_PORT:]PORT[/PROTO]...")
 @pass_settings
 def port_rm(settings: Settings, network_name: str, netns: str, specs: tuple[str, ...]) -> None:
     """Stop publishing ports of NS's endpoint on NETWORK."""

@@ -53,10 +53,11 @@ HANDOFF_PATH = "(handed off)"
 
 
 def parse_ports(specs: list[str] | tuple[str, ...]) -> tuple[PortMap, ...]:
-    """Docker's ``-p [HOST_IP:]HOST_PORT[-END]:PORT[-END][/tcp|/udp]``, ranges
-    expanded; raises InvalidInput (naming the port) on bad or clashing ones."""
+    """Docker's ``-p [[HOST_IP:]HOST_PORT[-END]:]PORT[-END][/tcp|/udp]``, ranges
+    expanded (host port 0: ephemeral, chosen when published); raises
+    InvalidInput (naming the port) on bad or clashing ones."""
     maps = tuple(PortMap(*t) for t in parse_port_specs(specs))
-    clash = first_clash(maps)
+    clash = first_clash(m for m in maps if m.host_port)
     if clash:
         raise InvalidInput(f"port {clash[0].host_ip or '0.0.0.0'}:{clash[0].host_port}/"
                            f"{clash[0].proto} is published twice")

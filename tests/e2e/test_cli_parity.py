@@ -1,0 +1,83 @@
+"""Issue #19: the rest of Docker's network vocabulary in nsnet's own CLI,
+tried as a Docker user would."""
+
+from __future__ import annotations
+
+import json
+
+
+def _ports(box) -> list[dict]:
+    out = box.cli("port", "ls", "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_ephemeral_host_ports(sandbox) -> None:
+    box = sandbox
+    net, a, b = box.name("pe"), box.name("a"), box.name("b")
+    assert box.cli("network", "create", net, "--subnet", "10.60.0.0/24").returncode == 0
+    res = box.cli("connect", net, a, "--create", "-p", "80", "-p", "127.0.0.1::53/udp",
+                  "-p", "8080:8080")
+    assert res.returncode == 0, res.stderr
+    low, high = (int(x) for x in box.host("cat", "/proc/sys/net/ipv4/ip_local_port_range")
+                 .stdout.split())
+    by_port = {p["port"]: p for p in _ports(box)}
+    assert by_port[8080]["host_port"] == 8080
+    assert low <= by_port[80]["host_port"] <= high
+    assert by_port[53]["host_ip"] == "127.0.0.1" and by_port[53]["proto"] == "udp"
+    assert low <= by_port[53]["host_port"] <= high
+    # a second endpoint's ephemeral port never takes one already published
+    assert box.cli("connect", net, b, "--create", "-p", "80").returncode == 0
+    hosts = [p["host_port"] for p in _ports(box) if p["port"] == 80 and p["proto"] == "tcp"]
+    assert len(set(hosts)) == 2
+    # `port rm NET NS 80` names the mapping whatever host port it got
+    assert box.cli("port", "rm", net, a, "80").returncode == 0
+    assert 80 not in {p["port"] for p in _ports(box) if p["netns"] == a}
+    assert box.cli("port", "add", net, a, "81").returncode == 0
+    assert any(p["port"] == 81 and low <= p["host_port"] <= high for p in _ports(box))
+    assert box.cli("network", "rm", "--force", net).returncode == 0
+    assert _ports(box) == []
+
+
+def test_network_ls_filters(sandbox) -> None:
+    box = sandbox
+    one, two = box.name("front"), box.name("back")
+    for name, subnet in ((one, "10.61.0.0/24"), (two, "10.62.0.0/24")):
+        assert box.cli("network", "create", name, "--subnet", subnet).returncode == 0
+
+    def names(*filters: str) -> list[str]:
+        argv = [x for f in filters for x in ("--filter", f)]
+        out = box.cli("network", "ls", "--json", *argv)
+        assert out.returncode == 0, out.stderr
+        return sorted(n["name"] for n in json.loads(out.stdout))
+
+    assert names("name=front") == [one]
+    assert names("name=front", "name=back") == sorted([one, two])  # same key: OR
+    assert names("name=front", "driver=bridge") == [one]  # different keys: AND
+    assert names("driver=macvlan") == []
+    net_id = json.loads(box.cli("network", "inspect", two).stdout)[0]["id"]
+    assert names(f"id={net_id[:6]}") == [two]
+    bad = box.cli("network", "ls", "--filter", "colour=red")
+    assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
+    table = box.cli("network", "ls", "-f", "name=back")
+    assert two in table.stdout and one not in table.stdout
+
+
+def test_network_inspect_format(sandbox) -> None:
+    box = sandbox
+    net, a = box.name("fmt"), box.name("a")
+    assert box.cli("network", "create", net, "--subnet", "10.63.0.0/24", "--ip-range",
+                   "10.63.0.128/25").returncode == 0
+    assert box.cli("connect", net, a, "--create").returncode == 0
+    out = box.cli("network", "inspect", net, "--format",
+                  "{{.Name}} {{.Subnet}} {{.IPRange}} {{.Internal}}")
+    assert out.stdout == f"{net} 10.63.0.0/24 10.63.0.128/25 false\n"
+    out = box.cli("network", "inspect", net, "-f",
+                  "{{range .Endpoints}}{{.Netns}}={{.Address}}{{end}}")
+    assert out.stdout == f"{a}=10.63.0.128/24\n"
+    out = box.cli("network", "inspect", net, "-f", "{{json .Endpoints}}")
+    assert json.loads(out.stdout)[0]["netns"] == a
+    for bad in ("{{.Colour}}", "{{range .Endpoints}}", "{{printf .Name}}"):
+        res = box.cli("network", "inspect", net, "-f", bad)
+        assert res.returncode == 2 and "--format" in res.stderr and not res.stdout, bad
+    assert box.cli("network", "rm", "--force", net).returncode == 0
