@@ -298,9 +298,10 @@ class Engine:
     def ns_add(self, names: list[str]) -> list[Namespace]:
         names = self._unique_ns_names(names)
         with self.exclusive():
-            for name in names:
-                if os.path.lexists(self.ns_path(name)):
-                    raise AlreadyExists(f"namespace {name!r} already exists")
+            taken = [n for n in names if os.path.lexists(self.ns_path(n))]
+            if taken:
+                raise AlreadyExists(_refusal(taken, "already exists", "already exist", names,
+                                             "created"))
             payload = {"endpoints": [], "create_ns": names}
             with self._intent("ns_add", payload, self._rollback_create) as op:
                 self._create_namespaces(names, payload)
@@ -342,12 +343,16 @@ class Engine:
         names = self._unique_ns_names(names)
         with self.exclusive():
             known = self.store.namespaces()
-            for name in names:
-                if name not in known and not k.is_netns_mount(self.ns_path(name)):
-                    raise NotFound(f"namespace {name!r} does not exist")
-                if not known.get(name, ("", False))[1]:
-                    raise Conflict(f"namespace {name!r} was not created by nsnet; nsnet never "
-                                   f"deletes it (use: ip netns del {name})")
+            missing = [n for n in names
+                       if n not in known and not k.is_netns_mount(self.ns_path(n))]
+            if missing:
+                raise NotFound(_refusal(missing, "does not exist", "do not exist", names,
+                                        "removed"))
+            foreign = [n for n in names if not known.get(n, ("", False))[1]]
+            if foreign:
+                raise Conflict(_refusal(foreign, "was not created by nsnet", "were not created "
+                                        "by nsnet", names, "removed") +
+                               f"; nsnet never deletes those (use: ip netns del {foreign[0]})")
             eps = [e for n in names for e in self.store.endpoints_of_netns(n)]
             self._delete(eps, namespaces=names)
 
@@ -588,6 +593,25 @@ class Engine:
                                f"({names}{more}); disconnect them or use --force")
             self._delete(list(net.endpoints), network=net)
 
+    def networks_rm(self, names: list[str], force: bool = False) -> None:
+        """Remove several networks, all or nothing: every name is checked
+        (exists; no endpoints unless ``force``) before any is removed."""
+        if not names:
+            raise InvalidInput("no network name given")
+        with self.exclusive():
+            known = {n.name: n for n in self.store.networks()}
+            missing = [n for n in names if n not in known]
+            if missing:
+                raise NotFound(_refusal(missing, "does not exist", "do not exist", names,
+                                        "removed", kind="network"))
+            busy = [n for n in names if known[n].endpoints and not force]
+            if busy and len(names) > 1:
+                raise Conflict(_refusal(busy, "has endpoints", "have endpoints", names,
+                                        "removed", kind="network") + " (disconnect them or "
+                               "use --force)")
+            for name in dict.fromkeys(names):
+                self.network_rm(name, force)
+
     def network_prune(self) -> list[str]:
         removed = []
         with self.exclusive():
@@ -647,16 +671,18 @@ class Engine:
         taken = {e.netns for e in net.endpoints}
         already = [n for n in names if n in taken]
         if already:
-            raise AlreadyExists(f"namespace {already[0]!r} is already connected to network "
-                                f"{net.name!r}")
+            raise AlreadyExists(_refusal(already, f"is already connected to network "
+                                         f"{net.name!r}", f"are already connected to network "
+                                         f"{net.name!r}", names, "connected"))
         if len(net.endpoints) + len(names) > MAX_BRIDGE_PORTS:
             raise PoolExhausted(f"network {net.name!r} would need {len(net.endpoints) + len(names)}"
                                 f" bridge ports; a Linux bridge holds at most {MAX_BRIDGE_PORTS}")
         missing = {n for n in names if not k.is_netns_mount(self.ns_path(n))}
         if missing and not opts.create:
             first = sorted(missing)[0]
-            raise NotFound(f"namespace {first!r} does not exist (create it with "
-                           f"'nsnet ns add {first}' or pass --create)")
+            raise NotFound(_refusal(sorted(missing), "does not exist", "do not exist", names,
+                                    "connected") + f" (create it with 'nsnet ns add {first}' "
+                           "or pass --create)")
         for name in missing:
             if os.path.lexists(self.ns_path(name)):
                 raise AlreadyExists(f"{self.ns_path(name)} exists and is not a namespace")
@@ -963,9 +989,11 @@ class Engine:
         with self.exclusive():
             net = self.network(network)
             by_ns = {e.netns: e for e in net.endpoints}
-            for name in names:
-                if name not in by_ns:
-                    raise NotFound(f"namespace {name!r} is not connected to network {network!r}")
+            absent = [n for n in names if n not in by_ns]
+            if absent:
+                raise NotFound(_refusal(absent, f"is not connected to network {network!r}",
+                                        f"are not connected to network {network!r}", names,
+                                        "disconnected"))
             self._delete([by_ns[n] for n in names])
 
     def _delete(self, eps: list[Endpoint], namespaces: list[str] | tuple[str, ...] = (),
@@ -1239,6 +1267,20 @@ def _configure_inside(ns: k.Netns, ep: Endpoint, ipv6_off: bool) -> None:
         if ep.default_route:
             reqs.append(k.req_add_route("default", ep.gateway, oif=index))
         rt.run(reqs)
+
+
+def _refusal(bad: list[str], one: str, many: str, names: list[str], verb: str,
+             kind: str = "namespace") -> str:
+    """The rule of every bulk command: all or nothing.  The error names every
+    offender, and, for a bulk request, says that nothing was done."""
+    quoted = ", ".join(repr(n) for n in bad)
+    text = f"{kind} {quoted} {one}" if len(bad) == 1 else f"{kind}s {quoted} {many}"
+    if len(names) > 1:
+        rest = [n for n in names if n not in bad]
+        text += f"; nothing was {verb}" + (
+            f" ({', '.join(repr(n) for n in rest)} left as they were: all or nothing)"
+            if rest else "")
+    return text
 
 
 def _match_ephemeral(ports: tuple[PortMap, ...],

@@ -81,3 +81,38 @@ def test_network_inspect_format(sandbox) -> None:
         res = box.cli("network", "inspect", net, "-f", bad)
         assert res.returncode == 2 and "--format" in res.stderr and not res.stdout, bad
     assert box.cli("network", "rm", "--force", net).returncode == 0
+
+
+def test_bulk_commands_are_all_or_nothing_and_say_so(sandbox) -> None:
+    """The rule for every bulk command: nothing is done unless all of it can
+    be; the error names every offender and says nothing was done."""
+    box = sandbox
+    a, b, ghost, ghost2 = (box.name(p) for p in ("a", "b", "gh", "gz"))
+    n1, n2, nx = box.name("n1"), box.name("n2"), box.name("nx")
+    assert box.cli("ns", "add", a, b).returncode == 0
+    for net, subnet in ((n1, "10.64.0.0/24"), (n2, "10.65.0.0/24")):
+        assert box.cli("network", "create", net, "--subnet", subnet).returncode == 0
+    assert box.cli("connect", n1, a).returncode == 0
+    before = box.fingerprint()
+    cases = [
+        (["ns", "rm", a, ghost, b, ghost2], 3,
+         f"namespaces {ghost!r}, {ghost2!r} do not exist; nothing was removed ({a!r}, {b!r} "
+         "left as they were: all or nothing)"),
+        (["ns", "add", "x" + a, a], 4, f"namespace {a!r} already exists; nothing was created"),
+        (["network", "rm", n1, nx, n2], 3,
+         f"network {nx!r} does not exist; nothing was removed ({n1!r}, {n2!r}"),
+        (["network", "rm", n1, n2], 5, f"network {n1!r} has endpoints; nothing was removed"),
+        (["disconnect", n1, a, b], 3,
+         f"namespace {b!r} is not connected to network {n1!r}; nothing was disconnected"),
+        (["connect", n2, a, ghost], 3,
+         f"namespace {ghost!r} does not exist; nothing was connected ({a!r} left"),
+        (["connect", n1, b, a], 4, f"namespace {a!r} is already connected to network {n1!r}; "
+         "nothing was connected"),
+    ]
+    for argv, code, words in cases:
+        res = box.cli(*argv)
+        assert res.returncode == code and words in res.stderr, (argv, res.stderr)
+        assert box.fingerprint() == before, argv
+    # and the valid request still works, whole
+    assert box.cli("network", "rm", "--force", n1, n2).returncode == 0
+    assert box.cli("ns", "rm", a, b).returncode == 0

@@ -328,9 +328,8 @@ def _render(template: str, data: Any) -> str:
 @pass_settings
 def network_rm(settings: Settings, names: tuple[str, ...], force: bool) -> None:
     """Remove networks NAME..."""
-    engine = _engine(settings)
+    _engine(settings).networks_rm(list(names), force=force)
     for name in names:
-        engine.network_rm(name, force=force)
         click.echo(name)
 
 
