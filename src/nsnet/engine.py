@@ -409,7 +409,8 @@ class Engine:
         bridge = validate_ifname(spec.bridge or f"br-{net_id[:12]}", "bridge name")
         net = Network(net_id, spec.name, bridge, str(pool.subnet), str(pool.gateway),
                       str(pool.ip_range), mtu, time.time(), spec.masquerade, spec.internal,
-                      spec.icc, spec.dns, servers)
+                      spec.icc, spec.dns, servers, _aux_addresses(pool, spec.aux_addresses),
+                      _labels(spec.labels))
         with self.exclusive():
             if self.store.network(spec.name):
                 raise AlreadyExists(f"network {spec.name!r} already exists")
@@ -687,7 +688,7 @@ class Engine:
             if os.path.lexists(self.ns_path(name)):
                 raise AlreadyExists(f"{self.ns_path(name)} exists and is not a namespace")
         pool = Pool.parse(net.subnet, net.gateway, net.ip_range)
-        used = self.store.used_addresses(net.id)
+        used = self.store.used_addresses(net.id) | {ip for _, ip in net.aux_addresses}
         ips = ([pool.check_static(opts.ip, used)] if opts.ip else pool.allocate(used, len(names)))
         host_names = self._host_ifnames(names, opts)
         known = self.store.namespaces()
@@ -704,7 +705,8 @@ class Engine:
             endpoints.append(Endpoint(
                 ep_id, net.name, name, ifname, host_if or f"veth{ep_id[:7]}",
                 f"{ip}/{net.prefixlen}", (opts.mac or random_mac()).lower(), net.gateway,
-                default_route, now, tuple(validate_dns_name(a) for a in opts.aliases)))
+                default_route, now, tuple(validate_dns_name(a) for a in opts.aliases),
+                _labels(opts.labels)))
         ports = [Published(e.id, net.name, e.netns, e.ip, m) for e in endpoints
                  for m in opts.ports]
         return _Plan(net, endpoints, missing, foreign, ports)
@@ -750,7 +752,7 @@ class Engine:
 
     def _handoff_endpoint(self, net: Network, name: str, opts: ConnectOptions) -> Endpoint:
         pool = Pool.parse(net.subnet, net.gateway, net.ip_range)
-        used = self.store.used_addresses(net.id)
+        used = self.store.used_addresses(net.id) | {ip for _, ip in net.aux_addresses}
         ip = pool.check_static(opts.ip, used) if opts.ip else pool.allocate(used, 1)[0]
         ep_id = uuid.uuid4().hex
         peer = opts.ifname or f"nsh{ep_id[:8]}"
@@ -760,7 +762,7 @@ class Engine:
             raise AlreadyExists(f"a link named {peer!r} already exists in the host namespace")
         return Endpoint(ep_id, net.name, name, peer, host, f"{ip}/{net.prefixlen}",
                         (opts.mac or random_mac()).lower(), net.gateway, True, time.time(),
-                        tuple(validate_dns_name(a) for a in opts.aliases))
+                        tuple(validate_dns_name(a) for a in opts.aliases), _labels(opts.labels))
 
     def _create_handoff_pair(self, net: Network, ep: Endpoint) -> None:
         bridge = self._bridge_index(net)
@@ -1267,6 +1269,33 @@ def _configure_inside(ns: k.Netns, ep: Endpoint, ipv6_off: bool) -> None:
         if ep.default_route:
             reqs.append(k.req_add_route("default", ep.gateway, oif=index))
         rt.run(reqs)
+
+
+def _aux_addresses(pool: Pool, aux: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """Docker's --aux-address NAME=IP: inside the subnet, not the gateway,
+    each name and address once; IPAM never hands them out."""
+    out: dict[str, str] = {}
+    for name, text in aux:
+        if not name:
+            raise InvalidInput(f"--aux-address ={text}: the name is empty (NAME=IP)")
+        ip = parse_ip(text, f"--aux-address {name}")
+        pool._check_in_subnet(ip, f"--aux-address {name}")
+        if ip == pool.gateway:
+            raise InvalidInput(f"--aux-address {name}={ip} is the gateway")
+        if name in out or str(ip) in out.values():
+            raise InvalidInput(f"--aux-address {name}={ip}: name or address given twice")
+        out[name] = str(ip)
+    return tuple(out.items())
+
+
+def _labels(labels: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    out: dict[str, str] = {}
+    for key, value in labels:
+        if not key or any(c.isspace() or not c.isprintable() for c in key):
+            raise InvalidInput(f"label key {key!r} must be non-empty, without spaces or "
+                               "control characters")
+        out[key] = value  # the last one wins, as Docker's
+    return tuple(out.items())
 
 
 def _refusal(bad: list[str], one: str, many: str, names: list[str], verb: str,

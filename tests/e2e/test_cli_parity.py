@@ -116,3 +116,63 @@ def test_bulk_commands_are_all_or_nothing_and_say_so(sandbox) -> None:
     # and the valid request still works, whole
     assert box.cli("network", "rm", "--force", n1, n2).returncode == 0
     assert box.cli("ns", "rm", a, b).returncode == 0
+
+
+def test_aux_addresses_are_never_handed_out(sandbox) -> None:
+    box = sandbox
+    net = box.name("aux")
+    names = [box.name(f"x{i}") for i in range(3)]
+    res = box.cli("network", "create", net, "--subnet", "10.66.0.0/29", "--aux-address",
+                  "printer=10.66.0.2", "--aux-address", "nas=10.66.0.4")
+    assert res.returncode == 0, res.stderr
+    info = json.loads(box.cli("network", "inspect", net).stdout)[0]
+    assert info["aux_addresses"] == {"printer": "10.66.0.2", "nas": "10.66.0.4"}
+    assert box.cli("connect", net, *names, "--create").returncode == 0
+    got = sorted(e["address"] for e in json.loads(box.cli("network", "inspect", net)
+                                                   .stdout)[0]["endpoints"])
+    assert got == ["10.66.0.3/29", "10.66.0.5/29", "10.66.0.6/29"]  # .2 and .4 skipped
+    extra = box.name("x9")
+    res = box.cli("connect", net, extra, "--create", "--ip", "10.66.0.2")
+    assert res.returncode == 5 and "in use" in res.stderr
+    before = box.fingerprint()
+    for bad, words in ((["--aux-address", "p=10.99.0.1"], "outside subnet"),
+                       (["--aux-address", "p=10.67.0.1"], "gateway"),
+                       (["--aux-address", "noequals"], "KEY=VALUE"),
+                       (["--aux-address", "p=10.67.0.2", "--aux-address", "p=10.67.0.3"],
+                        "twice")):
+        res = box.cli("network", "create", box.name("bad"), "--subnet", "10.67.0.0/24", *bad)
+        assert res.returncode == 2 and words in res.stderr, (bad, res.stderr)
+    assert box.fingerprint() == before
+    assert box.cli("network", "rm", "--force", net).returncode == 0
+
+
+def test_labels_and_label_filters(sandbox) -> None:
+    box = sandbox
+    web, db, a, b = box.name("web"), box.name("db"), box.name("a"), box.name("b")
+    assert box.cli("network", "create", web, "--subnet", "10.68.0.0/24", "--label", "tier=front",
+                   "--label", "team=blue").returncode == 0
+    assert box.cli("network", "create", db, "--subnet", "10.69.0.0/24", "--label",
+                   "tier=back").returncode == 0
+    assert box.cli("connect", web, a, "--create", "--label", "role=proxy").returncode == 0
+    assert box.cli("connect", db, b, "--create").returncode == 0
+
+    def nets(*filters: str) -> list[str]:
+        out = box.cli("network", "ls", "--json", *[x for f in filters for x in ("-f", f)])
+        assert out.returncode == 0, out.stderr
+        return sorted(n["name"] for n in json.loads(out.stdout))
+
+    assert nets("label=tier") == sorted([web, db])
+    assert nets("label=tier=front") == [web]
+    assert nets("label=tier=front", "label=tier=back") == sorted([web, db])
+    assert nets("label=team") == [web]
+    info = json.loads(box.cli("network", "inspect", web).stdout)[0]
+    assert info["labels"] == {"tier": "front", "team": "blue"}
+    assert info["endpoints"][0]["labels"] == {"role": "proxy"}
+    out = box.cli("ns", "ls", "--json", "--filter", "label=role=proxy")
+    assert [n["name"] for n in json.loads(out.stdout)] == [a]
+    bad = box.cli("ns", "ls", "--filter", "role=proxy")
+    assert bad.returncode == 2 and "label=KEY" in bad.stderr
+    bad = box.cli("network", "create", box.name("l"), "--subnet", "10.70.0.0/24", "--label",
+                  "no-equals")
+    assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
+    assert box.cli("network", "rm", "--force", web, db).returncode == 0

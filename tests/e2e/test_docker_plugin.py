@@ -119,7 +119,8 @@ def plugin(sandbox):
 
 
 def _make_network(p: Plugin, subnet: str = "10.77.0.0/24", sub: str = "",
-                  options: dict | None = None, net_id: str = NET_ID) -> tuple[str, str]:
+                  options: dict | None = None, net_id: str = NET_ID,
+                  aux: dict | None = None) -> tuple[str, str]:
     pool = p.ok("IpamDriver.RequestPool", {"AddressSpace": "nsnet-local", "Pool": subnet,
                                            "SubPool": sub, "Options": {}, "V6": False})
     gw = p.ok("IpamDriver.RequestAddress", {"PoolID": pool["PoolID"], "Address": "",
@@ -129,7 +130,7 @@ def _make_network(p: Plugin, subnet: str = "10.77.0.0/24", sub: str = "",
         "NetworkID": net_id, "Options": {"com.docker.network.enable_ipv6": False,
                                          "com.docker.network.generic": options or {}},
         "IPv4Data": [{"AddressSpace": "nsnet-local", "Pool": subnet,
-                      "Gateway": gw["Address"], "AuxAddresses": {}}], "IPv6Data": []})
+                      "Gateway": gw["Address"], "AuxAddresses": aux or {}}], "IPv6Data": []})
     return pool["PoolID"], gw["Address"]
 
 
@@ -161,9 +162,11 @@ def test_whole_lifecycle_leaves_nothing(sandbox, plugin) -> None:
     before = box.fingerprint()
     pool_id, gw = _make_network(plugin, "10.77.0.0/24", "10.77.0.128/25",
                                 {"nsnet.name": "dnet", "com.docker.network.driver.mtu": "1400",
-                                 "com.docker.network.bridge.enable_icc": "false"})
+                                 "com.docker.network.bridge.enable_icc": "false"},
+                                aux={"printer": "10.77.0.200/24"})
     assert gw == "10.77.0.1/24"
     [net] = [n for n in _nsnet_networks(box) if n["name"] == "dnet"]
+    assert net["aux_addresses"] == {"printer": "10.77.0.200"}
     assert (net["subnet"], net["gateway"], net["ip_range"], net["mtu"], net["icc"]) == (
         "10.77.0.0/24", "10.77.0.1", "10.77.0.128/25", 1400, False)
     addr = _make_endpoint(plugin, pool_id)

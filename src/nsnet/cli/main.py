@@ -142,10 +142,21 @@ def ns_add(settings: Settings, names: tuple[str, ...]) -> None:
 
 @ns.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="label=KEY[=VALUE]",
+              help="Only namespaces with an endpoint carrying this label (repeatable: AND).")
 @pass_settings
-def ns_ls(settings: Settings, as_json: bool) -> None:
+def ns_ls(settings: Settings, as_json: bool, filters: tuple[str, ...]) -> None:
     """List namespaces (nsnet's and others in the netns directory)."""
-    items = _engine(settings).ns_list()
+    engine = _engine(settings)
+    items = engine.ns_list()
+    if filters:
+        wanted = [_label_filter(f) for f in filters]
+        labelled: dict[str, list[dict[str, str]]] = {}
+        for net in engine.networks():
+            for ep in net.endpoints:
+                labelled.setdefault(ep.netns, []).append(dict(ep.labels))
+        items = [i for i in items if all(any(_has_label(lb, w) for lb in labelled.get(i.name, []))
+                                         for w in wanted)]
     if as_json:
         _print_json([i.to_dict() for i in items])
         return
@@ -199,22 +210,28 @@ def network() -> None:
 @click.option("--dns", "dns_servers", multiple=True, metavar="IP",
               help="Upstream DNS server for other names (repeatable; default: the host's "
                    "resolv.conf).")
+@click.option("--aux-address", "aux", multiple=True, metavar="NAME=IP",
+              help="An address IPAM never hands out (repeatable).")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+              help="Metadata on the network (repeatable; see ls --filter label=).")
 @pass_settings
 def network_create(settings: Settings, name: str, subnet: str, gateway: str | None,
                    ip_range: str | None, bridge: str | None, mtu: int | None,
                    masquerade: bool, internal: bool, icc: bool, no_dns: bool,
-                   dns_servers: tuple[str, ...]) -> None:
+                   dns_servers: tuple[str, ...], aux: tuple[str, ...],
+                   labels: tuple[str, ...]) -> None:
     """Create a bridge network NAME (isolated from other nsnet networks)."""
     spec = NetworkSpec(name, subnet, gateway, ip_range, bridge, mtu, masquerade, internal, icc,
-                       not no_dns, dns_servers)
+                       not no_dns, dns_servers, _pairs(aux, "--aux-address"),
+                       _pairs(labels, "--label"))
     click.echo(_engine(settings).network_create(spec).id)
 
 
 @network.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
-              help="name=SUBSTRING, id=PREFIX or driver=bridge (as docker network ls: "
-                   "one key's values OR, different keys AND).")
+              help="name=SUBSTRING, id=PREFIX, driver=bridge, label=KEY[=VALUE] (as docker "
+                   "network ls: one key's values OR, different keys AND).")
 @pass_settings
 def network_ls(settings: Settings, as_json: bool, filters: tuple[str, ...]) -> None:
     """List networks."""
@@ -227,10 +244,34 @@ def network_ls(settings: Settings, as_json: bool, filters: tuple[str, ...]) -> N
              _net_options(n)] for n in nets])
 
 
+def _label_filter(item: str) -> tuple[str, str | None]:
+    key, sep, value = item.partition("=")
+    if key != "label" or not sep or not value:
+        raise nsnet.InvalidInput(f"filter {item!r} is not label=KEY or label=KEY=VALUE")
+    name, sep, want = value.partition("=")
+    return name, want if sep else None
+
+
+def _has_label(labels: dict[str, str], wanted: tuple[str, str | None]) -> bool:
+    key, value = wanted
+    return key in labels and (value is None or labels[key] == value)
+
+
+def _pairs(items: tuple[str, ...], what: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise nsnet.InvalidInput(f"{what} {item!r} is not KEY=VALUE")
+        out.append((key, value))
+    return tuple(out)
+
+
 _NETWORK_FILTERS = {
     "name": lambda n, v: v in n.name,
     "id": lambda n, v: n.id.startswith(v),
     "driver": lambda n, v: v == "bridge",  # every nsnet network is a bridge network
+    "label": lambda n, v: _has_label(dict(n.labels), _label_filter(f"label={v}")),
 }
 
 
@@ -354,14 +395,18 @@ def network_prune(settings: Settings) -> None:
               help="Publish a port (ranges: 8000-8010:80-90); repeatable; one namespace only.")
 @click.option("--alias", "aliases", multiple=True, metavar="NAME",
               help="Extra DNS name on this network (repeatable; shared names round-robin).")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+              help="Metadata on the endpoints (repeatable; see ns ls --filter label=).")
 @click.option("--json", "as_json", is_flag=True, help="Print the endpoints as JSON.")
 @pass_settings
 def connect(settings: Settings, network_name: str, namespaces: tuple[str, ...], ip: str | None,
             mac: str | None, ifname: str | None, host_ifname: str | None, create: bool,
-            publish: tuple[str, ...], aliases: tuple[str, ...], as_json: bool) -> None:
+            publish: tuple[str, ...], aliases: tuple[str, ...], labels: tuple[str, ...],
+            as_json: bool) -> None:
     """Connect namespaces NS... to NETWORK."""
     opts = ConnectOptions(ip=ip, mac=mac, ifname=ifname, host_ifname=host_ifname, create=create,
-                          ports=nsnet.parse_ports(publish), aliases=aliases)
+                          ports=nsnet.parse_ports(publish), aliases=aliases,
+                          labels=_pairs(labels, "--label"))
     with _progress(len(namespaces), f"connecting to {network_name}") as advance:
         eps = _engine(settings).connect(network_name, list(namespaces), opts, progress=advance)
     if as_json:

@@ -187,12 +187,18 @@ class Driver:
             raise PluginError(f"option {GENERIC} must be an object of -o KEY=VALUE options")
         for key, value in generic.items():
             fields.update(_bridge_option(key, value))
+        aux = ipv4.get("AuxAddresses")
+        aux = {} if aux is None else aux
+        if not isinstance(aux, dict):
+            raise PluginError("IPv4Data.AuxAddresses must be an object of NAME: IP")
         pool = self._pool_of_subnet(str(subnet))
         return NetworkSpec(fields["name"], str(subnet), gateway,
                            pool["range"] if pool and pool["range"] != pool["subnet"] else None,
                            fields.get("bridge"), fields.get("mtu"), fields.get("masquerade", True),
                            internal, fields.get("icc", True), fields.get("dns", False),
-                           fields.get("dns_servers", ()))
+                           fields.get("dns_servers", ()),
+                           tuple((str(k), str(_address(v, f"aux address {k}")))
+                                 for k, v in aux.items()))
 
     def delete_network(self, body: dict[str, Any]) -> dict[str, Any]:
         net_id = _id(body, "NetworkID")

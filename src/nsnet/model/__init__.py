@@ -104,6 +104,11 @@ class NetworkSpec:
     icc: bool = True  # endpoints of this network may talk to each other
     dns: bool = True  # embedded DNS: endpoints resolve each other by name
     dns_servers: tuple[str, ...] = ()  # upstreams (default: the host's resolv.conf)
+    aux_addresses: tuple[tuple[str, str], ...] = ()  # (name, ip): never handed out
+    labels: tuple[tuple[str, str], ...] = ()  # (key, value): free-form metadata
+
+
+Pairs = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,8 @@ class Network:
     icc: bool = True
     dns: bool = True
     dns_servers: tuple[str, ...] = ()
+    aux_addresses: Pairs = ()
+    labels: Pairs = ()
     endpoints: tuple[Endpoint, ...] = field(default=(), compare=False)
 
     @property
@@ -129,6 +136,7 @@ class Network:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["aux_addresses"], d["labels"] = dict(self.aux_addresses), dict(self.labels)
         d["endpoints"] = [e.to_dict() for e in self.endpoints]
         return d
 
@@ -146,13 +154,16 @@ class Endpoint:
     default_route: bool
     created: float
     aliases: tuple[str, ...] = ()
+    labels: Pairs = ()
 
     @property
     def ip(self) -> str:
         return self.address.split("/")[0]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["labels"] = dict(self.labels)
+        return d
 
 
 @dataclass(frozen=True, order=True)
@@ -204,6 +215,7 @@ class ConnectOptions:
     create: bool = False
     ports: tuple[PortMap, ...] = ()
     aliases: tuple[str, ...] = ()  # extra DNS names on this network
+    labels: Pairs = ()  # (key, value) on the endpoint
 
 
 @dataclass(frozen=True)
