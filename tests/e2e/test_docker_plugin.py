@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -457,3 +458,25 @@ def test_second_plugin_on_the_same_state_is_refused(sandbox, plugin) -> None:
                            capture_output=True, text=True, timeout=30)
     assert other.returncode != 0 and "another nsnet Docker plugin" in other.stderr
     assert not (Path(sandbox.base) / "other.sock").exists()
+
+
+def test_docker_cannot_take_over_what_is_not_its_own(sandbox, plugin) -> None:
+    """A Docker network never adopts an existing nsnet network (by name) or a
+    link it did not make (by bridge name); the socket is root's only."""
+    st = os.stat(plugin.socket)
+    assert st.st_uid == 0 and st.st_mode & 0o077 == 0  # no one but root may connect
+    mine = sandbox.name("own")
+    assert sandbox.cli("network", "create", mine, "--subnet", "10.86.0.0/24").returncode == 0
+    sandbox.host("ip", "link", "add", "vx-a", "type", "veth", "peer", "name", "vx-b")
+    before, state = sandbox.fingerprint(), plugin.state()
+    for options, words in (({"nsnet.name": mine}, "already exists"),
+                           ({"nsnet.bridge": "vx-a"}, "not created by nsnet")):
+        err = plugin.err("NetworkDriver.CreateNetwork", {
+            "NetworkID": NET_ID, "Options": {"com.docker.network.generic": options},
+            "IPv4Data": [{"Pool": "10.87.0.0/24"}]})
+        assert words in err
+    err = plugin.err("NetworkDriver.CreateNetwork", {"NetworkID": NET_ID,
+                                                     "IPv4Data": [{"Pool": "10.86.0.0/25"}]})
+    assert "overlaps" in err
+    assert sandbox.fingerprint() == before and plugin.state() == state
+    sandbox.host("ip", "link", "del", "vx-a")
