@@ -26,8 +26,9 @@ test: system-deps test-deps $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q tests --ignore=tests/runtime
 
-# Real clients on nsnet's CNI plugin, sandboxed: podman (CNI backend) + runc,
-# containerd's ctr run --cni, and a libcni driver built offline.
+# Real runtimes, sandboxed, on nsnet: podman (CNI backend) + runc, containerd's
+# ctr run --cni, a libcni driver built offline (CNI plugin), and dockerd
+# (docker.io) on nsnet's Docker network + IPAM plugin.
 test-runtime: system-deps test-deps runtime-deps $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q tests/runtime
 
@@ -85,8 +86,10 @@ apt-missing:
 
 # (golang-github-appc-cni-dev is the package that provides
 # golang-github-containernetworking-cni-dev: libcni 1.1.2's source)
+# docker.io: its dockerd is only ever started by the test, in a sandbox; a
+# temporary policy-rc.d keeps the package from starting one on the machine.
 RUNTIME_PACKAGES := podman runc busybox-static containerd golang-go \
-                    golang-github-appc-cni-dev procps
+                    golang-github-appc-cni-dev procps docker.io
 runtime-deps:
 	@missing=""; \
 	for pkg in $(RUNTIME_PACKAGES); do \
@@ -94,7 +97,10 @@ runtime-deps:
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
+	  guard=""; [ -e /usr/sbin/policy-rc.d ] || { guard=1; printf '#!/bin/sh\nexit 101\n' \
+	    > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  rc=$$?; [ -z "$$guard" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
 
 $(VENV)/.created:

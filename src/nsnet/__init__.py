@@ -19,6 +19,7 @@ _WHERE = {
                "StateError"),
     "firewall": ("FakeFirewall", "FirewallDriver"),
     "cni.install": ("install_cni_plugin",),
+    "docker": ("serve_docker_plugin",),
     "topology": ("Topology", "TopologySpec", "load_topology", "parse_topology", "topology_up",
                  "topology_down", "topology_plan", "topology_graph", "render_graph"),
     "lab": ("format_route", "lab_down", "lab_up"),
@@ -40,6 +41,7 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:  # for type checkers and readers: the same names, eagerly
     from .cni.install import install_cni_plugin
+    from .docker import serve_docker_plugin
     from .doctor import Diagnosis, diagnose, kernel_features
     from .engine import DEFAULT_NETNS_DIR, DEFAULT_STATE_DIR, CheckResult, Engine, check_ok
     from .errors import (
@@ -121,6 +123,7 @@ __all__ = [
     "parse_ports",
     "parse_topology",
     "render_graph",
+    "serve_docker_plugin",
     "topology_down",
     "topology_graph",
     "topology_plan",

@@ -14,6 +14,7 @@ by (transient) link group.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import os
@@ -46,6 +47,7 @@ from .firewall import rules as fw
 from .ipam import Pool
 from .model import (
     ALIAS_PREFIX,
+    HANDOFF_PATH,
     ConnectOptions,
     Endpoint,
     Namespace,
@@ -284,9 +286,10 @@ class Engine:
     def ns_add(self, names: list[str]) -> list[Namespace]:
         names = self._unique_ns_names(names)
         with self.exclusive():
-            for name in names:
-                if os.path.lexists(self.ns_path(name)):
-                    raise AlreadyExists(f"namespace {name!r} already exists")
+            taken = [n for n in names if os.path.lexists(self.ns_path(n))]
+            if taken:
+                raise AlreadyExists(_refusal(taken, "already exists", "already exist", names,
+                                             "created"))
             payload = {"endpoints": [], "create_ns": names}
             with self._intent("ns_add", payload, self._rollback_create) as op:
                 self._create_namespaces(names, payload)
@@ -328,12 +331,16 @@ class Engine:
         names = self._unique_ns_names(names)
         with self.exclusive():
             known = self.store.namespaces()
-            for name in names:
-                if name not in known and not k.is_netns_mount(self.ns_path(name)):
-                    raise NotFound(f"namespace {name!r} does not exist")
-                if not known.get(name, ("", False))[1]:
-                    raise Conflict(f"namespace {name!r} was not created by nsnet; nsnet never "
-                                   f"deletes it (use: ip netns del {name})")
+            missing = [n for n in names
+                       if n not in known and not k.is_netns_mount(self.ns_path(n))]
+            if missing:
+                raise NotFound(_refusal(missing, "does not exist", "do not exist", names,
+                                        "removed"))
+            foreign = [n for n in names if not known.get(n, ("", False))[1]]
+            if foreign:
+                raise Conflict(_refusal(foreign, "was not created by nsnet", "were not created "
+                                        "by nsnet", names, "removed") +
+                               f"; nsnet never deletes those (use: ip netns del {foreign[0]})")
             eps = [e for n in names for e in self.store.endpoints_of_netns(n)]
             self._delete(eps, namespaces=names)
 
@@ -390,7 +397,8 @@ class Engine:
         bridge = validate_ifname(spec.bridge or f"br-{net_id[:12]}", "bridge name")
         net = Network(net_id, spec.name, bridge, str(pool.subnet), str(pool.gateway),
                       str(pool.ip_range), mtu, time.time(), spec.masquerade, spec.internal,
-                      spec.icc, spec.dns, servers)
+                      spec.icc, spec.dns, servers, _aux_addresses(pool, spec.aux_addresses),
+                      _labels(spec.labels))
         with self.exclusive():
             if self.store.network(spec.name):
                 raise AlreadyExists(f"network {spec.name!r} already exists")
@@ -478,7 +486,7 @@ class Engine:
 
     def _wanted_resolv(self, namespaces: Iterable[str]) -> dict[str, str | None]:
         """The resolv.conf text the state wants in each namespace (None: none)."""
-        names = set(namespaces)
+        names = set(namespaces) - self.handed_off()  # their manager writes theirs
         nets = {n.name: n for n in self.store.networks()}
         eps: dict[str, list[Endpoint]] = {}
         for ep in self.store.endpoints():
@@ -612,6 +620,25 @@ class Engine:
                                f"({names}{more}); disconnect them or use --force")
             self._delete(list(net.endpoints), network=net)
 
+    def networks_rm(self, names: list[str], force: bool = False) -> None:
+        """Remove several networks, all or nothing: every name is checked
+        (exists; no endpoints unless ``force``) before any is removed."""
+        if not names:
+            raise InvalidInput("no network name given")
+        with self.exclusive():
+            known = {n.name: n for n in self.store.networks()}
+            missing = [n for n in names if n not in known]
+            if missing:
+                raise NotFound(_refusal(missing, "does not exist", "do not exist", names,
+                                        "removed", kind="network"))
+            busy = [n for n in names if known[n].endpoints and not force]
+            if busy and len(names) > 1:
+                raise Conflict(_refusal(busy, "has endpoints", "have endpoints", names,
+                                        "removed", kind="network") + " (disconnect them or "
+                               "use --force)")
+            for name in dict.fromkeys(names):
+                self.network_rm(name, force)
+
     def network_prune(self) -> list[str]:
         removed = []
         with self.exclusive():
@@ -628,6 +655,8 @@ class Engine:
         names = self._unique_ns_names(namespaces)
         self._check_connect_options(opts, len(names))
         with self.exclusive():
+            if any(not m.host_port for m in opts.ports):
+                opts = dataclasses.replace(opts, ports=self._assign_ephemeral(opts.ports))
             plan = self._plan_connect(self.network(network), names, opts)
             payload = {"endpoints": [[e.id, e.host_ifname, e.netns] for e in plan.endpoints],
                        "create_ns": [e.netns for e in plan.endpoints if e.netns in plan.create_ns]}
@@ -671,21 +700,23 @@ class Engine:
         taken = {e.netns for e in net.endpoints}
         already = [n for n in names if n in taken]
         if already:
-            raise AlreadyExists(f"namespace {already[0]!r} is already connected to network "
-                                f"{net.name!r}")
+            raise AlreadyExists(_refusal(already, f"is already connected to network "
+                                         f"{net.name!r}", f"are already connected to network "
+                                         f"{net.name!r}", names, "connected"))
         if len(net.endpoints) + len(names) > MAX_BRIDGE_PORTS:
             raise PoolExhausted(f"network {net.name!r} would need {len(net.endpoints) + len(names)}"
                                 f" bridge ports; a Linux bridge holds at most {MAX_BRIDGE_PORTS}")
         missing = {n for n in names if not k.is_netns_mount(self.ns_path(n))}
         if missing and not opts.create:
             first = sorted(missing)[0]
-            raise NotFound(f"namespace {first!r} does not exist (create it with "
-                           f"'nsnet ns add {first}' or pass --create)")
+            raise NotFound(_refusal(sorted(missing), "does not exist", "do not exist", names,
+                                    "connected") + f" (create it with 'nsnet ns add {first}' "
+                           "or pass --create)")
         for name in missing:
             if os.path.lexists(self.ns_path(name)):
                 raise AlreadyExists(f"{self.ns_path(name)} exists and is not a namespace")
         pool = Pool.parse(net.subnet, net.gateway, net.ip_range)
-        used = self.store.used_addresses(net.id)
+        used = self.store.used_addresses(net.id) | {ip for _, ip in net.aux_addresses}
         ips = ([pool.check_static(opts.ip, used)] if opts.ip else pool.allocate(used, len(names)))
         host_names = self._host_ifnames(names, opts)
         known = self.store.namespaces()
@@ -702,7 +733,8 @@ class Engine:
             endpoints.append(Endpoint(
                 ep_id, net.name, name, ifname, host_if or f"veth{ep_id[:7]}",
                 f"{ip}/{net.prefixlen}", self._free_mac(net, opts.mac), net.gateway,
-                default_route, now, tuple(validate_dns_name(a) for a in opts.aliases)))
+                default_route, now, tuple(validate_dns_name(a) for a in opts.aliases),
+                _labels(opts.labels)))
         ports = [Published(e.id, net.name, e.netns, e.ip, m) for e in endpoints
                  for m in opts.ports]
         return _Plan(net, endpoints, missing, foreign, ports)
@@ -720,6 +752,75 @@ class Engine:
             mac = random_mac()
             if not self.store.mac_user(net.id, mac):
                 return mac
+
+    # --------------------------------------------------- handed-off endpoints
+    def handed_off(self) -> set[str]:
+        """Names of endpoints whose inside another manager (Docker) holds."""
+        return {n for n, (path, _owned) in self.store.namespaces().items()
+                if path == HANDOFF_PATH}
+
+    def connect_handoff(self, network: str, name: str,
+                        opts: ConnectOptions = ConnectOptions()) -> Endpoint:
+        """An endpoint whose inside another manager moves into a namespace of
+        its own (Docker's remote driver: Join names the interface; Docker
+        moves, renames and configures it).  The veth pair is made in the host
+        namespace: the host end on the bridge, up and marked; the peer, named
+        ``Endpoint.ifname``, left down for the manager to take.  ``name``
+        labels the endpoint (recorded as a handed-off namespace that nsnet
+        never opens, creates or removes); ``opts.ports`` are published."""
+        validate_netns_name(name)
+        self._check_connect_options(opts, 1)
+        with self.exclusive():
+            net = self.network(network)
+            if name in self.store.namespaces():
+                raise AlreadyExists(f"an endpoint or namespace named {name!r} already exists")
+            self._check_publishable(net, opts.ports)
+            ep = self._handoff_endpoint(net, name, opts)
+            ports = [Published(ep.id, net.name, name, ep.ip, m) for m in opts.ports]
+            plan = _Plan(net, [ep], set(), set(), ports)
+            payload = {"endpoints": [[ep.id, ep.host_ifname, name]], "create_ns": []}
+            with self._intent("connect", payload, self._rollback_create) as op:
+                self._create_handoff_pair(net, ep)
+                self._fw_connect(plan)
+                with self.store.transaction():
+                    self.store.add_namespaces([(name, HANDOFF_PATH, False)])
+                    self.store.add_endpoints(net.id, [ep])
+                    self.store.add_ports((p.endpoint, p.port) for p in ports)
+                    self.store.journal_remove(op)
+            crashpoint("connect:committed")
+            if net.dns:  # the server answers the network's other endpoints
+                self._sync_dns([])
+        return ep
+
+    def _handoff_endpoint(self, net: Network, name: str, opts: ConnectOptions) -> Endpoint:
+        pool = Pool.parse(net.subnet, net.gateway, net.ip_range)
+        used = self.store.used_addresses(net.id) | {ip for _, ip in net.aux_addresses}
+        ip = pool.check_static(opts.ip, used) if opts.ip else pool.allocate(used, 1)[0]
+        ep_id = uuid.uuid4().hex
+        peer = opts.ifname or f"nsh{ep_id[:8]}"
+        host = self._host_ifnames([name], opts)[0] or f"veth{ep_id[:7]}"
+        taken = self.rtnl.link_by_name()
+        if peer in taken:
+            raise AlreadyExists(f"a link named {peer!r} already exists in the host namespace")
+        return Endpoint(ep_id, net.name, name, peer, host, f"{ip}/{net.prefixlen}",
+                        self._free_mac(net, opts.mac), net.gateway, True, time.time(),
+                        tuple(validate_dns_name(a) for a in opts.aliases), _labels(opts.labels))
+
+    def _create_handoff_pair(self, net: Network, ep: Endpoint) -> None:
+        bridge = self._bridge_index(net)
+        spec = k.VethSpec(ep.host_ifname, ep.ifname, self.host.fd, master=bridge, mtu=net.mtu,
+                          peer_mac=k.mac_bytes(ep.mac))
+        with kernel_errors(f"creating veth pair {ep.host_ifname} <-> {ep.ifname}"):
+            self.rtnl.run([k.req_new_veth(spec)])
+            crashpoint("connect:veths")
+            hairpin = None if net.internal else True
+            self.rtnl.run([k.req_set_link(ep.host_ifname, up=True, alias=veth_alias(ep.id),
+                                          hairpin=hairpin)])
+
+    def _forget_idle_handoffs(self) -> None:
+        """Drop handed-off names whose endpoint is gone (inside a transaction)."""
+        busy = {e.netns for e in self.store.endpoints()}
+        self.store.remove_namespaces(n for n in self.handed_off() if n not in busy)
 
     # ------------------------------------------------------- published ports
     def ports(self, network: str | None = None) -> list[Published]:
@@ -800,10 +901,12 @@ class Engine:
             net = self.network(network)
             ep = self._endpoint(net, netns)
             if adding:
+                ports = self._assign_ephemeral(ports)
                 self._check_publishable(net, ports, force)
                 pubs = [Published(ep.id, net.name, ep.netns, ep.ip, m) for m in ports]
             else:
                 held = {p.port: p for p in self.store.published(ep.id)}
+                ports = _match_ephemeral(ports, held)
                 missing = [m for m in ports if m not in held]
                 if missing:
                     raise NotFound(f"{netns!r} on {network!r} does not publish {missing[0]}")
@@ -817,6 +920,30 @@ class Engine:
                     (self.store.add_ports if adding else self.store.remove_ports)(items)
                     self.store.journal_remove(op)
         return pubs
+
+    def _assign_ephemeral(self, ports: tuple[PortMap, ...]) -> tuple[PortMap, ...]:
+        """Docker's ``-p 80``: host port 0 becomes the lowest port of the host
+        namespace's ip_local_port_range that nsnet does not publish yet (for
+        that protocol, on any address)."""
+        if all(m.host_port for m in ports):
+            return ports
+        try:
+            low, high = (int(x) for x in
+                         k.read_sysctl(self.host, "net/ipv4/ip_local_port_range").split())
+        except (OSError, ValueError):
+            low, high = 32768, 60999
+        busy = {(p.port.proto, p.port.host_port) for p in self.store.published()}
+        busy |= {(m.proto, m.host_port) for m in ports}
+        out = []
+        for m in ports:
+            if not m.host_port:
+                port = next((n for n in range(low, high + 1) if (m.proto, n) not in busy), 0)
+                if not port:
+                    raise PoolExhausted(f"no free ephemeral host port in {low}-{high}/{m.proto}")
+                busy.add((m.proto, port))
+                m = PortMap(m.proto, m.host_ip, port, m.port)
+            out.append(m)
+        return tuple(out)
 
     def _rollback_ports(self, payload: dict) -> None:
         self._sync_firewall()
@@ -941,9 +1068,11 @@ class Engine:
         with self.exclusive():
             net = self.network(network)
             by_ns = {e.netns: e for e in net.endpoints}
-            for name in names:
-                if name not in by_ns:
-                    raise NotFound(f"namespace {name!r} is not connected to network {network!r}")
+            absent = [n for n in names if n not in by_ns]
+            if absent:
+                raise NotFound(_refusal(absent, f"is not connected to network {network!r}",
+                                        f"are not connected to network {network!r}", names,
+                                        "disconnected"))
             self._delete([by_ns[n] for n in names])
 
     def _delete(self, eps: list[Endpoint], namespaces: list[str] | tuple[str, ...] = (),
@@ -973,6 +1102,7 @@ class Engine:
         with self.store.transaction():
             self.store.remove_endpoints(ids)
             self.store.remove_namespaces(payload["namespaces"])
+            self._forget_idle_handoffs()
             if payload["network"]:
                 self.store.remove_network(payload["network"][0])
             for ep in moved:
@@ -1087,6 +1217,7 @@ class Engine:
             resolv |= {e.netns for e in self.store.endpoints() if e.id in released}
             with self.store.transaction():
                 self.store.remove_endpoints(released)
+                self._forget_idle_handoffs()
         for a in actions:
             if a.kind == "netns" and not k.is_netns_mount(self.ns_path(a.data[0])):
                 self._remove_if_empty(a.data[0])  # a stale empty mount point
@@ -1149,9 +1280,11 @@ class Engine:
 
     def _check_network(self, net: Network, timeout: float) -> CheckResult:
         reach: dict[tuple[str, str], bool] = {}
-        tidy = len(net.endpoints) > NEIGH_TIDY_ABOVE
-        for src in net.endpoints:
-            targets = [e for e in net.endpoints if e is not src]
+        handed = self.handed_off()  # probed from the inside only by their manager
+        mine = [e for e in net.endpoints if e.netns not in handed]
+        tidy = len(mine) > NEIGH_TIDY_ABOVE
+        for src in mine:
+            targets = [e for e in mine if e is not src]
             ns = self.open_ns(src.netns)
             try:
                 with kernel_errors(f"probing from {src.netns!r}"):
@@ -1162,7 +1295,7 @@ class Engine:
                 reach[(src.netns, dst.netns)] = ok[dst.ip]
             if tidy:
                 self._forget_neighbours(src, targets)
-        return CheckResult(net.name, tuple(e.netns for e in net.endpoints), reach)
+        return CheckResult(net.name, tuple(e.netns for e in mine), reach)
 
     def _forget_neighbours(self, src: Endpoint, targets: list[Endpoint]) -> None:
         """Drop the ARP entries one row of probes created, on both sides.
@@ -1232,6 +1365,60 @@ def _configure_inside(ns: k.Netns, ep: Endpoint, ipv6_off: bool) -> None:
         if ep.default_route:
             reqs.append(k.req_add_route("default", ep.gateway, oif=index))
         rt.run(reqs)
+
+
+def _aux_addresses(pool: Pool, aux: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """Docker's --aux-address NAME=IP: inside the subnet, not the gateway,
+    each name and address once; IPAM never hands them out."""
+    out: dict[str, str] = {}
+    for name, text in aux:
+        if not name:
+            raise InvalidInput(f"--aux-address ={text}: the name is empty (NAME=IP)")
+        ip = parse_ip(text, f"--aux-address {name}")
+        pool._check_in_subnet(ip, f"--aux-address {name}")
+        if ip == pool.gateway:
+            raise InvalidInput(f"--aux-address {name}={ip} is the gateway")
+        if name in out or str(ip) in out.values():
+            raise InvalidInput(f"--aux-address {name}={ip}: name or address given twice")
+        out[name] = str(ip)
+    return tuple(out.items())
+
+
+def _labels(labels: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    out: dict[str, str] = {}
+    for key, value in labels:
+        if not key or any(c.isspace() or not c.isprintable() for c in key):
+            raise InvalidInput(f"label key {key!r} must be non-empty, without spaces or "
+                               "control characters")
+        out[key] = value  # the last one wins, as Docker's
+    return tuple(out.items())
+
+
+def _refusal(bad: list[str], one: str, many: str, names: list[str], verb: str,
+             kind: str = "namespace") -> str:
+    """The rule of every bulk command: all or nothing.  The error names every
+    offender, and, for a bulk request, says that nothing was done."""
+    quoted = ", ".join(repr(n) for n in bad)
+    text = f"{kind} {quoted} {one}" if len(bad) == 1 else f"{kind}s {quoted} {many}"
+    if len(names) > 1:
+        rest = [n for n in names if n not in bad]
+        text += f"; nothing was {verb}" + (
+            f" ({', '.join(repr(n) for n in rest)} left as they were: all or nothing)"
+            if rest else "")
+    return text
+
+
+def _match_ephemeral(ports: tuple[PortMap, ...],
+                     held: dict[PortMap, Published]) -> tuple[PortMap, ...]:
+    """``port rm NET NS 80``: a host port 0 names every mapping of that port."""
+    out: list[PortMap] = []
+    for m in ports:
+        if m.host_port:
+            out.append(m)
+            continue
+        same = [h for h in held if (h.proto, h.host_ip, h.port) == (m.proto, m.host_ip, m.port)]
+        out += same or [m]
+    return tuple(out)
 
 
 def check_ok(results: list[CheckResult]) -> None:

@@ -64,10 +64,12 @@ def plan_reconcile(engine: Engine) -> list[Action]:
     actions = _journal(engine)
     by_name = {lk.name: lk for lk in links}
     owned = {n for n, (_, o) in engine.store.namespaces().items() if o}
+    handed = engine.handed_off()
     for net in engine.store.networks():
         actions += _check_bridge(engine, net, by_name)
         for ep in net.endpoints:
-            actions += _check_endpoint(engine, net, ep, by_name, owned)
+            check = _check_handoff if ep.netns in handed else _check_endpoint
+            actions += check(engine, net, ep, by_name, owned)
     with_eps = {e.netns for e in engine.store.endpoints()}
     for name in sorted(owned - with_eps):
         if not k.is_netns_mount(engine.ns_path(name)):
@@ -170,6 +172,25 @@ def _check_endpoint(engine: Engine, net: Network, ep: Endpoint, links: dict[str,
         return []
     return [Action("endpoint", f"{ep.netns}/{ep.ifname}", f"missing or broken: recreate on "
                    f"{net.name} with {ep.address}", (net.name, ep.id))]
+
+
+def _check_handoff(engine: Engine, net: Network, ep: Endpoint, links: dict[str, k.Link],
+                   owned: set[str]) -> list[Action]:
+    """An endpoint whose inside another manager (Docker) holds: nsnet checks
+    its host end only; gone means its namespace died, so release it (the
+    manager's own delete then finds nothing left to do)."""
+    host = links.get(ep.host_ifname)
+    bridge = links.get(net.bridge)
+    if host is None:
+        return [Action("release", f"{ep.netns}/{ep.host_ifname}", f"handed-off endpoint's "
+                       f"veth pair is gone: release {ep.ip} on {net.name}", (ep.id,))]
+    if host.alias != veth_alias(ep.id):
+        return [Action("blocked", ep.host_ifname, "a link nsnet did not create holds this "
+                       "endpoint's host interface name")]
+    if bridge and host.master == bridge.index and host.up:
+        return []
+    return [Action("blocked", ep.host_ifname, f"handed-off endpoint {ep.netns!r} is off "
+                   f"bridge {net.bridge} or down; its manager must recreate it")]
 
 
 def _inside_ok(engine: Engine, ep: Endpoint) -> bool:

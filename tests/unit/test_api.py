@@ -13,6 +13,7 @@ def test_public_api_is_guarded():
         "install_cni_plugin", "Topology", "TopologySpec", "load_topology", "parse_topology",
         "render_graph", "topology_down", "topology_graph", "topology_plan", "topology_up",
         "Diagnosis", "diagnose", "kernel_features",
+        "serve_docker_plugin",
     ])
     for name in nsnet.__all__:
         assert hasattr(nsnet, name)
@@ -48,3 +49,15 @@ def test_only_kernel_talks_netlink():
             continue
         text = path.read_text()
         assert "AF_NETLINK" not in text and "pyroute2" not in text and "setns" not in text, path
+
+
+def test_docker_plugin_imports_only_the_public_api():
+    import ast
+    import pathlib
+
+    for src in (pathlib.Path(nsnet.__file__).parent / "docker").glob("*.py"):
+        for node in ast.walk(ast.parse(src.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                assert not node.module.startswith("nsnet."), (src, node.module)
+            if isinstance(node, ast.ImportFrom) and node.level > 1:
+                raise AssertionError(f"{src}: relative import outside nsnet.docker")

@@ -129,12 +129,20 @@ def test_port_specs(spec: str, want: list[PortMap]) -> None:
     assert list(parse_ports([spec])) == want
 
 
-@pytest.mark.parametrize("spec", ["80", "0:80", "80:0", "65536:80", "80:80/sctp", "9-8:1-2",
+@pytest.mark.parametrize("spec", ["0:80", "80:0", "65536:80", "80:80/sctp", "9-8:1-2",
                                   "8000-8002:80-81", "x:80", "1.2.3.4.5:80:80", "::1:80:80",
                                   "", ":80", "80:", "1:2:3:4"])
 def test_bad_port_specs(spec: str) -> None:
     with pytest.raises(InvalidInput, match="port"):
         parse_ports([spec])
+
+
+def test_ephemeral_host_ports_are_zero_until_published() -> None:
+    # Docker's -p 80 and -p IP::80: the host port is chosen when published
+    assert list(parse_ports(["80", "127.0.0.1::53/udp", "90-91"])) == [
+        PortMap("tcp", "", 0, 80), PortMap("udp", "127.0.0.1", 0, 53),
+        PortMap("tcp", "", 0, 90), PortMap("tcp", "", 0, 91)]
+    assert len(parse_ports(["80", "80"])) == 2  # two host ports for one container port
 
 
 def test_clashing_specs() -> None:

@@ -78,3 +78,42 @@ def test_lock_is_reentrant_and_released(tmp_path):
     t.start()
     t.join()
     assert got
+
+
+def test_a_v5_store_gains_aux_addresses_and_labels(tmp_path):
+    """Issue #19 added columns (schema 6): a store written by the previous
+    nsnet keeps its networks and endpoints and gets empty labels."""
+    import sqlite3
+
+    db = sqlite3.connect(str(tmp_path / "state.db"))
+    db.executescript("""
+        CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES('schema', '5');
+        CREATE TABLE networks(id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+            bridge TEXT NOT NULL UNIQUE, subnet TEXT NOT NULL, gateway TEXT NOT NULL,
+            ip_range TEXT NOT NULL, mtu INTEGER NOT NULL, created REAL NOT NULL,
+            masquerade INTEGER NOT NULL DEFAULT 1, internal INTEGER NOT NULL DEFAULT 0,
+            icc INTEGER NOT NULL DEFAULT 1, dns INTEGER NOT NULL DEFAULT 1,
+            dns_servers TEXT NOT NULL DEFAULT '');
+        CREATE TABLE endpoints(id TEXT PRIMARY KEY, network_id TEXT NOT NULL,
+            netns TEXT NOT NULL, ifname TEXT NOT NULL, host_ifname TEXT NOT NULL UNIQUE,
+            address TEXT NOT NULL, mac TEXT NOT NULL, default_route INTEGER NOT NULL,
+            created REAL NOT NULL, aliases TEXT NOT NULL DEFAULT '');
+        INSERT INTO networks VALUES('id1', 'n', 'br0', '10.0.0.0/24', '10.0.0.1',
+            '10.0.0.0/24', 1500, 1.0, 1, 0, 1, 1, '');
+        INSERT INTO endpoints VALUES('a', 'id1', 'ns1', 'eth0', 'veth-a', '10.0.0.2/24',
+            '02:00:00:00:00:01', 1, 2.0, '');
+    """)
+    db.close()
+    store = Store(str(tmp_path))
+    net = store.network("n")
+    assert net is not None and net.labels == () and net.aux_addresses == ()
+    assert [(e.netns, e.labels) for e in net.endpoints] == [("ns1", ())]
+    with store.transaction():
+        store.add_network(Network("id2", "m", "br1", "10.1.0.0/24", "10.1.0.1", "10.1.0.0/24",
+                                  1500, 3.0, aux_addresses=(("nas", "10.1.0.9"),),
+                                  labels=(("tier", "db"),)))
+    m = store.network("m")
+    assert m is not None and dict(m.labels) == {"tier": "db"}
+    assert dict(m.aux_addresses) == {"nas": "10.1.0.9"}
+    store.close()

@@ -142,10 +142,21 @@ def ns_add(settings: Settings, names: tuple[str, ...]) -> None:
 
 @ns.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="label=KEY[=VALUE]",
+              help="Only namespaces with an endpoint carrying this label (repeatable: AND).")
 @pass_settings
-def ns_ls(settings: Settings, as_json: bool) -> None:
+def ns_ls(settings: Settings, as_json: bool, filters: tuple[str, ...]) -> None:
     """List namespaces (nsnet's and others in the netns directory)."""
-    items = _engine(settings).ns_list()
+    engine = _engine(settings)
+    items = engine.ns_list()
+    if filters:
+        wanted = [_label_filter(f) for f in filters]
+        labelled: dict[str, list[dict[str, str]]] = {}
+        for net in engine.networks():
+            for ep in net.endpoints:
+                labelled.setdefault(ep.netns, []).append(dict(ep.labels))
+        items = [i for i in items if all(any(_has_label(lb, w) for lb in labelled.get(i.name, []))
+                                         for w in wanted)]
     if as_json:
         _print_json([i.to_dict() for i in items])
         return
@@ -199,29 +210,81 @@ def network() -> None:
 @click.option("--dns", "dns_servers", multiple=True, metavar="IP",
               help="Upstream DNS server for other names (repeatable; default: the host's "
                    "resolv.conf).")
+@click.option("--aux-address", "aux", multiple=True, metavar="NAME=IP",
+              help="An address IPAM never hands out (repeatable).")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+              help="Metadata on the network (repeatable; see ls --filter label=).")
 @pass_settings
 def network_create(settings: Settings, name: str, subnet: str, gateway: str | None,
                    ip_range: str | None, bridge: str | None, mtu: int | None,
                    masquerade: bool, internal: bool, icc: bool, no_dns: bool,
-                   dns_servers: tuple[str, ...]) -> None:
+                   dns_servers: tuple[str, ...], aux: tuple[str, ...],
+                   labels: tuple[str, ...]) -> None:
     """Create a bridge network NAME (isolated from other nsnet networks)."""
     spec = NetworkSpec(name, subnet, gateway, ip_range, bridge, mtu, masquerade, internal, icc,
-                       not no_dns, dns_servers)
+                       not no_dns, dns_servers, _pairs(aux, "--aux-address"),
+                       _pairs(labels, "--label"))
     click.echo(_engine(settings).network_create(spec).id)
 
 
 @network.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="name=SUBSTRING, id=PREFIX, driver=bridge, label=KEY[=VALUE] (as docker "
+                   "network ls: one key's values OR, different keys AND).")
 @pass_settings
-def network_ls(settings: Settings, as_json: bool) -> None:
+def network_ls(settings: Settings, as_json: bool, filters: tuple[str, ...]) -> None:
     """List networks."""
-    nets = _engine(settings).networks()
+    nets = _filter_networks(_engine(settings).networks(), filters)
     if as_json:
         _print_json([n.to_dict() for n in nets])
         return
     _table(["NETWORK ID", "NAME", "BRIDGE", "SUBNET", "GATEWAY", "ENDPOINTS", "OPTIONS"],
            [[n.id[:12], n.name, n.bridge, n.subnet, n.gateway, str(len(n.endpoints)),
              _net_options(n)] for n in nets])
+
+
+def _label_filter(item: str) -> tuple[str, str | None]:
+    key, sep, value = item.partition("=")
+    if key != "label" or not sep or not value:
+        raise nsnet.InvalidInput(f"filter {item!r} is not label=KEY or label=KEY=VALUE")
+    name, sep, want = value.partition("=")
+    return name, want if sep else None
+
+
+def _has_label(labels: dict[str, str], wanted: tuple[str, str | None]) -> bool:
+    key, value = wanted
+    return key in labels and (value is None or labels[key] == value)
+
+
+def _pairs(items: tuple[str, ...], what: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise nsnet.InvalidInput(f"{what} {item!r} is not KEY=VALUE")
+        out.append((key, value))
+    return tuple(out)
+
+
+_NETWORK_FILTERS = {
+    "name": lambda n, v: v in n.name,
+    "id": lambda n, v: n.id.startswith(v),
+    "driver": lambda n, v: v == "bridge",  # every nsnet network is a bridge network
+    "label": lambda n, v: _has_label(dict(n.labels), _label_filter(f"label={v}")),
+}
+
+
+def _filter_networks(nets: list[nsnet.Network], filters: tuple[str, ...]) -> list[nsnet.Network]:
+    wanted: dict[str, list[str]] = {}
+    for item in filters:
+        key, sep, value = item.partition("=")
+        if not sep or key not in _NETWORK_FILTERS:
+            raise nsnet.InvalidInput(f"filter {item!r} is not KEY=VALUE with KEY one of "
+                                     f"{', '.join(_NETWORK_FILTERS)}")
+        wanted.setdefault(key, []).append(value)
+    return [n for n in nets if all(any(_NETWORK_FILTERS[k](n, v) for v in values)
+                                   for k, values in wanted.items())]
 
 
 def _net_options(net: nsnet.Network) -> str:
@@ -231,11 +294,73 @@ def _net_options(net: nsnet.Network) -> str:
 
 @network.command("inspect")
 @click.argument("names", nargs=-1, required=True)
+@click.option("-f", "--format", "template", metavar="TEMPLATE",
+              help="Print each network through a Go-template subset: {{.Name}}, "
+                   "{{.Subnet}}, {{json .Endpoints}}, {{range .Endpoints}}{{.Address}} {{end}}.")
 @pass_settings
-def network_inspect(settings: Settings, names: tuple[str, ...]) -> None:
+def network_inspect(settings: Settings, names: tuple[str, ...], template: str | None) -> None:
     """Print networks as JSON."""
     engine = _engine(settings)
-    _print_json([engine.network(n).to_dict() for n in names])
+    nets = [engine.network(n).to_dict() for n in names]
+    if template is None:
+        _print_json(nets)
+        return
+    for net in nets:
+        click.echo(_render(template, net))
+
+
+def _lookup(data: Any, path: str, template: str) -> Any:
+    """``.A.B`` in ``data``; keys match case-insensitively, ignoring '_' (so
+    Docker's .IPRange finds ip_range)."""
+    value = data
+    for part in filter(None, path.split(".")):
+        if not isinstance(value, dict):
+            raise nsnet.InvalidInput(f"--format {template!r}: {path} goes into a "
+                                     f"{type(value).__name__}")
+        keys = {k.replace("_", "").lower(): k for k in value}
+        key = keys.get(part.replace("_", "").lower())
+        if key is None:
+            raise nsnet.InvalidInput(f"--format {template!r}: no field {part!r} (fields: "
+                                     f"{', '.join(value)})")
+        value = value[key]
+    return value
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def _render(template: str, data: Any) -> str:
+    import re
+
+    action = re.compile(r"{{\s*(.*?)\s*}}")
+    out, pos = [], 0
+    for m in action.finditer(template):
+        if m.start() < pos:
+            continue
+        out.append(template[pos:m.start()])
+        pos = m.end()
+        words = m.group(1).split()
+        if len(words) == 2 and words[0] == "range":
+            end = template.find("{{end}}", pos)
+            if end < 0:
+                raise nsnet.InvalidInput(f"--format {template!r}: range without {{{{end}}}}")
+            body, pos = template[m.end():end], end + len("{{end}}")
+            items = _lookup(data, words[1], template)
+            out += [_render(body, item) for item in (items or [])]
+        elif len(words) == 2 and words[0] == "json":
+            out.append(json.dumps(_lookup(data, words[1], template)))
+        elif len(words) == 1 and words[0].startswith("."):
+            out.append(_text(_lookup(data, words[0], template)))
+        else:
+            raise nsnet.InvalidInput(f"--format {template!r}: {{{{{m.group(1)}}}}} is not "
+                                     "{{.Field}}, {{json .Field}} or {{range .Field}}...{{end}}")
+    out.append(template[pos:])
+    return "".join(out)
 
 
 @network.command("rm")
@@ -244,9 +369,8 @@ def network_inspect(settings: Settings, names: tuple[str, ...]) -> None:
 @pass_settings
 def network_rm(settings: Settings, names: tuple[str, ...], force: bool) -> None:
     """Remove networks NAME..."""
-    engine = _engine(settings)
+    _engine(settings).networks_rm(list(names), force=force)
     for name in names:
-        engine.network_rm(name, force=force)
         click.echo(name)
 
 
@@ -267,22 +391,25 @@ def network_prune(settings: Settings) -> None:
 @click.option("--ifname", help="Interface name inside the namespace (default eth0, eth1...).")
 @click.option("--host-ifname", help="Host-side veth name (one namespace only).")
 @click.option("--create", is_flag=True, help="Create missing namespaces.")
-@click.option("-p", "--publish", multiple=True, metavar="[IP:]HOST_PORT:PORT[/PROTO]",
+@click.option("-p", "--publish", multiple=True, metavar="[[IP:]HOST_PORT:]PORT[/PROTO]",
               help="Publish a port (ranges: 8000-8010:80-90); repeatable; one namespace only.")
 @click.option("--force-publish", is_flag=True,
               help="Publish even where a host process listens (it loses that traffic).")
 @click.option("--alias", "aliases", multiple=True, metavar="NAME",
               help="Extra DNS name on this network (repeatable; shared names round-robin).")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+              help="Metadata on the endpoints (repeatable; see ns ls --filter label=).")
 @click.option("--json", "as_json", is_flag=True, help="Print the endpoints as JSON.")
 @pass_settings
 def connect(settings: Settings, network_name: str, namespaces: tuple[str, ...], ip: str | None,
             mac: str | None, ifname: str | None, host_ifname: str | None, create: bool,
             publish: tuple[str, ...], force_publish: bool, aliases: tuple[str, ...],
+            labels: tuple[str, ...],
             as_json: bool) -> None:
     """Connect namespaces NS... to NETWORK."""
     opts = ConnectOptions(ip=ip, mac=mac, ifname=ifname, host_ifname=host_ifname, create=create,
                           ports=nsnet.parse_ports(publish), aliases=aliases,
-                          force_ports=force_publish)
+                          force_ports=force_publish, labels=_pairs(labels, "--label"))
     with _progress(len(namespaces), f"connecting to {network_name}") as advance:
         eps = _engine(settings).connect(network_name, list(namespaces), opts, progress=advance)
     if as_json:
@@ -313,7 +440,7 @@ def port() -> None:
 @port.command("add")
 @click.argument("network_name", metavar="NETWORK")
 @click.argument("netns", metavar="NS")
-@click.argument("specs", nargs=-1, required=True, metavar="[IP:]HOST_PORT:PORT[/PROTO]...")
+@click.argument("specs", nargs=-1, required=True, metavar="[[IP:]HOST_PORT:]PORT[/PROTO]...")
 @click.option("--force", is_flag=True,
               help="Publish even where a host process listens (it loses that traffic).")
 @pass_settings
@@ -327,7 +454,7 @@ def port_add(settings: Settings, network_name: str, netns: str, specs: tuple[str
 @port.command("rm")
 @click.argument("network_name", metavar="NETWORK")
 @click.argument("netns", metavar="NS")
-@click.argument("specs", nargs=-1, required=True, metavar="[IP:]HOST_PORT:PORT[/PROTO]...")
+@click.argument("specs", nargs=-1, required=True, metavar="[[IP:]HOST_PORT:]PORT[/PROTO]...")
 @pass_settings
 def port_rm(settings: Settings, network_name: str, netns: str, specs: tuple[str, ...]) -> None:
     """Stop publishing ports of NS's endpoint on NETWORK."""
@@ -430,6 +557,19 @@ def cni() -> None:
 def cni_install(directory: str) -> None:
     """Install the plugin as DIR/nsnet (runs this nsnet's Python)."""
     click.echo(nsnet.install_cni_plugin(directory))
+
+
+# ---------------------------------------------------------------- Docker
+@cli.command("docker-plugin")
+@click.option("--socket", "socket_path", default="/run/docker/plugins/nsnet.sock",
+              show_default=True, help="Where Docker looks for the plugin (driver name = "
+              "socket name without .sock).")
+@pass_settings
+def docker_plugin(settings: Settings, socket_path: str) -> None:
+    """Serve Docker's network and IPAM driver "nsnet" until SIGTERM."""
+    nsnet.serve_docker_plugin(socket_path, host_netns=settings.host_netns,
+                              state_dir=settings.state_dir, netns_dir=settings.netns_dir,
+                              etc_netns_dir=settings.etc_netns_dir)
 
 
 # ------------------------------------------------------- reconcile / gc

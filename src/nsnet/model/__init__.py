@@ -22,6 +22,7 @@ from .validate import (
 
 __all__ = [
     "ALIAS_PREFIX",
+    "HANDOFF_PATH",
     "ConnectOptions",
     "Endpoint",
     "Namespace",
@@ -48,12 +49,17 @@ __all__ = [
 # Ownership marks: the link alias of every kernel object nsnet creates.
 ALIAS_PREFIX = "nsnet:"
 
+# The recorded "path" of a handed-off endpoint's namespace: another manager
+# (Docker) moved the endpoint's inside into a namespace nsnet never names.
+HANDOFF_PATH = "(handed off)"
+
 
 def parse_ports(specs: list[str] | tuple[str, ...]) -> tuple[PortMap, ...]:
-    """Docker's ``-p [HOST_IP:]HOST_PORT[-END]:PORT[-END][/tcp|/udp]``, ranges
-    expanded; raises InvalidInput (naming the port) on bad or clashing ones."""
+    """Docker's ``-p [[HOST_IP:]HOST_PORT[-END]:]PORT[-END][/tcp|/udp]``, ranges
+    expanded (host port 0: ephemeral, chosen when published); raises
+    InvalidInput (naming the port) on bad or clashing ones."""
     maps = tuple(PortMap(*t) for t in parse_port_specs(specs))
-    clash = first_clash(maps)
+    clash = first_clash(m for m in maps if m.host_port)
     if clash:
         raise InvalidInput(f"port {clash[0].host_ip or '0.0.0.0'}:{clash[0].host_port}/"
                            f"{clash[0].proto} is published twice")
@@ -100,6 +106,11 @@ class NetworkSpec:
     icc: bool = True  # endpoints of this network may talk to each other
     dns: bool = True  # embedded DNS: endpoints resolve each other by name
     dns_servers: tuple[str, ...] = ()  # upstreams (default: the host's resolv.conf)
+    aux_addresses: tuple[tuple[str, str], ...] = ()  # (name, ip): never handed out
+    labels: tuple[tuple[str, str], ...] = ()  # (key, value): free-form metadata
+
+
+Pairs = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,8 @@ class Network:
     icc: bool = True
     dns: bool = True
     dns_servers: tuple[str, ...] = ()
+    aux_addresses: Pairs = ()
+    labels: Pairs = ()
     endpoints: tuple[Endpoint, ...] = field(default=(), compare=False)
 
     @property
@@ -125,6 +138,7 @@ class Network:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["aux_addresses"], d["labels"] = dict(self.aux_addresses), dict(self.labels)
         d["endpoints"] = [e.to_dict() for e in self.endpoints]
         return d
 
@@ -142,13 +156,16 @@ class Endpoint:
     default_route: bool
     created: float
     aliases: tuple[str, ...] = ()
+    labels: Pairs = ()
 
     @property
     def ip(self) -> str:
         return self.address.split("/")[0]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["labels"] = dict(self.labels)
+        return d
 
 
 @dataclass(frozen=True, order=True)
@@ -201,6 +218,7 @@ class ConnectOptions:
     ports: tuple[PortMap, ...] = ()
     aliases: tuple[str, ...] = ()  # extra DNS names on this network
     force_ports: bool = False  # publish even where a host process listens (it loses its traffic)
+    labels: Pairs = ()  # (key, value) on the endpoint
 
 
 @dataclass(frozen=True)

@@ -161,8 +161,10 @@ def parse_port_spec(spec: str) -> list[tuple[str, str, int, int]]:
         if ip.version != 4:
             raise InvalidInput(f"port spec {spec!r}: IPv6 host addresses are not supported yet")
         host_ip = "" if ip.is_unspecified else str(ip)
-    outer = _port_range(host_ports, "host port", spec)
     inner = _port_range(ports, "port", spec)
+    if not host_ports:  # Docker's `-p 80` / `-p IP::80`: 0 = an ephemeral host port
+        return [(proto, host_ip, 0, p) for p in inner]
+    outer = _port_range(host_ports, "host port", spec)
     if len(outer) != len(inner):
         raise InvalidInput(f"port spec {spec!r}: host range {host_ports} has {len(outer)} "
                            f"port(s) but {ports} has {len(inner)}; they must match")
@@ -171,12 +173,14 @@ def parse_port_spec(spec: str) -> list[tuple[str, str, int, int]]:
 
 def _split_port_spec(body: str, spec: str) -> tuple[str, str, str]:
     parts = body.rsplit(":", 2)
-    if len(parts) == 2:
+    if len(parts) == 1 and parts[0]:
+        return "", "", parts[0]
+    if len(parts) == 2 and parts[0]:
         return "", parts[0], parts[1]
-    if len(parts) == 3 and parts[1]:
+    if len(parts) == 3 and parts[0]:
         return parts[0], parts[1], parts[2]
-    raise InvalidInput(f"port spec {spec!r} is not [HOST_IP:]HOST_PORT[-END]:PORT[-END]"
-                       "[/tcp|/udp] (the host port is required, e.g. 8080:80)")
+    raise InvalidInput(f"port spec {spec!r} is not [[HOST_IP:]HOST_PORT[-END]:]PORT[-END]"
+                       "[/tcp|/udp] (e.g. 8080:80, or 80 for an ephemeral host port)")
 
 
 def parse_port_specs(specs: list[str] | tuple[str, ...]) -> list[tuple[str, str, int, int]]:

@@ -33,7 +33,7 @@ from .trust import ensure_trusted_dir, open_private
 
 __all__ = ["StateLock", "Store"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS namespaces(
@@ -43,12 +43,14 @@ CREATE TABLE IF NOT EXISTS networks(
     subnet TEXT NOT NULL, gateway TEXT NOT NULL, ip_range TEXT NOT NULL, mtu INTEGER NOT NULL,
     created REAL NOT NULL, masquerade INTEGER NOT NULL DEFAULT 1,
     internal INTEGER NOT NULL DEFAULT 0, icc INTEGER NOT NULL DEFAULT 1,
-    dns INTEGER NOT NULL DEFAULT 1, dns_servers TEXT NOT NULL DEFAULT '');
+    dns INTEGER NOT NULL DEFAULT 1, dns_servers TEXT NOT NULL DEFAULT '',
+    aux_addresses TEXT NOT NULL DEFAULT '', labels TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS endpoints(
     id TEXT PRIMARY KEY, network_id TEXT NOT NULL REFERENCES networks(id),
     netns TEXT NOT NULL, ifname TEXT NOT NULL, host_ifname TEXT NOT NULL UNIQUE,
     address TEXT NOT NULL, mac TEXT NOT NULL, default_route INTEGER NOT NULL,
     created REAL NOT NULL, aliases TEXT NOT NULL DEFAULT '',
+    labels TEXT NOT NULL DEFAULT '',
     UNIQUE(network_id, netns), UNIQUE(network_id, address), UNIQUE(netns, ifname));
 CREATE TABLE IF NOT EXISTS ports(
     endpoint_id TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
@@ -71,7 +73,7 @@ CREATE TABLE IF NOT EXISTS journal(
 """
 
 _EP_SELECT = """SELECT e.id, n.name, e.netns, e.ifname, e.host_ifname, e.address, e.mac,
-    n.gateway, e.default_route, e.created, e.aliases FROM endpoints e JOIN networks n
+    n.gateway, e.default_route, e.created, e.aliases, e.labels FROM endpoints e JOIN networks n
     ON n.id = e.network_id"""
 
 
@@ -79,9 +81,18 @@ def _split(text: str) -> tuple[str, ...]:
     return tuple(text.split(",")) if text else ()
 
 
+def _pairs(text: str) -> tuple[tuple[str, str], ...]:
+    """Labels and aux addresses: a JSON object, '' for none."""
+    return tuple(json.loads(text).items()) if text else ()
+
+
+def _pairs_text(pairs: tuple[tuple[str, str], ...]) -> str:
+    return json.dumps(dict(pairs)) if pairs else ""
+
+
 def _endpoint(row: tuple) -> Endpoint:
     return Endpoint(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-                    bool(row[8]), row[9], _split(row[10]))
+                    bool(row[8]), row[9], _split(row[10]), _pairs(row[11]))
 
 
 def _published(row: tuple) -> Published:
@@ -122,6 +133,10 @@ class Store:
             columns += [("networks", "dns", "INTEGER NOT NULL DEFAULT 1"),
                         ("networks", "dns_servers", "TEXT NOT NULL DEFAULT ''"),
                         ("endpoints", "aliases", "TEXT NOT NULL DEFAULT ''")]
+        if version < 6:  # v6: aux addresses and labels (Docker's vocabulary)
+            columns += [("networks", "aux_addresses", "TEXT NOT NULL DEFAULT ''"),
+                        ("networks", "labels", "TEXT NOT NULL DEFAULT ''"),
+                        ("endpoints", "labels", "TEXT NOT NULL DEFAULT ''")]
         for table, column, decl in columns:
             self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
@@ -168,11 +183,13 @@ class Store:
     # networks -----------------------------------------------------------
     def add_network(self, net: Network) -> None:
         try:
-            self.db.execute("INSERT INTO networks VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self.db.execute("INSERT INTO networks VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                            "?, ?)",
                             (net.id, net.name, net.bridge, net.subnet, net.gateway,
                              net.ip_range, net.mtu, net.created, int(net.masquerade),
                              int(net.internal), int(net.icc), int(net.dns),
-                             ",".join(net.dns_servers)))
+                             ",".join(net.dns_servers), _pairs_text(net.aux_addresses),
+                             _pairs_text(net.labels)))
         except sqlite3.IntegrityError:
             raise AlreadyExists(f"network {net.name!r} (or bridge {net.bridge!r}) already "
                                 "exists") from None
@@ -182,11 +199,13 @@ class Store:
 
     def networks(self) -> list[Network]:
         rows = self.db.execute("SELECT id, name, bridge, subnet, gateway, ip_range, mtu, "
-                               "created, masquerade, internal, icc, dns, dns_servers FROM networks "
+                               "created, masquerade, internal, icc, dns, dns_servers, "
+                               "aux_addresses, labels FROM networks "
                                "ORDER BY created, name").fetchall()
         eps = self.endpoints()
         return [Network(*row[:8], bool(row[8]), bool(row[9]), bool(row[10]), bool(row[11]),
-                        _split(row[12]), endpoints=tuple(e for e in eps if e.network == row[1]))
+                        _split(row[12]), _pairs(row[13]), _pairs(row[14]),
+                        endpoints=tuple(e for e in eps if e.network == row[1]))
                 for row in rows]
 
     def network(self, name: str) -> Network | None:
@@ -195,9 +214,10 @@ class Store:
     # endpoints ----------------------------------------------------------
     def add_endpoints(self, network_id: str, eps: Iterable[Endpoint]) -> None:
         self.db.executemany(
-            "INSERT INTO endpoints VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO endpoints VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(e.id, network_id, e.netns, e.ifname, e.host_ifname, e.address, e.mac,
-              int(e.default_route), e.created, ",".join(e.aliases)) for e in eps])
+              int(e.default_route), e.created, ",".join(e.aliases), _pairs_text(e.labels))
+             for e in eps])
 
     def remove_endpoints(self, ids: Iterable[str]) -> None:
         self.db.executemany("DELETE FROM endpoints WHERE id=?", [(i,) for i in ids])
