@@ -558,13 +558,14 @@ def test_static_ip_and_mac_requests(sandbox) -> None:
 
 
 def test_error_code_5_io_failure(sandbox, tmp_path) -> None:
-    """Error 5 (I/O): the netns directory cannot be made (a file is in the way)."""
+    """Error 5 (I/O): the netns directory cannot be made (under /proc, which is
+    root's and trusted, but where mkdir fails).  A *file* in the way is
+    refused earlier, as an untrusted directory (tests/security)."""
     box = sandbox
-    blocker = tmp_path / "not-a-dir"
-    blocker.write_text("")
+    blocker = f"/proc/nsnet-{box.id}"
     sleeper = Sleeper()
     try:
-        rc, out, err = _raw_cni(PLUGIN, "ADD", conf(box, "1.0.0", netnsDir=str(blocker)), "io",
+        rc, out, err = _raw_cni(PLUGIN, "ADD", conf(box, "1.0.0", netnsDir=blocker), "io",
                                 f"/proc/{sleeper.pid}/ns/net")
         assert rc != 0 and out["code"] == 5, (out, err)
         assert "Traceback" not in err

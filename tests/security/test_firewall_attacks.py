@@ -167,8 +167,8 @@ def test_publishing_over_a_host_listener_is_refused(world: World) -> None:
     attack="endpoint of an --internal network tries published ports of another network (via "
            "the host's address and the gateways), host services on its gateway, the other "
            "network's endpoint and gateway DNS, the outside; and the reverse directions",
-    promise="--internal: its endpoints reach each other and their gateway's DNS, nothing "
-            "else, in either direction",
+    promise="--internal: its endpoints reach each other and their gateway's DNS and ping, "
+            "nothing else, in either direction",
     defect="#12.5")
 def test_internal_network_reaches_nothing_but_itself_and_its_dns(world: World) -> None:
     box = world.box
@@ -197,6 +197,10 @@ def test_internal_network_reaches_nothing_but_itself_and_its_dns(world: World) -
     assert world.ask("outside", "tcp", c2_ip, 80) is None
     # legitimate: its own endpoints, its own DNS, and the published port from outside
     assert world.ask(c1, "tcp", c2_ip, 80) == f"{_ip_of(world, 'int', c1)} 80"
+    ping = ("ping", "-c1", "-W1")
+    assert box.inside(c1, *ping, "10.97.0.1", check=False).returncode == 0  # its gateway
+    assert box.inside(c1, *ping, "10.96.0.1", check=False).returncode != 0  # not another's
+    assert box.inside(c1, *ping, HOST_IP, check=False).returncode != 0  # nor the host's
     assert _dig(world, c1, "10.97.0.1", c2) == c2_ip
     assert _dig(world, c1, "10.97.0.1", c2, tcp=True) == c2_ip
     assert world.ask("outside", "tcp", HOST_IP, 8080) == f"{OUT_IP} 80"

@@ -229,7 +229,9 @@ def _network_chains(net: Network) -> dict[str, list[list[Any]]]:
 def _internal_chains(net: Network) -> dict[str, list[list[Any]]]:
     """An internal network is sealed: its bridge exchanges forwarded traffic
     with itself only (whatever conntrack or a DNAT says), and the host
-    accepts from it only DNS to its own gateway, and replies."""
+    accepts from it only DNS and ICMP echo to its own gateway, and replies
+    (the gateway is part of the network -- the article's lab pings its
+    bridge -- and an echo carries nothing beyond the host)."""
     br = net.bridge
     to_gateway = [_match(_DADDR, net.gateway),
                   _match(_meta("l4proto"), {"set": ["udp", "tcp"]}),
@@ -243,6 +245,9 @@ def _internal_chains(net: Network) -> dict[str, list[list[Any]]]:
             [_match({"ct": {"key": "state"}}, ["established", "related"], "in"),
              {"accept": None}],
             *([[*to_gateway, {"accept": None}]] if net.dns else []),
+            [_match(_DADDR, net.gateway),
+             _match({"payload": {"protocol": "icmp", "field": "type"}}, "echo-request"),
+             {"accept": None}],
             [{"drop": None}],
         ],
     }
