@@ -9,7 +9,9 @@ bytecode is used (a script is compiled on every run: ~8 ms of CPU a call).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shlex
 import sys
 
@@ -50,9 +52,17 @@ def install_cni_plugin(directory: str, python: str | None = None) -> str:
                             code=shlex.quote(code))
     os.makedirs(directory, exist_ok=True)
     target = os.path.join(directory, "nsnet")
-    tmp = target + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, target)
+    # a fresh name, created exclusively and never through a symlink: a root
+    # install must not write where someone else's link points
+    tmp = f"{target}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            os.fchmod(f.fileno(), 0o755)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return target
