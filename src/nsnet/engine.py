@@ -42,7 +42,7 @@ from .errors import (
     PermissionDenied,
     PoolExhausted,
 )
-from .firewall import FirewallDriver, facts_of_commands
+from .firewall import FirewallDriver
 from .firewall import rules as fw
 from .ipam import Pool
 from .model import (
@@ -586,11 +586,18 @@ class Engine:
         """The transaction that rebuilds nsnet's firewall from the state."""
         return fw.full(self.store.networks(), self.store.published())
 
+    def firewall_differences(self) -> list[str]:
+        """Objects of nsnet's tables whose *content* differs from the state
+        (a same-count edit too: a rule's verdict, a map element's value).
+        The driver compares the live tables with the kernel's own rendering
+        of :meth:`firewall_desired` (see :mod:`nsnet.firewall`); off the hot
+        path: reconcile, its dry run and the sync after a rollback only."""
+        return self.firewall.drift(self.firewall_desired())
+
     def firewall_drift(self) -> int:
-        """How many facts (rules, elements, chains...) differ from the state."""
-        want = facts_of_commands(self.firewall_desired())
-        have = self.firewall.facts()
-        return sum(((want - have) + (have - want)).values())
+        """How many objects (rules, sets with their elements, chains...)
+        differ from the state, by content."""
+        return len(self.firewall_differences())
 
     def _sync_firewall(self) -> None:
         """Rebuild the firewall if it drifted (after rollbacks; O(state))."""

@@ -110,13 +110,22 @@ def _host_settings(engine: Engine) -> list[Action]:
 
 def _firewall(engine: Engine, planned: list[Action]) -> list[Action]:
     """nsnet's nftables tables against the state (after ``nft flush ruleset``,
-    a firewall reload, or hand edits); released endpoints change it too."""
-    drift = engine.firewall_drift()
+    a firewall reload, or hand edits), compared by content: a rule whose
+    verdict was edited or a port whose DNAT target changed is drift even with
+    the count unchanged.  Released endpoints change it too."""
+    drift = engine.firewall_differences()
     if drift or any(a.kind == "release" for a in planned):
-        what = f"{drift} rule(s)/element(s)/chain(s) differ from the state" if drift else \
+        what = (f"{len(drift)} object(s) (rules, sets and their elements, chains) differ "
+                f"from the state, by content: {_shorten(drift[0])}"
+                f"{' ...' if len(drift) > 1 else ''}") if drift else \
             "released endpoints publish ports"
-        return [Action("firewall", "nftables", f"{what}: rebuild nsnet's tables")]
+        return [Action("firewall", "nftables", f"{what}: rebuild nsnet's tables",
+                       tuple(drift))]
     return []
+
+
+def _shorten(line: str, limit: int = 300) -> str:
+    return line if len(line) <= limit else line[:limit] + "..."
 
 
 def _check_bridge(engine: Engine, net: Network, links: dict[str, k.Link]) -> list[Action]:

@@ -17,7 +17,8 @@ from typing import Any
 
 from .. import kernel as k
 from ..errors import KernelError
-from . import Facts, facts_of_listing
+from ..kernel.features import throwaway_netns
+from . import Facts, content_of_listing, describe_drift, facts_of_listing
 from .rules import TABLE
 
 __all__ = ["NftablesDriver"]
@@ -67,19 +68,37 @@ class NftablesDriver:
         if not commands:
             return
         self.transactions += 1
-        self._run(json.dumps({"nftables": [{"metainfo": {"json_schema_version": 1}},
-                                           *commands]}))
+        self._run(self._batch(commands))
 
     def facts(self) -> Facts:
+        return facts_of_listing(self._listing(self.netns))
+
+    def drift(self, commands: list[dict[str, Any]]) -> list[str]:
+        """Content drift: the live tables against the same transaction
+        applied in a throwaway namespace, both listed by the kernel (see
+        :mod:`nsnet.firewall`).  One extra apply and listing; called only by
+        reconcile, its dry run and the sync after a rollback."""
+        have = content_of_listing(self._listing(self.netns))
+        with throwaway_netns() as scratch:
+            if commands:
+                self._run(self._batch(commands), netns=scratch)
+            want = content_of_listing(self._listing(scratch))
+        return describe_drift(have, want)
+
+    def _listing(self, netns: k.Netns) -> list[dict[str, Any]]:
         listing: list[dict[str, Any]] = []
         for family in ("ip", "bridge"):
-            out = self._run(f"list table {family} {TABLE}", missing_ok=True)
+            out = self._run(f"list table {family} {TABLE}", missing_ok=True, netns=netns)
             if out:
                 listing += json.loads(out).get("nftables", [])
-        return facts_of_listing(listing)
+        return listing
 
-    def _run(self, text: str, missing_ok: bool = False) -> str:
-        with k.entered(self.netns.fd):
+    @staticmethod
+    def _batch(commands: list[dict[str, Any]]) -> str:
+        return json.dumps({"nftables": [{"metainfo": {"json_schema_version": 1}}, *commands]})
+
+    def _run(self, text: str, missing_ok: bool = False, netns: k.Netns | None = None) -> str:
+        with k.entered((netns or self.netns).fd):
             rc, out, err = self._lib_run(text) if self.use_library else self._cli_run(text)
         if rc != 0:
             if missing_ok and "No such file or directory" in err:
