@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 ENDPOINT_KEYS = {"id", "network", "netns", "ifname", "host_ifname", "address", "mac",
-                 "gateway", "default_route", "created", "aliases"}
+                 "gateway", "default_route", "created", "aliases", "labels"}
 
 
 def _ok(box, *args: str) -> str:
