@@ -24,7 +24,7 @@ lab-down: $(VENV)/.installed
 
 test: system-deps test-deps $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
-	$(BIN)/python -m pytest -q tests --ignore=tests/runtime
+	$(BIN)/python -m pytest -q --durations=15 tests --ignore=tests/runtime
 
 # Real runtimes, sandboxed, on nsnet: podman (CNI backend) + runc, containerd's
 # ctr run --cni, a libcni driver built offline (CNI plugin), and dockerd
