@@ -669,3 +669,30 @@ def test_an_add_killed_at_any_point_is_undone_by_the_runtimes_del(sandbox, tmp_p
                 sorted(os.listdir(box.netns_dir))) == clean, (n, label)
         drift = box.cli("reconcile", "--dry-run")
         assert drift.returncode == 0, (n, label, drift.stdout)
+
+
+def test_the_agent_exits_after_its_idle_time(sandbox, tmp_path) -> None:
+    """NSNET_CNI_AGENT_IDLE=1: the agent an ADD started serves it, then exits
+    about a second after the last request and removes its socket; the next
+    command starts a fresh one."""
+    box = sandbox
+    launcher = _launcher(tmp_path)
+    ns = box.foreign_netns(box.name("idl"))
+    out = ok(box, "ADD", conf(box), cid="idle", netns=ns, argv=launcher,
+             NSNET_CNI_AGENT_IDLE="1")
+    assert out["ips"][0]["address"].startswith("10.88.0.")
+    agents = _agent_processes(box.state_dir)
+    assert len(agents) == 1, agents  # served by an agent, not in-process
+    sockets = list((Path(box.state_dir) / "cni").glob("cni-*.sock"))
+    assert len(sockets) == 1, sockets
+    deadline = time.monotonic() + 10  # 1 s idle, plus start-up on a loaded machine
+    while _agent_processes(box.state_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _agent_processes(box.state_dir) == [], "the agent outlived NSNET_CNI_AGENT_IDLE=1"
+    assert not sockets[0].exists()  # no stale socket for the next client to try
+    for pidfile in Path(box.state_dir).glob("cni-*.pid"):  # left, but no longer held
+        with open(pidfile) as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    # the next command starts a new agent and works
+    ok(box, "DEL", conf(box), cid="idle", netns=ns, argv=launcher, NSNET_CNI_AGENT_IDLE="1")
+    assert box.cli("reconcile", "--dry-run").returncode == 0

@@ -25,6 +25,7 @@ forwarding, failures.  The README's "Embedded DNS" promises and their tests
   test_no_query_dropped_while_names_change
 * port 53 taken: test_port_53_taken_names_the_network_and_others_work
 * 10,000 names: test_ten_thousand_names
+* at most 256 forwards in flight, more REFUSED: test_at_most_256_forwards_in_flight_then_refused
 """
 
 from __future__ import annotations
@@ -381,3 +382,90 @@ def test_internal_network_answers_its_names_and_forwards_nothing(world: World,
         msg = dig(world, "s1", "@10.96.0.1", *args)
         assert msg["status"] == "SERVFAIL", msg["raw"]
     assert not log.exists() or log.read_text() == ""
+
+
+# A fake upstream that reads every query and never answers; it prints each
+# name it got on its stdout.
+SILENT_UPSTREAM = ("import socket, sys\n"
+                   "from dnslib import DNSRecord\n"
+                   "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                   "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)\n"
+                   "s.bind((sys.argv[1], 53))\n"
+                   "print('ready', flush=True)\n"
+                   "while True:\n"
+                   "    data = s.recv(4096)\n"
+                   "    try:\n"
+                   "        print(str(DNSRecord.parse(data).q.qname), flush=True)\n"
+                   "    except Exception:\n"
+                   "        print('?', flush=True)\n")
+
+# From an endpoint: COUNT distinct forwarded queries at once on one socket,
+# then (another socket) the server's own name; prints JSON of what came back
+# and when.
+FLOOD = ("import json, socket, sys, time\n"
+         "from dnslib import RCODE, DNSRecord\n"
+         "server, count, own = sys.argv[1], int(sys.argv[2]), sys.argv[3]\n"
+         "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+         "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)\n"
+         "t0 = time.monotonic()\n"
+         "for i in range(count):\n"
+         "    q = DNSRecord.question(f'q{i}.test')\n"
+         "    q.header.id = i\n"
+         "    s.sendto(q.pack(), (server, 53))\n"
+         "o = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+         "o.settimeout(2)\n"
+         "t1 = time.monotonic()\n"
+         "o.sendto(DNSRecord.question(own).pack(), (server, 53))\n"
+         "r = DNSRecord.parse(o.recv(4096))\n"
+         "mine = [RCODE.get(r.header.rcode), [str(x.rdata) for x in r.rr],\n"
+         "        time.monotonic() - t1]\n"
+         "got = {}\n"
+         "s.settimeout(0.5)\n"
+         "end = time.monotonic() + 6\n"
+         "while time.monotonic() < end and len(got) < count:\n"
+         "    try:\n"
+         "        r = DNSRecord.parse(s.recv(4096))\n"
+         "    except TimeoutError:\n"
+         "        continue\n"
+         "    got[r.header.id] = [RCODE.get(r.header.rcode), time.monotonic() - t0]\n"
+         "print(json.dumps({'own': mine, 'replies': got}))\n")
+
+
+def test_at_most_256_forwards_in_flight_then_refused(world: World) -> None:
+    """README: at most 256 forwarded queries in flight, more get REFUSED.
+    400 distinct names at once to an upstream that never answers: the
+    upstream sees at most 256, the rest are REFUSED at once (not after the
+    1.5 s upstream deadline), every query gets an answer, the server keeps
+    answering its own names meanwhile, and once the forwards time out the
+    next query is forwarded again."""
+    box = world.box
+    upstream = subprocess.Popen(["nsenter", f"--net={world.out_path}", sys.executable, "-c",
+                                 SILENT_UPSTREAM, OUT_IP], stdout=subprocess.PIPE, text=True)
+    world.servers.append(upstream)  # stopped by PID with the world
+    assert upstream.stdout and upstream.stdout.readline().strip() == "ready"
+    world.ok("network", "create", "flood", "--subnet", "10.93.0.0/24", "--dns", OUT_IP)
+    world.ok("connect", "flood", "flooder", "--create")
+    path = os.path.join(box.netns_dir, "flooder")
+    proc = subprocess.run(["nsenter", f"--net={path}", sys.executable, "-c", FLOOD,
+                           "10.93.0.1", "400", "flooder"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    rcode, addrs, took = out["own"]
+    assert (rcode, addrs) == ("NOERROR", ["10.93.0.2"]) and took < 1.0, out["own"]
+    replies = out["replies"]
+    assert len(replies) == 400  # every query gets an answer
+    refused = [t for rc, t in replies.values() if rc == "REFUSED"]
+    others = {rc for rc, _ in replies.values() if rc != "REFUSED"}
+    assert len(refused) >= 400 - 256, len(refused)
+    assert others <= {"SERVFAIL"}, others  # the rest were forwarded, and timed out
+    assert len(replies) - len(refused) <= 256
+    assert max(refused) < 1.0, max(refused)  # refused at once, not after the deadline
+    # the upstream never had more than 256 of them
+    upstream.kill()
+    upstream.wait()
+    seen = {line.strip() for line in upstream.stdout if line.strip()}
+    assert 0 < len(seen) <= 256, len(seen)
+    # the slots are free again: the next query is forwarded (SERVFAIL, not REFUSED)
+    answer = ask(world, "flooder", "10.93.0.1", "after.test")
+    assert answer.startswith("SERVFAIL"), answer

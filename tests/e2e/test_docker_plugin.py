@@ -26,6 +26,7 @@ import pytest
 NET_ID = "a" * 64
 EP_ID = "b" * 64
 EP2_ID = "c" * 64
+PORTMAP_KEY = "com.docker.network.portmap"
 
 
 class _UnixHTTP(http.client.HTTPConnection):
@@ -480,3 +481,101 @@ def test_docker_cannot_take_over_what_is_not_its_own(sandbox, plugin) -> None:
     assert "overlaps" in err
     assert sandbox.fingerprint() == before and plugin.state() == state
     sandbox.host("ip", "link", "del", "vx-a")
+
+
+# ------------------------------------------------- options of the README table
+def test_bridge_masquerade_dns_options_reach_the_network(sandbox, plugin) -> None:
+    """`-o com.docker.network.bridge.name`, `enable_ip_masquerade`, `nsnet.dns`,
+    `nsnet.dns_servers` (and nsnet's own spellings) become the network's."""
+    box = sandbox
+    bridge = box.name("dbr")
+    _make_network(plugin, "10.88.0.0/24", options={
+        "nsnet.name": "optnet", "com.docker.network.bridge.name": bridge,
+        "com.docker.network.bridge.enable_ip_masquerade": "false",
+        "nsnet.dns": "true", "nsnet.dns_servers": "198.51.100.53,203.0.113.53"})
+    [net] = json.loads(box.cli("network", "inspect", "optnet").stdout)
+    assert (net["bridge"], net["masquerade"], net["dns"], net["dns_servers"]) == (
+        bridge, False, True, ["198.51.100.53", "203.0.113.53"]), net
+    # the kernel has that bridge, and no NAT for the subnet
+    assert json.loads(box.host("ip", "-j", "link", "show", bridge).stdout)[0]["ifname"] == bridge
+    no_nat = _outbound_nat(box, "10.88.0.0/24")
+    assert no_nat == [], no_nat
+    plugin.ok("NetworkDriver.DeleteNetwork", {"NetworkID": NET_ID})
+    assert box.host("ip", "link", "show", bridge, check=False).returncode != 0
+    # nsnet's spellings, the other way round
+    _make_network(plugin, "10.88.1.0/24", options={
+        "nsnet.name": "optnet2", "nsnet.bridge": bridge, "nsnet.masquerade": "true",
+        "nsnet.dns": "false"}, net_id="d" * 64)
+    [net] = json.loads(box.cli("network", "inspect", "optnet2").stdout)
+    assert (net["bridge"], net["masquerade"], net["dns"], net["dns_servers"]) == (
+        bridge, True, False, []), net
+    assert _outbound_nat(box, "10.88.1.0/24") != []  # so the check above can fail
+    plugin.ok("NetworkDriver.DeleteNetwork", {"NetworkID": "d" * 64})
+
+
+def _outbound_nat(box, subnet: str) -> list[str]:
+    """Masquerade rules for traffic from SUBNET other than the hairpin of
+    published ports (ct status dnat), which every network has."""
+    ruleset = box.host("nft", "list", "ruleset").stdout
+    return [line.strip() for line in ruleset.splitlines()
+            if subnet in line and "masquerade" in line and "ct status dnat" not in line]
+
+
+def test_mac_address_and_host_ip_binding_are_kept(sandbox, plugin) -> None:
+    """`docker run --mac-address` (CreateEndpoint with a MacAddress) and
+    `-p IP:HOST:CTR` (a binding with a HostIP)."""
+    box = sandbox
+    pool_id, _ = _make_network(plugin, "10.89.0.0/24", options={"nsnet.name": "macnet"})
+    addr = plugin.ok("IpamDriver.RequestAddress", {"PoolID": pool_id, "Address": "",
+                                                   "Options": {}})["Address"]
+    answer = plugin.ok("NetworkDriver.CreateEndpoint", {
+        "NetworkID": NET_ID, "EndpointID": EP_ID, "Options": {},
+        "Interface": {"Address": addr, "AddressIPv6": "", "MacAddress": "02:42:0a:59:00:77"}})
+    assert answer == {}  # Docker rejects an answer that changes what it gave
+    [ep] = json.loads(box.cli("network", "inspect", "macnet").stdout)[0]["endpoints"]
+    assert ep["mac"] == "02:42:0a:59:00:77"
+    link = json.loads(box.host("ip", "-j", "link", "show", ep["ifname"]).stdout)[0]
+    assert link["address"] == "02:42:0a:59:00:77"  # the kernel's, not only the record's
+    plugin.ok("NetworkDriver.Join", {"NetworkID": NET_ID, "EndpointID": EP_ID,
+                                     "SandboxKey": "/x", "Options": {}})
+    plugin.ok("NetworkDriver.ProgramExternalConnectivity", {
+        "NetworkID": NET_ID, "EndpointID": EP_ID, "Options": {PORTMAP_KEY: [
+            {"Proto": 6, "IP": "", "Port": 80, "HostIP": "127.0.0.1", "HostPort": 8088,
+             "HostPortEnd": 8088}]}})
+    ports = json.loads(box.cli("port", "ls", "--json").stdout)
+    assert [(p["host_ip"], p["host_port"], p["port"], p["proto"]) for p in ports] == [
+        ("127.0.0.1", 8088, 80, "tcp")], ports
+    info = plugin.ok("NetworkDriver.EndpointOperInfo", {"NetworkID": NET_ID,
+                                                        "EndpointID": EP_ID})["Value"]
+    assert [(b["HostIP"], b["HostPort"]) for b in info[PORTMAP_KEY]] == [("127.0.0.1", 8088)]
+    # a MAC that is not one is refused, and makes nothing
+    before = box.fingerprint()
+    err = plugin.err("NetworkDriver.CreateEndpoint", {
+        "NetworkID": NET_ID, "EndpointID": EP2_ID, "Options": {},
+        "Interface": {"Address": "", "AddressIPv6": "", "MacAddress": "not-a-mac"}})
+    assert "mac" in err.lower()
+    assert box.fingerprint() == before and EP2_ID not in plugin.state()["endpoints"]
+
+
+def test_check_skips_handed_off_endpoints(sandbox, plugin) -> None:
+    """`nsnet check` probes the endpoints nsnet connected and skips the one
+    handed off to Docker (its container end never left the host here)."""
+    box = sandbox
+    pool_id, _ = _make_network(plugin, "10.90.0.0/24", options={"nsnet.name": "mixchk"})
+    docker_addr = _make_endpoint(plugin, pool_id)
+    plugin.ok("NetworkDriver.Join", {"NetworkID": NET_ID, "EndpointID": EP_ID,
+                                     "SandboxKey": "/x", "Options": {}})
+    a, b = box.name("ca"), box.name("cb")
+    assert box.cli("connect", "mixchk", a, b, "--create").returncode == 0
+    res = box.cli("check", "mixchk", "--json")
+    assert res.returncode == 0, (res.stdout, res.stderr)
+    handed = f"docker-{EP_ID[:12]}"
+    assert handed not in res.stdout and docker_addr.split("/")[0] not in res.stdout, res.stdout
+    [result] = json.loads(res.stdout)
+    pairs = {(p["from"], p["to"]): p["ok"] for p in result["pairs"]}
+    assert result["ok"] is True and pairs == {(a, b): True, (b, a): True}, result
+    # the table form too: two endpoints, two probes, none of them Docker's
+    table = box.cli("check", "mixchk")
+    assert table.returncode == 0 and "between 2 endpoints" in table.stdout, table.stdout
+    assert handed not in table.stdout and "(2/2 received)" in table.stdout, table.stdout
+    assert box.cli("ns", "rm", a, b).returncode == 0
