@@ -1305,7 +1305,8 @@ class Engine:
         return CheckResult(net.name, tuple(e.netns for e in mine), reach)
 
     def _forget_neighbours(self, src: Endpoint, targets: list[Endpoint]) -> None:
-        """Drop the ARP entries one row of probes created, on both sides.
+        """Drop the ARP entries one row of probes created, on both sides --
+        dynamic ones only: an entry someone made PERMANENT (or NOARP) is theirs.
 
         The kernel's ARP table is shared by all namespaces and holds at most
         gc_thresh3 (1024) dynamic entries, settable only in the root
@@ -1316,7 +1317,8 @@ class Engine:
             try:
                 with k.open_rtnl(ns) as rt:
                     index = rt.link(ep.ifname).index
-                    rt.batch([k.req_del_neigh(index, ip) for ip in ips])
+                    kept = rt.static_neighbours(index)
+                    rt.batch([k.req_del_neigh(index, ip) for ip in ips if ip not in kept])
             except OSError:
                 pass  # best effort: the probe result stands either way
             finally:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 ENDPOINT_KEYS = {"id", "network", "netns", "ifname", "host_ifname", "address", "mac",
                  "gateway", "default_route", "created", "aliases", "labels"}
 
@@ -125,10 +123,6 @@ def test_check_forgets_its_arp_entries_above_16_endpoints(sandbox) -> None:
     _ok(box, "ns", "rm", *names)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "README says check forgets the ARP entries *its probes created*; the code "
-    "(Engine._forget_neighbours) deletes every entry for the probed addresses, "
-    "an operator's PERMANENT one included"))
 def test_check_keeps_arp_entries_its_probes_did_not_create(sandbox) -> None:
     """Only the probes' entries go: a static entry an operator set stays."""
     box = sandbox

@@ -316,6 +316,19 @@ class Rtnl(nl.Netlink):
         return [_decode_addr(r.body) for r in self.dump(nl.RTM_GETADDR, body)
                 if r.msg_type == nl.RTM_NEWADDR]
 
+    def static_neighbours(self, index: int) -> set[str]:
+        """Addresses of ``index``'s neighbour entries that someone set by hand
+        (PERMANENT or NOARP): never nsnet's to forget."""
+        out = set()
+        for r in self.dump(nl.RTM_GETNEIGH, nl.NDMSG.pack(socket.AF_INET, 0, 0, 0, 0)):
+            if r.msg_type != nl.RTM_NEWNEIGH:
+                continue
+            _fam, ifindex, state, _flags, _type = nl.NDMSG.unpack_from(r.body)
+            dst = nl.parse_attrs(r.body, nl.NDMSG.size).get(nl.NDA_DST)
+            if ifindex == index and dst and state & (nl.NUD_PERMANENT | nl.NUD_NOARP):
+                out.add(str(ipaddress.ip_address(dst)))
+        return out
+
     def routes(self, family: int = socket.AF_INET) -> list[Route]:
         body = nl.RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
         decoded = (_decode_route(r.body) for r in self.dump(nl.RTM_GETROUTE, body)
