@@ -130,8 +130,12 @@ def test_tcp_flood_is_bounded_and_udp_keeps_answering(world) -> None:
                 per_client[peer] = max(per_client.get(peer, 0), n)
             time.sleep(0.1)
         assert slowest < 0.5, slowest
-        bound = dns_server.TCP_TOTAL + dns_server.TCP_BACKLOG  # (+ one wakeup's accepts)
-        assert worst_fds <= base_fds + bound + 8, (base_fds, worst_fds)
+        # open connections are capped at TCP_TOTAL; on top of them, sockets one
+        # wakeup accepted and has not closed yet (a busy machine lets a burst
+        # through before the loop closes the extras) -- far below the attack's
+        # 840 connections, which is what must never become 840 descriptors
+        bound = dns_server.TCP_TOTAL + dns_server.TCP_BACKLOG + 64
+        assert worst_fds <= base_fds + bound, (base_fds, worst_fds)
         assert worst_rss <= base_rss + 30, (base_rss, worst_rss)
         assert per_client and max(per_client.values()) <= dns_server.TCP_PER_CLIENT, per_client
         # the attacker still holds its sockets: the server closes its side after the
