@@ -108,10 +108,10 @@ def _seconds(text: str) -> float:
     import time
 
     best = float("inf")
-    for _ in range(2):  # best of two: the machine is shared
-        start = time.perf_counter()
+    for _ in range(3):  # CPU time, best of three: the machine is shared
+        start = time.process_time()
         parse_topology(text, "big.yaml")
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     return best
 
 
