@@ -90,13 +90,14 @@ def nested(kind: int, *children: bytes) -> bytes:
 def parse_attrs(data: bytes, offset: int = 0) -> dict[int, bytes]:
     """Attributes of one message body; the last of a repeated type wins."""
     out: dict[int, bytes] = {}
-    end = len(data)
-    while offset + _ATTR.size <= end:
-        length, kind = _ATTR.unpack_from(data, offset)
-        if length < _ATTR.size:
+    end = len(data) - 4
+    unpack = _ATTR.unpack_from  # hot: every link of every dump (locals, inlined _align)
+    while offset <= end:
+        length, kind = unpack(data, offset)
+        if length < 4:
             break
-        out[kind & NLA_TYPE_MASK] = data[offset + _ATTR.size : offset + length]
-        offset += _align(length)
+        out[kind & NLA_TYPE_MASK] = data[offset + 4 : offset + length]
+        offset += (length + 3) & ~3
     return out
 
 
