@@ -45,8 +45,9 @@ class Settings:
 
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = Engine(host_netns=self.host_netns, state_dir=self.state_dir,
-                                  netns_dir=self.netns_dir, etc_netns_dir=self.etc_netns_dir)
+            self._engine = Engine.open(host_netns=self.host_netns, state_dir=self.state_dir,
+                                       netns_dir=self.netns_dir,
+                                       etc_netns_dir=self.etc_netns_dir)
         return self._engine
 
     def close(self) -> None:

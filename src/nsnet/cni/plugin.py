@@ -277,11 +277,12 @@ def engine_for(conf: dict[str, Any]) -> Engine:
     def setting(key: str, env: str, default: str | None) -> str | None:
         return conf.get(key) or os.environ.get(env) or default
 
-    return Engine(host_netns=setting("hostNetns", "NSNET_HOST_NETNS", None),
-                  state_dir=setting("stateDir", "NSNET_STATE_DIR", DEFAULT_STATE_DIR) or "",
-                  netns_dir=setting("netnsDir", "NSNET_NETNS_DIR", DEFAULT_NETNS_DIR) or "",
-                  etc_netns_dir=setting("etcNetnsDir", "NSNET_ETC_NETNS_DIR", "/etc/netns")
-                  or "", notify=_log)
+    return Engine.open(
+        host_netns=setting("hostNetns", "NSNET_HOST_NETNS", None),
+        state_dir=setting("stateDir", "NSNET_STATE_DIR", DEFAULT_STATE_DIR) or "",
+        netns_dir=setting("netnsDir", "NSNET_NETNS_DIR", DEFAULT_NETNS_DIR) or "",
+        etc_netns_dir=setting("etcNetnsDir", "NSNET_ETC_NETNS_DIR", "/etc/netns") or "",
+        notify=_log)
 
 
 def _log(msg: str) -> None:
