@@ -279,6 +279,10 @@ class Engine:
     def ns_list(self) -> list[Namespace]:
         return self.namespaces.list()
 
+    def recorded_namespaces(self) -> dict[str, bool]:
+        """Every namespace nsnet recorded, and whether nsnet created it."""
+        return {n: owned for n, (_, owned) in self.store.namespaces().items()}
+
     def owned_namespaces(self) -> set[str]:
         """Names of the namespaces nsnet created (and will remove)."""
         return self.namespaces.owned()
@@ -570,6 +574,49 @@ class Engine:
         if dns_op:
             self.dns_sync.settle(dns_op, DnsIntent(tuple(touched)))
 
+    def all_endpoints(self) -> list[Endpoint]:
+        """Every recorded endpoint (one query)."""
+        return self.store.endpoints()
+
+    # ------------------------------------------------ records of other layers
+    def topology_objects(self, topology: str | None = None
+                         ) -> dict[tuple[str, str], tuple[str, str]]:
+        """(kind, key) -> (owning topology, spec) of every recorded topology
+        object (of ``topology`` only, if given)."""
+        return self.store.topology_objects(topology)
+
+    def record_topology_objects(self, topology: str,
+                                specs: Iterable[tuple[tuple[str, str], str]]) -> None:
+        """Record objects as ``topology``'s, in one transaction."""
+        with self.store.transaction():
+            for (kind, key), spec in specs:
+                self.store.set_topology_object(topology, kind, key, spec)
+
+    def forget_topology_objects(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Forget topology objects by (kind, key), in one transaction."""
+        with self.store.transaction():
+            for kind, key in keys:
+                self.store.drop_topology_object(kind, key)
+
+    def attachments(self, network: str) -> list[dict]:
+        """The CNI attachments recorded on ``network``."""
+        return self.store.attachments(network)
+
+    def record_attachment(self, cid: str, ifname: str, network: str, netns: str, mount: str,
+                          extra: dict) -> None:
+        with self.store.transaction():
+            self.store.add_attachment(cid, ifname, network, netns, mount, extra)
+
+    def forget_attachment(self, cid: str, ifname: str, network: str,
+                          mount_of: str | None = None) -> None:
+        """Forget a CNI attachment; with ``mount_of`` (the namespace its bind
+        mount named), that namespace's record too once no endpoint is left
+        in it -- in the same transaction."""
+        with self.store.transaction():
+            self.store.remove_attachment(cid, ifname, network)
+            if mount_of and not self.store.endpoints_of_netns(mount_of):
+                self.store.remove_namespaces([mount_of])
+
     # ------------------------------------------------------------- DNS, firewall
     def resolv_drift(self) -> list[str]:
         """Namespaces whose resolv.conf is not what the state says."""
@@ -633,6 +680,10 @@ class _ReconcileServices:
 
     def endpoints(self) -> list[Endpoint]:
         return self._ctx.store.endpoints()
+
+    def recorded_namespaces(self) -> dict[str, bool]:
+        """Every namespace nsnet recorded, and whether nsnet created it."""
+        return {n: owned for n, (_, owned) in self.store.namespaces().items()}
 
     def owned_namespaces(self) -> set[str]:
         return self._e.namespaces.owned()

@@ -1,4 +1,4 @@
-"""Address allocation: pure, over a small store interface.
+"""Address allocation: pure (the caller passes the addresses in use).
 
 Rules (Docker's): the default gateway is the first usable address; the
 network and broadcast addresses and the gateway are never handed out;
@@ -12,16 +12,11 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
 
 from ..errors import Conflict, InvalidInput, PoolExhausted
 from ..model.validate import IPAddr, IPNetwork, check_bridge_subnet, parse_ip, parse_subnet
 
-__all__ = ["LeaseStore", "Pool", "allocate"]
-
-
-class LeaseStore(Protocol):
-    def used_addresses(self, network_id: str) -> set[str]: ...
+__all__ = ["Pool"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +86,3 @@ class Pool:
                                 f"{count}, {len(out)} free")
         return out
 
-
-def allocate(store: LeaseStore, network_id: str, pool: Pool, count: int) -> list[IPAddr]:
-    return pool.allocate(store.used_addresses(network_id), count)

@@ -182,12 +182,6 @@ class PortMap:
         host = f"{self.host_ip}:" if self.host_ip else ""
         return f"{host}{self.host_port}:{self.port}/{self.proto}"
 
-    def clashes(self, other: PortMap) -> bool:
-        """Two mappings can't both hold: same proto and port on an overlapping
-        host address ("" overlaps every address)."""
-        return (self.proto == other.proto and self.host_port == other.host_port
-                and (not self.host_ip or not other.host_ip or self.host_ip == other.host_ip))
-
 
 @dataclass(frozen=True)
 class Published:

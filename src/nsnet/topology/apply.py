@@ -67,7 +67,7 @@ def specs(topo: TopologySpec) -> dict[tuple[str, str], str]:
 
 def plan(engine: Engine, topo: TopologySpec) -> list[Change]:
     want = specs(topo)
-    everyone = engine.store.topology_objects()
+    everyone = engine.topology_objects()
     have = {key: spec for key, (owner, spec) in everyone.items() if owner == topo.name}
     _refuse_foreign(engine, topo, want, everyone)
     changes = [Change("remove", kind, key) for (kind, key) in have if (kind, key) not in want]
@@ -95,8 +95,8 @@ class _Live:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.nets = {n.name: n for n in engine.store.networks()}
-        self.owned = {n for n, (_, o) in engine.store.namespaces().items() if o}
+        self.nets = {n.name: n for n in engine.networks()}
+        self.owned = engine.owned_namespaces()
         self.snaps: dict[str, k.Snapshot | None] = {}
 
     def _snap(self, node: str) -> k.Snapshot | None:
@@ -138,13 +138,13 @@ def _refuse_foreign(engine: Engine, topo: TopologySpec, want: dict, everyone: di
         if owner != topo.name:
             raise Conflict(f"{topo.source}: {kind} {key!r} belongs to topology {owner!r}")
     mine = {key for (kind, key), (owner, _) in everyone.items() if owner == topo.name}
-    existing = {n.name for n in engine.store.networks()}  # one read, not one per network
+    existing = {n.name for n in engine.networks()}  # one read, not one per network
     for name in topo.networks:
         if name not in mine and name in existing:
             raise Conflict(f"{topo.source}: network {name!r} exists and was not made by "
                            f"topology {topo.name!r}; nothing was changed")
     for name in topo.nodes:
-        if name not in mine and k.is_netns_mount(engine.ns_path(name)):
+        if name not in mine and engine.ns_exists(name):
             raise Conflict(f"{topo.source}: namespace {name!r} exists and was not made by "
                            f"topology {topo.name!r}; nothing was changed")
 
@@ -180,18 +180,17 @@ def up(engine: Engine, topo: TopologySpec, progress: Callable[[int, int], None] 
 
 
 def _record(engine: Engine, name: str, changes: list[Change], want: dict | None) -> None:
-    with engine.store.transaction():
-        for c in changes:
-            if want is None:
-                engine.store.drop_topology_object(c.kind, c.key)
-            else:
-                engine.store.set_topology_object(name, c.kind, c.key, want[(c.kind, c.key)])
+    if want is None:
+        engine.forget_topology_objects((c.kind, c.key) for c in changes)
+    else:
+        engine.record_topology_objects(name, (((c.kind, c.key), want[(c.kind, c.key)])
+                                              for c in changes))
 
 
 def down(engine: Engine, name: str) -> list[Change]:
     """Remove everything topology ``name`` made."""
     with engine.exclusive():
-        have = {key: spec for key, (owner, spec) in engine.store.topology_objects().items()
+        have = {key: spec for key, (owner, spec) in engine.topology_objects().items()
                 if owner == name}
         if not have:
             raise NotFound(f"topology {name!r} is not up")
@@ -199,16 +198,14 @@ def down(engine: Engine, name: str) -> list[Change]:
                          key=lambda c: (ORDER.index(c.kind), c.key))
         _remove(engine, TopologySpec(name), changes, have)
         crashpoint("topology:removed")
-        with engine.store.transaction():
-            for c in changes:
-                engine.store.drop_topology_object(c.kind, c.key)
+        engine.forget_topology_objects((c.kind, c.key) for c in changes)
     return changes
 
 
 def _remove(engine: Engine, topo: TopologySpec, changes: list[Change],
             have: dict | None = None) -> None:
     have = have if have is not None else {
-        key: spec for key, (owner, spec) in engine.store.topology_objects().items()
+        key: spec for key, (owner, spec) in engine.topology_objects().items()
         if owner == topo.name}
     gone_nodes = {c.key for c in changes if c.kind == "node" and c.verb == "remove"}
     gone_nets = {c.key for c in changes if c.kind == "network"}
@@ -225,7 +222,7 @@ def _remove(engine: Engine, topo: TopologySpec, changes: list[Change],
             if node not in gone_nodes and net not in gone_nets:
                 with contextlib.suppress(NotFound):  # already gone
                     engine.disconnect(net, [node])
-    owned = {n for n, (_, o) in engine.store.namespaces().items() if o}
+    owned = engine.owned_namespaces()
     nodes = sorted(n for n in gone_nodes if n in owned)
     if nodes:
         engine.ns_rm(nodes)
@@ -335,7 +332,7 @@ def _netem(emu) -> k.NetemSpec:
 
 
 def _del_link(engine: Engine, spec: dict) -> None:
-    if not spec or not k.is_netns_mount(engine.ns_path(spec["a"])):
+    if not spec or not engine.ns_exists(spec["a"]):
         return
 
     def delete(rt: k.Rtnl) -> None:
@@ -351,7 +348,7 @@ def _del_link(engine: Engine, spec: dict) -> None:
 
 def _del_route(engine: Engine, key: str) -> None:
     node, dst = key.split(">", 1)
-    if k.is_netns_mount(engine.ns_path(node)):
+    if engine.ns_exists(node):
         _in_node(engine, node, f"removing route {dst} in {node!r}",
                  lambda rt: rt.batch([k.req_del_route(dst)]))
 
