@@ -160,6 +160,7 @@ def test_port_zero_names_every_mapping_of_that_port():
     intents.DeleteIntent(("e1",), ("ns1",), intents.NetworkRef("n1", "br-n1")),
     intents.DeleteIntent(("e1",)),
     intents.DnsIntent(("ns1", "ns2")),
+    intents.LinkIntent("s1", "to-s2"),
 ])
 def test_intents_round_trip_by_name(intent):
     kind, payload = intents.encode(intent)

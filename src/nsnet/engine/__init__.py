@@ -12,8 +12,9 @@ from __future__ import annotations
 from ..config import DEFAULT_ETC_NETNS_DIR, DEFAULT_NETNS_DIR, DEFAULT_STATE_DIR
 from .context import kernel_errors
 from .facade import Engine
+from .links import LinkEnd, P2PLink
 from .networks import bridge_sysctls
 from .probes import CheckResult, check_ok
 
 __all__ = ["DEFAULT_ETC_NETNS_DIR", "DEFAULT_NETNS_DIR", "DEFAULT_STATE_DIR", "CheckResult",
-           "Engine", "bridge_sysctls", "check_ok", "kernel_errors"]
+           "Engine", "LinkEnd", "P2PLink", "bridge_sysctls", "check_ok", "kernel_errors"]

@@ -62,12 +62,14 @@ from .intents import (
     DnsIntent,
     EndpointRef,
     Intent,
+    LinkIntent,
     NetworkCreateIntent,
     NetworkRef,
     NsAddIntent,
     PortsIntent,
     Registry,
 )
+from .links import Links, P2PLink
 from .namespaces import Namespaces
 from .networks import Networks, plan_network
 from .ports import Ports
@@ -134,6 +136,7 @@ class Engine:
         self.endpoints = Endpoints(self.ctx)
         self.published = Ports(self.ctx)
         self.probes = Probes(self.ctx)
+        self.links = Links(self.ctx)
         self._register_intents()
         self._recovered: list[str] = []
 
@@ -184,6 +187,7 @@ class Engine:
         j.rollback(NsAddIntent, lambda intent: self._rollback_create(intent))
         j.rollback(NetworkCreateIntent, lambda intent: self._rollback_network_create(intent))
         j.rollback(PortsIntent, lambda _intent: self.fw.sync())
+        j.rollback(LinkIntent, lambda intent: self.links.remove(intent.node, intent.ifname))
         j.roll_forward(DeleteIntent, lambda op, intent: self._roll_forward_delete(op, intent))
         j.roll_forward(DnsIntent, lambda op, intent: self.dns_sync.settle(op, intent))
 
@@ -616,6 +620,36 @@ class Engine:
             self.store.remove_attachment(cid, ifname, network)
             if mount_of and not self.store.endpoints_of_netns(mount_of):
                 self.store.remove_namespaces([mount_of])
+
+    # ------------------------------------------------ point-to-point links
+    def link_add(self, link: P2PLink) -> None:
+        """A veth between two namespaces, addressed, shaped and marked, under a
+        journaled intent: a failure or crash part-way removes the half-made link."""
+        with self.exclusive(), self._intent(LinkIntent(link.a.node, link.a.ifname)) as scope:
+            self.links.add(link)
+            with self.store.transaction():
+                self.store.journal_remove(scope.op)
+
+    def link_remove(self, node: str, ifname: str) -> None:
+        """Remove nsnet's link ``ifname`` of ``node`` (its peer goes with it)."""
+        with self.exclusive():
+            self.links.remove(node, ifname)
+
+    def route_add(self, node: str, dst: str, via: str) -> None:
+        with self.exclusive():
+            self.links.add_route(node, dst, via)
+
+    def route_remove(self, node: str, dst: str) -> None:
+        with self.exclusive():
+            self.links.remove_route(node, dst)
+
+    def set_forwarding(self, node: str, on: bool) -> None:
+        """IPv4 forwarding inside namespace ``node`` (a topology's router)."""
+        self.links.set_forwarding(node, on)
+
+    def set_link_loss(self, node: str, rules: list[tuple[str, float, str]]) -> None:
+        """Random loss on egress interfaces of ``node`` (see :mod:`.links`)."""
+        self.links.set_loss(node, rules)
 
     # ------------------------------------------------------------- DNS, firewall
     def resolv_drift(self) -> list[str]:

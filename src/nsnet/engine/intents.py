@@ -27,7 +27,7 @@ from typing import ClassVar
 
 from ..state import Store
 
-__all__ = ["ConnectIntent", "DeleteIntent", "DnsIntent", "EndpointRef", "Intent",
+__all__ = ["ConnectIntent", "DeleteIntent", "DnsIntent", "EndpointRef", "Intent", "LinkIntent",
            "NetworkCreateIntent", "NetworkRef", "NsAddIntent", "PortsIntent", "Registry",
            "decode", "encode"]
 
@@ -99,6 +99,15 @@ class DeleteIntent(Intent):
 
 
 @dataclass(frozen=True)
+class LinkIntent(Intent):
+    """A point-to-point link being made: its first end, found by name."""
+
+    kind: ClassVar[str] = "link_add"
+    node: str = ""
+    ifname: str = ""
+
+
+@dataclass(frozen=True)
 class DnsIntent(Intent):
     """The resolv.conf/DNS-server work following a commit: finished later."""
 
@@ -108,7 +117,8 @@ class DnsIntent(Intent):
 
 
 KINDS: dict[str, type[Intent]] = {cls.kind: cls for cls in (
-    ConnectIntent, NsAddIntent, NetworkCreateIntent, PortsIntent, DeleteIntent, DnsIntent)}
+    ConnectIntent, NsAddIntent, NetworkCreateIntent, PortsIntent, DeleteIntent, DnsIntent,
+    LinkIntent)}
 
 
 def encode(intent: Intent) -> tuple[str, dict]:
@@ -137,6 +147,8 @@ def decode(kind: str, payload: dict) -> Intent:
                             tuple(payload.get("namespaces", ())), ref)
     if cls is DnsIntent:
         return DnsIntent(tuple(payload.get("namespaces", ())))
+    if cls is LinkIntent:
+        return LinkIntent(payload["node"], payload["ifname"])
     return cls()
 
 
