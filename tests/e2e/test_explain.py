@@ -31,6 +31,7 @@ Normalised, because it cannot match, and nothing else:
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import subprocess
@@ -215,12 +216,35 @@ def test_topology_file_replays(sandbox: Sandbox, replay_box: Sandbox, example: s
                 script)
 
 
-def test_dry_run_changes_nothing_and_prints_the_same_commands(sandbox: Sandbox) -> None:
+def test_reconcile_repairs_replay_to_the_same_state(sandbox: Sandbox, fresh_box) -> None:
+    """Meddle (a host veth deleted, forwarding off) in both sandboxes the same
+    way; nsnet's repair, replayed, repairs the replay sandbox identically."""
+    name, a = sandbox.name("rec"), sandbox.name("a")
+    script = "".join(script_of(explained(sandbox, *s)) for s in (
+        ("network", "create", name, "--subnet", "10.76.0.0/24"),
+        ("connect", name, a, "--create")))
+    host_if = next(line.split()[3] for line in script.splitlines()
+                   if line.startswith("ip link add veth"))
+    meddling = f"ip link del dev {host_if}\nsysctl -w net.ipv4.ip_forward=0\n"
+    sandbox.host("sh", "-e", "-c", meddling)
+    repair = script_of(explained(sandbox, "reconcile"))
+    assert f"ip link add {host_if} master" in repair and "net.ipv4.ip_forward=1" in repair
+    box = fresh_box()
+    whole = script + meddling + repair
+    assert_same(dump(sandbox), replay(box, _for_replay(whole, sandbox, box)), whole)
+
+
+def test_dry_run_changes_nothing_and_leaves_no_copy(sandbox: Sandbox) -> None:
     name = sandbox.name("dry")
     assert sandbox.cli("network", "create", name, "--subnet", "10.78.0.0/24").returncode == 0
     before = sandbox.fingerprint()
+    copies = set(glob.glob("/tmp/nsnet-explain-*"))
     proc = sandbox.cli("connect", name, sandbox.name("n"), "--create", "--explain",
                        "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "dry run" in proc.stdout and "ip link add veth" in proc.stdout
+    assert f"ip netns add {sandbox.name('n')}" in proc.stdout
     assert sandbox.fingerprint() == before
+    assert set(glob.glob("/tmp/nsnet-explain-*")) <= copies  # the copy is gone
+    refused = sandbox.cli("reconcile", "--explain", "--dry-run")
+    assert refused.returncode == 2 and "cannot show repairs" in refused.stderr

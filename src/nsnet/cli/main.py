@@ -88,6 +88,16 @@ def _explained_dry_run(settings: Settings, dry_run: bool) -> bool:
     return dry_run
 
 
+def _no_copy_for_repairs(settings: Settings, dry_run: bool, command: str) -> None:
+    """reconcile/gc repair the real kernel's drift; the dry-run copy is
+    rebuilt from the state, so it has none: refuse rather than print nothing."""
+    if dry_run and settings.explain:
+        raise nsnet.InvalidInput(
+            f"{command} --explain --dry-run cannot show repairs: a dry run works in a copy "
+            f"rebuilt from nsnet's state, which has no drift; 'nsnet {command} --dry-run' "
+            f"lists the repairs, 'nsnet {command} --explain' makes and prints them")
+
+
 def explainable(dry_run: bool = True) -> Any:
     """``--explain`` (and ``--dry-run``, unless the command has its own) on a
     mutating command: print the equivalent ip/bridge/tc/sysctl/nft commands."""
@@ -661,7 +671,7 @@ def _report(actions: list, dry_run: bool, clean: str) -> None:
 @pass_settings
 def reconcile(settings: Settings, dry_run: bool) -> None:
     """Make the kernel match nsnet's state (after a crash, a reboot, or meddling)."""
-    dry_run = _explained_dry_run(settings, dry_run)
+    _no_copy_for_repairs(settings, dry_run, "reconcile")
     actions = _engine(settings).reconcile(dry_run=dry_run)
     _report(actions, dry_run, "in sync: the kernel matches the state")
 
@@ -672,7 +682,7 @@ def reconcile(settings: Settings, dry_run: bool) -> None:
 @pass_settings
 def gc(settings: Settings, dry_run: bool) -> None:
     """Remove nsnet-marked objects that no record claims."""
-    dry_run = _explained_dry_run(settings, dry_run)
+    _no_copy_for_repairs(settings, dry_run, "gc")
     _report(_engine(settings).gc(dry_run=dry_run), dry_run, "nothing to collect")
 
 
