@@ -29,6 +29,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -192,9 +193,10 @@ LAB_ARTICLE: dict[int, tuple[list[str], str]] = {
          "ip netns exec ns1 ip route add default via 172.16.1.254"],
         "the peer is created inside ns1 already named eth0, the host end already on the "
         "bridge, in one request (moving a device between namespaces costs ~17 ms); the "
-        "host end is brought up with its ownership alias in one request; inside, lo, "
-        "eth0, the address and the route go in one batch (bulk requests: one netlink "
-        "sendmsg, not one process per command)"),
+        "host end is brought up with its ownership alias in one request; inside, IPv6 is "
+        "turned off on eth0 (an IPv4 network: no autoconfiguration traffic), then lo (which "
+        "the article leaves down), eth0, the address and the route go in one batch (bulk "
+        "requests: one netlink sendmsg, not one process per command)"),
 }
 LAB_ARTICLE[4] = ([c.replace("veth1", "veth2").replace("ns1", "ns2").replace(
     "172.16.1.1/", "172.16.1.2/") for c in LAB_ARTICLE[3][0]],
@@ -215,7 +217,8 @@ def lab_explain_printer(session: ExplainSession,
             out("   the article types:")
             for cmd in article:
                 out(f"     {cmd}")
-            out(f"   nsnet differs: {why}")
+            for i, text in enumerate(textwrap.wrap(f"nsnet differs: {why}", 92)):
+                out(("   " if i == 0 else "     ") + text)
             sent = session.drain()
             out("   nsnet sent (equivalent commands):")
             for cmd in (sent or "# (nothing: already there)\n").splitlines():
