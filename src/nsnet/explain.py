@@ -74,6 +74,8 @@ STEP_TITLES = {
     "move default routes": "default route moved to another network",
     "forget udp": "stale UDP conntrack entries forgotten",
     "repair bridge": "the bridge repaired",
+    "sync dns": "the embedded DNS server",
+    "settle dns": "the embedded DNS server",
 }
 
 
@@ -87,6 +89,7 @@ class ExplainSession:
         self.recorder = Recorder(0, self.real_netns_dir, etc_netns_dir)
         self._recording = record.recording(self.recorder)
         self._copy: str | None = None
+        self._drained = False
         self.host_path = ""
 
     # ------------------------------------------------------------- engine
@@ -158,7 +161,9 @@ class ExplainSession:
         if self._copy:  # print the user's paths, not the copy's
             body = body.replace(os.path.join(self._copy, "etc"), self.real_etc_dir)
         pre = explain_preamble(self.real_netns_dir, self.host_path, self.dry_run)
-        return pre + (body or "# (nothing was sent to the kernel)\n")
+        empty = "# (the rest was shown beside each step above)\n" if self._drained else \
+            "# (nothing was sent to the kernel)\n"
+        return pre + (body or empty)
 
     def _render(self) -> str:
         for entry in self.recorder.entries:
@@ -169,6 +174,7 @@ class ExplainSession:
         """What was recorded since the last drain (the lab prints per step)."""
         text = self._render()
         self.recorder.entries.clear()
+        self._drained = True
         return text
 
 

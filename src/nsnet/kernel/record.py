@@ -96,7 +96,7 @@ def step(title: str, note: str = "") -> Iterator[None]:
 
 
 # the functions whose frames never name a step: the layers that only carry
-_CARRIERS = ("nsnet.kernel", "nsnet.firewall", "nsnet.state", "contextlib")
+_CARRIERS = ("nsnet.kernel", "nsnet.firewall", "nsnet.state", "nsnet.dns", "contextlib")
 
 
 def _caller_step() -> str:
