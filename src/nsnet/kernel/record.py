@@ -16,7 +16,7 @@ fd.  The recorder resolves those when the batch is sent -- the ifindex
 against the links of the socket's own namespace, the fd by the namespace's
 inode against the namespaces this process opened or created -- and prints
 what the kernel refused as a comment, never as a command.
-tests/unit/test_explain.py fails for a builder without a rendering;
+tests/unit/test_explain_render.py fails for a builder without a rendering;
 tests/e2e/test_explain.py replays the printed commands with the real tools
 in a fresh sandbox and compares the kernel state with nsnet's own.
 
