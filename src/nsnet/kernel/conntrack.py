@@ -42,10 +42,11 @@ def _udp_dest(orig: bytes) -> tuple[str, int] | None:
 
 def req_ct_delete(orig: bytes) -> Request:
     """Delete the conntrack entry of this original tuple (as dumped)."""
-    dest = _udp_dest(orig)
-    cmd: tuple = ("conntrack", "-D", "-p", "udp", "--orig-dst", dest[0], "--dport",
-                  dest[1], Note("nsnet deletes each entry of that destination by its "
-                                "whole tuple; this deletes the same entries")) if dest else ()
+    def cmd() -> tuple:
+        dest = _udp_dest(orig)
+        return ("conntrack", "-D", "-p", "udp", "--orig-dst", dest[0], "--dport", dest[1],
+                Note("nsnet deletes each entry of that destination by its whole tuple; "
+                     "this deletes the same entries")) if dest else ()
     return Request(_CT_DELETE, 0, _NFGEN + attr(CTA_TUPLE_ORIG | NLA_F_NESTED, orig),
                    "delete a conntrack entry", cmd)
 

@@ -15,7 +15,7 @@ import errno as _errno
 import os
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from . import record
@@ -119,9 +119,11 @@ class Request:
     flags: int
     body: bytes
     what: str = ""  # human description used in error messages
-    # the equivalent command, for --explain (see nsnet.kernel.record): words,
-    # with record.Dev / record.Ns placeholders for ifindexes and namespace fds
-    cmd: tuple = ()
+    # the equivalent command, for --explain (see nsnet.kernel.record): called
+    # only while recording (building it for every request would cost ~20% of
+    # a builder's time), it returns words with record.Dev / record.Ns
+    # placeholders for ifindexes and namespace fds
+    cmd: Callable[[], tuple] = tuple
 
 
 @dataclass
@@ -200,7 +202,7 @@ class Netlink:
     def _link_names(self, requests: list[Request]) -> dict[int, str]:
         """ifindex -> name in this socket's namespace, before the batch (a
         link it deletes is still named): only to print it (--explain)."""
-        if not any(isinstance(w, record.Dev) for r in requests for w in r.cmd):
+        if not any(isinstance(w, record.Dev) for r in requests for w in r.cmd()):
             return {}
         out = {}
         for reply in self.dump(RTM_GETLINK, IFINFO.pack(0, 0, 0, 0, 0)):

@@ -10,7 +10,8 @@ that issued it, rendered as the command a person could type for the same
 kernel state: ``ip``, ``bridge``, ``tc``, ``sysctl``, ``nft``.
 
 How a request becomes a command: every request builder (``req_*``) attaches
-its command to the :class:`Request` (``cmd``), with :class:`Dev` and
+its command to the :class:`Request` (``cmd``, built only when called), with
+:class:`Dev` and
 :class:`Ns` placeholders where the bytes carry an ifindex or a namespace
 fd.  The recorder resolves those when the batch is sent -- the ifindex
 against the links of the socket's own namespace, the fd by the namespace's
@@ -23,7 +24,8 @@ in a fresh sandbox and compares the kernel state with nsnet's own.
 Steps: the nearest caller outside the kernel and firewall layers names the
 step (its function, e.g. ``_create_bridge``), unless a caller opened one
 with :func:`step`; a new header is printed when the step changes.
-Nothing here costs anything while no recorder is active: one global test.
+Nothing here costs anything while no recorder is active: one global test
+(and a closure per request, never called).
 """
 
 from __future__ import annotations
@@ -259,11 +261,12 @@ def _pretty_nft(batch: str) -> str:
 
 def render(req: Any, prefix: list[str], links: dict[int, str], rec: Recorder | None) -> str:
     """A request's command, placeholders resolved (see :class:`Dev`, :class:`Ns`)."""
-    if not req.cmd:
+    cmd = req.cmd()
+    if not cmd:
         return f"# (no command rendering) {req.what}"
     words: list[str] = []
     comments: list[str] = []
-    for word in req.cmd:
+    for word in cmd:
         if isinstance(word, Dev):
             words.append(links.get(word.index, f"if{word.index}"))
         elif isinstance(word, Ns):

@@ -143,12 +143,12 @@ def req_new_bridge(name: str, mtu: int = 0, mac: str = "", group: int = 0,
     if group:
         attrs.append(attr_u32(nl.IFLA_GROUP, group))
     flags = nl.IFF_UP if up else 0
-    cmd = ["ip", "link", "add", name, *(["address", mac.lower()] if mac else []),
-           *(["mtu", mtu] if mtu else []), *(["group", group] if group else []),
-           *(["up"] if up else []), "type", "bridge"]
+    def cmd() -> tuple:
+        return ("ip", "link", "add", name, *(["address", mac.lower()] if mac else []),
+                *(["mtu", mtu] if mtu else []), *(["group", group] if group else []),
+                *(["up"] if up else []), "type", "bridge")
     return Request(nl.RTM_NEWLINK, nl.NLM_F_CREATE | nl.NLM_F_EXCL,
-                   _ifinfo(0, flags, nl.IFF_UP) + b"".join(attrs), f"create bridge {name}",
-                   tuple(cmd))
+                   _ifinfo(0, flags, nl.IFF_UP) + b"".join(attrs), f"create bridge {name}", cmd)
 
 
 def req_new_veth(spec: VethSpec) -> Request:
@@ -166,15 +166,16 @@ def req_new_veth(spec: VethSpec) -> Request:
     info = nested(nl.IFLA_LINKINFO, attr_str(nl.IFLA_INFO_KIND, "veth"),
                   nested(nl.IFLA_INFO_DATA,
                          attr(nl.VETH_INFO_PEER, _ifinfo() + b"".join(peer))))
-    cmd = ["ip", "link", "add", spec.host_name,
-           *(["master", Dev(spec.master)] if spec.master else []),
-           *(["mtu", spec.mtu] if spec.mtu else []),
-           "type", "veth", "peer", "name", spec.peer_name, "netns", Ns(spec.peer_netns_fd),
-           *(["mtu", spec.mtu] if spec.mtu else []),
-           *(["address", spec.peer_mac.hex(":")] if spec.peer_mac else [])]
+    def cmd() -> tuple:
+        return ("ip", "link", "add", spec.host_name,
+                *(["master", Dev(spec.master)] if spec.master else []),
+                *(["mtu", spec.mtu] if spec.mtu else []),
+                "type", "veth", "peer", "name", spec.peer_name, "netns", Ns(spec.peer_netns_fd),
+                *(["mtu", spec.mtu] if spec.mtu else []),
+                *(["address", spec.peer_mac.hex(":")] if spec.peer_mac else []))
     return Request(nl.RTM_NEWLINK, nl.NLM_F_CREATE | nl.NLM_F_EXCL,
                    _ifinfo() + b"".join(host) + info,
-                   f"create veth {spec.host_name} <-> {spec.peer_name}", tuple(cmd))
+                   f"create veth {spec.host_name} <-> {spec.peer_name}", cmd)
 
 
 def req_set_link(name: str = "", index: int = 0, up: bool | None = None,
@@ -194,29 +195,32 @@ def req_set_link(name: str = "", index: int = 0, up: bool | None = None,
         mode = attr(IFLA_BRPORT_MODE, struct.pack("=B", int(hairpin)))
         attrs.append(nested(nl.IFLA_LINKINFO, attr_str(IFLA_INFO_SLAVE_KIND, "bridge"),
                             nested(IFLA_INFO_SLAVE_DATA, mode)))
-    cmd: list = ["ip", "link", "set", "dev", name if name and not index else Dev(index)]
-    if up is not None:
-        cmd.append("up" if up else "down")
-    if alias is not None:
-        cmd += ["alias", alias]
-    if group is not None:
-        cmd += ["group", group]
-    if hairpin is not None:
-        cmd += ["type", "bridge_slave", "hairpin", "on" if hairpin else "off"]
+    def cmd() -> tuple:
+        words: list = ["ip", "link", "set", "dev", name if name and not index else Dev(index)]
+        if up is not None:
+            words.append("up" if up else "down")
+        if alias is not None:
+            words += ["alias", alias]
+        if group is not None:
+            words += ["group", group]
+        if hairpin is not None:
+            words += ["type", "bridge_slave", "hairpin", "on" if hairpin else "off"]
+        return tuple(words)
     return Request(nl.RTM_NEWLINK, 0, _ifinfo(index, flags, change) + b"".join(attrs),
-                   f"set link {name or index}", tuple(cmd))
+                   f"set link {name or index}", cmd)
 
 
 def req_del_link(index: int = 0, name: str = "") -> Request:
     attrs = attr_str(nl.IFLA_IFNAME, name) if name and not index else b""
     return Request(nl.RTM_DELLINK, 0, _ifinfo(index) + attrs, f"delete link {name or index}",
-                   ("ip", "link", "del", "dev", name if name and not index else Dev(index)))
+                   lambda: ("ip", "link", "del", "dev",
+                            name if name and not index else Dev(index)))
 
 
 def req_del_group(group: int) -> Request:
     """Delete every link of a group in one request: one RCU wait for all."""
     return Request(nl.RTM_DELLINK, 0, _ifinfo() + attr_u32(nl.IFLA_GROUP, group),
-                   f"delete link group {group}", ("ip", "link", "del", "group", group))
+                   f"delete link group {group}", lambda: ("ip", "link", "del", "group", group))
 
 
 def _family(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
@@ -230,7 +234,8 @@ def req_add_addr(index: int, cidr: str) -> Request:
                           index)
     body += attr(nl.IFA_LOCAL, packed) + attr(nl.IFA_ADDRESS, packed)
     return Request(nl.RTM_NEWADDR, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body,
-                   f"add address {cidr}", ("ip", "addr", "add", str(iface), "dev", Dev(index)))
+                   f"add address {cidr}",
+                   lambda: ("ip", "addr", "add", str(iface), "dev", Dev(index)))
 
 
 def req_add_route(dst: str, gateway: str | None = None, oif: int = 0) -> Request:
@@ -245,11 +250,12 @@ def req_add_route(dst: str, gateway: str | None = None, oif: int = 0) -> Request
         body += attr(nl.RTA_GATEWAY, ipaddress.ip_address(gateway).packed)
     if oif:
         body += attr_u32(nl.RTA_OIF, oif)
-    cmd = ["ip", "route", "add", "default" if dst == "default" else str(net),
-           *(["via", gateway] if gateway else []), *(["dev", Dev(oif)] if oif else []),
-           "proto", "boot", *([] if gateway else ["scope", "link"])]
+    def cmd() -> tuple:
+        return ("ip", "route", "add", "default" if dst == "default" else str(net),
+                *(["via", gateway] if gateway else []), *(["dev", Dev(oif)] if oif else []),
+                "proto", "boot", *([] if gateway else ["scope", "link"]))
     return Request(nl.RTM_NEWROUTE, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body, f"add route {dst}",
-                   tuple(cmd))
+                   cmd)
 
 
 def req_del_route(dst: str) -> Request:
@@ -260,7 +266,7 @@ def req_del_route(dst: str) -> Request:
     if net.prefixlen:
         body += attr(nl.RTA_DST, net.network_address.packed)
     return Request(nl.RTM_DELROUTE, 0, body, f"remove route {dst}",
-                   ("ip", "route", "del", "default" if dst == "default" else str(net)))
+                   lambda: ("ip", "route", "del", "default" if dst == "default" else str(net)))
 
 
 def req_del_neigh(index: int, ip: str) -> Request:
@@ -268,7 +274,7 @@ def req_del_neigh(index: int, ip: str) -> Request:
     addr = ipaddress.ip_address(ip)
     body = nl.NDMSG.pack(_family(addr), index, 0, 0, 0) + attr(nl.NDA_DST, addr.packed)
     return Request(nl.RTM_DELNEIGH, 0, body, f"delete neighbour {ip}",
-                   ("ip", "neigh", "del", str(addr), "dev", Dev(index)))
+                   lambda: ("ip", "neigh", "del", str(addr), "dev", Dev(index)))
 
 
 def _decode_link(body: bytes) -> Link:

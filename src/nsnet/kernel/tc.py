@@ -86,9 +86,10 @@ def req_tbf(index: int, rate_bps: int, latency_ms: float = 50.0) -> Request:
         "=III", limit, buffer_ticks, 0)
     opts = nested(TCA_OPTIONS, attr(TCA_TBF_PARMS, qopt), attr_u32(TCA_TBF_BURST, burst))
     body = TCMSG.pack(0, index, 0x10000, TC_H_ROOT, 0) + attr_str(TCA_KIND, "tbf") + opts
-    cmd = ("tc", "qdisc", "replace", "dev", Dev(index), "root", "handle", "1:", "tbf",
-           "rate", f"{rate * 8}bit", "burst", burst, "limit", limit,
-           Note("the same rate, burst and limit; tc also sends its rate table"))
+    def cmd() -> tuple:
+        return ("tc", "qdisc", "replace", "dev", Dev(index), "root", "handle", "1:", "tbf",
+                "rate", f"{rate * 8}bit", "burst", burst, "limit", limit,
+                Note("the same rate, burst and limit; tc also sends its rate table"))
     return Request(RTM_NEWQDISC, nl.NLM_F_CREATE | nl.NLM_F_REPLACE, body,
                    f"set rate {rate_bps} bit/s on link {index}", cmd)
 
@@ -96,7 +97,7 @@ def req_tbf(index: int, rate_bps: int, latency_ms: float = 50.0) -> Request:
 def req_del_root_qdisc(index: int) -> Request:
     return Request(RTM_DELQDISC, 0, TCMSG.pack(0, index, 0, TC_H_ROOT, 0),
                    f"remove the root qdisc of link {index}",
-                   ("tc", "qdisc", "del", "dev", Dev(index), "root"))
+                   lambda: ("tc", "qdisc", "del", "dev", Dev(index), "root"))
 
 
 def has_netem() -> bool | None:
@@ -145,7 +146,7 @@ def req_clsact(index: int) -> Request:
     body = TCMSG.pack(0, index, CLSACT_HANDLE, TC_H_CLSACT, 0) + attr_str(TCA_KIND, "clsact")
     return Request(RTM_NEWQDISC, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body,
                    f"add the clsact qdisc to link {index}",
-                   ("tc", "qdisc", "add", "dev", Dev(index), "clsact"))
+                   lambda: ("tc", "qdisc", "add", "dev", Dev(index), "clsact"))
 
 
 def req_loopback_guard(index: int, allow_mark: int) -> Request:
@@ -159,11 +160,11 @@ def req_loopback_guard(index: int, allow_mark: int) -> Request:
         attr_str(TCA_KIND, "bpf") + opts
     return Request(RTM_NEWTFILTER, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body,
                    f"add the loopback guard to link {index}",
-                   ("tc", "filter", "add", "dev", Dev(index), "ingress", "pref", GUARD_PREF,
-                    "handle", GUARD_HANDLE, "protocol", "all", "bpf", "direct-action",
-                    "bytecode", bpf_bytecode(ops),
-                    Note("classic BPF: drop IPv4 to 127.0.0.0/8 unless the packet carries "
-                         f"mark 0x{allow_mark:x}")))
+                   lambda: ("tc", "filter", "add", "dev", Dev(index), "ingress", "pref",
+                            GUARD_PREF, "handle", GUARD_HANDLE, "protocol", "all", "bpf",
+                            "direct-action", "bytecode", bpf_bytecode(ops),
+                            Note("classic BPF: drop IPv4 to 127.0.0.0/8 unless the packet "
+                                 f"carries mark 0x{allow_mark:x}")))
 
 
 def bpf_bytecode(ops: bytes) -> str:
@@ -278,7 +279,8 @@ def req_netem(index: int, spec: NetemSpec, replace: bool = True, handle: int = 0
     flags = nl.NLM_F_CREATE | (nl.NLM_F_REPLACE if replace else nl.NLM_F_EXCL)
     body = TCMSG.pack(0, index, handle, TC_H_ROOT, 0) + attr_str(TCA_KIND, "netem")
     return Request(RTM_NEWQDISC, flags, body + netem_options(spec),
-                   f"set netem on link {index}", _netem_cmd(index, spec, replace, handle))
+                   f"set netem on link {index}",
+                   lambda: _netem_cmd(index, spec, replace, handle))
 
 
 def _netem_cmd(index: int, spec: NetemSpec, replace: bool, handle: int) -> tuple:
