@@ -216,6 +216,24 @@ def test_topology_file_replays(sandbox: Sandbox, replay_box: Sandbox, example: s
                 script)
 
 
+@pytest.mark.parametrize(("build", "remove"), [
+    (("lab",), ("lab", "--down")),
+    (("up", str(ROOT / "examples" / "router-line.yaml")),
+     ("down", str(ROOT / "examples" / "router-line.yaml"))),
+])
+def test_removal_replays_to_the_same_state(sandbox: Sandbox, fresh_box, build: tuple,
+                                           remove: tuple) -> None:
+    """Build, then remove: the two scripts, replayed one after the other in a
+    fresh sandbox, leave what nsnet left (namespaces, bridge, tables gone)."""
+    script = script_of(explained(sandbox, *build))
+    script += script_of(explained(sandbox, *remove))
+    assert "ip netns del" in script
+    state = dump(sandbox)
+    assert state["namespaces"] == []
+    box = fresh_box()
+    assert_same(state, replay(box, _for_replay(script, sandbox, box)), script)
+
+
 def test_reconcile_repairs_replay_to_the_same_state(sandbox: Sandbox, fresh_box) -> None:
     """Meddle (a host veth deleted, forwarding off) in both sandboxes the same
     way; nsnet's repair, replayed, repairs the replay sandbox identically."""

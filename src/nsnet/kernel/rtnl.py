@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from . import netlink as nl
 from .netlink import Request, attr, attr_str, attr_u32, nested
-from .record import Dev, Ns
+from .record import Dev, Note, Ns
 
 IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 4, 5
 IFLA_BRPORT_STATE, IFLA_BRPORT_MODE = 1, 4  # port STP state; mode = hairpin
@@ -220,7 +220,10 @@ def req_del_link(index: int = 0, name: str = "") -> Request:
 def req_del_group(group: int) -> Request:
     """Delete every link of a group in one request: one RCU wait for all."""
     return Request(nl.RTM_DELLINK, 0, _ifinfo() + attr_u32(nl.IFLA_GROUP, group),
-                   f"delete link group {group}", lambda: ("ip", "link", "del", "group", group))
+                   f"delete link group {group}",
+                   lambda: ("ip", "link", "del", "group", group,
+                            Note("one request for every link of the group: the kernel waits "
+                                 "for one RCU grace period, not one per link")))
 
 
 def _family(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
