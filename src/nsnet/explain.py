@@ -39,12 +39,15 @@ from .kernel.record import Recorder
 __all__ = ["LAB_ARTICLE", "ExplainSession", "explain_preamble", "lab_explain_printer"]
 
 
-def explain_preamble(netns_dir: str, host_path: str, dry_run: bool) -> str:
+def explain_preamble(netns_dir: str, host_path: str, dry_run: bool, body: str = "") -> str:
     lines = ["# nsnet --explain: the commands below make the same kernel state "
              "as what nsnet sent" + (" (dry run: in a throwaway copy, nothing changed)"
                                      if dry_run else ""),
              "# commands without -n run in nsnet's host namespace" +
              (f" ({host_path}: nsenter --net={host_path})" if host_path else "")]
+    if "nft -j -f -" in body:
+        lines.append("# nft: the exact JSON transaction nsnet applied (atomic, as `nft -j -f -` "
+                     "applies it); `nft list ruleset` shows the result in nft's own syntax")
     if netns_dir.rstrip("/") not in ("/run/netns", "/var/run/netns"):
         lines.append(f"# ip -n NAME means NAME in {netns_dir}: run them with that "
                      "directory mounted on /run/netns (unshare -m)")
@@ -160,7 +163,7 @@ class ExplainSession:
         body = self._render()
         if self._copy:  # print the user's paths, not the copy's
             body = body.replace(os.path.join(self._copy, "etc"), self.real_etc_dir)
-        pre = explain_preamble(self.real_netns_dir, self.host_path, self.dry_run)
+        pre = explain_preamble(self.real_netns_dir, self.host_path, self.dry_run, body)
         empty = "# (the rest was shown beside each step above)\n" if self._drained else \
             "# (nothing was sent to the kernel)\n"
         return pre + (body or empty)

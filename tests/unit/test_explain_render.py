@@ -156,3 +156,18 @@ def test_no_recorder_costs_nothing_and_records_nothing():
     assert record.active() is None
     req = SAMPLES["req_add_addr"](_Modules())
     assert callable(req.cmd)  # a closure: the words are built only when rendered
+
+
+MUTATING = ["lab", "ns add", "ns rm", "network create", "network rm", "network prune",
+            "connect", "disconnect", "port add", "port rm", "up", "down", "reconcile", "gc"]
+
+
+@pytest.mark.parametrize("command", MUTATING)
+def test_every_mutating_command_takes_explain_and_dry_run(command: str):
+    from nsnet.cli.main import cli
+
+    cmd = cli
+    for word in command.split():
+        cmd = cmd.commands[word]  # type: ignore[attr-defined]
+    options = {opt for p in cmd.params for opt in getattr(p, "opts", [])}
+    assert {"--explain", "--dry-run"} <= options, command
