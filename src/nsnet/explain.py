@@ -45,9 +45,9 @@ def explain_preamble(netns_dir: str, host_path: str, dry_run: bool, body: str = 
                                      if dry_run else ""),
              "# commands without -n run in nsnet's host namespace" +
              (f" ({host_path}: nsenter --net={host_path})" if host_path else "")]
-    if "nft -j -f -" in body:
-        lines.append("# nft: the exact JSON transaction nsnet applied (atomic, as `nft -j -f -` "
-                     "applies it); `nft list ruleset` shows the result in nft's own syntax")
+    if "nft -f -" in body or "nft -j -f -" in body:
+        lines.append("# nft: each transaction nsnet applied (JSON, through libnftables) in nft's "
+                     "own syntax, one atomic batch as `nft -f` applies a file")
     if netns_dir.rstrip("/") not in ("/run/netns", "/var/run/netns"):
         lines.append(f"# ip -n NAME means NAME in {netns_dir}: run them with that "
                      "directory mounted on /run/netns (unshare -m)")

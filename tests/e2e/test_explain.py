@@ -1,7 +1,7 @@
 """--explain must be true, not a story: the replay differential.
 
 A command runs with ``--explain`` in one sandbox; the commands it printed
-are replayed with the real tools (ip, bridge, tc, sysctl, nft -j -f) in a
+are replayed with the real tools (ip, bridge, tc, sysctl, nft -f) in a
 second, fresh sandbox; the kernel state of both is dumped with the real
 tools (tests/statedump.py) and must be equal.
 
@@ -163,6 +163,7 @@ def test_lab_replays_to_the_same_state(sandbox: Sandbox, replay_box: Sandbox) ->
     assert "ip link add veth1 master mydocker0 mtu 1500 type veth peer name eth0 netns ns1" \
         in out  # the peer is born inside ns1, already named eth0
     script = script_of(out)
+    assert "add table ip nsnet" in script and "nft -j" not in script
     state = dump(sandbox)
     assert {"ns1", "ns2"} <= set(state["namespaces"]) and "mydocker0" in state["host"]["links"]
     assert_same(state, replay(replay_box, _for_replay(script, sandbox, replay_box)), script)
@@ -189,7 +190,8 @@ def test_published_ports_network_replays_create_and_remove(sandbox: Sandbox, fre
              ("connect", name, b, "--create"),
              ("port", "add", name, a, "9090:90/udp")]
     script = "".join(script_of(explained(sandbox, *s)) for s in steps)
-    assert "type bridge_slave hairpin on" in script and "nft -j -f -" in script
+    assert "type bridge_slave hairpin on" in script
+    assert "nft -f -" in script and "nft -j" not in script  # nft's syntax, replayed as such
     assert "resolv.conf" in script
     assert_same(dump(sandbox), replay(replay_box, _for_replay(script, sandbox, replay_box)),
                 script)

@@ -171,3 +171,26 @@ def test_every_mutating_command_takes_explain_and_dry_run(command: str):
         cmd = cmd.commands[word]  # type: ignore[attr-defined]
     options = {opt for p in cmd.params for opt in getattr(p, "opts", [])}
     assert {"--explain", "--dry-run"} <= options, command
+
+
+def test_every_golden_firewall_transaction_translates_to_nft_syntax():
+    """nsnet's transactions (tests/unit/golden/firewall.json) all print as nft
+    text; that the text makes the same ruleset is the e2e differential's."""
+    import json
+    import pathlib
+
+    from nsnet.kernel.record import nft_text
+
+    golden = json.loads((pathlib.Path(__file__).parent / "golden" / "firewall.json").read_text())
+    for name, cmds in golden.items():
+        text = nft_text(json.dumps({"nftables": [{"metainfo": {}}, *cmds]}))
+        assert text, f"{name}: not translated"
+        assert "ct state established,related accept" in text or "delete" in text
+
+
+def test_untranslatable_nft_falls_back_to_the_json(tmp_path):
+    rec = Recorder(host=1, netns_dir=str(tmp_path))
+    odd = '{"nftables": [{"add": {"rule": {"family": "ip", "table": "t", "chain": "c", ' \
+          '"expr": [{"queue": {"num": 1}}]}}}]}'
+    rec.nft(1, odd)
+    assert rec.entries[0].lines[0] == "nft -j -f - <<'EOF'"

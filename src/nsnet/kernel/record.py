@@ -30,6 +30,7 @@ Nothing here costs anything while no recorder is active: one global test
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -208,10 +209,14 @@ class Recorder:
         self.add(lines)
 
     def nft(self, inode: int, batch: str) -> None:
-        argv = self.in_netns(inode, ["nft", "-j", "-f", "-"])
+        """One transaction: in nft's syntax (``nft -f``: one atomic batch, as
+        nsnet's), or, if :func:`nft_text` cannot translate it, the JSON."""
+        text = nft_text(batch)
+        argv = self.in_netns(inode, ["nft", "-f", "-"] if text else ["nft", "-j", "-f", "-"])
         if argv is None:
             return
-        self.add([f"{shlex.join(argv)} <<'EOF'", _pretty_nft(batch), "EOF"])
+        self.add([f"{shlex.join(argv)} <<'EOF'", (text or _pretty_nft(batch)).rstrip("\n"),
+                  "EOF"])
 
     def file(self, path: str, text: str | None) -> None:
         quoted = shlex.quote(path)
@@ -251,8 +256,6 @@ def sysctl_arg(key: str, value: str) -> str:
 
 def _pretty_nft(batch: str) -> str:
     """The JSON batch, one command per line (still the same document)."""
-    import json
-
     doc = json.loads(batch)
     items = doc.get("nftables", [])
     body = ",\n".join("  " + json.dumps(item, separators=(",", ":")) for item in items)
@@ -293,3 +296,162 @@ class Note:
     equivalent of what nsnet sends, it says how."""
 
     text: str
+
+
+# ------------------------------------------------------------ nft text
+class _Unsupported(Exception):
+    pass
+
+
+_QUOTED_KEYS = {"iifname", "oifname"}  # their values are strings (names with '-', '.')
+
+
+def nft_text(batch: str) -> str | None:
+    """A JSON batch in nft's own syntax (``nft -f``), or None if it holds
+    anything this small translator does not know (then the JSON is shown).
+    tests/e2e/test_explain.py replays the text with ``nft -f`` and compares
+    the ruleset with nsnet's, so a wrong translation fails a test."""
+    try:
+        return "\n".join(_nft_cmd(c) for c in json.loads(batch)["nftables"]
+                         if "metainfo" not in c) + "\n"
+    except (_Unsupported, KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def _nft_cmd(cmd: dict) -> str:
+    (verb, obj), = cmd.items()
+    (kind, body), = obj.items()
+    if verb not in ("add", "delete", "flush") or not isinstance(body, dict):
+        raise _Unsupported(verb)
+    where = f"{body['family']} {body.get('table', body.get('name'))}"
+    if kind == "table":
+        return f"{verb} table {body['family']} {body['name']}"
+    if kind == "chain":
+        head = f"{verb} chain {where} {_q(body['name'])}"
+        if verb == "add" and "hook" in body:
+            head += (f" {{ type {body['type']} hook {body['hook']} priority {body['prio']}; "
+                     f"policy {body['policy']}; }}")
+        return head
+    if kind in ("set", "map"):
+        types = body["type"] if isinstance(body["type"], list) else [body["type"]]
+        spec = " . ".join(types)
+        if kind == "map":
+            spec += f" : {body['map']}"
+        extra = "".join(f" {k} {v};" for k, v in body.items() if k in ("flags",))
+        return f"{verb} {kind} {where} {body['name']} {{ type {spec};{extra} }}"
+    if kind == "element":
+        items = ", ".join(_nft_elem(e) for e in body["elem"])
+        return f"{verb} element {where} {body['name']} {{ {items} }}"
+    if kind == "rule" and verb == "add":
+        words = [_nft_stmt(s) for s in body["expr"]]
+        if "comment" in body:
+            words.append(f"comment {json.dumps(body['comment'])}")
+        return f"add rule {where} {_q(body['chain'])} " + " ".join(words)
+    raise _Unsupported(kind)
+
+
+def _q(name: str) -> str:
+    """A table/chain name as nft's scanner takes it unquoted (letters, then
+    letters, digits, - _ . /); anything else is not translated."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9/\\_.-]*", name):
+        raise _Unsupported(name)
+    return name
+
+
+def _nft_elem(elem: object) -> str:
+    data = None
+    if isinstance(elem, list):  # a map element: [key, data]
+        elem, data = elem
+    comment = ""
+    if isinstance(elem, dict) and "elem" in elem:
+        if set(elem["elem"]) - {"val", "comment"}:
+            raise _Unsupported("element options")
+        comment = f" comment {json.dumps(elem['elem']['comment'])}" \
+            if "comment" in elem["elem"] else ""
+        elem = elem["elem"]["val"]
+    if isinstance(elem, dict) and set(elem) == {"concat"}:
+        elem = elem["concat"]
+    text = _nft_value(elem, quoted=isinstance(elem, str) and not _is_addr(elem)) + comment
+    if data is not None:
+        text += " : " + (_nft_stmt(data) if isinstance(data, dict) else _nft_value(data))
+    return text
+
+
+def _is_addr(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _nft_value(value: object, quoted: bool = False) -> str:
+    if isinstance(value, bool) or value is None:
+        raise _Unsupported("value")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value) if quoted and not value.startswith("@") else value
+    if isinstance(value, list):  # concatenated element key
+        return " . ".join(_nft_value(v, quoted=isinstance(v, str) and not _is_addr(v)
+                                     and not v.isalpha()) for v in value)
+    raise _Unsupported(repr(value))
+
+
+def _nft_expr(expr: object, quote: bool = False) -> str:
+    if not isinstance(expr, dict):
+        if isinstance(expr, list):
+            return "{ " + ", ".join(_nft_expr(e, quote) for e in expr) + " }"
+        return _nft_value(expr, quote)
+    (kind, body), = expr.items()
+    if kind == "payload":
+        return f"{body['protocol']} {body['field']}"
+    if kind == "meta":
+        return f"meta {body['key']}"
+    if kind == "ct":
+        return f"ct {body['key']}"
+    if kind == "fib":
+        return f"fib {' . '.join(body['flags'])} {body['result']}"
+    if kind == "prefix":
+        return f"{body['addr']}/{body['len']}"
+    if kind == "set":
+        return _nft_expr(body, quote)
+    if kind == "concat":
+        return " . ".join(_nft_expr(e) for e in body)
+    if kind == "map":
+        return f"{_nft_expr(body['key'])} map {_nft_expr(body['data'])}"
+    if kind == "numgen" and set(body) == {"mode", "mod", "offset"} and not body["offset"]:
+        return f"numgen {body['mode']} mod {body['mod']}"
+    if kind == "|":
+        return " | ".join(_nft_expr(e) for e in body)
+    raise _Unsupported(kind)
+
+
+def _nft_stmt(stmt: dict) -> str:
+    (kind, body), = stmt.items()
+    if kind == "match":
+        left = body["left"]
+        quote = isinstance(left, dict) and left.get("meta", {}).get("key") in _QUOTED_KEYS
+        op = {"==": "", "in": ""}.get(body["op"], body["op"] + " ")
+        if body["op"] not in ("==", "in", "!=", "<", ">", "<=", ">="):
+            raise _Unsupported(body["op"])
+        right = body["right"]
+        if body["op"] == "in" and isinstance(right, list):  # flags: a bitmask, not a set
+            return f"{_nft_expr(left)} " + ",".join(_nft_value(v) for v in right)
+        return f"{_nft_expr(left)} {op}{_nft_expr(right, quote)}"
+    if kind in ("accept", "drop", "return", "masquerade") and body is None:
+        return kind
+    if kind in ("jump", "goto"):
+        return f"{kind} {_q(body['target'])}"
+    if kind == "vmap":
+        return f"{_nft_expr(body['key'])} vmap {_nft_expr(body['data'])}"
+    if kind == "dnat" and set(body) <= {"addr", "port"}:
+        text = f"dnat to {_nft_expr(body['addr'])}"
+        return text + (f" : {_nft_expr(body['port'])}" if "port" in body else "")
+    if kind == "mangle":
+        return f"{_nft_expr(body['key'])} set {_nft_expr(body['value'])}"
+    raise _Unsupported(kind)
