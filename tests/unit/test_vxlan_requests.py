@@ -32,6 +32,8 @@ UNDERLAY_INDEX, VX_INDEX = 2, 4  # what the capture's namespace had (masked anyw
 BUILT = {
     "link_add": lambda: req_new_vxlan(VxlanSpec("vx0", 42, "198.51.100.11", UNDERLAY_INDEX,
                                                 mtu=1450)),
+    "link_add_master": lambda: req_new_vxlan(VxlanSpec("vx0", 42, "198.51.100.11",
+                                                       UNDERLAY_INDEX, mtu=1450, master=3)),
     "fdb_append": lambda: req_fdb_append(VX_INDEX, MAC, VTEP),
     "fdb_del": lambda: req_fdb_del(VX_INDEX, MAC, VTEP),
     "neigh_replace": lambda: req_neigh_replace(VX_INDEX, IP, MAC),
@@ -52,10 +54,13 @@ def _framed(req: nl.Request) -> bytes:
 def _masked(message: bytes, name: str) -> bytes:
     out = bytearray(message)
     out[8:12] = b"\0" * 4  # seq
-    if name != "link_add":
+    if not name.startswith("link_add"):
         out[20:24] = b"\0" * 4  # ndmsg ifindex
-    else:  # IFLA_VXLAN_LINK's value: the underlay's ifindex
-        at = out.find(struct.pack("=HH", 8, 3), 0x40)
+        return bytes(out)
+    at = out.find(struct.pack("=HH", 8, 3), 0x40)  # IFLA_VXLAN_LINK: the underlay
+    out[at + 4 : at + 8] = b"\0" * 4
+    at = out.find(struct.pack("=HH", 8, 10))  # IFLA_MASTER: the bridge
+    if at >= 0:
         out[at + 4 : at + 8] = b"\0" * 4
     return bytes(out)
 

@@ -177,6 +177,7 @@ class StoreConfig:
     cert: str | None = None
     key: str | None = None
     timeout: float = 5.0
+    netns: str | None = None  # connect from this namespace (the host's); None: ours
 
     @property
     def url(self) -> str:
@@ -188,7 +189,8 @@ class StoreConfig:
 
 
 def parse_store_url(url: str, ca_cert: str | None = None, cert: str | None = None,
-                    key: str | None = None, timeout: float = 5.0) -> StoreConfig:
+                    key: str | None = None, timeout: float = 5.0,
+                    netns: str | None = None) -> StoreConfig:
     """``etcd://H1:2379,H2:2379`` (port 2379 if omitted) -> StoreConfig."""
     if not url.startswith("etcd://"):
         raise InvalidInput(f"store {url!r}: expected etcd://HOST[:PORT][,HOST[:PORT]...]")
@@ -204,7 +206,7 @@ def parse_store_url(url: str, ca_cert: str | None = None, cert: str | None = Non
         endpoints.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     if (cert is None) != (key is None):
         raise InvalidInput("store TLS: --cert and --key go together")
-    return StoreConfig(tuple(endpoints), ca_cert, cert, key, timeout)
+    return StoreConfig(tuple(endpoints), ca_cert, cert, key, timeout, netns)
 
 
 def _b64(data: str | bytes) -> str:
@@ -266,13 +268,17 @@ class EtcdStore:
         if not self._clients:
             from etcd3gw.client import Etcd3Client  # imported on first use: CLI start-up
 
-            for ep in self.config.endpoints:
+            from .transport import netns_session
+
+            cfg = self.config
+            cert = (cfg.cert, cfg.key) if cfg.cert and cfg.key else None
+            session = netns_session(cfg.netns, cfg.ca_cert, cert)
+            for ep in cfg.endpoints:
                 host, _, port = ep.rpartition(":")
                 self._clients.append(Etcd3Client(
                     host=host.strip("[]"), port=int(port),
-                    protocol="https" if self.config.tls else "http",
-                    ca_cert=self.config.ca_cert, cert_key=self.config.key,
-                    cert_cert=self.config.cert, timeout=self.config.timeout, api_path="/v3/"))
+                    protocol="https" if cfg.tls else "http", timeout=cfg.timeout,
+                    api_path="/v3/", session=session))
         return self._clients[i]
 
     def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -369,8 +375,8 @@ class EtcdStore:
         return out
 
     def close(self) -> None:
-        for client in self._clients:
-            client.session.close()
+        if self._clients:
+            self._clients[0].session.close()  # one session, shared by all members
         self._clients.clear()
 
 
@@ -411,10 +417,8 @@ class EtcdWatch:
         n = len(self.store.config.endpoints)
         i = self.store._current
         while not self._stop.is_set():
-            try:
+            with contextlib.suppress(Exception):  # a member went away: try the next
                 self._stream(self.store._client(i % n))
-            except Exception:  # a member went away mid-stream: try the next one
-                pass
             i += 1
             self._stop.wait(self.RETRY_S)
 
@@ -446,10 +450,8 @@ class EtcdWatch:
 
 
 def _close_stream(resp: Any) -> None:
-    try:
-        resp.raw._fp.fp.raw._sock.shutdown(2)  # unblock the reading thread now
-    except Exception:
-        pass
+    with contextlib.suppress(Exception):  # unblock the reading thread now
+        resp.raw._fp.fp.raw._sock.shutdown(2)
     with contextlib.suppress(Exception):
         resp.close()
 

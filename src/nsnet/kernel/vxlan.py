@@ -58,6 +58,7 @@ class VxlanSpec:
     underlay_index: int
     mtu: int = 0
     port: int = VXLAN_PORT
+    master: int = 0  # enslave to this bridge at creation (ip link add ... master BR)
 
     def __post_init__(self) -> None:
         if not VNI_MIN <= self.vni <= VNI_MAX:
@@ -70,8 +71,9 @@ def overlay_mtu(underlay_mtu: int) -> int:
 
 
 def req_new_vxlan(spec: VxlanSpec) -> Request:
-    """``ip link add NAME [mtu M] type vxlan id VNI local IP dev UNDERLAY
-    dstport PORT nolearning proxy`` (created down; set it up when enslaved)."""
+    """``ip link add NAME [mtu M] [master BR] type vxlan id VNI local IP dev
+    UNDERLAY dstport PORT nolearning proxy`` (created down: set it up once its
+    FDB is programmed)."""
     local = ipaddress.IPv4Address(spec.local)
     data = b"".join([
         attr_u32(IFLA_VXLAN_LINK, spec.underlay_index),
@@ -82,8 +84,9 @@ def req_new_vxlan(spec: VxlanSpec) -> Request:
         attr(IFLA_VXLAN_PORT, struct.pack("!H", spec.port)),
     ])
     attrs = [attr_u32(nl.IFLA_MTU, spec.mtu)] if spec.mtu else []
-    attrs += [attr_str(nl.IFLA_IFNAME, spec.name),
-              _linkinfo_vxlan(data)]
+    if spec.master:
+        attrs.append(attr_u32(nl.IFLA_MASTER, spec.master))
+    attrs += [attr_str(nl.IFLA_IFNAME, spec.name), _linkinfo_vxlan(data)]
     body = nl.IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + b"".join(attrs)
     return Request(nl.RTM_NEWLINK, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body,
                    f"create vxlan {spec.name} (VNI {spec.vni})")

@@ -1,0 +1,213 @@
+"""A sandboxed multi-host world for overlay tests.
+
+Simulated hosts are network namespaces, each with its own nsnet state
+directory, joined by an underlay bridge that lives in a namespace of its
+own::
+
+    [h1 eth0 198.51.100.11] --u1--+
+    [h2 eth0 198.51.100.12] --u2--+-- ubr (namespace "underlay")
+    [h3 eth0 198.51.100.13] --u3--+
+
+A real etcd cluster (Debian's etcd-server, /usr/bin/etcd) runs one member
+per host, inside that host's namespace, listening only on its underlay
+address (client 2379, peer 2380), data in the world's temp directory, with
+heartbeat/election timeouts cut for tests (50 ms / 500 ms) so it elects a
+leader within about a second.  Members are started and stopped by PID,
+never by name.  Nothing is made outside the namespaces and the directory
+given, and :meth:`OverlayWorld.close` removes all of it.
+
+Every namespace here is private to the world, so names inside need not be
+unique; the namespaces themselves are files in the world's own directory
+(not /run/netns).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ETCD = "/usr/bin/etcd"
+UNDERLAY = "198.51.100.0/24"
+UNDERLAY_MTU = 1500
+
+
+def underlay_ip(i: int) -> str:
+    return f"198.51.100.{10 + i}"
+
+
+@dataclass
+class Member:
+    """One etcd member: its argv (to restart it alike), process, log."""
+
+    name: str
+    host: SimHost
+    argv: list[str]
+    log: str
+    proc: subprocess.Popen | None = None
+
+    @property
+    def client_url(self) -> str:
+        return f"{self.host.ip}:2379"
+
+    def start(self) -> None:
+        log = open(self.log, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            self.proc = subprocess.Popen(
+                ["nsenter", f"--net={self.host.path}", *self.argv], stdout=log, stderr=log,
+                stdin=subprocess.DEVNULL, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                start_new_session=True)
+        finally:
+            log.close()
+
+    def kill(self) -> None:
+        """SIGKILL by PID (nsenter exec'd etcd: the PID is etcd's)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(timeout=10)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class SimHost:
+    index: int
+    name: str
+    path: str  # the namespace file
+    state_dir: str
+    ip: str
+    member: Member | None = None
+    extra: dict = field(default_factory=dict)
+
+    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["nsenter", f"--net={self.path}", *argv],
+                              capture_output=True, text=True, check=check)
+
+
+class OverlayWorld:
+    """``n`` simulated hosts on one underlay, with an etcd member each."""
+
+    def __init__(self, base: Path, n: int = 3, etcd: bool = True) -> None:
+        from nsnet.kernel import create_netns, ensure_netns_dir
+
+        self.id = uuid.uuid4().hex[:6]
+        self.base = base
+        self.ns_dir = str(base / "ns")
+        ensure_netns_dir(self.ns_dir)
+        self.hosts: list[SimHost] = []
+        self.closed = False
+        try:
+            create_netns(self.ns_dir, "underlay").close()
+            self.underlay = os.path.join(self.ns_dir, "underlay")
+            self.u("ip", "link", "add", "ubr", "type", "bridge")
+            self.u("ip", "link", "set", "ubr", "up")
+            self.u("ip", "link", "set", "lo", "up")
+            for i in range(1, n + 1):
+                self._add_host(i, create_netns)
+            if etcd:
+                self.start_etcd()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- topology
+    def u(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["nsenter", f"--net={self.underlay}", *argv],
+                              capture_output=True, text=True, check=True)
+
+    def _add_host(self, i: int, create_netns) -> None:
+        name = f"h{i}"
+        create_netns(self.ns_dir, name).close()
+        host = SimHost(i, name, os.path.join(self.ns_dir, name),
+                       str(self.base / name / "state"), underlay_ip(i))
+        os.makedirs(host.state_dir)
+        self.hosts.append(host)
+        self.u("ip", "link", "add", f"u{i}", "mtu", str(UNDERLAY_MTU), "master", "ubr",
+               "type", "veth", "peer", "name", "eth0", "netns", host.path)
+        self.u("ip", "link", "set", f"u{i}", "up")
+        host.run("ip", "link", "set", "lo", "up")
+        host.run("ip", "addr", "add", f"{host.ip}/24", "dev", "eth0")
+        host.run("ip", "link", "set", "eth0", "up")
+
+    # -- etcd
+    @property
+    def store_url(self) -> str:
+        return "etcd://" + ",".join(f"{h.ip}:2379" for h in self.hosts)
+
+    def start_etcd(self, timeout: float = 20) -> None:
+        cluster = ",".join(f"m{h.index}=http://{h.ip}:2380" for h in self.hosts)
+        for h in self.hosts:
+            data = self.base / "etcd" / f"m{h.index}"
+            data.mkdir(parents=True)
+            argv = [ETCD, "--name", f"m{h.index}", "--data-dir", str(data),
+                    "--listen-client-urls", f"http://{h.ip}:2379",
+                    "--advertise-client-urls", f"http://{h.ip}:2379",
+                    "--listen-peer-urls", f"http://{h.ip}:2380",
+                    "--initial-advertise-peer-urls", f"http://{h.ip}:2380",
+                    "--initial-cluster", cluster, "--initial-cluster-state", "new",
+                    "--initial-cluster-token", f"nsnet-{self.id}",
+                    "--heartbeat-interval", "50", "--election-timeout", "500",
+                    "--snapshot-count", "10000", "--enable-v2=false",
+                    "--logger", "zap", "--log-level", "error"]
+            h.member = Member(f"m{h.index}", h, argv, str(self.base / "etcd" / f"m{h.index}.log"))
+            h.member.start()
+        self.wait_healthy(timeout)
+
+    def store(self, host: SimHost, timeout: float = 3.0, local_first: bool = True):
+        """An EtcdStore connecting from ``host``'s namespace, its own member first."""
+        from nsnet.cluster.store import EtcdStore, parse_store_url
+
+        order = sorted(self.hosts, key=lambda h: (h is not host) if local_first else 0)
+        url = "etcd://" + ",".join(f"{h.ip}:2379" for h in order)
+        return EtcdStore(parse_store_url(url, timeout=timeout, netns=host.path))
+
+    def wait_healthy(self, timeout: float = 20, members: list[SimHost] | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        members = members or self.hosts
+        store = self.store(members[0], timeout=1.0)
+        try:
+            while True:
+                health = {m.endpoint: m.healthy for m in store.health()}
+                if all(health.get(f"{h.ip}:2379") for h in members):
+                    return
+                for h in members:
+                    if h.member and not h.member.running:
+                        raise RuntimeError(f"etcd {h.member.name} exited: "
+                                           + Path(h.member.log).read_text()[-2000:])
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"etcd not healthy after {timeout}s: {health}")
+                time.sleep(0.1)
+        finally:
+            store.close()
+
+    def listeners(self, host: SimHost) -> list[str]:
+        """Local addresses of TCP listeners in ``host`` (``ss -ltnH``)."""
+        out = host.run("ss", "-ltnH").stdout
+        return sorted(line.split()[3] for line in out.splitlines() if line.strip())
+
+    # -- teardown
+    def close(self) -> None:
+        from nsnet.kernel.netns import umount
+
+        if self.closed:
+            return
+        self.closed = True
+        for h in self.hosts:
+            if h.member is not None:
+                h.member.kill()
+        names = os.listdir(self.ns_dir) if os.path.isdir(self.ns_dir) else []
+        for path in [os.path.join(self.ns_dir, n) for n in names] + [self.ns_dir]:
+            while True:  # stacked mounts are possible: peel them all
+                try:
+                    umount(path)
+                except OSError:
+                    break
+        shutil.rmtree(self.base, ignore_errors=True)
