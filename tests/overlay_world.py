@@ -23,6 +23,8 @@ unique; the namespaces themselves are files in the world's own directory
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import shutil
 import signal
@@ -211,3 +213,108 @@ class OverlayWorld:
                 except OSError:
                     break
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ data plane
+def mac_of(ip: str) -> str:
+    """02:42 + the IPv4 address, as Docker derives endpoint MACs."""
+    return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+
+
+class HostOverlay:
+    """One simulated host's part of one overlay network, built from the
+    cluster parts the overlay driver will compose: membership (liveness
+    lease), block IPAM, a bridge + VXLAN device made by nsnet's own netlink
+    requests, endpoint records, and a registry watcher programming the
+    VXLAN device's FDB/neighbour entries.  The order of :meth:`connect` is
+    the driver's: addresses from the store first, then the kernel, then the
+    record -- a store failure before the kernel step leaves nothing, one
+    after it is undone."""
+
+    def __init__(self, world: OverlayWorld, host: SimHost, network, store=None) -> None:
+        from nsnet.cluster import alloc, membership, registry
+        from nsnet.kernel import open_netns, open_rtnl, req_new_bridge, req_set_link
+        from nsnet.kernel.vxlan import VxlanSpec, overlay_mtu, req_new_vxlan
+
+        self.world, self.host, self.network = world, host, network
+        self.store = store or world.store(host)
+        self.ns = open_netns(host.path)
+        self.rt = open_rtnl(self.ns)
+        self.mtu = overlay_mtu(UNDERLAY_MTU)
+        self.bridge, self.vxlan = "br0", f"vx{network.vni}"
+        self.rt.run([req_new_bridge(self.bridge, mtu=self.mtu)])
+        br = self.rt.link(self.bridge).index
+        eth0 = self.rt.link("eth0").index
+        self.rt.run([req_new_vxlan(VxlanSpec(self.vxlan, network.vni, host.ip, eth0,
+                                             mtu=self.mtu, master=br))])
+        self.vx_index = self.rt.link(self.vxlan).index
+        self.rt.run([req_set_link(index=self.vx_index, up=True)])
+        self.lease = membership.join(self.store, host.name, host.ip, ttl=10)
+        self.alloc = alloc.BlockAllocator(self.store, network, host.name)
+        self.used: set[ipaddress.IPv4Address] = set()
+        self.endpoints: dict[str, tuple[str, str]] = {}  # name -> (ns path, ip)
+        self.applier = registry.VxlanApplier(self.rt, self.vx_index)
+        self.applied: list = []
+        self.watcher = registry.RegistryWatcher(self.store, network.name, host.name,
+                                                self._apply, local_vtep=host.ip).start()
+
+    def _apply(self, desired) -> None:
+        errors = self.applier.apply(desired)
+        self.applied.append((time.monotonic(), desired, errors))
+
+    def connect(self, name: str) -> str:
+        """An endpoint namespace NAME on this host's bridge; returns its IP."""
+        from nsnet.cluster import registry
+        from nsnet.kernel import create_netns
+
+        ip = str(self.alloc.allocate(self.used))  # the store first: may raise
+        path = os.path.join(self.world.ns_dir, f"{self.host.name}-{name}")
+        create_netns(self.world.ns_dir, f"{self.host.name}-{name}").close()
+        port = f"v{name}"[:15]
+        try:
+            self.host.run("ip", "link", "add", port, "mtu", str(self.mtu), "master",
+                          self.bridge, "type", "veth", "peer", "name", "eth0", "netns", path)
+            self.host.run("ip", "link", "set", port, "up")
+            inside = ["nsenter", f"--net={path}", "ip"]
+            for argv in (["link", "set", "eth0", "address", mac_of(ip)],
+                         ["addr", "add", f"{ip}/{self.network.subnet.prefixlen}", "dev", "eth0"],
+                         ["link", "set", "eth0", "up"], ["link", "set", "lo", "up"]):
+                subprocess.run([*inside, *argv], check=True, capture_output=True)
+            rec = registry.EndpointRecord(self.network.name, self.host.name, name, ip,
+                                          mac_of(ip), self.host.ip)
+            registry.publish(self.store, rec, self.lease)
+        except BaseException:
+            self.host.run("ip", "link", "del", port, check=False)
+            self._drop_ns(path)
+            raise
+        self.used.add(ipaddress.IPv4Address(ip))
+        self.endpoints[name] = (path, ip)
+        return ip
+
+    def _drop_ns(self, path: str) -> None:
+        from nsnet.kernel.netns import umount
+
+        with contextlib.suppress(OSError):
+            umount(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+    def ping(self, name: str, ip: str, count: int = 1, wait: float = 2) -> bool:
+        path = self.endpoints[name][0]
+        proc = subprocess.run(["nsenter", f"--net={path}", "ping", "-c", str(count), "-W",
+                               str(wait), "-i", "0.2", ip], capture_output=True, text=True)
+        return proc.returncode == 0
+
+    def links(self) -> set[str]:
+        return {lk.name for lk in self.rt.links()}
+
+    def fdb(self) -> set:
+        from nsnet.kernel.vxlan import fdb_entries
+
+        return fdb_entries(self.rt, self.vx_index)
+
+    def close(self) -> None:
+        self.watcher.stop()
+        self.store.close()
+        self.rt.close()
+        self.ns.close()
