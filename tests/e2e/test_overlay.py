@@ -255,3 +255,101 @@ def test_status_lists_hosts_liveness_and_store_health(world, overlay):
     assert set(by_name) >= {"h1", "h2", "h3"}
     assert all(by_name[n].alive for n in ("h1", "h2", "h3"))
     assert by_name["h1"].endpoints >= 2
+
+
+# ------------------------------------------------------------------ the CLI
+def _nsnet(host, *args: str, timeout: float = 30):
+    import subprocess
+    import sys
+
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NSNET_HOST_NETNS": host.path,
+           "NSNET_STATE_DIR": host.state_dir, "NSNET_STORE_TIMEOUT": "1.5"}
+    return subprocess.run([sys.executable, "-I", "-m", "nsnet.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _etcdctl(world, host, *args: str) -> str:
+    env = {"PATH": "/usr/bin:/bin", "ETCDCTL_API": "3"}
+    import subprocess
+
+    eps = ",".join(f"http://{h.ip}:2379" for h in world.hosts)
+    return subprocess.run(["nsenter", f"--net={host.path}", "etcdctl", "--endpoints", eps,
+                           *args], env=env, capture_output=True, text=True, check=True).stdout
+
+
+def _status(host) -> dict:
+    import json
+
+    proc = _nsnet(host, "cluster", "status", "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_cli_join_status_agent_leave(world, overlay):
+    import subprocess
+    import sys
+
+    h1, h2 = world.hosts[0], world.hosts[1]
+    agent = None
+    try:
+        for h, name in ((h1, "cli1"), (h2, "cli2")):
+            proc = _nsnet(h, "cluster", "join", "--store", world.store_url, "--advertise",
+                          h.ip, "--name", name, "--ttl", "3")
+            assert proc.returncode == 0, proc.stderr
+            assert f"as {name} ({h.ip})" in proc.stdout
+            if agent is None:  # cli1 is kept alive by its agent, cli2 by nobody
+                agent = subprocess.Popen(
+                    [sys.executable, "-I", "-m", "nsnet.cli", "cluster", "agent"],
+                    env={"PATH": "/usr/bin:/bin", "NSNET_HOST_NETNS": h1.path,
+                         "NSNET_STATE_DIR": h1.state_dir},
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        joined = time.monotonic()
+        # etcd's own client sees nsnet's keys where the layout says
+        keys = _etcdctl(world, h2, "get", "--prefix", "/nsnet/v1/", "--keys-only").split()
+        assert {"/nsnet/v1/members/cli1", "/nsnet/v1/alive/cli1", "/nsnet/v1/members/cli2",
+                "/nsnet/v1/networks/ov"} <= set(keys)
+        st = _status(h1)
+        assert st["quorum"] and st["self"] == "cli1" and len(st["members"]) == 3
+        assert all(m["healthy"] for m in st["members"])
+        assert {h["name"]: h for h in st["hosts"]}["cli1"]["alive"]
+        # a second join under another name: refused
+        proc = _nsnet(h1, "cluster", "join", "--store", world.store_url, "--advertise",
+                      h1.ip, "--name", "other")
+        assert proc.returncode == 5 and "leave first" in proc.stderr
+        # past the TTL: cli1 (agent) alive, cli2 (silent) dead
+        time.sleep(max(0.0, joined + 3 + 1.5 - time.monotonic()))
+        hosts = {h["name"]: h for h in _status(h1)["hosts"]}
+        assert hosts["cli1"]["alive"] and not hosts["cli2"]["alive"]
+        assert hosts["cli2"]["advertise"] == h2.ip  # still a member: its blocks stay its own
+    finally:
+        if agent is not None:
+            agent.kill()  # by PID
+            agent.wait()
+    # leave: gone from the cluster, local membership forgotten
+    assert _nsnet(h1, "cluster", "leave").returncode == 0
+    proc = _nsnet(h1, "cluster", "status")
+    assert proc.returncode == 3 and "not joined" in proc.stderr
+    assert "/nsnet/v1/members/cli1" not in _etcdctl(world, h2, "get", "--prefix",
+                                                    "/nsnet/v1/members/", "--keys-only")
+    assert _nsnet(h2, "cluster", "leave").returncode == 0  # a dead host may leave too
+
+
+def test_cli_without_quorum_names_the_store(world, overlay):
+    h1 = world.hosts[0]
+    proc = _nsnet(h1, "cluster", "join", "--store", world.store_url, "--advertise", h1.ip,
+                  "--name", "q1")
+    assert proc.returncode == 0, proc.stderr
+    for h in world.hosts[1:]:
+        h.member.kill()
+    try:
+        proc = _nsnet(h1, "cluster", "status")
+        assert proc.returncode == 11 and "NO QUORUM" in proc.stdout
+        proc = _nsnet(h1, "cluster", "leave", timeout=60)
+        assert proc.returncode == 11
+        assert world.store_url in proc.stderr and "unavailable" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    finally:
+        for h in world.hosts[1:]:
+            h.member.start()
+        world.wait_healthy()
+    assert _nsnet(h1, "cluster", "leave").returncode == 0

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from ..errors import InvalidInput, StoreUnavailable
+from ..errors import InvalidInput, NotFound, StateError, StoreUnavailable
 
 # ------------------------------------------------------------------ data
 
@@ -292,11 +292,14 @@ class EtcdStore:
             client = self._client(i)
             try:
                 out = client.post(client.get_url(path), json=body)
-            except gw.PreconditionFailedError as exc:  # the request itself is wrong
-                raise InvalidInput(f"{self.name}: {path}: {_detail(exc)}") from None
-            except gw.Etcd3Exception as exc:
+            except (gw.ConnectionFailedError, gw.ConnectionTimeoutError,
+                    gw.InternalServerError) as exc:  # this member cannot serve: next one
                 errors.append(f"{self.config.endpoints[i]}: {_detail(exc)}")
                 continue
+            except gw.Etcd3Exception as exc:  # an answer (lease not found, bad request)
+                detail = _detail(exc)
+                cls = NotFound if "not found" in detail else StateError
+                raise cls(f"cluster store {self.name}: {path}: {detail}") from None
             self._current = i
             return out
         raise StoreUnavailable(
@@ -346,7 +349,9 @@ class EtcdStore:
         return int(result.get("TTL", -1))
 
     def lease_revoke(self, lease: int) -> None:
-        self._call("/kv/lease/revoke", {"ID": lease})
+        """Revoke (its keys go now); a lease already expired is no error."""
+        with contextlib.suppress(NotFound):
+            self._call("/kv/lease/revoke", {"ID": lease})
 
     # -- watch
     def watch_prefix(self, prefix: str, start_revision: int, on_events: OnEvents,
