@@ -42,6 +42,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -292,8 +294,11 @@ class EtcdStore:
             client = self._client(i)
             try:
                 out = client.post(client.get_url(path), json=body)
-            except (gw.ConnectionFailedError, gw.ConnectionTimeoutError,
-                    gw.InternalServerError) as exc:  # this member cannot serve: next one
+            except gw.ConnectionTimeoutError:  # no leader / lost quorum: it waits
+                errors.append(f"{self.config.endpoints[i]}: no answer within "
+                              f"{self.config.timeout:g}s")
+                continue
+            except (gw.ConnectionFailedError, gw.InternalServerError) as exc:  # next member
                 errors.append(f"{self.config.endpoints[i]}: {_detail(exc)}")
                 continue
             except gw.Etcd3Exception as exc:  # an answer (lease not found, bad request)
@@ -386,7 +391,11 @@ class EtcdStore:
 
 
 def _detail(exc: Exception) -> str:
+    """One short line: the gateway's error, or the socket error's text."""
     text = getattr(exc, "detail_text", None) or str(exc) or type(exc).__name__
+    errno_ = re.search(r"\[Errno (\d+)\]", text)
+    if errno_:
+        return os.strerror(int(errno_.group(1))).lower()
     with contextlib.suppress(ValueError, AttributeError):
         text = json.loads(text).get("error", text)
     return " ".join(str(text).split())[:200]
