@@ -191,6 +191,37 @@ def test_one_member_killed_registry_keeps_working(world, overlay):
         world.wait_healthy()
 
 
+def test_a_member_cut_off_from_its_peers_hands_its_watchers_over(world, overlay):
+    """h2's etcd member loses its peers (peer port dropped in h2's
+    namespace) but still answers h2: a watch that stayed on it would hear
+    nothing more.  nsnet's watch requires a leader, so it moves to a member
+    that has one, and h2's own writes fail over too."""
+    from nsnet.cluster import registry
+
+    h1, h2, _ = overlay
+    fresh = world.store(h2.host)  # its own member first
+    seen: set[str] = set()
+    watcher = registry.RegistryWatcher(
+        fresh, "ov", "h2", lambda d: seen.update(ip for ip, _ in d.neigh)).start()
+    table = ["nft", "add", "table", "inet", "cut"]
+    h2.host.run(*table)
+    h2.host.run("nft", "add", "chain", "inet", "cut", "c",
+                "{ type filter hook output priority 0 ; }")
+    h2.host.run("nft", "add", "rule", "inet", "cut", "c", "tcp", "dport", "2380", "drop")
+    h2.host.run("nft", "add", "rule", "inet", "cut", "c", "tcp", "sport", "2380", "drop")
+    try:
+        time.sleep(0.5)
+        ip = h1.connect("p")
+        assert wait_for(lambda: ip in seen, timeout=10), "the watch stayed on a cut-off member"
+        ip2 = h2.connect("p")  # h2 writes through a member with quorum
+        assert wait_for(lambda: ip2 in {i for i, _ in h1.applier.neigh}, timeout=5)
+    finally:
+        watcher.stop()
+        fresh.close()
+        h2.host.run("nft", "delete", "table", "inet", "cut")
+        world.wait_healthy()
+
+
 def test_quorum_lost_clear_error_nothing_half_made_traffic_flows(world, overlay):
     from nsnet.cluster.store import EtcdStore, parse_store_url
 

@@ -439,7 +439,12 @@ class EtcdWatch:
     def _stream(self, client: Any) -> None:
         create = {"key": _b64(self.prefix), "range_end": _b64(prefix_end(self.prefix)),
                   "start_revision": self.next_revision}
+        # "hasleader" (gRPC metadata through the gateway's Grpc-Metadata-
+        # headers): a member cut off from the leader ends the stream with "no
+        # leader" instead of silently delivering nothing; we then resume on
+        # another member.
         resp = client.session.post(client.get_url("/watch"), json={"create_request": create},
+                                   headers={"Grpc-Metadata-hasleader": "true"},
                                    stream=True, timeout=(self.store.config.timeout, None))
         self._response = resp
         if self._stop.is_set():
@@ -449,11 +454,16 @@ class EtcdWatch:
                 return
             if not line.strip():
                 continue
-            result = json.loads(line).get("result", {})
+            message = json.loads(line)
+            if "error" in message:  # e.g. "no leader": resume elsewhere
+                return
+            result = message.get("result", {})
             if int(result.get("compact_revision", 0) or 0) > 0:
                 self.next_revision = 0
                 if self.on_reset:
                     self.on_reset()
+                return
+            if result.get("canceled"):  # e.g. the member lost its leader
                 return
             events = [Event("delete" if ev.get("type") == "DELETE" else "put", _kv(ev["kv"]))
                       for ev in result.get("events", [])]
