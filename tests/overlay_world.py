@@ -97,11 +97,13 @@ class SimHost:
 class OverlayWorld:
     """``n`` simulated hosts on one underlay, with an etcd member each."""
 
-    def __init__(self, base: Path, n: int = 3, etcd: bool = True) -> None:
+    def __init__(self, base: Path, n: int = 3, etcd: bool = True, tls: bool = False) -> None:
         from nsnet.kernel import create_netns, ensure_netns_dir
 
         self.id = uuid.uuid4().hex[:6]
         self.base = base
+        self.tls: dict[str, str] | None = None
+        self._want_tls = tls
         self.ns_dir = str(base / "ns")
         ensure_netns_dir(self.ns_dir)
         self.hosts: list[SimHost] = []
@@ -114,6 +116,8 @@ class OverlayWorld:
             self.u("ip", "link", "set", "lo", "up")
             for i in range(1, n + 1):
                 self._add_host(i, create_netns)
+            if tls:
+                self.tls = make_certs(base / "pki", [h.ip for h in self.hosts])
             if etcd:
                 self.start_etcd()
         except BaseException:
@@ -146,12 +150,13 @@ class OverlayWorld:
 
     def start_etcd(self, timeout: float = 20) -> None:
         cluster = ",".join(f"m{h.index}=http://{h.ip}:2380" for h in self.hosts)
+        scheme = "https" if self.tls else "http"
         for h in self.hosts:
             data = self.base / "etcd" / f"m{h.index}"
             data.mkdir(parents=True)
             argv = [ETCD, "--name", f"m{h.index}", "--data-dir", str(data),
-                    "--listen-client-urls", f"http://{h.ip}:2379",
-                    "--advertise-client-urls", f"http://{h.ip}:2379",
+                    "--listen-client-urls", f"{scheme}://{h.ip}:2379",
+                    "--advertise-client-urls", f"{scheme}://{h.ip}:2379",
                     "--listen-peer-urls", f"http://{h.ip}:2380",
                     "--initial-advertise-peer-urls", f"http://{h.ip}:2380",
                     "--initial-cluster", cluster, "--initial-cluster-state", "new",
@@ -159,6 +164,10 @@ class OverlayWorld:
                     "--heartbeat-interval", "50", "--election-timeout", "500",
                     "--snapshot-count", "10000", "--enable-v2=false",
                     "--logger", "zap", "--log-level", "error"]
+            if self.tls:  # clients must show a certificate of our CA
+                argv += ["--cert-file", self.tls["server_cert"],
+                         "--key-file", self.tls["server_key"],
+                         "--trusted-ca-file", self.tls["ca"], "--client-cert-auth"]
             h.member = Member(f"m{h.index}", h, argv, str(self.base / "etcd" / f"m{h.index}.log"))
             h.member.start()
         self.wait_healthy(timeout)
@@ -169,7 +178,10 @@ class OverlayWorld:
 
         order = sorted(self.hosts, key=lambda h: (h is not host) if local_first else 0)
         url = "etcd://" + ",".join(f"{h.ip}:2379" for h in order)
-        return EtcdStore(parse_store_url(url, timeout=timeout, netns=host.path))
+        tls = self.tls or {}
+        return EtcdStore(parse_store_url(url, tls.get("ca"), tls.get("client_cert"),
+                                         tls.get("client_key"), timeout=timeout,
+                                         netns=host.path))
 
     def wait_healthy(self, timeout: float = 20, members: list[SimHost] | None = None) -> None:
         deadline = time.monotonic() + timeout
@@ -213,6 +225,31 @@ class OverlayWorld:
                 except OSError:
                     break
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def make_certs(pki: Path, ips: list[str]) -> dict[str, str]:
+    """A throwaway CA, a server certificate for the members' underlay
+    addresses (also usable as a client: etcd's gateway dials its own gRPC
+    port with it) and a client certificate, with openssl; valid one day."""
+    pki.mkdir(parents=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*argv: str) -> None:
+        subprocess.run(["openssl", *argv], check=True, capture_output=True, cwd=pki)
+
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
+        "-subj", "/CN=nsnet test CA")
+    sans = ",".join(f"IP:{ip}" for ip in ips)
+    for name, usage, san in (("server", "serverAuth,clientAuth", f"subjectAltName={sans}\n"),
+                             ("client", "clientAuth", "")):
+        (pki / f"{name}.ext").write_text(f"{san}extendedKeyUsage={usage}\n")
+        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN=nsnet test {name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.crt", "-days", "1", "-extfile", f"{name}.ext")
+    return {"ca": str(pki / "ca.crt"), "server_cert": str(pki / "server.crt"),
+            "server_key": str(pki / "server.key"), "client_cert": str(pki / "client.crt"),
+            "client_key": str(pki / "client.key")}
 
 
 # ------------------------------------------------------------------ data plane

@@ -294,6 +294,7 @@ def _nsnet(host, *args: str, timeout: float = 30):
     import sys
 
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NSNET_HOST_NETNS": host.path,
+           "REQUESTS_CA_BUNDLE": os.environ.get("REQUESTS_CA_BUNDLE", ""),
            "NSNET_STATE_DIR": host.state_dir, "NSNET_STORE_TIMEOUT": "1.5"}
     return subprocess.run([sys.executable, "-I", "-m", "nsnet.cli", *args], env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -384,3 +385,32 @@ def test_cli_without_quorum_names_the_store(world, overlay):
             h.member.start()
         world.wait_healthy()
     assert _nsnet(h1, "cluster", "leave").returncode == 0
+
+
+# ------------------------------------------------------------------ TLS
+@pytest.fixture(scope="module")
+def tls_world(tmp_path_factory: pytest.TempPathFactory):
+    w = OverlayWorld(tmp_path_factory.mktemp("overlay-tls") / "w", n=1, tls=True)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def test_cli_over_tls_with_client_certificates(tls_world, monkeypatch):
+    h = tls_world.hosts[0]
+    t = tls_world.tls
+    url = tls_world.store_url
+    # the environment's CA bundle must not replace --cacert (requests would)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    base = ["cluster", "join", "--store", url, "--advertise", h.ip, "--name", "t1"]
+    proc = _nsnet(h, *base, "--cacert", t["ca"])  # no client certificate: refused
+    assert proc.returncode == 11 and url in proc.stderr and "Traceback" not in proc.stderr
+    proc = _nsnet(h, *base, "--cert", t["client_cert"], "--key", t["client_key"])
+    assert proc.returncode == 11  # the member's certificate cannot be verified
+    proc = _nsnet(h, *base, "--cacert", t["ca"], "--cert", t["client_cert"],
+                  "--key", t["client_key"])
+    assert proc.returncode == 0, proc.stderr
+    st = _status(h)  # the TLS settings are remembered in cluster.json
+    assert st["quorum"] and [x["name"] for x in st["hosts"]] == ["t1"]
+    assert _nsnet(h, "cluster", "leave").returncode == 0

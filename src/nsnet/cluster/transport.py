@@ -20,6 +20,10 @@ def netns_session(netns_path: str | None, verify: str | None = None,
     import requests
 
     session = requests.Session()
+    # Not the environment's: REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE would
+    # silently replace the --cacert given (requests prefers them to
+    # session.verify), and HTTP(S)_PROXY would send underlay traffic to a proxy.
+    session.trust_env = False
     if verify is not None:
         session.verify = verify
     if cert is not None:
