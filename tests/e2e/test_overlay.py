@@ -175,6 +175,31 @@ def test_no_arp_reaches_a_remote_host(world, overlay):
     assert h2.endpoints["b"][1] in lladdr  # resolved (by h1's VXLAN proxy)
 
 
+def test_a_restarted_watcher_converges_the_kernel_both_ways(world, overlay):
+    """After a crash the kernel may hold entries nobody wants any more (an
+    endpoint withdrawn while the host was down) and lack wanted ones: a
+    watcher started on an applier synced from the kernel fixes both."""
+    from nsnet.cluster import registry
+
+    h1 = overlay[0]
+    h1.watcher.stop()
+    stale_mac, stale_ip = "02:42:0a:c8:ee:01", "10.200.238.1"
+    h1.host.run("bridge", "fdb", "append", stale_mac, "dev", h1.vxlan, "dst", "198.51.100.99",
+                "self", "permanent")
+    h1.host.run("ip", "neigh", "replace", stale_ip, "lladdr", stale_mac, "dev", h1.vxlan,
+                "nud", "permanent")
+    wanted = set(h1.applier.fdb)
+    one = next(iter(wanted))
+    h1.host.run("bridge", "fdb", "del", one[0], "dev", h1.vxlan, "dst", one[1], "self")
+    h1.applier = registry.VxlanApplier(h1.rt, h1.vx_index).sync_from_kernel()
+    assert (stale_mac, "198.51.100.99") in h1.applier.fdb and one not in h1.applier.fdb
+    h1.watcher = registry.RegistryWatcher(h1.store, "ov", "h1", h1._apply,
+                                          local_vtep=h1.host.ip).start()
+    assert {(e.mac, e.dst) for e in h1.fdb()} == wanted
+    neigh = h1.host.run("ip", "neigh", "show", "dev", h1.vxlan).stdout
+    assert stale_ip not in neigh
+
+
 def test_one_member_killed_registry_keeps_working(world, overlay):
     h1, _, h3 = overlay
     world.hosts[2].member.kill()  # h3's own member: its store and watch fail over

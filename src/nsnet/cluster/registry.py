@@ -120,6 +120,17 @@ class VxlanApplier:
         self.lock = threading.Lock()
         self.batches = 0
 
+    def sync_from_kernel(self) -> VxlanApplier:
+        """Start from what the device holds now (after a crash, a restart):
+        the next :meth:`apply` then also removes entries nobody wants any
+        more, instead of only adding."""
+        from ..kernel.vxlan import fdb_entries, permanent_neighbours
+
+        with self.lock:
+            self.fdb = {(e.mac, e.dst) for e in fdb_entries(self.rt, self.index)}
+            self.neigh = permanent_neighbours(self.rt, self.index)
+        return self
+
     def apply(self, desired: Desired) -> list[str]:
         """Make the device match ``desired``; returns the failures' texts."""
         from ..kernel.vxlan import req_fdb_append, req_fdb_del, req_neigh_del, req_neigh_replace

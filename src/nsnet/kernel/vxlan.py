@@ -157,6 +157,20 @@ def fdb_entries(rt: nl.Netlink, index: int) -> set[FdbEntry]:
     return out
 
 
+def permanent_neighbours(rt: nl.Netlink, index: int) -> set[tuple[str, str]]:
+    """(IP, MAC) of the permanent IPv4 neighbour entries on device ``index``."""
+    out = set()
+    for r in rt.dump(nl.RTM_GETNEIGH, nl.NDMSG.pack(socket.AF_INET, index, 0, 0, 0)):
+        if r.msg_type != nl.RTM_NEWNEIGH:
+            continue
+        _fam, ifindex, state, _flags, _type = nl.NDMSG.unpack_from(r.body)
+        a = nl.parse_attrs(r.body, nl.NDMSG.size)
+        if ifindex == index and state & nl.NUD_PERMANENT and nl.NDA_DST in a \
+                and NDA_LLADDR in a:
+            out.add((str(ipaddress.ip_address(a[nl.NDA_DST])), a[NDA_LLADDR].hex(":")))
+    return out
+
+
 __all__ = ["VXLAN_PORT", "FdbEntry", "VxlanSpec", "fdb_entries", "overlay_mtu",
-           "req_fdb_append", "req_fdb_del", "req_neigh_del", "req_neigh_replace",
-           "req_new_vxlan"]
+           "permanent_neighbours", "req_fdb_append", "req_fdb_del", "req_neigh_del",
+           "req_neigh_replace", "req_new_vxlan"]
