@@ -439,3 +439,75 @@ def test_cli_over_tls_with_client_certificates(tls_world, monkeypatch):
     st = _status(h)  # the TLS settings are remembered in cluster.json
     assert st["quorum"] and [x["name"] for x in st["hosts"]] == ["t1"]
     assert _nsnet(h, "cluster", "leave").returncode == 0
+
+
+def test_three_hosts_allocating_concurrently_never_collide(world, overlay):
+    """3 hosts x 100 addresses at once on the real etcd, with small blocks
+    (/28) so claims contend: 300 distinct addresses, each inside a block
+    whose affinity names the host that handed it out; and concurrent
+    network creates get distinct VNIs."""
+    import ipaddress
+    import json
+    import threading
+
+    from nsnet.cluster.keys import Keys
+
+    admin = overlay[0].store
+    net = alloc.create_network(admin, "conc", "10.210.0.0/20", block=28)
+    got: dict[str, list] = {}
+    vnis: dict[str, int] = {}
+    errors: list = []
+
+    def work(ho) -> None:
+        try:
+            a = alloc.BlockAllocator(ho.store, net, ho.host.name)
+            used: set = set()
+            for _ in range(100):
+                used.add(a.allocate(used))
+            got[ho.host.name] = sorted(used)
+            n = alloc.create_network(ho.store, f"conc-{ho.host.name}",
+                                     f"10.{220 + ho.host.index}.0.0/16")
+            vnis[ho.host.name] = n.vni
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(ho,)) for ho in overlay]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    everything = [ip for ips in got.values() for ip in ips]
+    assert len(everything) == len(set(everything)) == 300
+    assert len(set(vnis.values())) == 3
+    blocks, _ = admin.get_prefix(Keys().blocks("conc"))
+    owner = {ipaddress.ip_network(k.key.rsplit("/", 1)[1].replace("-", "/")):
+             json.loads(k.value)["host"] for k in blocks}
+    for host, ips in got.items():
+        for ip in ips:
+            assert [h for b, h in owner.items() if ip in b] == [host]
+
+
+def test_convergence_time_from_publish_to_remote_fdb(world, overlay):
+    """The registry's part of the convergence target (#17: p50 <= 0.3 s,
+    p99 <= 1 s): from an endpoint record's put returning on h1 to the FDB
+    and neighbour entries being in h2's kernel.  Measured from *before* the
+    put: measured from its return, most deltas are 0 -- h2's watch event
+    often arrives before h1's HTTP answer does."""
+    from nsnet.cluster import registry
+
+    h1, h2, _ = overlay
+    delays = []
+    for i in range(30):
+        ip = f"10.200.240.{i + 2}"
+        rec = registry.EndpointRecord("ov", "h1", f"conv{i}", ip, f"02:42:0a:c8:f0:{i + 2:02x}",
+                                      h1.host.ip)
+        t0 = time.monotonic()
+        registry.publish(h1.store, rec, h1.lease)
+        assert wait_for(lambda ip=ip: ip in {i for i, _ in h2.applier.neigh}, 5, step=0.002)
+        delays.append(time.monotonic() - t0)
+        registry.withdraw(h1.store, "ov", "h1", f"conv{i}")
+    delays.sort()
+    p50, p99 = delays[len(delays) // 2], delays[-1]
+    print(f"registry convergence: p50 {p50 * 1000:.1f} ms, max {p99 * 1000:.1f} ms")
+    assert p50 <= 0.3 and p99 <= 1.0
