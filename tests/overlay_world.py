@@ -29,6 +29,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -290,10 +291,30 @@ class HostOverlay:
         self.alloc = alloc.BlockAllocator(self.store, network, host.name)
         self.used: set[ipaddress.IPv4Address] = set()
         self.endpoints: dict[str, tuple[str, str]] = {}  # name -> (ns path, ip)
+        self.records: dict = {}  # name -> EndpointRecord (to republish)
         self.applier = registry.VxlanApplier(self.rt, self.vx_index)
         self.applied: list = []
         self.watcher = registry.RegistryWatcher(self.store, network.name, host.name,
                                                 self._apply, local_vtep=host.ip).start()
+        self._stop = threading.Event()
+        self.keeper = threading.Thread(target=self._keep_alive, daemon=True)
+        self.keeper.start()
+
+    def _keep_alive(self) -> None:
+        """The agent's job (nsnet cluster agent): renew every TTL/3; after
+        an expiry, register again and republish this host's endpoints."""
+        from nsnet.cluster import membership, registry
+        from nsnet.errors import StateError
+
+        while not self._stop.wait(10 / 3):
+            try:
+                lease, renewed = membership.renew(self.store, self.host.name, self.lease,
+                                                  self.host.ip)
+                self.lease = lease
+                if not renewed:
+                    registry.publish_many(self.store, list(self.records.values()), lease)
+            except StateError:  # no quorum for now: try again next round
+                continue
 
     def _apply(self, desired) -> None:
         errors = self.applier.apply(desired)
@@ -320,6 +341,7 @@ class HostOverlay:
             rec = registry.EndpointRecord(self.network.name, self.host.name, name, ip,
                                           mac_of(ip), self.host.ip)
             registry.publish(self.store, rec, self.lease)
+            self.records[name] = rec
         except BaseException:
             self.host.run("ip", "link", "del", port, check=False)
             self._drop_ns(path)
@@ -351,6 +373,8 @@ class HostOverlay:
         return fdb_entries(self.rt, self.vx_index)
 
     def close(self) -> None:
+        self._stop.set()
+        self.keeper.join(timeout=10)
         self.watcher.stop()
         self.store.close()
         self.rt.close()
