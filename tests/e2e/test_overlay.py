@@ -138,6 +138,22 @@ def test_etcd_listens_only_on_the_underlay(world):
         assert ns == os.stat(h.path).st_ino != os.stat("/proc/self/ns/net").st_ino
 
 
+def test_the_gateway_paths_of_etcd_3_4(world):
+    """nsnet pins /v3/ (store.py says why): Debian's etcd 3.4 serves it."""
+    from nsnet.cluster.transport import netns_session
+
+    h = world.hosts[0]
+    session = netns_session(h.path)
+    try:
+        version = session.get(f"http://{h.ip}:2379/version", timeout=5).json()
+        assert version["etcdserver"].startswith("3.4.")
+        codes = {p: session.post(f"http://{h.ip}:2379/{p}/kv/range", json={"key": "Lw=="},
+                                 timeout=5).status_code for p in ("v3", "v3beta", "v3alpha")}
+        assert codes == {"v3": 200, "v3beta": 200, "v3alpha": 404}
+    finally:
+        session.close()
+
+
 def test_endpoints_on_different_hosts_ping_and_nothing_floods(world, overlay):
     assert wait_for(lambda: _converged(overlay), timeout=5)
     h1, h2, h3 = overlay

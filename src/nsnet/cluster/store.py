@@ -27,9 +27,11 @@ others -- compared in November 2026:
   every CLI start).
 
 Gateway path: etcd 3.3 serves ``/v3beta/``, 3.4 serves ``/v3/`` and
-(deprecated) ``/v3beta/``, 3.5+ only ``/v3/``.  nsnet needs etcd >= 3.4
-(Debian 12's etcd-server is 3.4.23) and pins ``/v3/``, which also saves
-etcd3gw's ``GET /version`` discovery round trip per client.
+(deprecated) ``/v3beta/`` -- checked on Debian 12's etcd-server 3.4.23:
+/v3/ and /v3beta/ answer, /v3alpha/ is 404 (tests/e2e/test_overlay.py::
+test_the_gateway_paths_of_etcd_3_4) -- and 3.5+ only ``/v3/``.  nsnet
+needs etcd >= 3.4 and pins ``/v3/``, which also saves etcd3gw's ``GET
+/version`` discovery round trip per client.
 
 Errors: anything the store cannot do because it is unreachable, has no
 leader or lost quorum becomes :class:`nsnet.errors.StoreUnavailable`, whose
