@@ -17,7 +17,8 @@ _WHERE = {
     "errors": ("AlreadyExists", "CheckFailed", "Conflict", "InvalidInput", "KernelError",
                "LockTimeout", "NotFound", "NsnetError", "PermissionDenied", "PoolExhausted",
                "StateError", "StoreUnavailable"),
-    "cluster.api": ("cluster_agent", "cluster_join", "cluster_leave", "cluster_status"),
+    "cluster.api": ("cluster_agent", "cluster_forget", "cluster_join", "cluster_leave",
+                    "cluster_status"),
     "firewall": ("FakeFirewall", "FirewallDriver"),
     "cni.install": ("install_cni_plugin",),
     "docker": ("serve_docker_plugin",),
@@ -41,7 +42,13 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # for type checkers and readers: the same names, eagerly
-    from .cluster.api import cluster_agent, cluster_join, cluster_leave, cluster_status
+    from .cluster.api import (
+        cluster_agent,
+        cluster_forget,
+        cluster_join,
+        cluster_leave,
+        cluster_status,
+    )
     from .cni.install import install_cni_plugin
     from .docker import serve_docker_plugin
     from .doctor import Diagnosis, diagnose, kernel_features
@@ -118,6 +125,7 @@ __all__ = [
     "__version__",
     "check_ok",
     "cluster_agent",
+    "cluster_forget",
     "cluster_join",
     "cluster_leave",
     "cluster_status",

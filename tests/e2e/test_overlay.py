@@ -394,6 +394,8 @@ def test_cli_join_status_agent_leave(world, overlay):
         hosts = {h["name"]: h for h in _status(h1)["hosts"]}
         assert hosts["cli1"]["alive"] and not hosts["cli2"]["alive"]
         assert hosts["cli2"]["advertise"] == h2.ip  # still a member: its blocks stay its own
+        proc = _nsnet(h2, "cluster", "forget", "cli1")  # alive: refused
+        assert proc.returncode == 5 and "alive" in proc.stderr
     finally:
         if agent is not None:
             agent.kill()  # by PID
@@ -404,7 +406,12 @@ def test_cli_join_status_agent_leave(world, overlay):
     assert proc.returncode == 3 and "not joined" in proc.stderr
     assert "/nsnet/v1/members/cli1" not in _etcdctl(world, h2, "get", "--prefix",
                                                     "/nsnet/v1/members/", "--keys-only")
-    assert _nsnet(h2, "cluster", "leave").returncode == 0  # a dead host may leave too
+    proc = _nsnet(h2, "cluster", "forget", "cli2")  # a dead host, declared gone
+    assert proc.returncode == 0, proc.stderr
+    assert "/nsnet/v1/members/cli2" not in _etcdctl(world, h2, "get", "--prefix",
+                                                    "/nsnet/v1/members/", "--keys-only")
+    assert _nsnet(h2, "cluster", "leave").returncode == 0  # forgotten, it still leaves cleanly
+    assert not os.path.exists(os.path.join(h2.state_dir, "cluster.json"))
 
 
 def test_cli_without_quorum_names_the_store(world, overlay):

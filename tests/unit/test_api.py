@@ -14,7 +14,8 @@ def test_public_api_is_guarded():
         "render_graph", "topology_down", "topology_graph", "topology_plan", "topology_up",
         "Diagnosis", "diagnose", "kernel_features",
         "serve_docker_plugin",
-        "StoreUnavailable", "cluster_agent", "cluster_join", "cluster_leave", "cluster_status",
+        "StoreUnavailable", "cluster_agent", "cluster_forget", "cluster_join", "cluster_leave",
+        "cluster_status",
     ])
     for name in nsnet.__all__:
         assert hasattr(nsnet, name)

@@ -781,6 +781,16 @@ def cluster_leave(settings: Settings, force: bool) -> None:
     click.echo(f"left {cfg.store} ({cfg.host})")
 
 
+@cluster.command("forget")
+@click.argument("host")
+@pass_settings
+def cluster_forget(settings: Settings, host: str) -> None:
+    """Declare a dead HOST gone, releasing its address blocks (refused while alive)."""
+    nsnet.cluster_forget(host, state_dir=settings.state_dir, host_netns=settings.host_netns,
+                         netns_dir=settings.netns_dir)
+    click.echo(f"forgot {host}: its address blocks are free")
+
+
 @cluster.command("agent")
 @pass_settings
 def cluster_agent(settings: Settings) -> None:

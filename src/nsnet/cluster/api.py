@@ -18,7 +18,16 @@ import socket
 import threading
 
 from ..errors import Conflict
-from .membership import DEFAULT_TTL, ClusterConfig, ClusterStatus, join, leave, renew, status
+from .membership import (
+    DEFAULT_TTL,
+    ClusterConfig,
+    ClusterStatus,
+    forget,
+    join,
+    leave,
+    renew,
+    status,
+)
 from .store import Store, parse_store_url
 
 
@@ -89,6 +98,19 @@ def cluster_leave(*, state_dir: str, host_netns: str | None = None,
     finally:
         conn.close()
     ClusterConfig.remove(state_dir)
+    return config
+
+
+def cluster_forget(host: str, *, state_dir: str, host_netns: str | None = None,
+                   netns_dir: str = "/run/netns") -> ClusterConfig:
+    """Declare a dead host gone (an operator's decision): its address
+    blocks are released for other hosts.  Refused while it is alive."""
+    config = ClusterConfig.load(state_dir)
+    conn = _open(config, host_netns, netns_dir)
+    try:
+        forget(conn, host)
+    finally:
+        conn.close()
     return config
 
 
