@@ -124,7 +124,7 @@ def delete_network(store: Store, name: str, keys: Keys | None = None) -> None:
     every block (on every host) in one transaction."""
     keys = keys or Keys()
     network = get_network(store, name, keys)
-    records, _ = store.get_prefix(keys.endpoints(name))
+    records, _ = store.get_prefix(keys.endpoints(name), keys_only=True)
     if records:
         hosts = sorted({kv.key.rsplit("/", 2)[-2] for kv in records})
         raise Conflict(f"overlay network {name!r} still has {len(records)} endpoint(s) "
@@ -142,7 +142,7 @@ def host_blocks(store: Store, network: OverlayNetwork, host: str,
                 keys: Keys | None = None) -> list[ipaddress.IPv4Network]:
     """The blocks ``host`` holds in ``network`` (its own index: no scan)."""
     keys = keys or Keys()
-    kvs, _ = store.get_prefix(keys.host_blocks(host, network.name))
+    kvs, _ = store.get_prefix(keys.host_blocks(host, network.name), keys_only=True)
     return sorted(parse_block(keys.last(kv.key)) for kv in kvs)  # type: ignore[misc]
 
 
@@ -151,7 +151,7 @@ def claim_block(store: Store, network: OverlayNetwork, host: str,
     """Claim the first free block of ``network`` for ``host``."""
     keys = keys or Keys()
     for _ in range(MAX_TRIES):
-        taken_kvs, _ = store.get_prefix(keys.blocks(network.name))
+        taken_kvs, _ = store.get_prefix(keys.blocks(network.name), keys_only=True)
         taken = {keys.last(kv.key) for kv in taken_kvs}
         block = next((b for b in network.subnet.subnets(new_prefix=network.block)
                       if f"{b.network_address}-{b.prefixlen}" not in taken), None)

@@ -156,12 +156,13 @@ def _release(store: Store, host: str, keys: Keys, force: bool) -> None:
     networks, _ = store.get_prefix(keys.networks())
     mine = []
     for net in networks:
-        records, _ = store.get_prefix(keys.endpoints(keys.last(net.key), host))
+        records, _ = store.get_prefix(keys.endpoints(keys.last(net.key), host),
+                                      keys_only=True)
         mine += records
     if mine and not force:
         raise Conflict(f"host {host!r} still has {len(mine)} endpoint(s) on the overlay: "
                        "disconnect them first (or force)")
-    hostblocks, _ = store.get_prefix(keys.host_blocks(host))
+    hostblocks, _ = store.get_prefix(keys.host_blocks(host), keys_only=True)
     ops: list = [Delete(kv.key) for kv in mine]
     for kv in hostblocks:
         net, segment = kv.key.rsplit("/", 2)[-2:]
@@ -178,12 +179,12 @@ def status(store: Store, keys: Keys | None = None) -> ClusterStatus:
     if not out.quorum:
         return out
     members, _ = store.get_prefix(keys.members())
-    alive, _ = store.get_prefix(keys.alives())
+    alive, _ = store.get_prefix(keys.alives(), keys_only=True)
     alive_names = {keys.last(kv.key) for kv in alive}
     counts: dict[str, int] = {}
     networks, _ = store.get_prefix(keys.networks())
     for net in networks:
-        records, _ = store.get_prefix(keys.endpoints(keys.last(net.key)))
+        records, _ = store.get_prefix(keys.endpoints(keys.last(net.key)), keys_only=True)
         for kv in records:
             host = kv.key.rsplit("/", 2)[-2]
             counts[host] = counts.get(host, 0) + 1

@@ -148,7 +148,7 @@ class Store(Protocol):
     name: str
 
     def get(self, key: str) -> KV | None: ...
-    def get_prefix(self, prefix: str) -> tuple[list[KV], int]: ...
+    def get_prefix(self, prefix: str, keys_only: bool = False) -> tuple[list[KV], int]: ...
     def put(self, key: str, value: bytes, lease: int = 0) -> int: ...
     def delete(self, key: str, prefix: bool = False) -> int: ...
     def txn(self, compare: list[Compare], success: list[Op],
@@ -318,8 +318,13 @@ class EtcdStore:
         kvs = self._call("/kv/range", {"key": _b64(key)}).get("kvs", [])
         return _kv(kvs[0]) if kvs else None
 
-    def get_prefix(self, prefix: str) -> tuple[list[KV], int]:
-        out = self._call("/kv/range", {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))})
+    def get_prefix(self, prefix: str, keys_only: bool = False) -> tuple[list[KV], int]:
+        """Every key under ``prefix`` and the store revision they were read
+        at (to watch from); ``keys_only``: values left out (empty)."""
+        body = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
+        if keys_only:
+            body["keys_only"] = True
+        out = self._call("/kv/range", body)
         return [_kv(raw) for raw in out.get("kvs", [])], int(out["header"]["revision"])
 
     def put(self, key: str, value: bytes, lease: int = 0) -> int:
@@ -551,10 +556,14 @@ class MemoryStore:
             self._check()
             return self.data.get(key)
 
-    def get_prefix(self, prefix: str) -> tuple[list[KV], int]:
+    def get_prefix(self, prefix: str, keys_only: bool = False) -> tuple[list[KV], int]:
         with self._lock:
             self._check()
-            return [self.data[k] for k in self._keys(prefix, True)], self.revision
+            kvs = [self.data[k] for k in self._keys(prefix, True)]
+            if keys_only:
+                kvs = [KV(kv.key, b"", kv.create_revision, kv.mod_revision, kv.lease)
+                       for kv in kvs]
+            return kvs, self.revision
 
     def put(self, key: str, value: bytes, lease: int = 0) -> int:
         with self._lock:
