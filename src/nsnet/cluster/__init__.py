@@ -16,6 +16,23 @@ grow one of its own).
 Nothing here creates a kernel object by itself except
 :class:`registry.VxlanApplier` (through nsnet.kernel); the overlay network
 driver (validate/setup/teardown, the engine's seam) composes these parts.
+tests/overlay_world.py's ``HostOverlay`` composes them by hand, in the
+order the driver is meant to keep:
+
+* validate: the host joined (ClusterConfig), the network exists in the
+  store (alloc.get_network), the underlay MTU leaves room (overlay_mtu);
+* setup of a network on a host (once): bridge + VXLAN device
+  (kernel.vxlan.req_new_vxlan, learning off, proxy), then a watcher on
+  ``endpoints/<net>/`` feeding an applier synced from the kernel;
+* connect: journal the intent locally; an address from the host's blocks
+  (BlockAllocator: no store call unless a block must be claimed); the
+  kernel objects; the endpoint record on the host's lease last -- a store
+  failure before the kernel step leaves nothing, one after it undoes the
+  kernel step;
+* disconnect: withdraw the record first (remote hosts stop sending), then
+  the kernel objects, then the local address;
+* liveness: one agent per host renews the lease (api.cluster_agent) and
+  republishes the host's records if the lease had expired.
 """
 
 from __future__ import annotations
