@@ -31,8 +31,10 @@ order the driver is meant to keep:
   kernel step;
 * disconnect: withdraw the record first (remote hosts stop sending), then
   the kernel objects, then the local address;
-* liveness: one agent per host renews the lease (api.cluster_agent) and
-  republishes the host's records if the lease had expired.
+* liveness: one agent per host renews the lease (api.cluster_agent
+  re-registers after an expiry; republishing the host's records from its
+  local state, registry.publish_many, is the driver's part -- HostOverlay
+  shows it).
 """
 
 from __future__ import annotations
