@@ -64,6 +64,11 @@ def _dns_servers() -> set[str]:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
+        # Daemons of this checkout's Python only: a helper's worktree or a
+        # benchmark run beside this session has its own venv (in CI, one session
+        # runs, so every daemon there is ours).
+        if argv[0] != sys.executable.encode():
+            continue
         if b"nsnet.dns" in argv or b"nsnet.cni.agent" in argv:
             out.add(f"{pid} " + b" ".join(argv).decode(errors="replace").strip())
     return out
