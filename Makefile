@@ -23,9 +23,13 @@ lab: system-deps $(VENV)/.installed
 lab-down: $(VENV)/.installed
 	$(BIN)/nsnet lab --down
 
+# Two pytest-xdist workers: most of a test's time is spent waiting (timeouts
+# of blocked probes, daemons starting, RCU), so two share the 2 cores well;
+# every test runs in its own sandbox, and the leak check runs in the controller.
+TEST_WORKERS ?= 2
 test: system-deps test-deps $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
-	$(BIN)/python -m pytest -q --durations=15 tests --ignore=tests/runtime
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15 tests --ignore=tests/runtime
 
 # Real runtimes, sandboxed, on nsnet: podman (CNI backend) + runc, containerd's
 # ctr run --cni, a libcni driver built offline (CNI plugin), and dockerd
@@ -136,7 +140,7 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[bench]'
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 

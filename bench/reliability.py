@@ -2,7 +2,7 @@
 (and at random times), recover, and prove nothing leaked.
 
     python -m bench.reliability            # every point + random kills (make reliability)
-    python -m bench.reliability --sample 12 --random 3   # what `make test` runs
+    python -m bench.reliability --sample 8 --random 2 --plant-check   # what `make test` runs
 
 Each trial runs in its own sandbox (``unshare --mount --net``, tmpfs /run):
 the scenario's CLI steps run up to step i, step i runs with NSNET_CRASH_AT=j
