@@ -15,6 +15,7 @@ TEST_TOOLS := ss:iproute2 iptables:iptables /usr/lib/cni/bridge:containernetwork
 
 .PHONY: lab lab-down test test-runtime unit lint bench reliability security-report system-deps \
         test-deps apt-missing runtime-deps clean
+.PHONY: overlay-deps
 
 lab: system-deps $(VENV)/.installed
 	$(BIN)/nsnet lab
@@ -72,6 +73,25 @@ system-deps:
 
 test-deps:
 	@$(MAKE) -s apt-missing TOOLS="$(TEST_TOOLS)"
+	@$(MAKE) -s overlay-deps
+
+# Overlay networks (#17): tests run a real etcd cluster inside the sandbox
+# (tests/overlay_world.py) and check nsnet's keys with etcd's own client.
+# The package's own etcd service must not start on the machine: a
+# temporary policy-rc.d keeps it down while installing.
+OVERLAY_PACKAGES := etcd-server etcd-client
+overlay-deps:
+	@missing=""; \
+	for pkg in $(OVERLAY_PACKAGES); do \
+	  dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  guard=""; [ -e /usr/sbin/policy-rc.d ] || { guard=1; printf '#!/bin/sh\nexit 101\n' \
+	    > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  rc=$$?; [ -z "$$guard" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; \
+	fi
 
 apt-missing:
 	@missing=""; \
