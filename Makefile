@@ -57,12 +57,13 @@ bench: system-deps test-deps $(VENV)/.installed-bench
 security-report: system-deps test-deps $(VENV)/.installed-test
 	NSNET_SECURITY_REPORT=bench/results/security.md $(BIN)/python -m pytest -q tests/security
 
-# Every crash point + random-time kills (>= 200), and 10,000 fuzz cases.
+# Every crash point (~200) + 40 random-time kills, two trials at a time, and
+# 10,000 fuzz cases.
 reliability: system-deps test-deps $(VENV)/.installed-test
 	rm -f bench/results/fuzz.txt
 	NSNET_FUZZ_EXAMPLES=5000 NSNET_FUZZ_REPORT=bench/results/fuzz.txt \
 	  $(BIN)/python -m pytest -q tests/kernel/test_fuzz.py
-	$(BIN)/python -m bench.reliability --out bench/results/reliability.md
+	$(BIN)/python -m bench.reliability --jobs 2 --plant-check --out bench/results/reliability.md
 	$(BIN)/python -m bench.reliability_report bench/results/reliability.md bench/results/fuzz.txt
 
 lint: $(VENV)/.installed-test
