@@ -16,7 +16,9 @@ _WHERE = {
     "engine": ("DEFAULT_NETNS_DIR", "DEFAULT_STATE_DIR", "CheckResult", "Engine", "check_ok"),
     "errors": ("AlreadyExists", "CheckFailed", "Conflict", "InvalidInput", "KernelError",
                "LockTimeout", "NotFound", "NsnetError", "PermissionDenied", "PoolExhausted",
-               "StateError"),
+               "StateError", "StoreUnavailable"),
+    "cluster.api": ("cluster_agent", "cluster_forget", "cluster_join", "cluster_leave",
+                    "cluster_status"),
     "firewall": ("FakeFirewall", "FirewallDriver"),
     "cni.install": ("install_cni_plugin",),
     "docker": ("serve_docker_plugin",),
@@ -41,6 +43,13 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # for type checkers and readers: the same names, eagerly
+    from .cluster.api import (
+        cluster_agent,
+        cluster_forget,
+        cluster_join,
+        cluster_leave,
+        cluster_status,
+    )
     from .cni.install import install_cni_plugin
     from .docker import serve_docker_plugin
     from .doctor import Diagnosis, diagnose, kernel_features
@@ -57,6 +66,7 @@ if TYPE_CHECKING:  # for type checkers and readers: the same names, eagerly
         PermissionDenied,
         PoolExhausted,
         StateError,
+        StoreUnavailable,
     )
     from .explain import ExplainSession, lab_explain_printer
     from .firewall import FakeFirewall, FirewallDriver
@@ -112,10 +122,16 @@ __all__ = [
     "PortMap",
     "Published",
     "StateError",
+    "StoreUnavailable",
     "Topology",
     "TopologySpec",
     "__version__",
     "check_ok",
+    "cluster_agent",
+    "cluster_forget",
+    "cluster_join",
+    "cluster_leave",
+    "cluster_status",
     "diagnose",
     "format_route",
     "install_cni_plugin",

@@ -45,6 +45,13 @@ SAMPLES = {
     "req_netem": lambda k: k.tc.req_netem(9, NetemSpec(delay_us=20000, jitter_us=5000,
                                                        loss_pct=1.5, rate_Bps=1_250_000)),
     "req_ct_delete": lambda k: k.conntrack.req_ct_delete(_ORIG),
+    "req_new_vxlan": lambda k: k.vxlan.req_new_vxlan(k.vxlan.VxlanSpec(
+        "vx1", 42, "192.0.2.1", 9, mtu=1450, master=7)),
+    "req_fdb_append": lambda k: k.vxlan.req_fdb_append(9, "02:00:00:00:00:05", "192.0.2.2"),
+    "req_fdb_del": lambda k: k.vxlan.req_fdb_del(9, "02:00:00:00:00:05", "192.0.2.2"),
+    "req_neigh_replace": lambda k: k.vxlan.req_neigh_replace(9, "10.9.0.5",
+                                                             "02:00:00:00:00:05"),
+    "req_neigh_del": lambda k: k.vxlan.req_neigh_del(9, "10.9.0.5"),
 }
 
 
@@ -96,6 +103,14 @@ def test_every_builder_renders():
     ("req_del_root_qdisc", "tc qdisc del dev veth1 root"),
     ("req_netem", "tc qdisc replace dev veth1 root handle 1: netem delay 20000us 5000us "
                   "loss 1.5% rate 10000000bit limit 1000"),
+    ("req_new_vxlan", "ip link add vx1 mtu 1450 master br0 type vxlan id 42 local 192.0.2.1 "
+                      "dev veth1 dstport 4789 nolearning proxy"),
+    ("req_fdb_append", "bridge fdb append 02:00:00:00:00:05 dev veth1 dst 192.0.2.2 self "
+                       "permanent"),
+    ("req_fdb_del", "bridge fdb del 02:00:00:00:00:05 dev veth1 dst 192.0.2.2 self"),
+    ("req_neigh_replace", "ip neigh replace 10.9.0.5 lladdr 02:00:00:00:00:05 dev veth1 nud "
+                          "permanent"),
+    ("req_neigh_del", "ip neigh del 10.9.0.5 dev veth1"),
 ])
 def test_renderings(name: str, expected: str):
     assert _render(SAMPLES[name](_Modules())).split("  # ")[0] == expected

@@ -793,5 +793,99 @@ def doctor(settings: Settings, src: str | None, dst: str | None, kernel: bool,
         sys.exit(nsnet.CheckFailed.exit_code)
 
 
+# --------------------------------------------------------------- cluster
+@cli.group(cls=NsnetGroup)
+def cluster() -> None:
+    """Multi-host membership for overlay networks (cluster state in etcd)."""
+
+
+_TLS = [click.option("--cacert", "ca_cert", type=click.Path(exists=True, dir_okay=False),
+                     help="CA bundle to verify the etcd members (https)."),
+        click.option("--cert", type=click.Path(exists=True, dir_okay=False),
+                     help="Client certificate for etcd."),
+        click.option("--key", type=click.Path(exists=True, dir_okay=False),
+                     help="Client key for etcd.")]
+
+
+def _tls(func: Any) -> Any:
+    for option in reversed(_TLS):
+        func = option(func)
+    return func
+
+
+@cluster.command("join")
+@click.option("--store", required=True, metavar="etcd://H1:2379,H2:2379,...",
+              help="The etcd members.")
+@click.option("--advertise", required=True, metavar="UNDERLAY_IP",
+              help="This host's underlay address (its VXLAN endpoint).")
+@click.option("--name", help="This host's name in the cluster (default: hostname).")
+@click.option("--ttl", default=10, show_default=True,
+              help="Liveness lease, seconds: a host silent this long is dead.")
+@_tls
+@pass_settings
+def cluster_join(settings: Settings, store: str, advertise: str, name: str | None, ttl: int,
+                 ca_cert: str | None, cert: str | None, key: str | None) -> None:
+    """Join a cluster once; `nsnet cluster agent` keeps this host alive."""
+    cfg = nsnet.cluster_join(store, advertise, state_dir=settings.state_dir,
+                             host_netns=settings.host_netns, netns_dir=settings.netns_dir,
+                             name=name, ttl=ttl, ca_cert=ca_cert, cert=cert, key=key)
+    click.echo(f"joined {cfg.store} as {cfg.host} ({cfg.advertise}), lease {cfg.lease:x} "
+               f"TTL {cfg.ttl}s")
+
+
+@cluster.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_settings
+def cluster_status(settings: Settings, as_json: bool) -> None:
+    """Hosts, their liveness and endpoints, and the store's health."""
+    cfg, st = nsnet.cluster_status(state_dir=settings.state_dir,
+                                   host_netns=settings.host_netns, netns_dir=settings.netns_dir)
+    if as_json:
+        _print_json({"store": st.store, "self": cfg.host, "quorum": st.quorum,
+                     "members": [vars(m) for m in st.members],
+                     "hosts": [vars(h) for h in st.hosts]})
+    else:
+        click.echo(f"store {st.store}: {'quorum' if st.quorum else 'NO QUORUM'}")
+        _table(["MEMBER", "HEALTHY", "STATE"],
+               [[m.endpoint, "yes" if m.healthy else "no", m.detail] for m in st.members])
+        _table(["HOST", "ADVERTISE", "ALIVE", "ENDPOINTS"],
+               [[h.name + (" (self)" if h.name == cfg.host else ""), h.advertise,
+                 "yes" if h.alive else "no", str(h.endpoints)] for h in st.hosts])
+    if not st.quorum:
+        sys.exit(nsnet.StoreUnavailable.exit_code)
+
+
+@cluster.command("leave")
+@click.option("--force", is_flag=True, help="Even with overlay endpoints left.")
+@pass_settings
+def cluster_leave(settings: Settings, force: bool) -> None:
+    """Leave the cluster, releasing this host's address blocks."""
+    cfg = nsnet.cluster_leave(state_dir=settings.state_dir, host_netns=settings.host_netns,
+                              netns_dir=settings.netns_dir, force=force)
+    click.echo(f"left {cfg.store} ({cfg.host})")
+
+
+@cluster.command("forget")
+@click.argument("host")
+@pass_settings
+def cluster_forget(settings: Settings, host: str) -> None:
+    """Declare a dead HOST gone, releasing its address blocks (refused while alive)."""
+    nsnet.cluster_forget(host, state_dir=settings.state_dir, host_netns=settings.host_netns,
+                         netns_dir=settings.netns_dir)
+    click.echo(f"forgot {host}: its address blocks are free")
+
+
+@cluster.command("agent")
+@pass_settings
+def cluster_agent(settings: Settings) -> None:
+    """Keep this host's liveness lease renewed (foreground; Ctrl-C stops)."""
+    def report(ok: bool, detail: str) -> None:
+        if not ok:
+            click.echo(f"nsnet: store unavailable, retrying: {detail}", err=True)
+
+    nsnet.cluster_agent(state_dir=settings.state_dir, host_netns=settings.host_netns,
+                        netns_dir=settings.netns_dir, on_renew=report)
+
+
 def main() -> None:
     cli(prog_name="nsnet")
