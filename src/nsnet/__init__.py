@@ -25,6 +25,7 @@ _WHERE = {
     "topology": ("Topology", "TopologySpec", "load_topology", "parse_topology", "topology_up",
                  "topology_down", "topology_plan", "topology_graph", "render_graph"),
     "lab": ("format_route", "lab_down", "lab_up"),
+    "explain": ("ExplainSession", "lab_explain_printer"),
     "doctor": ("Diagnosis", "diagnose", "kernel_features"),
     "model": ("ConnectOptions", "Endpoint", "Namespace", "Network", "NetworkSpec", "PortMap",
               "Published", "parse_ports"),
@@ -67,6 +68,7 @@ if TYPE_CHECKING:  # for type checkers and readers: the same names, eagerly
         StateError,
         StoreUnavailable,
     )
+    from .explain import ExplainSession, lab_explain_printer
     from .firewall import FakeFirewall, FirewallDriver
     from .lab import format_route, lab_down, lab_up
     from .model import (
@@ -104,6 +106,7 @@ __all__ = [
     "Diagnosis",
     "Endpoint",
     "Engine",
+    "ExplainSession",
     "FakeFirewall",
     "FirewallDriver",
     "InvalidInput",
@@ -134,6 +137,7 @@ __all__ = [
     "install_cni_plugin",
     "kernel_features",
     "lab_down",
+    "lab_explain_printer",
     "lab_up",
     "load_topology",
     "parse_ports",

@@ -14,6 +14,7 @@ def test_public_api_is_guarded():
         "render_graph", "topology_down", "topology_graph", "topology_plan", "topology_up",
         "Diagnosis", "diagnose", "kernel_features",
         "serve_docker_plugin",
+        "ExplainSession", "lab_explain_printer",
         "StoreUnavailable", "cluster_agent", "cluster_forget", "cluster_join", "cluster_leave",
         "cluster_status",
     ])

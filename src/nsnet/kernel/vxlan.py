@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from . import netlink as nl
 from .netlink import Request, attr, attr_str, attr_u32
+from .record import Dev
 from .rtnl import AF_BRIDGE, mac_bytes
 
 VXLAN_PORT = 4789  # IANA; Linux's own default (8472) predates it
@@ -89,7 +90,13 @@ def req_new_vxlan(spec: VxlanSpec) -> Request:
     attrs += [attr_str(nl.IFLA_IFNAME, spec.name), _linkinfo_vxlan(data)]
     body = nl.IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + b"".join(attrs)
     return Request(nl.RTM_NEWLINK, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body,
-                   f"create vxlan {spec.name} (VNI {spec.vni})")
+                   f"create vxlan {spec.name} (VNI {spec.vni})",
+                   lambda: ("ip", "link", "add", spec.name,
+                            *(["mtu", spec.mtu] if spec.mtu else []),
+                            *(["master", Dev(spec.master)] if spec.master else []),
+                            "type", "vxlan", "id", spec.vni, "local", str(local),
+                            "dev", Dev(spec.underlay_index), "dstport", spec.port,
+                            "nolearning", "proxy"))
 
 
 def _linkinfo_vxlan(data: bytes) -> bytes:
@@ -108,13 +115,16 @@ def req_fdb_append(index: int, mac: str, vtep: str) -> Request:
     """``bridge fdb append MAC dev VX dst VTEP self permanent``: frames to
     MAC leave the VXLAN device ``index`` encapsulated to ``vtep``."""
     return Request(nl.RTM_NEWNEIGH, nl.NLM_F_CREATE | NLM_F_APPEND,
-                   _fdb_body(index, mac, vtep), f"add fdb {mac} -> {vtep}")
+                   _fdb_body(index, mac, vtep), f"add fdb {mac} -> {vtep}",
+                   lambda: ("bridge", "fdb", "append", mac, "dev", Dev(index), "dst", vtep,
+                            "self", "permanent"))
 
 
 def req_fdb_del(index: int, mac: str, vtep: str) -> Request:
     """``bridge fdb del MAC dev VX dst VTEP self``."""
     return Request(nl.RTM_DELNEIGH, 0, _fdb_body(index, mac, vtep),
-                   f"delete fdb {mac} -> {vtep}")
+                   f"delete fdb {mac} -> {vtep}",
+                   lambda: ("bridge", "fdb", "del", mac, "dev", Dev(index), "dst", vtep, "self"))
 
 
 def req_neigh_replace(index: int, ip: str, mac: str) -> Request:
@@ -124,7 +134,9 @@ def req_neigh_replace(index: int, ip: str, mac: str) -> Request:
     body = (nl.NDMSG.pack(family, index, nl.NUD_PERMANENT, 0, 0)
             + attr(nl.NDA_DST, addr.packed) + attr(NDA_LLADDR, mac_bytes(mac)))
     return Request(nl.RTM_NEWNEIGH, nl.NLM_F_CREATE | nl.NLM_F_REPLACE, body,
-                   f"set neighbour {ip} -> {mac}")
+                   f"set neighbour {ip} -> {mac}",
+                   lambda: ("ip", "neigh", "replace", str(addr), "lladdr", mac, "dev", Dev(index),
+                            "nud", "permanent"))
 
 
 def req_neigh_del(index: int, ip: str) -> Request:
@@ -133,7 +145,8 @@ def req_neigh_del(index: int, ip: str) -> Request:
     addr = ipaddress.ip_address(ip)
     family = socket.AF_INET if addr.version == 4 else socket.AF_INET6
     body = nl.NDMSG.pack(family, index, nl.NUD_PERMANENT, 0, 0) + attr(nl.NDA_DST, addr.packed)
-    return Request(nl.RTM_DELNEIGH, 0, body, f"delete neighbour {ip}")
+    return Request(nl.RTM_DELNEIGH, 0, body, f"delete neighbour {ip}",
+                   lambda: ("ip", "neigh", "del", str(addr), "dev", Dev(index)))
 
 
 @dataclass(frozen=True)
