@@ -2,9 +2,16 @@
 
 Rules (Docker's): the default gateway is the first usable address; the
 network and broadcast addresses and the gateway are never handed out;
-dynamic allocation takes the lowest free address of the range.  The model
-is address-family generic; network creation refuses IPv6 until dual-stack
-lands, not this module.
+dynamic allocation takes the lowest free address of the range.
+
+IPv6 the same way (Docker's IPAM since 25.0: sequential, no EUI-64): the
+gateway is ``::1`` of the subnet, endpoints get ``::2``, ``::3``...; the
+subnet's first address (the Subnet-Router anycast address, RFC 4291 2.6.1)
+is never handed out, and there is no broadcast address.  Allocation walks
+upward from the range's start and stops at the first ``count`` free
+addresses, so its cost is O(addresses in use + count), never O(size of the
+/64).  A network created with ``--ipv6`` and no IPv6 subnet gets a /64 from
+the host's unique-local prefix (:mod:`nsnet.ipam.ula`).
 """
 
 from __future__ import annotations
@@ -37,6 +44,10 @@ class Pool:
         if net.version == 4 and net.prefixlen > 30:
             raise InvalidInput(f"subnet {subnet} is too small: a bridge network needs at "
                                "least a /30 (gateway + one endpoint)")
+        if net.version == 6 and net.prefixlen > 126:
+            raise InvalidInput(f"subnet {subnet} is too small: a bridge network needs at "
+                               "least a /126 (the subnet-router address, gateway + one "
+                               "endpoint); /64 is usual")
         rng = parse_subnet(ip_range, "ip-range") if ip_range else net
         if rng.version != net.version or not rng.subnet_of(net):  # type: ignore[arg-type]
             raise InvalidInput(f"ip-range {ip_range} is not inside subnet {subnet}")
@@ -49,19 +60,27 @@ class Pool:
     def _check_in_subnet(self, ip: IPAddr, what: str) -> None:
         if ip.version != self.subnet.version or ip not in self.subnet:
             raise InvalidInput(f"{what} {ip} is outside subnet {self.subnet}")
-        if ip in (self.subnet.network_address, self.subnet.broadcast_address):
+        if ip in self._unusable():
             kind = "network" if ip == self.subnet.network_address else "broadcast"
+            if self.subnet.version == 6:
+                kind = "subnet-router anycast"
             raise InvalidInput(f"{what} {ip} is the {kind} address of {self.subnet}")
 
+    def _unusable(self) -> tuple[IPAddr, ...]:
+        if self.subnet.version == 6:  # no broadcast in IPv6
+            return (self.subnet.network_address,)
+        return (self.subnet.network_address, self.subnet.broadcast_address)
+
     def _reserved(self) -> set[IPAddr]:
-        return {self.subnet.network_address, self.subnet.broadcast_address, self.gateway}
+        return {*self._unusable(), self.gateway}
 
     def capacity(self) -> int:
         return self.ip_range.num_addresses - sum(ip in self.ip_range for ip in self._reserved())
 
     def check_static(self, text: str, used: Iterable[str]) -> IPAddr:
-        ip = parse_ip(text, "--ip")
-        self._check_in_subnet(ip, "--ip")
+        what = "--ip6" if self.subnet.version == 6 else "--ip"
+        ip = parse_ip(text, what)
+        self._check_in_subnet(ip, what)
         if ip == self.gateway:
             raise Conflict(f"address {ip} is the gateway of subnet {self.subnet}")
         if str(ip) in set(used):
@@ -80,7 +99,7 @@ class Pool:
 
     def allocate(self, used: Iterable[str], count: int) -> list[IPAddr]:
         """The ``count`` lowest free addresses, all or nothing."""
-        taken = {ipaddress.ip_address(u) for u in used}
+        taken = {ip for ip in map(ipaddress.ip_address, used) if ip.version == self.subnet.version}
         out: list[IPAddr] = []
         for ip in self._candidates(taken):
             if len(out) == count:
