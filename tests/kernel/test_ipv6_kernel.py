@@ -1,0 +1,162 @@
+"""IPv6 in the kernel layer alone (#16), inside a sandbox host namespace:
+two namespaces on a bridge get their addresses and default route from
+nsnet's own requests and ping each other over ICMPv6 at once, while the
+bridge sees no router solicitation, no router advertisement and no
+duplicate address detection."""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+import time
+
+import pytest
+
+from nsnet import kernel as k
+
+ETH_P_ALL, ETH_P_IPV6 = 0x0003, 0x86DD
+RS, RA, NS = 133, 134, 135
+V6_OFF_BY_DEFAULT = {"net/ipv6/conf/default/disable_ipv6": "1"}  # as nsnet makes namespaces
+
+
+class Sniffer:
+    """Every frame the bridge device sees (snooping off: all multicast is
+    flooded to it), as (ICMPv6 type, IPv6 source) pairs."""
+
+    def __init__(self, host: k.Netns, bridge: str) -> None:
+        with k.entered(host.fd):
+            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        self.sock.bind((bridge, 0))
+        self.seen: list[tuple[int, str]] = []
+
+    def drain(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if not select.select([self.sock], [], [], left)[0]:
+                break
+            frame = self.sock.recv(65535)
+            icmp = _icmpv6(frame)
+            if icmp:
+                self.seen.append(icmp)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _icmpv6(frame: bytes) -> tuple[int, str] | None:
+    if len(frame) < 54 or struct.unpack_from("!H", frame, 12)[0] != ETH_P_IPV6:
+        return None
+    ip = frame[14:]
+    nh, offset = ip[6], 40
+    while nh == 0 and offset + 2 <= len(ip):  # hop-by-hop options (MLD carries one)
+        nh, offset = ip[offset], offset + (ip[offset + 1] + 1) * 8
+    if nh != 58 or offset >= len(ip):
+        return None
+    return ip[offset], socket.inet_ntop(socket.AF_INET6, ip[8:24])
+
+
+@pytest.fixture
+def lan(sandbox):
+    """A bridge with gateway fd00:1::1 and two namespaces a (::2), b (::3)."""
+    host = k.open_netns(sandbox.host_path)
+    rt = k.open_rtnl(host)
+    br = sandbox.name("b6")
+    inner = [k.create_netns(sandbox.netns_dir, sandbox.name(n), V6_OFF_BY_DEFAULT)
+             for n in ("a", "z")]
+    rt.run([k.req_new_bridge(br, mac="02:00:00:00:06:01")])
+    sandbox.host("ip", "link", "set", br, "type", "bridge", "mcast_snooping", "0")
+    bridge = rt.link(br)
+    k.write_sysctls(host, k.ipv6_interface_sysctls(br))
+    rt.run([k.req_add_addr(bridge.index, "fd00:1::1/64", nodad=True)])
+    sniffer = Sniffer(host, br)
+    for i, ns in enumerate(inner):
+        hostend = f"{br}v{i}"
+        rt.run([k.req_new_veth(k.VethSpec(hostend, "eth0", ns.fd, master=bridge.index)),
+                k.req_set_link(hostend, up=True)])
+        k.write_sysctls(host, k.ipv6_off_sysctls(hostend))  # a bridge port: L2 only
+    yield host, rt, inner, sniffer
+    sniffer.close()
+    rt.run([k.req_del_link(name=br)])
+    rt.close()
+    for ns in inner:
+        ns.close()
+        k.remove_netns(ns.path)
+    host.close()
+
+
+def _configure(ns: k.Netns, address: str) -> None:
+    """What the engine will do inside an endpoint's namespace: the quiet
+    sysctls, then one batch: lo and eth0 up, the address (no DAD), the
+    default route."""
+    k.write_sysctls(ns, k.ipv6_interface_sysctls("eth0"))
+    with k.open_rtnl(ns) as rt:
+        index = rt.link("eth0").index
+        rt.run([k.req_set_link("lo", up=True), k.req_set_link(index=index, up=True),
+                k.req_add_addr(index, address, nodad=True),
+                k.req_add_route6("default", "fd00:1::1", oif=index)])
+
+
+def test_endpoints_ping_over_icmpv6_at_once_without_ra_or_dad(lan, sandbox):
+    _host, _rt, (a, b), sniffer = lan
+    _configure(a, "fd00:1::2/64")
+    _configure(b, "fd00:1::3/64")
+    # at once: the first echo, sent right after the batch, is answered
+    started = time.monotonic()
+    echoes = list(k.ping(a.fd, "fd00:1::3", count=1, interval=0.2, timeout=1.0))
+    assert [e.rtt_ms is not None for e in echoes] == [True], echoes
+    assert time.monotonic() - started < 1.0
+    assert echoes[0].ttl == 64 and echoes[0].target == "fd00:1::3"
+    gateway = list(k.ping(b.fd, "fd00:1::1", count=1, interval=0.2, timeout=1.0))
+    assert gateway[0].rtt_ms is not None  # the bridge's address (the gateway) answers too
+    # no tentative address, no link-local one, the default route in place
+    shown = sandbox.inside(a.name, "ip", "-6", "-o", "addr", "show", "dev", "eth0").stdout
+    assert "fd00:1::2/64" in shown and "tentative" not in shown and "fe80" not in shown
+    route = sandbox.inside(a.name, "ip", "-6", "route", "show", "default").stdout
+    assert route.startswith("default via fd00:1::1 dev eth0")
+    # RS would come ~1 s after the interface is up (rtr_solicit_delay): watch 2 s
+    sniffer.drain(2.0)
+    kinds = {kind for kind, _src in sniffer.seen}
+    assert RS not in kinds and RA not in kinds, sniffer.seen
+    assert not [s for kind, s in sniffer.seen if kind == NS and s == "::"], "DAD probes seen"
+    # the sniffer works: the neighbour solicitations of the first echo were seen,
+    # sent from the global address (there is no link-local one)
+    assert (NS, "fd00:1::2") in sniffer.seen, sniffer.seen
+
+
+def test_reachable_checks_both_families(lan, sandbox):
+    _host, _rt, (a, b), _sniffer = lan
+    _configure(a, "fd00:1::2/64")
+    _configure(b, "fd00:1::3/64")
+    for ns, cidr in ((a, "10.6.0.2/24"), (b, "10.6.0.3/24")):
+        with k.open_rtnl(ns) as rt:
+            rt.run([k.req_add_addr(rt.link("eth0").index, cidr)])
+    got = k.reachable(a.fd, ["10.6.0.3", "fd00:1::3", "fd00:1::99", "fd00:0001:0::3"],
+                      timeout=0.9)
+    assert got == {"10.6.0.3": True, "fd00:1::3": True, "fd00:1::99": False,
+                   "fd00:0001:0::3": True}
+
+
+def test_v6_route_to_a_prefix_and_its_removal(lan, sandbox):
+    _host, _rt, (a, _b), _sniffer = lan
+    _configure(a, "fd00:1::2/64")
+    with k.open_rtnl(a) as rt:
+        index = rt.link("eth0").index
+        rt.run([k.req_add_route6("2001:db8:9::/64", "fd00:1::1", oif=index)])
+        routes = {r.dst: r.gateway for r in rt.routes(socket.AF_INET6)}
+        assert routes["2001:db8:9::/64"] == "fd00:1::1" and routes["default"] == "fd00:1::1"
+        rt.run([k.req_del_route6("default"), k.req_del_route6("2001:db8:9::/64")])
+        left = {r.dst for r in rt.routes(socket.AF_INET6)}
+        assert "default" not in left and "2001:db8:9::/64" not in left
+
+
+def test_control_the_kernel_defaults_do_flood_the_bridge(lan, sandbox):
+    """The sniffer's negative is not vacuous: an interface switched on with
+    the kernel's defaults (what the quiet sysctls prevent) sends duplicate
+    address detection and router solicitations onto the bridge."""
+    _host, _rt, (a, _b), sniffer = lan
+    k.write_sysctls(a, {"net/ipv6/conf/eth0/disable_ipv6": "0"})
+    with k.open_rtnl(a) as rt:
+        rt.run([k.req_set_link("eth0", up=True)])
+    sniffer.drain(3.5)
+    assert [s for kind, s in sniffer.seen if kind == NS and s == "::"], sniffer.seen
