@@ -250,3 +250,27 @@ def test_picked_subnet_never_overlaps_taken(ids):
     assert not any(got.overlaps(t) for t in taken)
     free = min(set(range(42)) - set(ids))
     assert got == ipaddress.IPv6Network((base + (free << 64), 64))
+
+
+# ------------------------------------------------ the pool of `network create`
+def test_ipv6_pool_follows_dockers_options():
+    from nsnet.ipam import ipv6_pool
+
+    assert ipv6_pool(None) is None  # IPv4 only
+    with pytest.raises(InvalidInput, match=r"IPv6-only network.*needs --ipv6"):
+        ipv6_pool(None, ipv4=False)
+    picked = ipv6_pool(None, enabled=True, ula_global_id="123456789a",
+                       taken=["fd12:3456:789a::/64"])
+    assert str(picked.subnet) == "fd12:3456:789a:1::/64" and str(picked.gateway).endswith(
+        ":1::1")
+    given_ = ipv6_pool("2001:db8:1::/64", "2001:db8:1::fe", "2001:db8:1::100/120")
+    assert (str(given_.gateway), str(given_.ip_range)) == ("2001:db8:1::fe",
+                                                           "2001:db8:1::100/120")
+    with pytest.raises(InvalidInput, match="is not an IPv6 subnet"):
+        ipv6_pool("10.0.0.0/24")
+    with pytest.raises(InvalidInput, match="not an IPv6 address"):
+        ipv6_pool("fd00::/64", "10.0.0.1")
+    with pytest.raises(InvalidInput, match="needs an IPv6 --subnet"):
+        ipv6_pool(None, "fd00::1", enabled=True, ula_global_id="123456789a")
+    with pytest.raises(InvalidInput, match="link-local"):
+        ipv6_pool("fe80::/64")

@@ -24,7 +24,7 @@ from typing import Protocol
 from ..errors import Conflict, InvalidInput, PoolExhausted
 from ..model.validate import IPAddr, IPNetwork, check_bridge_subnet, parse_ip, parse_subnet
 
-__all__ = ["LeaseStore", "Pool", "allocate"]
+__all__ = ["LeaseStore", "Pool", "allocate", "ipv6_pool"]
 
 
 class LeaseStore(Protocol):
@@ -113,3 +113,35 @@ class Pool:
 
 def allocate(store: LeaseStore, network_id: str, pool: Pool, count: int) -> list[IPAddr]:
     return pool.allocate(store.used_addresses(network_id), count)
+
+
+def ipv6_pool(subnet6: str | None, gateway6: str | None = None, ip_range6: str | None = None,
+              *, enabled: bool = False, ipv4: bool = True, ula_global_id: str | None = None,
+              taken: Iterable[str] = ()) -> Pool | None:
+    """The IPv6 pool a ``network create`` asks for, or None (IPv4 only).
+
+    Docker's rules: ``--ipv6`` with no IPv6 subnet gets one from the default
+    pool (here: the lowest free /64 of the host's ULA prefix, never one of
+    ``taken``, see :mod:`nsnet.ipam.ula`); an IPv6 subnet, gateway or range
+    without ``--ipv6`` turns IPv6 on (a subnet says what the user wants); an
+    IPv6-only network (``ipv4=False``) must have IPv6.  The family of every
+    argument is checked, with the option named."""
+    if not (enabled or subnet6 or gateway6 or ip_range6):
+        if not ipv4:
+            raise InvalidInput("an IPv6-only network (--ipv4=false) needs --ipv6 or an "
+                               "IPv6 --subnet")
+        return None
+    if (gateway6 or ip_range6) and not subnet6:
+        raise InvalidInput("an IPv6 --gateway or --ip-range needs an IPv6 --subnet")
+    if subnet6 is None:
+        from .ula import pick_subnet
+
+        if ula_global_id is None:
+            raise InvalidInput("no IPv6 subnet given and no unique-local prefix to pick from")
+        subnet6 = str(pick_subnet(ula_global_id, taken))
+    for text, what in ((subnet6, "subnet"), (ip_range6, "ip-range")):
+        if text and parse_subnet(text, what).version != 6:
+            raise InvalidInput(f"{what} {text} is not an IPv6 subnet")
+    if gateway6 and parse_ip(gateway6, "gateway").version != 6:
+        raise InvalidInput(f"gateway {gateway6} is not an IPv6 address")
+    return Pool.parse(subnet6, gateway6, ip_range6)
