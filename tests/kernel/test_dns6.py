@@ -46,11 +46,12 @@ def world(sandbox):
         return ns
 
     def bridge(name: str, addrs: list[str]) -> int:
-        rt.run([k.req_new_bridge(name)])
+        rt.run([k.req_new_bridge(name, up=False)])
         links.append(name)
-        k.write_sysctls(host, k.ipv6_interface_sysctls(name))
+        k.write_sysctls(host, k.ipv6_gateway_sysctls(name))
         index = rt.link(name).index
-        rt.run([k.req_add_addr(index, a, nodad=":" in a) for a in addrs])
+        rt.run([k.req_set_link(index=index, up=True)]
+               + [k.req_add_addr(index, a, nodad=":" in a) for a in addrs])
         return index
 
     def plug(bridge_index: int, ns: k.Netns, host_end: str, master: bool = True) -> None:

@@ -25,9 +25,9 @@ class Sniffer:
     flooded to it), as (ICMPv6 type, IPv6 source) pairs."""
 
     def __init__(self, host: k.Netns, bridge: str) -> None:
-        with k.entered(host.fd):
+        with k.entered(host.fd):  # every interface of the host (the bridge may be down yet)
             self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        self.sock.bind((bridge, 0))
+        self.bridge = bridge
         self.seen: list[tuple[int, str]] = []
 
     def drain(self, seconds: float) -> None:
@@ -35,8 +35,8 @@ class Sniffer:
         while (left := end - time.monotonic()) > 0:
             if not select.select([self.sock], [], [], left)[0]:
                 break
-            frame = self.sock.recv(65535)
-            icmp = _icmpv6(frame)
+            frame, (ifname, *_rest) = self.sock.recvfrom(65535)
+            icmp = _icmpv6(frame) if ifname == self.bridge else None
             if icmp:
                 self.seen.append(icmp)
 
@@ -64,12 +64,14 @@ def lan(sandbox):
     br = sandbox.name("b6")
     inner = [k.create_netns(sandbox.netns_dir, sandbox.name(n), V6_OFF_BY_DEFAULT)
              for n in ("a", "z")]
-    rt.run([k.req_new_bridge(br, mac="02:00:00:00:06:01")])
+    # created down, made quiet, then up: its link-local address is born quiet
+    rt.run([k.req_new_bridge(br, mac="02:00:00:00:06:01", up=False)])
     sandbox.host("ip", "link", "set", br, "type", "bridge", "mcast_snooping", "0")
     bridge = rt.link(br)
-    k.write_sysctls(host, k.ipv6_interface_sysctls(br))
-    rt.run([k.req_add_addr(bridge.index, "fd00:1::1/64", nodad=True)])
     sniffer = Sniffer(host, br)
+    k.write_sysctls(host, k.ipv6_gateway_sysctls(br))
+    rt.run([k.req_set_link(index=bridge.index, up=True),
+            k.req_add_addr(bridge.index, "fd00:1::1/64", nodad=True)])
     for i, ns in enumerate(inner):
         hostend = f"{br}v{i}"
         rt.run([k.req_new_veth(k.VethSpec(hostend, "eth0", ns.fd, master=bridge.index)),
@@ -112,6 +114,8 @@ def test_endpoints_ping_over_icmpv6_at_once_without_ra_or_dad(lan, sandbox):
     # no tentative address, no link-local one, the default route in place
     shown = sandbox.inside(a.name, "ip", "-6", "-o", "addr", "show", "dev", "eth0").stdout
     assert "fd00:1::2/64" in shown and "tentative" not in shown and "fe80" not in shown
+    gateway_addrs = sandbox.host("ip", "-6", "-o", "addr", "show", "dev", sandbox.name("b6"))
+    assert "fe80::" in gateway_addrs.stdout and "tentative" not in gateway_addrs.stdout
     route = sandbox.inside(a.name, "ip", "-6", "route", "show", "default").stdout
     assert route.startswith("default via fd00:1::1 dev eth0")
     # RS would come ~1 s after the interface is up (rtr_solicit_delay): watch 2 s

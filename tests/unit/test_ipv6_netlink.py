@@ -19,7 +19,7 @@ import pytest
 from nsnet.kernel import netlink as nl
 from nsnet.kernel import req_add_addr, req_add_route6, req_del_route6
 from nsnet.kernel.icmp import _ECHO_REPLY6, Pinger, _packet6
-from nsnet.kernel.ipv6 import ipv6_interface_sysctls
+from nsnet.kernel.ipv6 import ipv6_gateway_sysctls, ipv6_interface_sysctls
 
 GOLDEN = Path(__file__).parent / "golden" / "ipv6"
 IFINDEX = 3  # d0 in the capture namespace (lo 1, d1 2... as ip assigned them)
@@ -109,6 +109,9 @@ def test_interface_sysctls_switch_ipv6_on_last():
                       "net/ipv6/conf/eth0/accept_dad": "0",
                       "net/ipv6/conf/eth0/addr_gen_mode": "1",
                       "net/ipv6/conf/eth0/disable_ipv6": "0"}
+    gateway = ipv6_gateway_sysctls("br0")  # keeps a link-local address, switched on last
+    assert gateway["net/ipv6/conf/br0/addr_gen_mode"] == "0"
+    assert list(gateway)[-1] == "net/ipv6/conf/br0/disable_ipv6"
 
 
 def test_icmpv6_echo_request_and_reply_matching():

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from .conntrack import forget_udp
 from .icmp import Echo, ping, reachable
-from .ipv6 import FORWARDING6, ipv6_interface_sysctls, ipv6_off_sysctls
+from .ipv6 import (
+    FORWARDING6,
+    ipv6_gateway_sysctls,
+    ipv6_interface_sysctls,
+    ipv6_off_sysctls,
+)
 from .netlink import BatchResult, NetlinkError, Request
 from .netns import (
     Netns,
@@ -81,6 +86,7 @@ __all__ = [
     "exec_in_netns",
     "forget_udp",
     "has_netem",
+    "ipv6_gateway_sysctls",
     "ipv6_interface_sysctls",
     "ipv6_off_sysctls",
     "is_netns_mount",
