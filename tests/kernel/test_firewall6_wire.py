@@ -13,8 +13,10 @@ neighbour trying direct routing would."""
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
+import time
 
 import pytest
 
@@ -70,6 +72,26 @@ def connect(ns: k.Netns, ip: str, port: int, timeout: float = 1.0,
         return None
     finally:
         sock.close()
+
+
+def _ready(rt: k.Rtnl, bridges: list[str], addresses: list[tuple[k.Netns, str]]) -> None:
+    """Wait out the kernel's asynchronous steps (see test_ipv6_kernel.py):
+    bridge ports forwarding, and each address's solicited-node group
+    joined, so that a dropped connection below means the firewall."""
+    deadline = time.monotonic() + 5
+    masters = {rt.link(b).index for b in bridges}
+    while any(lk.port_state != 3 for lk in rt.links() if lk.master in masters):
+        assert time.monotonic() < deadline, "bridge ports never forwarded"
+        time.sleep(0.01)
+    for ns, address in addresses:
+        group = "ff0200000000000000000001ff" + ipaddress.IPv6Address(
+            address).exploded.replace(":", "")[-6:]
+        while True:
+            with k.entered(ns.fd), open("/proc/thread-self/net/igmp6") as f:
+                if group in f.read():
+                    break
+            assert time.monotonic() < deadline, f"{address} never joined its group"
+            time.sleep(0.005)
 
 
 def _net(tag: str, bridge: str, v4: bool = False, **kw) -> Network:
@@ -141,6 +163,8 @@ def wire(sandbox):
     pubs = [Published(ep.id, n.name, ep.netns, ep.ip, m, ep.ip6, n.ipv6_mode == "routed")
             for n, spec in ((full[0], "8080:80"), (full[2], "8081:81"))
             for ep in n.endpoints for m in parse_ports([spec], ipv6=True)]
+    _ready(rt, [n.bridge for n in nets.values()],
+           [(eps[t], f"fd00:{t}::2") for t in nets] + [(out, OUT)])
     driver = NftablesDriver(host)
     driver.apply(fw.full(full, pubs))
     for tag, port in (("a", 80), ("b", 80), ("c", 81), ("c", 82), ("d", 80)):
