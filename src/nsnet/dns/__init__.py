@@ -35,7 +35,10 @@ WAIT = 5.0  # seconds to wait for the server to report
 
 
 def resolv_conf(net: Network) -> str:
-    return f"{RESOLV_MARK} {net.name}\nnameserver {net.gateway}\noptions ndots:0\n"
+    """The endpoint's resolv.conf: the network's embedded DNS on each of its
+    gateways (IPv4 first; an IPv6-only network's IPv6 gateway alone)."""
+    servers = "".join(f"nameserver {gw}\n" for gw in net.gateways)
+    return f"{RESOLV_MARK} {net.name}\n{servers}options ndots:0\n"
 
 
 def server_argv(state_dir: str, resolv_paths: Iterable[str] = ()) -> list[str]:

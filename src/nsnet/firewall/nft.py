@@ -93,7 +93,7 @@ class NftablesDriver:
 
     def _listing(self, netns: k.Netns) -> list[dict[str, Any]]:
         listing: list[dict[str, Any]] = []
-        for family in ("ip", "bridge"):
+        for family in ("ip", "ip6", "bridge"):  # ip6: IPv6 networks only (often absent)
             out = self._run(f"list table {family} {TABLE}", missing_ok=True, netns=netns)
             if out:
                 listing += json.loads(out).get("nftables", [])

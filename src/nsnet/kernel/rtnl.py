@@ -230,11 +230,20 @@ def _family(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
     return socket.AF_INET if ip.version == 4 else socket.AF_INET6
 
 
-def req_add_addr(index: int, cidr: str) -> Request:
+IFA_F_NODAD = 0x02
+
+
+def req_add_addr(index: int, cidr: str, nodad: bool = False) -> Request:
+    """``ip addr add CIDR dev INDEX [nodad]``.  ``nodad`` (IPv6): the address
+    is usable at once instead of after duplicate address detection (~1-2 s
+    of a tentative address that cannot be a source, plus a neighbour
+    solicitation per address on the bridge); nsnet's IPAM already
+    guarantees the address is unique on its network."""
     iface = ipaddress.ip_interface(cidr)
     packed = iface.ip.packed
-    body = nl.IFADDR.pack(_family(iface.ip), iface.network.prefixlen, 0, nl.RT_SCOPE_UNIVERSE,
-                          index)
+    flags = IFA_F_NODAD if nodad else 0
+    body = nl.IFADDR.pack(_family(iface.ip), iface.network.prefixlen, flags,
+                          nl.RT_SCOPE_UNIVERSE, index)
     body += attr(nl.IFA_LOCAL, packed) + attr(nl.IFA_ADDRESS, packed)
     return Request(nl.RTM_NEWADDR, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body,
                    f"add address {cidr}",
@@ -270,6 +279,40 @@ def req_del_route(dst: str) -> Request:
         body += attr(nl.RTA_DST, net.network_address.packed)
     return Request(nl.RTM_DELROUTE, 0, body, f"remove route {dst}",
                    lambda: ("ip", "route", "del", "default" if dst == "default" else str(net)))
+
+
+def _dst6(dst: str) -> ipaddress.IPv6Network:
+    net = ipaddress.ip_network("::/0" if dst == "default" else dst)
+    if net.version != 6:
+        raise ValueError(f"{dst} is not an IPv6 destination")
+    return net  # type: ignore[return-value]
+
+
+def req_add_route6(dst: str, gateway: str | None = None, oif: int = 0) -> Request:
+    """An IPv6 route in the main table, as ``ip -6 route add DST [via GW]
+    [dev OIF]`` sends it (byte for byte: RTA_DST even for the default route,
+    scope universe whatever the next hop -- IPv6 routes have no scope)."""
+    net = _dst6(dst)
+    body = nl.RTMSG.pack(socket.AF_INET6, net.prefixlen, 0, 0, nl.RT_TABLE_MAIN,
+                         nl.RTPROT_BOOT, nl.RT_SCOPE_UNIVERSE, nl.RTN_UNICAST, 0)
+    body += attr(nl.RTA_DST, net.network_address.packed)
+    if gateway:
+        gw = ipaddress.ip_address(gateway)
+        if gw.version != 6:
+            raise ValueError(f"gateway {gateway} of an IPv6 route is not an IPv6 address")
+        body += attr(nl.RTA_GATEWAY, gw.packed)
+    if oif:
+        body += attr_u32(nl.RTA_OIF, oif)
+    return Request(nl.RTM_NEWROUTE, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body,
+                   f"add route {dst} (IPv6)")
+
+
+def req_del_route6(dst: str) -> Request:
+    """Remove a main-table IPv6 route to ``dst`` ("default" allowed)."""
+    net = _dst6(dst)
+    body = nl.RTMSG.pack(socket.AF_INET6, net.prefixlen, 0, 0, nl.RT_TABLE_MAIN, 0, 0, 0, 0)
+    body += attr(nl.RTA_DST, net.network_address.packed)
+    return Request(nl.RTM_DELROUTE, 0, body, f"remove route {dst} (IPv6)")
 
 
 def req_del_neigh(index: int, ip: str) -> Request:
