@@ -247,7 +247,8 @@ def req_add_addr(index: int, cidr: str, nodad: bool = False) -> Request:
     body += attr(nl.IFA_LOCAL, packed) + attr(nl.IFA_ADDRESS, packed)
     return Request(nl.RTM_NEWADDR, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body,
                    f"add address {cidr}",
-                   lambda: ("ip", "addr", "add", str(iface), "dev", Dev(index)))
+                   lambda: ("ip", "addr", "add", str(iface), "dev", Dev(index),
+                            *(["nodad"] if nodad else [])))
 
 
 def req_add_route(dst: str, gateway: str | None = None, oif: int = 0) -> Request:
@@ -304,7 +305,10 @@ def req_add_route6(dst: str, gateway: str | None = None, oif: int = 0) -> Reques
     if oif:
         body += attr_u32(nl.RTA_OIF, oif)
     return Request(nl.RTM_NEWROUTE, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body,
-                   f"add route {dst} (IPv6)")
+                   f"add route {dst} (IPv6)",
+                   lambda: ("ip", "-6", "route", "add", "default" if dst == "default" else str(net),
+                            *(["via", gateway] if gateway else []),
+                            *(["dev", Dev(oif)] if oif else []), "proto", "boot"))
 
 
 def req_del_route6(dst: str) -> Request:
@@ -312,7 +316,9 @@ def req_del_route6(dst: str) -> Request:
     net = _dst6(dst)
     body = nl.RTMSG.pack(socket.AF_INET6, net.prefixlen, 0, 0, nl.RT_TABLE_MAIN, 0, 0, 0, 0)
     body += attr(nl.RTA_DST, net.network_address.packed)
-    return Request(nl.RTM_DELROUTE, 0, body, f"remove route {dst} (IPv6)")
+    return Request(nl.RTM_DELROUTE, 0, body, f"remove route {dst} (IPv6)",
+                   lambda: ("ip", "-6", "route", "del",
+                            "default" if dst == "default" else str(net)))
 
 
 def req_del_neigh(index: int, ip: str) -> Request:
