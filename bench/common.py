@@ -18,17 +18,20 @@ def sh(*argv: str, stdin: str | None = None, env: dict[str, str] | None = None) 
     return res.stdout
 
 
-def run_sandboxed(module: str, method: str, *args: str) -> dict:
-    """``python -m MODULE --worker METHOD ARGS...`` in a fresh sandbox; its
-    last stdout line is the JSON result (a failure is reported, not raised)."""
+def run_sandboxed(module: str, method: str, *args: str, worker_flag: bool = True,
+                  failed: dict | None = None, timeout: float | None = None) -> dict:
+    """``python -m MODULE --worker METHOD ARGS...`` (without ``--worker`` if
+    not ``worker_flag``) in a fresh sandbox; its last stdout line is the JSON
+    result (a failure is reported, not raised: ``failed`` plus the problem)."""
     cmd = ["unshare", "--mount", "--net", "--propagation", "private", "--", sys.executable,
-           "-m", module, "--worker", method, *args]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(HERE))
+           "-m", module, *(["--worker"] if worker_flag else []), method, *args]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(HERE),
+                         timeout=timeout)
     try:
         return json.loads(res.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
-        return {"method": method, "ok": False, "problem": res.stderr.strip()[-300:],
-                "reached": 0, "adds": {}, "window": {}}
+        base = {"reached": 0, "adds": {}, "window": {}} if failed is None else failed
+        return {"method": method, "ok": False, **base, "problem": res.stderr.strip()[-300:]}
 
 
 def bridge_and_peer(bridge: str, gateway_cidr: str, netns: str, veth: str, peer_cidr: str,

@@ -127,7 +127,7 @@ def rss_kb(pid: int) -> int:
 def nsnet_server(table: list[list[str]]) -> int:
     from nsnet import ConnectOptions, Engine, NetworkSpec
 
-    eng = Engine(state_dir=STATE, etc_netns_dir=ETC, notify=lambda _m: None)
+    eng = Engine.open(state_dir=STATE, etc_netns_dir=ETC, notify=lambda _m: None)
     eng.network_create(NetworkSpec("dnsb", SUBNET, GATEWAY, bridge="dnsb0"))
     eng.connect("dnsb", ["client"], ConnectOptions(create=True))
     for h, aliases in enumerate(table):

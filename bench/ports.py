@@ -117,8 +117,8 @@ class Nsnet:
     def prepare(self) -> str:
         from nsnet import ConnectOptions, Engine, NetworkSpec
 
-        self.engine = Engine(state_dir="/run/nsnet-state", etc_netns_dir="/run/nsnet-etc",
-                             notify=lambda _m: None)
+        self.engine = Engine.open(state_dir="/run/nsnet-state",
+                                  etc_netns_dir="/run/nsnet-etc", notify=lambda _m: None)
         self.engine.network_create(NetworkSpec("pm", SUBNET, GATEWAY, bridge="pm0"))
         self.engine.connect("pm", ["web"], ConnectOptions(create=True))
         return "/run/netns/web"

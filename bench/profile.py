@@ -24,7 +24,7 @@ def _inside(n: int, out: str) -> None:
     from .worker import ETC, GATEWAY, STATE, SUBNET, names, sh
 
     sh("mount", "-t", "tmpfs", "nsnet-bench", "/run")
-    eng = Engine(state_dir=STATE, etc_netns_dir=ETC)
+    eng = Engine.open(state_dir=STATE, etc_netns_dir=ETC)
     eng.network_create(NetworkSpec("bench", SUBNET, gateway=GATEWAY, bridge="bench0"))
     prof = cProfile.Profile()
     t0 = time.perf_counter()

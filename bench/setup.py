@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 
+from .common import run_sandboxed
 from .worker import METHODS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -26,14 +27,8 @@ BASELINES = ("article", "cni", "ip-batch", "floor", "floor-configured")
 
 
 def run_once(method: str, n: int) -> dict:
-    cmd = ["unshare", "--mount", "--net", "--propagation", "private", "--",
-           sys.executable, "-m", "bench.worker", method, str(n)]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(HERE),
+    return run_sandboxed("bench.worker", method, str(n), worker_flag=False, failed={"n": n},
                          timeout=1800)
-    try:
-        return json.loads(res.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        return {"method": method, "n": n, "ok": False, "problem": res.stderr.strip()[-300:]}
 
 
 def measure(ns: list[int], reps: int, methods: list[str]) -> dict[tuple[str, int], dict]:

@@ -183,7 +183,7 @@ def _api():
     if _engine is None:
         from nsnet import Engine
 
-        _engine = Engine(state_dir=STATE, etc_netns_dir=ETC)
+        _engine = Engine.open(state_dir=STATE, etc_netns_dir=ETC)
     return _engine
 
 

@@ -166,8 +166,8 @@ class Sandbox:
         from nsnet import Engine
 
         kw.setdefault("etc_netns_dir", self.etc_dir)
-        eng = Engine(host_netns=self.host_path, state_dir=self.state_dir,
-                     netns_dir=self.netns_dir, **kw)
+        eng = Engine.open(host_netns=self.host_path, state_dir=self.state_dir,
+                          netns_dir=self.netns_dir, **kw)
         self.engines.append(eng)
         return eng
 

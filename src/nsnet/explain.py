@@ -104,15 +104,16 @@ class ExplainSession:
             host_netns, state_dir, netns_dir, etc_netns_dir = self._make_copy(
                 state_dir, netns_dir, etc_netns_dir)
             self.recorder.netns_dir = os.path.abspath(netns_dir)
-            quiet = Engine(host_netns=host_netns, state_dir=state_dir, netns_dir=netns_dir,
-                           etc_netns_dir=etc_netns_dir, notify=lambda _m: None)
+            quiet = Engine.open(host_netns=host_netns, state_dir=state_dir,
+                                netns_dir=netns_dir, etc_netns_dir=etc_netns_dir,
+                                notify=lambda _m: None)
             try:
                 quiet.reconcile()  # nsnet's objects, rebuilt in the copy (unrecorded)
             finally:
                 quiet.close()
         self._recording.__enter__()
-        engine = Engine(host_netns=host_netns, state_dir=state_dir, netns_dir=netns_dir,
-                        etc_netns_dir=etc_netns_dir)
+        engine = Engine.open(host_netns=host_netns, state_dir=state_dir, netns_dir=netns_dir,
+                             etc_netns_dir=etc_netns_dir)
         self.recorder.host = os.fstat(engine.host.fd).st_ino
         if host_netns and not self.dry_run:
             self.host_path = engine.host.path

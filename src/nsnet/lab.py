@@ -52,9 +52,7 @@ def _own_as_topology(engine: Engine) -> None:
     examples/article-lab.yaml see it as theirs (and `nsnet lab` theirs)."""
     from .topology.apply import specs
 
-    with engine.store.transaction():
-        for (kind, key), spec in specs(lab_topology()).items():
-            engine.store.set_topology_object(LAB_TOPOLOGY_NAME, kind, key, spec)
+    engine.record_topology_objects(LAB_TOPOLOGY_NAME, specs(lab_topology()).items())
 _PROTO = {2: "kernel", 3: "boot", 4: "static"}
 _SCOPE = {253: "link", 254: "host"}
 
@@ -86,7 +84,7 @@ def _routes(snap: k.Snapshot, indent: str) -> list[str]:
 
 
 def _is_up(engine: Engine) -> bool:
-    net = engine.store.network(LAB_NETWORK.name)
+    net = engine.find_network(LAB_NETWORK.name)
     if net is None:
         return False
     have = {(e.netns, e.host_ifname, e.ip) for e in net.endpoints}
@@ -96,19 +94,19 @@ def _is_up(engine: Engine) -> bool:
 def _preflight(engine: Engine) -> None:
     """Refuse, before touching anything, when a lab name is taken by an
     object nsnet did not create (or by an nsnet object of another shape)."""
-    owned_ns = {n for n, (_, owned) in engine.store.namespaces().items() if owned}
+    owned_ns = engine.owned_namespaces()
     for node in LAB_NODES:
-        if k.is_netns_mount(engine.ns_path(node.netns)) and node.netns not in owned_ns:
+        if engine.ns_exists(node.netns) and node.netns not in owned_ns:
             raise AlreadyExists(f"namespace {node.netns!r} already exists and was not created "
                                 f"by nsnet; nothing was changed (remove it with "
                                 f"'ip netns del {node.netns}' or run the lab in a sandbox)")
-    net = engine.store.network(LAB_NETWORK.name)
+    net = engine.find_network(LAB_NETWORK.name)
     if net and (net.subnet, net.gateway, net.bridge) != (
             LAB_NETWORK.subnet, LAB_NETWORK.gateway, LAB_NETWORK.bridge):
         raise Conflict(f"an nsnet network {net.name!r} exists with another shape "
                        f"({net.subnet} via {net.gateway}); remove it first")
     ours = {e.host_ifname for e in net.endpoints} if net else set()
-    links = engine.rtnl.link_by_name()
+    links = engine.host_links()
     bridge = links.get(LAB_NETWORK.bridge or "")
     if bridge and not (net and bridge.alias == bridge_alias(net.id)):
         raise AlreadyExists(f"a link named {LAB_NETWORK.bridge!r} already exists and was not "
@@ -136,13 +134,13 @@ def _build(engine: Engine, out: Out) -> None:
     made_ns: list[str] = []
     made_net = False
     try:
-        owned = engine.store.namespaces()
-        todo = [n.netns for n in LAB_NODES if n.netns not in owned]
+        known = engine.recorded_namespaces()
+        todo = [n.netns for n in LAB_NODES if n.netns not in known]
         if todo:
             engine.ns_add(todo)
             made_ns = todo
         _step1(engine, out)
-        if engine.store.network(LAB_NETWORK.name) is None:
+        if engine.find_network(LAB_NETWORK.name) is None:
             engine.network_create(LAB_NETWORK)
             made_net = True
         _step2(engine, out)
@@ -227,19 +225,17 @@ def _step5(engine: Engine, out: Out, count: int, interval: float) -> None:
 def lab_down(engine: Engine, out: Out) -> None:
     """Remove exactly what the lab made (nsnet-owned objects only)."""
     with engine.exclusive():
-        net = engine.store.network(LAB_NETWORK.name)
+        net = engine.find_network(LAB_NETWORK.name)
         if net:
             engine.network_rm(LAB_NETWORK.name, force=True)
             ports = ", ".join(e.host_ifname for e in net.endpoints)
             out(f"removed network {net.name} (bridge {net.bridge}" +
                 (f", {ports})" if ports else ")"))
-        owned = {n for n, (_, o) in engine.store.namespaces().items() if o}
+        owned = engine.owned_namespaces()
         mine = [n.netns for n in LAB_NODES if n.netns in owned]
         if mine:
             engine.ns_rm(mine)
             out("removed namespaces " + " ".join(mine))
-        with engine.store.transaction():
-            for kind, key in engine.store.topology_objects(LAB_TOPOLOGY_NAME):
-                engine.store.drop_topology_object(kind, key)
+        engine.forget_topology_objects(engine.topology_objects(LAB_TOPOLOGY_NAME))
         if not net and not mine:
             out("nothing of the lab was left to remove")

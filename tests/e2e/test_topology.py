@@ -320,9 +320,9 @@ UP_POINTS = ["topology:removed", "topology:recorded", "network_create:journaled"
              "ns_add:committed", "topology:forwarding", "topology:forwarding",
              "connect:journaled", "connect:veths", "connect:host-up", "connect:inside",
              "connect:inside", "connect:applied", "connect:committed", "dns:signalled",
-             "topology:link-veth", "topology:link-addresses", "topology:link-rate",
-             "topology:link-rate", "topology:link-marked", "topology:route", "topology:loss-node",
-             "topology:loss-node", "topology:loss"]
+             "link_add:journaled", "topology:link-veth", "topology:link-addresses",
+             "topology:link-rate", "topology:link-rate", "topology:link-marked",
+             "topology:route", "topology:loss-node", "topology:loss-node", "topology:loss"]
 
 
 def _up_killed_at(sandbox, f, point: int | None, log: str) -> subprocess.CompletedProcess:

@@ -169,9 +169,9 @@ def test_conflicts(sandbox):
 
 
 def test_bridge_port_limit_is_refused_up_front(sandbox, monkeypatch):
-    import nsnet.engine
+    import nsnet.engine.endpoints
 
-    monkeypatch.setattr(nsnet.engine, "MAX_BRIDGE_PORTS", 3)
+    monkeypatch.setattr(nsnet.engine.endpoints, "MAX_BRIDGE_PORTS", 3)
     eng = sandbox.engine()
     _net(eng)
     names = [sandbox.name(f"b{i}-") for i in range(4)]
@@ -185,7 +185,7 @@ def test_kernel_failure_midway_is_undone(sandbox, monkeypatch):
     finished endpoints, all veths and the namespaces made are undone."""
     import errno
 
-    import nsnet.engine
+    import nsnet.engine.endpoints
     from nsnet import KernelError
 
     eng = sandbox.engine()
@@ -193,7 +193,7 @@ def test_kernel_failure_midway_is_undone(sandbox, monkeypatch):
     names = [sandbox.name(f"u{i}-") for i in range(3)]
     foreign = sandbox.foreign_netns(sandbox.name("uf"))
     before = sandbox.fingerprint()
-    real = nsnet.engine._configure_inside
+    real = nsnet.engine.endpoints.configure_inside
     calls = []
 
     def failing(ns, ep, **kw):
@@ -202,7 +202,7 @@ def test_kernel_failure_midway_is_undone(sandbox, monkeypatch):
             raise OSError(errno.EBUSY, "Device or resource busy")
         real(ns, ep, **kw)
 
-    monkeypatch.setattr(nsnet.engine, "_configure_inside", failing)
+    monkeypatch.setattr(nsnet.engine.endpoints, "configure_inside", failing)
     with pytest.raises(KernelError, match=r"configuring eth0 in namespace .*busy"):
         eng.connect("front", [*names, foreign], ConnectOptions(create=True))
     assert sandbox.fingerprint() == before

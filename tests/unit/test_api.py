@@ -64,3 +64,84 @@ def test_docker_plugin_imports_only_the_public_api():
                 assert not node.module.startswith("nsnet."), (src, node.module)
             if isinstance(node, ast.ImportFrom) and node.level > 1:
                 raise AssertionError(f"{src}: relative import outside nsnet.docker")
+
+
+# --------------------------------------------------------------- layering
+ENGINE_RESOURCES = {"namespaces", "networks", "endpoints", "ports", "probes", "links"}
+ENGINE_BELOW = {"context", "intents", "firewall_sync", "dns_sync"}
+
+
+def _nsnet_imports(path) -> set[str]:
+    """Absolute names of the nsnet modules ``path`` imports (relative ones resolved)."""
+    import ast
+
+    root = __import__("pathlib").Path(nsnet.__file__).parent
+    package = ["nsnet", *path.relative_to(root).parent.parts]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            out.add(module)
+            out |= {f"{module}.{a.name}" for a in node.names}  # `from . import x`
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+    return {m for m in out if m == "nsnet" or m.startswith("nsnet.")}
+
+
+def _engine_module(path):
+    import pathlib
+
+    return pathlib.Path(nsnet.__file__).parent / "engine" / f"{path}.py"
+
+
+def test_engine_package_holds_the_layers():
+    import pathlib
+
+    names = {p.stem for p in (pathlib.Path(nsnet.__file__).parent / "engine").glob("*.py")}
+    assert names == ENGINE_RESOURCES | ENGINE_BELOW | {"facade", "__init__"}, names
+
+
+def test_resources_import_neither_the_facade_nor_each_other():
+    for name in ENGINE_RESOURCES:
+        got = {m for m in _nsnet_imports(_engine_module(name)) if m.startswith("nsnet.engine")}
+        allowed = {"nsnet.engine"} | {f"nsnet.engine.{b}" for b in ENGINE_BELOW}
+        bad = {m for m in got if m.rsplit(".", 1)[0] not in allowed and m not in allowed}
+        assert not bad, (name, bad)
+
+
+def test_what_is_below_the_resources_imports_no_resource():
+    for name in ENGINE_BELOW:
+        got = {m for m in _nsnet_imports(_engine_module(name)) if m.startswith("nsnet.engine.")}
+        above = {f"nsnet.engine.{r}" for r in ENGINE_RESOURCES | {"facade"}}
+        assert not {m for m in got if m in above or m.rsplit(".", 1)[0] in above}, (name, got)
+    assert not {m for m in _nsnet_imports(_engine_module("context"))
+                if m.startswith("nsnet.engine.")}
+
+
+def test_reconcile_does_not_import_the_engine():
+    import pathlib
+
+    path = pathlib.Path(nsnet.__file__).parent / "reconcile.py"
+    assert not {m for m in _nsnet_imports(path) if m.startswith("nsnet.engine")}
+
+
+def test_engine_talks_to_the_kernel_only_through_kernel():
+    import pathlib
+
+    for path in (pathlib.Path(nsnet.__file__).parent / "engine").glob("*.py"):
+        text = path.read_text()
+        for word in ("import socket", "import ctypes", "import fcntl", "/proc/", "/sys/"):
+            assert word not in text, (path, word)
+
+
+def test_callers_use_narrow_engine_methods_not_its_handles():
+    import pathlib
+    import re
+
+    root = pathlib.Path(nsnet.__file__).parent
+    for rel in ("lab.py", "reconcile.py", "topology", "cni", "doctor", "cli", "docker"):
+        paths = [root / rel] if rel.endswith(".py") else sorted((root / rel).rglob("*.py"))
+        for path in paths:
+            found = re.findall(r"\b(?:engine|eng)\.(?:store|rtnl|ctx)\b", path.read_text())
+            assert not found, (path, found)

@@ -167,7 +167,7 @@ def test_clashing_specs() -> None:
 ])
 def test_which_host_listeners_a_mapping_would_divert(host_ip: str, listener: str,
                                                      diverted: bool) -> None:
-    from nsnet.engine import _diverts
+    from nsnet.engine.ports import diverts as _diverts
     from nsnet.kernel import Listener
 
     m = PortMap("tcp", host_ip, 53, 53)

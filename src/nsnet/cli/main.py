@@ -54,9 +54,10 @@ class Settings:
                 self._engine = self.session.engine(self.host_netns, self.state_dir,
                                                    self.netns_dir, self.etc_netns_dir)
             else:
-                self._engine = Engine(host_netns=self.host_netns, state_dir=self.state_dir,
-                                      netns_dir=self.netns_dir,
-                                      etc_netns_dir=self.etc_netns_dir)
+                self._engine = Engine.open(host_netns=self.host_netns,
+                                           state_dir=self.state_dir,
+                                           netns_dir=self.netns_dir,
+                                           etc_netns_dir=self.etc_netns_dir)
         return self._engine
 
     def close(self) -> None:

@@ -64,7 +64,9 @@ def pidfile_name(sock: str) -> str:
 
 class Agent:
     def __init__(self) -> None:
-        self.run_lock = threading.Lock()  # run_request swaps os.environ and sys.std*
+        # one request at a time, as runtimes exec plugins (each one's
+        # environment is its own: run_request touches no process globals)
+        self.run_lock = threading.Lock()
         self.active = 0
         self.count_lock = threading.Lock()
 
@@ -97,7 +99,7 @@ class Agent:
         conn.settimeout(WRITE_WAIT)
         conn.sendall(ACK)  # fails if the client gave up: then the request is not run
         with self.run_lock:
-            rc, out, err = run_request(env, stdin.decode(errors="replace"))
+            rc, out, err = run_request(env, stdin)
         body = out.encode()
         conn.settimeout(WRITE_WAIT)
         conn.sendall(rc.to_bytes(4, "big", signed=True) + len(body).to_bytes(4, "big") + body

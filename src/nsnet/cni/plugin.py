@@ -6,6 +6,12 @@ GC knows what exists.  A namespace outside the engine's netns directory (e.g.
 ``/proc/PID/ns/net``) is bind-mounted into it for the attachment's lifetime.
 Errors are the spec's JSON on stdout with a non-zero exit; logs go to stderr
 (or ``logFile``), never stdout.
+
+As the reference plugins' ``skel.CmdArgs``, an execution is parsed at the
+edge: :func:`handle` is a function of (command, environment, stdin bytes,
+log stream) and returns the exit code and the stdout text.  Nothing below it
+reads ``os.environ`` or ``sys.std*``, so the agent serves each client with
+the client's own environment without touching process globals.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TextIO
 
 from .. import kernel as k
+from ..config import DEFAULT_ETC_NETNS_DIR, DEFAULT_NETNS_DIR, DEFAULT_STATE_DIR, Config
 from ..crash import crashpoint
-from ..engine import DEFAULT_NETNS_DIR, DEFAULT_STATE_DIR, Engine
+from ..engine import Engine
 from ..errors import (
     AlreadyExists,
     InvalidInput,
@@ -67,6 +75,29 @@ class CniError(Exception):
         self.code, self.msg, self.details = code, msg, details
 
 
+class Log:
+    """Where one execution's log lines go: the given stream, or the
+    configuration's ``logFile`` once it is known."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._file: TextIO | None = None
+
+    def __call__(self, msg: str) -> None:
+        print(msg, file=self._file or self.stream, flush=True)
+
+    def to(self, path: str | None) -> None:
+        if path:
+            with contextlib.suppress(OSError):
+                self._file = open(path, "a", buffering=1)  # noqa: SIM115 - closed by close()
+
+    def close(self) -> None:
+        if self._file:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+
+
 @dataclass
 class Request:
     command: str
@@ -76,6 +107,8 @@ class Request:
     netns: str
     ifname: str
     args: dict[str, str]
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    log: Any = field(default=None, repr=False)  # Log: one execution's
 
     @property
     def network(self) -> str:
@@ -107,11 +140,12 @@ def reply_version(conf: dict[str, Any]) -> str:
     return version if isinstance(version, str) and version in SUPPORTED else "1.1.0"
 
 
-def read_request(command: str, conf: dict[str, Any]) -> Request:
+def read_request(command: str, conf: dict[str, Any], env: Mapping[str, str],
+                 log: Log | None = None) -> Request:
     if command not in ("ADD", "DEL", "CHECK", "STATUS", "GC"):
         raise CniError(INVALID_ENV, f"CNI_COMMAND {command!r} is not one of ADD, DEL, CHECK, "
                        "STATUS, GC, VERSION", "CNI_COMMAND")
-    _check_agent_env()
+    _check_agent_env(env)
     version = str(conf.get("cniVersion", ""))
     if version not in SUPPORTED:
         raise CniError(INCOMPATIBLE, f"incompatible CNI version {version!r}",
@@ -122,9 +156,10 @@ def read_request(command: str, conf: dict[str, Any]) -> Request:
         raise CniError(INCOMPATIBLE, f"{command} needs CNI 1.1.0, not {version}")
     _check_fields(conf)
     check_types(conf, command)
-    env = _env(command)
-    return Request(command, conf, version, env["CNI_CONTAINERID"], env["CNI_NETNS"],
-                   env["CNI_IFNAME"], _cni_args(os.environ.get("CNI_ARGS", "")))
+    cni = _env(command, env)
+    return Request(command, conf, version, cni["CNI_CONTAINERID"], cni["CNI_NETNS"],
+                   cni["CNI_IFNAME"], _cni_args(env.get("CNI_ARGS", "")), env,
+                   log or Log(sys.stderr))
 
 
 def _check_fields(conf: dict[str, Any]) -> None:
@@ -141,8 +176,8 @@ def _check_fields(conf: dict[str, Any]) -> None:
                            f"{key}={json.dumps(conf[key])[:80]}")
 
 
-def _check_agent_env() -> None:
-    text = os.environ.get("NSNET_CNI_AGENT_IDLE")
+def _check_agent_env(env: Mapping[str, str]) -> None:
+    text = env.get("NSNET_CNI_AGENT_IDLE")
     if text is None:
         return
     try:
@@ -246,11 +281,11 @@ def _check_runtime_config(conf: dict[str, Any]) -> None:
                        "(ports as numbers)")
 
 
-def _env(command: str) -> dict[str, str]:
+def _env(command: str, environ: Mapping[str, str]) -> dict[str, str]:
     need = {"ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
             "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
             "DEL": ("CNI_CONTAINERID", "CNI_IFNAME")}.get(command, ())
-    env = {v: os.environ.get(v, "") for v in ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")}
+    env = {v: environ.get(v, "") for v in ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME")}
     for var in need:
         if not env[var]:
             raise CniError(INVALID_ENV, f"{var} is not set", var)
@@ -273,19 +308,20 @@ def _cni_args(text: str) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------- engine
-def engine_for(conf: dict[str, Any]) -> Engine:
-    def setting(key: str, env: str, default: str | None) -> str | None:
-        return conf.get(key) or os.environ.get(env) or default
+def engine_for(req: Request) -> Engine:
+    """The engine the configuration (then the request's NSNET_* variables) names."""
+    conf, env = req.conf, req.env
 
-    return Engine(host_netns=setting("hostNetns", "NSNET_HOST_NETNS", None),
-                  state_dir=setting("stateDir", "NSNET_STATE_DIR", DEFAULT_STATE_DIR) or "",
-                  netns_dir=setting("netnsDir", "NSNET_NETNS_DIR", DEFAULT_NETNS_DIR) or "",
-                  etc_netns_dir=setting("etcNetnsDir", "NSNET_ETC_NETNS_DIR", "/etc/netns")
-                  or "", notify=_log)
+    def setting(key: str, var: str, default: str | None) -> str | None:
+        return conf.get(key) or env.get(var) or default
 
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    config = Config.from_env(env).override(
+        host_netns=setting("hostNetns", "NSNET_HOST_NETNS", None),
+        state_dir=setting("stateDir", "NSNET_STATE_DIR", DEFAULT_STATE_DIR) or "",
+        netns_dir=setting("netnsDir", "NSNET_NETNS_DIR", DEFAULT_NETNS_DIR) or "",
+        etc_netns_dir=setting("etcNetnsDir", "NSNET_ETC_NETNS_DIR", DEFAULT_ETC_NETNS_DIR)
+        or "")
+    return Engine.open(notify=req.log, config=config)
 
 
 def spec_of(conf: dict[str, Any]) -> NetworkSpec:
@@ -448,15 +484,16 @@ def delegated_ipam(conf: dict[str, Any]) -> str | None:
     return None if kind in (None, "", "nsnet") else str(kind)
 
 
-def exec_ipam(kind: str, command: str, conf: dict[str, Any]) -> dict[str, Any]:
-    paths = [p for p in os.environ.get("CNI_PATH", "").split(os.pathsep) if p]
+def exec_ipam(kind: str, command: str, conf: dict[str, Any],
+              environ: Mapping[str, str]) -> dict[str, Any]:
+    paths = [p for p in environ.get("CNI_PATH", "").split(os.pathsep) if p]
     exe = next((os.path.join(p, kind) for p in paths if os.access(os.path.join(p, kind),
                                                                    os.X_OK)), None)
     if exe is None:
         raise CniError(INVALID_CONFIG, f"IPAM plugin {kind!r} not found in CNI_PATH",
-                       os.environ.get("CNI_PATH", ""))
-    conf = dict(conf, cniVersion=_common_version(exe, str(conf["cniVersion"])))
-    env = dict(os.environ, CNI_COMMAND=command)
+                       environ.get("CNI_PATH", ""))
+    conf = dict(conf, cniVersion=_common_version(exe, str(conf["cniVersion"]), environ))
+    env = dict(environ, CNI_COMMAND=command)
     try:
         proc = subprocess.run([exe], input=json.dumps(conf), capture_output=True, text=True,
                               env=env, timeout=DELEGATE_WAIT)
@@ -473,13 +510,13 @@ def exec_ipam(kind: str, command: str, conf: dict[str, Any]) -> dict[str, Any]:
     return json.loads(proc.stdout) if proc.stdout.strip() else {}
 
 
-def _common_version(exe: str, asked: str) -> str:
+def _common_version(exe: str, asked: str, environ: Mapping[str, str]) -> str:
     """The version to speak to a delegate: the runtime's if it knows it,
     else the newest it knows (Debian's host-local stops at 1.0.0)."""
     try:
         proc = subprocess.run([exe], input=json.dumps({"cniVersion": asked}),
                               capture_output=True, text=True, timeout=DELEGATE_WAIT,
-                              env=dict(os.environ, CNI_COMMAND="VERSION"))
+                              env=dict(environ, CNI_COMMAND="VERSION"))
     except subprocess.TimeoutExpired:
         return asked
     try:
@@ -515,19 +552,19 @@ def result(req: Request, net: Network, ep: Any, bridge_mac: str,
 # --------------------------------------------------------------- commands
 def cmd_add(req: Request) -> dict[str, Any]:
     os.close(open_netns_path(req.netns))  # before anything is created
-    with engine_for(req.conf) as eng:
+    with engine_for(req) as eng:
         net = ensure_network(eng, req.conf)
-        for a in eng.store.attachments(net.name):
+        for a in eng.attachments(net.name):
             if a["containerID"] == req.container_id and a["ifname"] == req.ifname:
                 # The spec forbids a second ADD without a DEL: the runtime lost the
                 # first result (e.g. could not parse it), so nobody will DEL it.
-                _log(f"nsnet-cni: ADD again for {req.container_id}/{req.ifname}: "
+                req.log(f"nsnet-cni: ADD again for {req.container_id}/{req.ifname}: "
                      "reclaiming the earlier attachment")
                 _detach(eng, net.name, a)
                 if delegated_ipam(req.conf):
                     with contextlib.suppress(CniError, OSError, ValueError):
                         exec_ipam(str(delegated_ipam(req.conf)), "DEL",
-                                  dict(req.conf, cniVersion=req.version))
+                                  dict(req.conf, cniVersion=req.version), req.env)
                 net = eng.network(net.name)
         name, mount = attach_netns(eng, req)
         crashpoint("cni:netns-attached")
@@ -536,14 +573,13 @@ def cmd_add(req: Request) -> dict[str, Any]:
         # Recorded before it is made (as topology objects are): a plugin
         # killed anywhere after this leaves a record that the runtime's DEL,
         # GC or the next ADD follows, never an endpoint nobody knows about.
-        with eng.store.transaction():
-            eng.store.add_attachment(req.container_id, req.ifname, net.name, name, mount,
-                                     {"type": kind} if kind else {})
+        eng.record_attachment(req.container_id, req.ifname, net.name, name, mount,
+                              {"type": kind} if kind else {})
         crashpoint("cni:recorded")
         try:
             static = _static_ip(req)
             if kind:
-                got = exec_ipam(kind, "ADD", ipam_conf)
+                got = exec_ipam(kind, "ADD", ipam_conf, req.env)
                 static = str(ipaddress.ip_interface(got["ips"][0]["address"]).ip)
             # force_ports: the runtime allocates host ports (podman binds and
             # holds each one itself before calling the plugin)
@@ -554,12 +590,11 @@ def cmd_add(req: Request) -> dict[str, Any]:
         except BaseException:
             if kind:
                 with contextlib.suppress(CniError, OSError, ValueError):
-                    exec_ipam(kind, "DEL", ipam_conf)
+                    exec_ipam(kind, "DEL", ipam_conf, req.env)
             detach_netns(mount)
-            with eng.store.transaction():
-                eng.store.remove_attachment(req.container_id, req.ifname, net.name)
+            eng.forget_attachment(req.container_id, req.ifname, net.name)
             raise
-        links = eng.rtnl.link_by_name()
+        links = eng.host_links()
         macs = {name: links[name].mac if name in links else "" for name in
                 (net.bridge, ep.host_ifname)}
         return result(req, net, ep, macs[net.bridge], macs[ep.host_ifname])
@@ -611,15 +646,15 @@ def _ports(req: Request) -> tuple:
 
 
 def cmd_del(req: Request) -> None:
-    with engine_for(req.conf) as eng:
-        found = next((a for a in eng.store.attachments(req.network)
+    with engine_for(req) as eng:
+        found = next((a for a in eng.attachments(req.network)
                       if a["containerID"] == req.container_id and a["ifname"] == req.ifname),
                      None)
         if found:
             _detach(eng, req.network, found)
         kind = delegated_ipam(req.conf)
         if kind:  # released even when nsnet never saw the attachment
-            exec_ipam(kind, "DEL", dict(req.conf, cniVersion=req.version))
+            exec_ipam(kind, "DEL", dict(req.conf, cniVersion=req.version), req.env)
 
 
 def _detach(eng: Engine, network: str, att: dict[str, Any]) -> None:
@@ -629,16 +664,14 @@ def _detach(eng: Engine, network: str, att: dict[str, Any]) -> None:
     mount = own_mount(eng, att)
     detach_netns(mount)
     crashpoint("cni:netns-detached")
-    with eng.store.transaction():
-        eng.store.remove_attachment(att["containerID"], att["ifname"], network)
-        if mount and not eng.store.endpoints_of_netns(att["netns"]):
-            # the namespace record connect made for the bind mount goes with it
-            eng.store.remove_namespaces([att["netns"]])
+    # the namespace record connect made for the bind mount goes with it
+    eng.forget_attachment(att["containerID"], att["ifname"], network,
+                          att["netns"] if mount else None)
 
 
 def cmd_check(req: Request) -> None:
-    with engine_for(req.conf) as eng:
-        att = next((a for a in eng.store.attachments(req.network)
+    with engine_for(req) as eng:
+        att = next((a for a in eng.attachments(req.network)
                     if a["containerID"] == req.container_id and a["ifname"] == req.ifname),
                    None)
         if att is None:
@@ -662,9 +695,9 @@ def cmd_check(req: Request) -> None:
 
 def cmd_status(req: Request) -> None:
     try:
-        with engine_for(req.conf) as eng:
-            eng.store.networks()
-            eng.rtnl.links()
+        with engine_for(req) as eng:
+            eng.networks()
+            eng.host_links()
     except (StateError, LockTimeout, PermissionDenied, OSError, NsnetError) as exc:
         raise CniError(NOT_AVAILABLE, f"nsnet cannot add containers now: {exc}") from None
 
@@ -672,74 +705,68 @@ def cmd_status(req: Request) -> None:
 def cmd_gc(req: Request) -> None:
     valid = {(a.get("containerID"), a.get("ifname"))
              for a in req.conf.get("cni.dev/valid-attachments") or []}
-    with engine_for(req.conf) as eng:
-        for att in eng.store.attachments(req.network):
+    with engine_for(req) as eng:
+        for att in eng.attachments(req.network):
             if (att["containerID"], att["ifname"]) not in valid:
                 _detach(eng, req.network, att)
 
 
 # ------------------------------------------------------------------- main
-def run(command: str) -> int:
+def handle(command: str, env: Mapping[str, str], stdin: bytes,
+           stderr: TextIO) -> tuple[int, str]:
+    """One plugin execution: the exit code and what goes to stdout.  Logs go
+    to ``stderr`` (or the configuration's logFile)."""
     version = "1.1.0"
+    log = Log(stderr)
     try:
-        conf = decode_config(sys.stdin.read())
+        conf = decode_config(stdin.decode(errors="replace"))
         version = reply_version(conf)
-        req = read_request(command, conf)
-        _log_to(req.conf.get("logFile"))
+        req = read_request(command, conf, env, log)
+        log.to(req.conf.get("logFile"))
         if command == "ADD":
-            print(json.dumps(cmd_add(req)))
-        else:
-            {"DEL": cmd_del, "CHECK": cmd_check, "STATUS": cmd_status, "GC": cmd_gc}[command](req)
-        return 0
+            return 0, json.dumps(cmd_add(req)) + "\n"
+        {"DEL": cmd_del, "CHECK": cmd_check, "STATUS": cmd_status, "GC": cmd_gc}[command](req)
+        return 0, ""
     except CniError as exc:
-        return _fail(version, exc.code, exc.msg, exc.details)
+        return _fail(log, version, exc.code, exc.msg, exc.details)
     except LockTimeout as exc:
-        return _fail(version, TRY_AGAIN, str(exc))
+        return _fail(log, version, TRY_AGAIN, str(exc))
     except InvalidInput as exc:
-        return _fail(version, INVALID_CONFIG, str(exc))
+        return _fail(log, version, INVALID_CONFIG, str(exc))
     except NsnetError as exc:
-        return _fail(version, PLUGIN_ERROR, str(exc), type(exc).__name__)
+        return _fail(log, version, PLUGIN_ERROR, str(exc), type(exc).__name__)
     except OSError as exc:
-        return _fail(version, IO_FAILURE, str(exc))
+        return _fail(log, version, IO_FAILURE, str(exc))
     except Exception as exc:  # a runtime gets the spec's JSON, never a traceback
-        return _fail(version, PLUGIN_ERROR, f"internal error: {exc!r}"[:300], type(exc).__name__)
+        return _fail(log, version, PLUGIN_ERROR, f"internal error: {exc!r}"[:300],
+                     type(exc).__name__)
+    finally:
+        log.close()
 
 
-def run_request(env: dict[str, str], stdin: str) -> tuple[int, str, str]:
-    """One plugin execution on behalf of a client (the agent): its CNI_* and
-    NSNET_* variables and stdin stand in for this process's own."""
+def run(command: str) -> int:
+    """The plugin process: this process's environment, stdin and stdout."""
+    rc, out = handle(command, os.environ, sys.stdin.buffer.read(), sys.stderr)
+    sys.stdout.write(out)
+    sys.stdout.flush()
+    return rc
+
+
+def run_request(env: Mapping[str, str], stdin: bytes) -> tuple[int, str, str]:
+    """One execution on behalf of a client (the agent): the client's CNI_*
+    and NSNET_* variables replace this process's own, in a copy."""
     import io
 
-    saved = {k: v for k, v in os.environ.items() if k.startswith(("CNI_", "NSNET_"))}
-    for key in saved:
-        del os.environ[key]
-    os.environ.update(env)
-    out, err = io.StringIO(), io.StringIO()
-    old_in, old_out, old_err = sys.stdin, sys.stdout, sys.stderr
-    sys.stdin, sys.stdout, sys.stderr = io.StringIO(stdin), out, err
-    try:
-        rc = run(env.get("CNI_COMMAND", ""))
-    finally:
-        if sys.stderr is not err:  # logFile: close what _log_to opened
-            with contextlib.suppress(OSError):
-                sys.stderr.close()
-        sys.stdin, sys.stdout, sys.stderr = old_in, old_out, old_err
-        for key in env:
-            os.environ.pop(key, None)
-        os.environ.update(saved)
-    return rc, out.getvalue(), err.getvalue()
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("CNI_", "NSNET_"))}
+    full.update(env)
+    err = io.StringIO()
+    rc, out = handle(env.get("CNI_COMMAND", ""), full, stdin, err)
+    return rc, out, err.getvalue()
 
 
-def _log_to(path: str | None) -> None:
-    if path:
-        with contextlib.suppress(OSError):
-            sys.stderr = open(path, "a", buffering=1)  # noqa: SIM115 - lives with the process
-
-
-def _fail(version: str, code: int, msg: str, details: str = "") -> int:
+def _fail(log: Log, version: str, code: int, msg: str, details: str = "") -> tuple[int, str]:
     err: dict[str, Any] = {"cniVersion": version, "code": code, "msg": msg}
     if details:
         err["details"] = details
-    print(json.dumps(err))
-    _log(f"nsnet-cni: error {code}: {msg}" + (f" ({details})" if details else ""))
-    return 1
+    log(f"nsnet-cni: error {code}: {msg}" + (f" ({details})" if details else ""))
+    return 1, json.dumps(err) + "\n"

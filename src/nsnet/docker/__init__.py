@@ -28,9 +28,10 @@ def serve_docker_plugin(socket_path: str = DEFAULT_SOCKET, host_netns: str | Non
                    "netns_dir": netns_dir or DEFAULT_NETNS_DIR}
     if etc_netns_dir:
         engine_args["etc_netns_dir"] = etc_netns_dir
-    Engine(**engine_args).close()  # fail now (root? host namespace?), not on Docker's first call
+    # fail now (root? host namespace?), not on Docker's first call
+    Engine.open(**engine_args).close()
     store = PluginStore(default_store_dir(state))
     try:
-        serve(socket_path, Driver(lambda: Engine(**engine_args), store))
+        serve(socket_path, Driver(lambda: Engine.open(**engine_args), store))
     finally:
         store.close()

@@ -122,7 +122,7 @@ class Walk:
     def __init__(self, engine) -> None:
         self.eng = engine
         self.nets = {n.name: n for n in engine.networks()}
-        self.eps = engine.store.endpoints()
+        self.eps = engine.all_endpoints()
         self._ns: dict[str, k.Netns] = {}
         self._rt: dict[str, k.Rtnl] = {}
         self.hops: list[Hop] = []
@@ -189,7 +189,7 @@ class Walk:
         if ep:
             return Place("ns", ep.netns, _ip_of(ep), ep, self._net(ep))
         if "/" not in text and (any(e.netns == text for e in self.eps)
-                                or k.is_netns_mount(self.eng.ns_path(text))):
+                                or self.eng.ns_exists(text)):
             return Place("ns", text, by_name=True)
         alias = [e for e in self.eps if text in e.aliases]
         if alias:

@@ -1,4 +1,4 @@
-"""Address allocation: pure, over a small store interface.
+"""Address allocation: pure (the caller passes the addresses in use).
 
 Rules (Docker's): the default gateway is the first usable address; the
 network and broadcast addresses and the gateway are never handed out;
@@ -19,16 +19,11 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
 
 from ..errors import Conflict, InvalidInput, PoolExhausted
 from ..model.validate import IPAddr, IPNetwork, check_bridge_subnet, parse_ip, parse_subnet
 
-__all__ = ["LeaseStore", "Pool", "allocate", "ipv6_pool"]
-
-
-class LeaseStore(Protocol):
-    def used_addresses(self, network_id: str) -> set[str]: ...
+__all__ = ["Pool", "ipv6_pool"]
 
 
 @dataclass(frozen=True)
@@ -109,10 +104,6 @@ class Pool:
             raise PoolExhausted(f"address pool {self.ip_range} is exhausted: asked for "
                                 f"{count}, {len(out)} free")
         return out
-
-
-def allocate(store: LeaseStore, network_id: str, pool: Pool, count: int) -> list[IPAddr]:
-    return pool.allocate(store.used_addresses(network_id), count)
 
 
 def ipv6_pool(subnet6: str | None, gateway6: str | None = None, ip_range6: str | None = None,

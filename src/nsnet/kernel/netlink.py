@@ -273,8 +273,8 @@ class Netlink:
                 if rseq != seq:
                     continue
                 if mtype == NLMSG_ERROR:
-                    raise NetlinkError(*_decode_error(flags, rbody)[:1], what,
-                                       _decode_error(flags, rbody)[1])
+                    err, detail = _decode_error(flags, rbody)
+                    raise NetlinkError(err, what, detail)
                 return Reply(mtype, rbody)
 
 

@@ -250,7 +250,9 @@ class PortMap:
 
     def clashes(self, other: PortMap) -> bool:
         """Two mappings can't both hold: same proto and port on an overlapping
-        host address ("" overlaps every address)."""
+        host address ("" overlaps every address).  The pairwise rule that
+        :func:`first_clash` applies in O(n) (tests/unit/test_ipv6_model.py
+        checks one against the other)."""
         return (self.proto == other.proto and self.host_port == other.host_port
                 and host_ips_overlap(self.host_ip, other.host_ip))
 

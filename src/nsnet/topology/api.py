@@ -49,7 +49,7 @@ class Topology:
     def __init__(self, name: str, engine: Engine | None = None, **engine_kw: Any) -> None:
         self.name = name
         self._own_engine = engine is None
-        self.engine = engine or Engine(**engine_kw)
+        self.engine = engine or Engine.open(**engine_kw)
         self.networks: dict[str, NetworkSpec] = {}
         self.nodes: dict[str, Node] = {}
         self.links: list[Link] = []

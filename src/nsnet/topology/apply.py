@@ -7,7 +7,8 @@ records -- so a second ``up`` finds nothing to do, a changed file changes
 only what changed (other endpoints keep their interfaces), and an object
 removed from the file is removed from the kernel -- and refuses to take over
 anything it does not own.  Networks, nodes and connections go through the
-engine's bulk path; links and routes through the kernel layer.
+engine's bulk path; links and routes through the engine's links resource
+(:mod:`nsnet.engine.links`), a link under a journaled intent as well.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 from .. import kernel as k
 from ..crash import crashpoint
-from ..engine import Engine, kernel_errors
+from ..engine import Engine, LinkEnd, P2PLink
 from ..errors import Conflict, KernelError, NotFound
 from ..model import ALIAS_PREFIX, ConnectOptions
 from .load import Connection, Link, TopologySpec
@@ -27,7 +28,6 @@ from .load import Connection, Link, TopologySpec
 __all__ = ["Change", "down", "plan", "up"]
 
 ORDER = ("network", "node", "connection", "link", "route")
-EMU_TABLE = "nsnet_emu"
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def specs(topo: TopologySpec) -> dict[tuple[str, str], str]:
 
 def plan(engine: Engine, topo: TopologySpec) -> list[Change]:
     want = specs(topo)
-    everyone = engine.store.topology_objects()
+    everyone = engine.topology_objects()
     have = {key: spec for key, (owner, spec) in everyone.items() if owner == topo.name}
     _refuse_foreign(engine, topo, want, everyone)
     changes = [Change("remove", kind, key) for (kind, key) in have if (kind, key) not in want]
@@ -95,8 +95,8 @@ class _Live:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.nets = {n.name: n for n in engine.store.networks()}
-        self.owned = {n for n, (_, o) in engine.store.namespaces().items() if o}
+        self.nets = {n.name: n for n in engine.networks()}
+        self.owned = engine.owned_namespaces()
         self.snaps: dict[str, k.Snapshot | None] = {}
 
     def _snap(self, node: str) -> k.Snapshot | None:
@@ -138,13 +138,13 @@ def _refuse_foreign(engine: Engine, topo: TopologySpec, want: dict, everyone: di
         if owner != topo.name:
             raise Conflict(f"{topo.source}: {kind} {key!r} belongs to topology {owner!r}")
     mine = {key for (kind, key), (owner, _) in everyone.items() if owner == topo.name}
-    existing = {n.name for n in engine.store.networks()}  # one read, not one per network
+    existing = {n.name for n in engine.networks()}  # one read, not one per network
     for name in topo.networks:
         if name not in mine and name in existing:
             raise Conflict(f"{topo.source}: network {name!r} exists and was not made by "
                            f"topology {topo.name!r}; nothing was changed")
     for name in topo.nodes:
-        if name not in mine and k.is_netns_mount(engine.ns_path(name)):
+        if name not in mine and engine.ns_exists(name):
             raise Conflict(f"{topo.source}: namespace {name!r} exists and was not made by "
                            f"topology {topo.name!r}; nothing was changed")
 
@@ -180,18 +180,17 @@ def up(engine: Engine, topo: TopologySpec, progress: Callable[[int, int], None] 
 
 
 def _record(engine: Engine, name: str, changes: list[Change], want: dict | None) -> None:
-    with engine.store.transaction():
-        for c in changes:
-            if want is None:
-                engine.store.drop_topology_object(c.kind, c.key)
-            else:
-                engine.store.set_topology_object(name, c.kind, c.key, want[(c.kind, c.key)])
+    if want is None:
+        engine.forget_topology_objects((c.kind, c.key) for c in changes)
+    else:
+        engine.record_topology_objects(name, (((c.kind, c.key), want[(c.kind, c.key)])
+                                              for c in changes))
 
 
 def down(engine: Engine, name: str) -> list[Change]:
     """Remove everything topology ``name`` made."""
     with engine.exclusive():
-        have = {key: spec for key, (owner, spec) in engine.store.topology_objects().items()
+        have = {key: spec for key, (owner, spec) in engine.topology_objects().items()
                 if owner == name}
         if not have:
             raise NotFound(f"topology {name!r} is not up")
@@ -199,16 +198,14 @@ def down(engine: Engine, name: str) -> list[Change]:
                          key=lambda c: (ORDER.index(c.kind), c.key))
         _remove(engine, TopologySpec(name), changes, have)
         crashpoint("topology:removed")
-        with engine.store.transaction():
-            for c in changes:
-                engine.store.drop_topology_object(c.kind, c.key)
+        engine.forget_topology_objects((c.kind, c.key) for c in changes)
     return changes
 
 
 def _remove(engine: Engine, topo: TopologySpec, changes: list[Change],
             have: dict | None = None) -> None:
     have = have if have is not None else {
-        key: spec for key, (owner, spec) in engine.store.topology_objects().items()
+        key: spec for key, (owner, spec) in engine.topology_objects().items()
         if owner == topo.name}
     gone_nodes = {c.key for c in changes if c.kind == "node" and c.verb == "remove"}
     gone_nets = {c.key for c in changes if c.kind == "network"}
@@ -225,7 +222,7 @@ def _remove(engine: Engine, topo: TopologySpec, changes: list[Change],
             if node not in gone_nodes and net not in gone_nets:
                 with contextlib.suppress(NotFound):  # already gone
                     engine.disconnect(net, [node])
-    owned = {n for n, (_, o) in engine.store.namespaces().items() if o}
+    owned = engine.owned_namespaces()
     nodes = sorted(n for n in gone_nodes if n in owned)
     if nodes:
         engine.ns_rm(nodes)
@@ -247,13 +244,7 @@ def _create(engine: Engine, topo: TopologySpec, changes: list[Change],
     if nodes:
         engine.ns_add(nodes)
     for c in of("node"):
-        ns = engine.open_ns(c.key)
-        try:
-            with kernel_errors(f"setting forwarding in {c.key!r}"):
-                k.write_sysctls(ns, {"net/ipv4/ip_forward": "1" if topo.nodes[c.key].forward
-                                     else "0"})
-        finally:
-            ns.close()
+        engine.set_forwarding(c.key, topo.nodes[c.key].forward)
         crashpoint("topology:forwarding")
     live = _Live(engine)
     _connect_all(engine, topo, [c.key for c in of("connection")
@@ -261,13 +252,12 @@ def _create(engine: Engine, topo: TopologySpec, changes: list[Change],
     for c in of("link"):
         link = next(lk for lk in topo.links if lk.key == c.key)
         _del_link(engine, json.loads(json.dumps(asdict(link))))  # a half-made one goes first
-        _add_link(engine, link)
+        engine.link_add(_p2p(link))
     for c in of("route"):
         node, dst = c.key.split(">", 1)
         via = dict(topo.nodes[node].routes)[dst]
         _del_route(engine, c.key)
-        _in_node(engine, node, f"adding route {dst} via {via} in {node!r}",
-                 lambda rt, dst=dst, via=via: rt.run([k.req_add_route(dst, via)]))
+        engine.route_add(node, dst, via)
         crashpoint("topology:route")
 
 
@@ -289,41 +279,15 @@ def _connect_all(engine: Engine, topo: TopologySpec, keys: list[str],
 
 
 # -------------------------------------------------------- links and routes
-def _in_node(engine: Engine, node: str, what: str, fn: Callable[[k.Rtnl], object]) -> None:
-    ns = engine.open_ns(node)
-    try:
-        with kernel_errors(what), k.open_rtnl(ns) as rt:
-            fn(rt)
-    finally:
-        ns.close()
+def _p2p(link: Link) -> P2PLink:
+    """The engine's link for a file's link: emulation as qdiscs (netem for
+    delay/jitter, which also shapes the rate; else a tbf for the rate)."""
+    def end(node: str, ifname: str, ip: str, emu) -> LinkEnd:
+        netem = _netem(emu) if emu.delay_ms or emu.jitter_ms else None
+        return LinkEnd(node, ifname, ip, netem, 0 if netem else emu.rate_bps or 0)
 
-
-def _add_link(engine: Engine, link: Link) -> None:
-    a, b = engine.open_ns(link.a), engine.open_ns(link.b)
-    try:
-        with kernel_errors(f"creating link {link.key}"), k.open_rtnl(a) as ra, \
-                k.open_rtnl(b) as rb:
-            ra.run([k.req_new_veth(k.VethSpec(link.a_ifname, link.b_ifname, b.fd))])
-            crashpoint("topology:link-veth")
-            ia, ib = ra.link(link.a_ifname).index, rb.link(link.b_ifname).index
-            ra.run([k.req_set_link(index=ia, up=True), k.req_add_addr(ia, link.a_ip)])
-            rb.run([k.req_set_link(index=ib, up=True), k.req_add_addr(ib, link.b_ip)])
-            crashpoint("topology:link-addresses")
-            for rt, index, emu in ((ra, ia, link.a_to_b), (rb, ib, link.b_to_a)):
-                if emu.delay_ms or emu.jitter_ms:  # one netem qdisc: delay, jitter and rate
-                    rt.run([k.req_netem(index, _netem(emu))])
-                elif emu.rate_bps:
-                    rt.run([k.req_tbf(index, emu.rate_bps)])
-                    crashpoint("topology:link-rate")
-            # the mark comes last: a link killed half-made has none, so the
-            # next `up` sees it missing (_Live) and remakes it
-            alias = f"{ALIAS_PREFIX}link:{link.key}"[:250]
-            ra.run([k.req_set_link(index=ia, alias=alias)])
-            crashpoint("topology:link-marked")
-            rb.run([k.req_set_link(index=ib, alias=alias)])
-    finally:
-        a.close()
-        b.close()
+    return P2PLink(link.key, end(link.a, link.a_ifname, link.a_ip, link.a_to_b),
+                   end(link.b, link.b_ifname, link.b_ip, link.b_to_a))
 
 
 def _netem(emu) -> k.NetemSpec:
@@ -335,32 +299,18 @@ def _netem(emu) -> k.NetemSpec:
 
 
 def _del_link(engine: Engine, spec: dict) -> None:
-    if not spec or not k.is_netns_mount(engine.ns_path(spec["a"])):
-        return
-
-    def delete(rt: k.Rtnl) -> None:
-        link = rt.link_by_name().get(spec["a_ifname"])
-        # marked, or a veth of the recorded name not yet marked: this
-        # topology's own link killed half-made (the node is nsnet's namespace)
-        if link and (link.alias.startswith(f"{ALIAS_PREFIX}link:") or
-                     (not link.alias and link.kind == "veth")):
-            rt.run([k.req_del_link(index=link.index)])
-
-    _in_node(engine, spec["a"], f"removing link {spec['a']}:{spec['a_ifname']}", delete)
+    if spec:
+        engine.link_remove(spec["a"], spec["a_ifname"])
 
 
 def _del_route(engine: Engine, key: str) -> None:
     node, dst = key.split(">", 1)
-    if k.is_netns_mount(engine.ns_path(node)):
-        _in_node(engine, node, f"removing route {dst} in {node!r}",
-                 lambda rt: rt.batch([k.req_del_route(dst)]))
+    engine.route_remove(node, dst)
 
 
 def _apply_loss(engine: Engine, topo: TopologySpec) -> None:
     """Packet loss, per egress interface, with an nft numgen rule in the
     node's own namespace (one table there, rewritten whole)."""
-    from ..firewall.nft import NftablesDriver
-
     per_node: dict[str, list[tuple[str, float, str]]] = {n: [] for n in topo.nodes}
     for link in topo.links:
         for node, ifname, emu in ((link.a, link.a_ifname, link.a_to_b),
@@ -368,30 +318,5 @@ def _apply_loss(engine: Engine, topo: TopologySpec) -> None:
             if emu.loss_pct:
                 per_node[node].append((ifname, emu.loss_pct, link.key))
     for node, rules in per_node.items():
-        ns = engine.open_ns(node)
-        try:
-            NftablesDriver(ns).apply(_loss_table(rules))
-            crashpoint("topology:loss-node")
-        finally:
-            ns.close()
-
-
-def _loss_table(rules: list[tuple[str, float, str]]) -> list[dict]:
-    table = {"family": "inet", "name": EMU_TABLE}
-    cmds: list[dict] = [{"add": {"table": table}}, {"delete": {"table": table}}]
-    if not rules:
-        return cmds
-    chain = {"family": "inet", "table": EMU_TABLE, "name": "egress"}
-    cmds += [{"add": {"table": table}},
-             {"add": {"chain": dict(chain, type="filter", hook="postrouting", prio=0,
-                                    policy="accept")}}]
-    rule = {"family": "inet", "table": EMU_TABLE, "chain": "egress"}
-    for ifname, pct, key in rules:
-        threshold = round(pct * 10_000)  # parts per million
-        expr = [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": ifname}},
-                {"match": {"op": "<", "left": {"numgen": {"mode": "random", "mod": 1_000_000,
-                                                          "offset": 0}},
-                           "right": threshold}},
-                {"drop": None}]
-        cmds.append({"add": {"rule": dict(rule, expr=expr, comment=f"nsnet:link:{key}"[:128])}})
-    return cmds
+        engine.set_link_loss(node, rules)
+        crashpoint("topology:loss-node")

@@ -42,7 +42,7 @@ def _emu_text(emu: dict) -> str:
 
 
 def live_graph(engine: Engine, topology: str | None = None) -> Graph:
-    objects = engine.store.topology_objects(topology)  # None: every topology's (--live)
+    objects = engine.topology_objects(topology)  # None: every topology's (--live)
     if topology and not objects:
         raise NotFound(f"topology {topology!r} is not up")
     nets = [n for n in engine.networks()

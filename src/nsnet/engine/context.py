@@ -1,0 +1,229 @@
+"""What every resource of the engine needs, and nothing above it.
+
+The engine is layered (see README "Design"):
+
+    facade (:mod:`nsnet.engine.facade`)      lock -> plan -> journal -> apply -> commit
+    resources (namespaces, networks, endpoints, ports, probes)
+    services (firewall_sync, dns_sync) and the typed journal (intents)
+    context (this module): host handles, store, lock, notify, paths
+
+A resource imports this module (and the services), never the facade nor
+another resource: where an operation spans resources (``connect`` creates
+namespaces, veths, firewall entries and resolv.conf files), the facade
+composes them.  That keeps one resource readable in one file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import resource
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+
+from .. import kernel as k
+from ..dns import DnsControl
+from ..errors import InvalidInput, KernelError, NotFound, PermissionDenied
+from ..firewall import FirewallDriver
+from ..model import HANDOFF_PATH, validate_netns_name
+from ..state import StateLock, Store
+
+__all__ = ["Context", "Progress", "Steps", "kernel_errors", "refusal"]
+
+MAX_BRIDGE_PORTS = 1023  # the kernel's BR_MAX_PORTS - 1 (port 0 is reserved)
+CHUNK = 256  # endpoints per kernel batch: bounds open fds and netlink buffers
+NEIGH_TIDY_ABOVE = 16  # check: forget probe-made ARP entries in larger networks
+IPV6_DEFAULT_OFF = "net/ipv6/conf/default/disable_ipv6"
+IP_FORWARD = "net/ipv4/ip_forward"
+
+# progress(done, total): steps are namespaces created plus endpoints configured
+Progress = Callable[[int, int], None]
+
+
+def random_mac() -> str:
+    """Locally administered unicast MAC (02:xx:...)."""
+    octets = [0x02] + [random.randrange(256) for _ in range(5)]
+    return ":".join(f"{o:02x}" for o in octets)
+
+
+def transient_group() -> int:
+    """A link group used only for the duration of one operation, so all of
+    its links can be deleted with one RTM_DELLINK (one RCU wait)."""
+    return random.randrange(1 << 30, 1 << 31)
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise PermissionDenied("nsnet needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): "
+                               "run it with sudo")
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def no_ipv6(ifname: str) -> str:
+    # IPv4-only networks: no IPv6 autoconfiguration traffic flooding the bridge.
+    # Only the namespace side matters: a bridge port's own packets go to its
+    # peer, never through the bridge.
+    return f"net/ipv6/conf/{ifname}/disable_ipv6"
+
+
+@contextmanager
+def kernel_errors(what: str) -> Iterator[None]:
+    """Translate kernel OSErrors into KernelError at the engine boundary."""
+    try:
+        yield
+    except OSError as exc:
+        raise KernelError(f"{what}: {exc.strerror or exc}", exc.errno) from None
+
+
+class Steps:
+    """Reports progress every few percent, not on every step."""
+
+    def __init__(self, total: int, report: Progress | None) -> None:
+        self.total, self.report, self.done, self.told = total, report, 0, 0
+        self.every = max(1, total // 50)
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.report and (self.done - self.told >= self.every or self.done == self.total):
+            self.report(self.done, self.total)
+            self.told = self.done
+
+
+def refusal(bad: list[str], one: str, many: str, names: list[str], verb: str,
+            kind: str = "namespace") -> str:
+    """The rule of every bulk command: all or nothing.  The error names every
+    offender, and, for a bulk request, says that nothing was done."""
+    quoted = ", ".join(repr(n) for n in bad)
+    text = f"{kind} {quoted} {one}" if len(bad) == 1 else f"{kind}s {quoted} {many}"
+    if len(names) > 1:
+        rest = [n for n in names if n not in bad]
+        text += f"; nothing was {verb}" + (
+            f" ({', '.join(repr(n) for n in rest)} left as they were: all or nothing)"
+            if rest else "")
+    return text
+
+
+def unique_ns_names(names: list[str]) -> list[str]:
+    if not names:
+        raise InvalidInput("no namespace name given")
+    for name in names:
+        validate_netns_name(name)
+    dup = sorted(n for n, c in Counter(names).items() if c > 1)
+    if dup:
+        raise InvalidInput(f"namespace {dup[0]!r} is named twice")
+    return list(names)
+
+
+def labels(items: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    out: dict[str, str] = {}
+    for key, value in items:
+        if not key or any(c.isspace() or not c.isprintable() for c in key):
+            raise InvalidInput(f"label key {key!r} must be non-empty, without spaces or "
+                               "control characters")
+        out[key] = value  # the last one wins, as Docker's
+    return tuple(out.items())
+
+
+class Context:
+    """Handles shared by the resources: the host namespace, its (lazily
+    opened) netlink socket and firewall driver, the state store and lock,
+    the DNS control and the directories.  Opening it opens files; it changes
+    nothing in the kernel."""
+
+    def __init__(self, host: k.Netns, host_netns: str | None, store: Store, lock: StateLock,
+                 netns_dir: str, etc_netns_dir: str, dns: DnsControl,
+                 firewall: FirewallDriver | None = None) -> None:
+        self.host = host
+        self.host_netns = host_netns
+        self.store = store
+        self.lock = lock
+        self.netns_dir = netns_dir
+        self.etc_netns_dir = etc_netns_dir
+        self.dns = dns
+        self._firewall = firewall
+        self._rtnl: k.Rtnl | None = None
+
+    def close(self) -> None:
+        if self._rtnl:
+            self._rtnl.close()
+        self.host.close()
+        self.store.close()
+
+    def notify(self, message: str) -> None:
+        self.lock.notify(message)
+
+    @property
+    def rtnl(self) -> k.Rtnl:
+        if self._rtnl is None:
+            self._rtnl = k.open_rtnl(self.host)
+        return self._rtnl
+
+    @property
+    def firewall(self) -> FirewallDriver:
+        if self._firewall is None:
+            from ..firewall.nft import NftablesDriver
+
+            self._firewall = NftablesDriver(self.host)
+        return self._firewall
+
+    # ------------------------------------------------------ namespaces
+    def ns_path(self, name: str) -> str:
+        # names also come from records: a plain file name, never a way out of netns_dir
+        return os.path.join(self.netns_dir, validate_netns_name(name))
+
+    def ns_exists(self, name: str) -> bool:
+        """Whether ``name`` is a mounted namespace under netns_dir."""
+        return k.is_netns_mount(self.ns_path(name))
+
+    def open_ns(self, name: str) -> k.Netns:
+        validate_netns_name(name)
+        try:
+            return k.open_netns(self.ns_path(name), name)
+        except OSError:
+            raise NotFound(f"namespace {name!r} does not exist") from None
+
+    def snapshot(self, netns: str | None = None) -> k.Snapshot:
+        """Links, addresses and routes of a namespace (the host's if None)."""
+        if netns is None:
+            return k.snapshot(self.host)
+        ns = self.open_ns(netns)
+        try:
+            return k.snapshot(ns)
+        finally:
+            ns.close()
+
+    def handed_off(self) -> set[str]:
+        """Names of endpoints whose inside another manager (Docker) holds."""
+        return {n for n, (path, _owned) in self.store.namespaces().items()
+                if path == HANDOFF_PATH}
+
+    # ------------------------------------------------------ host links
+    def delete_links(self, names: list[str]) -> None:
+        """One RTM_DELLINK for all: move them to a transient group, delete it."""
+        if not names:
+            return
+        with kernel_errors("deleting veth pairs"):
+            if len(names) == 1:
+                self.rtnl.run([k.req_del_link(name=names[0])])
+                return
+            group = transient_group()
+            self.rtnl.batch([k.req_set_link(name, group=group) for name in names])
+            err, detail = self.rtnl.batch([k.req_del_group(group)]).errors[0]
+            if err and err != errno.ENODEV:  # ENODEV: all were gone already
+                raise k.NetlinkError(err, "delete veth pairs", detail)
+
+    def ensure_forwarding(self) -> None:
+        """Routed networks need IPv4 forwarding in the host namespace (as
+        Docker turns it on); say so when nsnet is the one turning it on."""
+        with kernel_errors("enabling IPv4 forwarding"):
+            if k.read_sysctl(self.host, IP_FORWARD) != "1":
+                k.write_sysctls(self.host, {IP_FORWARD: "1"})
+                self.notify("nsnet: enabled IPv4 forwarding in the host namespace "
+                            "(net.ipv4.ip_forward=1)")

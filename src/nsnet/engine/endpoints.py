@@ -1,0 +1,318 @@
+"""Endpoints: a veth pair per (network, namespace), host end on the
+network's attachment point, inside end configured in the namespace.
+
+Work is done in bulk: one netlink batch creates every veth of a chunk (peer
+created directly inside its namespace, host end already enslaved), one
+batch brings them up, one batch per namespace configures the inside, and
+teardown deletes all host ends of an operation with a single RTM_DELLINK
+by (transient) link group.
+
+Planning (:meth:`Endpoints.plan`) decides every name, address, MAC and
+default route before the kernel is touched; the pure decisions are module
+functions (:func:`inside_name`, :func:`check_connect_options`), table-tested
+in tests/unit without root.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .. import kernel as k
+from ..crash import crashpoint
+from ..errors import AlreadyExists, Conflict, InvalidInput, NotFound, PoolExhausted
+from ..ipam import Pool
+from ..model import (
+    ALIAS_PREFIX,
+    ConnectOptions,
+    Endpoint,
+    Network,
+    Published,
+    parse_ip,
+    validate_dns_name,
+    validate_ifname,
+    validate_mac,
+    veth_alias,
+)
+from .context import (
+    CHUNK,
+    MAX_BRIDGE_PORTS,
+    Context,
+    Steps,
+    kernel_errors,
+    labels,
+    no_ipv6,
+    random_mac,
+    refusal,
+)
+from .intents import EndpointRef
+
+__all__ = ["ConnectPlan", "Endpoints", "check_connect_options", "inside_name"]
+
+
+@dataclass
+class ConnectPlan:
+    """Everything a connect needs, decided before the kernel is touched."""
+
+    network: Network
+    endpoints: list[Endpoint]
+    create_ns: set[str]
+    foreign_ns: set[str]
+    ports: list[Published] = field(default_factory=list)
+
+
+def check_connect_options(opts: ConnectOptions, count: int) -> ConnectOptions:
+    """The options, checked for ``count`` namespaces (pure).  Aliases are
+    validated and normalised here, once; planning uses them as they are."""
+    static = [flag for flag, v in (("--ip", opts.ip), ("--mac", opts.mac),
+                                   ("--host-ifname", opts.host_ifname),
+                                   ("--publish", opts.ports)) if v]
+    if static and count > 1:
+        raise InvalidInput(f"{static[0]} applies to one namespace; {count} were given")
+    if opts.mac:
+        validate_mac(opts.mac)
+    if opts.ifname:
+        validate_ifname(opts.ifname)
+    if opts.host_ifname:
+        validate_ifname(opts.host_ifname, "host interface name")
+    if opts.ip:
+        parse_ip(opts.ip, "--ip")
+    return dataclasses.replace(opts, aliases=tuple(validate_dns_name(a) for a in opts.aliases))
+
+
+def inside_name(netns: str, wanted: str | None, present: set[str],
+                has_default: bool) -> tuple[str, bool]:
+    """Interface name inside the namespace (``wanted``, or the first free
+    ethN), and whether it gets the default route (pure)."""
+    if wanted:
+        if wanted in present:
+            raise AlreadyExists(f"namespace {netns!r} already has an interface {wanted!r}")
+        return wanted, not has_default
+    n = 0
+    while f"eth{n}" in present:
+        n += 1
+    return f"eth{n}", not has_default
+
+
+def configure_inside(ns: k.Netns, ep: Endpoint, ipv6_off: bool) -> None:
+    """Inside one namespace: IPv6 off on the new interface (unless it was
+    born so), then one batch: lo up, interface up, address, default route."""
+    with k.entered(ns.fd):
+        if not ipv6_off:
+            k.write_sysctls_here({no_ipv6(ep.ifname): "1"})
+        rtnl = k.Rtnl()
+    with rtnl as rt:
+        index = rt.link(ep.ifname).index
+        reqs = [k.req_set_link("lo", up=True), k.req_set_link(index=index, up=True),
+                k.req_add_addr(index, ep.address)]
+        if ep.default_route:
+            reqs.append(k.req_add_route("default", ep.gateway, oif=index))
+        rt.run(reqs)
+
+
+class Endpoints:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    # -------------------------------------------------------------- plan
+    def find(self, net: Network, netns: str) -> Endpoint:
+        ep = next((e for e in net.endpoints if e.netns == netns), None)
+        if ep is None:
+            raise NotFound(f"namespace {netns!r} is not connected to network {net.name!r}")
+        return ep
+
+    def plan(self, net: Network, names: list[str], opts: ConnectOptions) -> ConnectPlan:
+        ctx, store = self.ctx, self.ctx.store
+        taken = {e.netns for e in net.endpoints}
+        already = [n for n in names if n in taken]
+        if already:
+            raise AlreadyExists(refusal(already, f"is already connected to network "
+                                        f"{net.name!r}", f"are already connected to network "
+                                        f"{net.name!r}", names, "connected"))
+        if len(net.endpoints) + len(names) > MAX_BRIDGE_PORTS:
+            raise PoolExhausted(f"network {net.name!r} would need {len(net.endpoints) + len(names)}"
+                                f" bridge ports; a Linux bridge holds at most {MAX_BRIDGE_PORTS}")
+        missing = {n for n in names if not ctx.ns_exists(n)}
+        if missing and not opts.create:
+            first = sorted(missing)[0]
+            raise NotFound(refusal(sorted(missing), "does not exist", "do not exist", names,
+                                   "connected") + f" (create it with 'nsnet ns add {first}' "
+                           "or pass --create)")
+        for name in missing:
+            if os.path.lexists(ctx.ns_path(name)):
+                raise AlreadyExists(f"{ctx.ns_path(name)} exists and is not a namespace")
+        pool = Pool.parse(net.subnet, net.gateway, net.ip_range)
+        used = store.used_addresses(net.id) | {ip for _, ip in net.aux_addresses}
+        ips = ([pool.check_static(opts.ip, used)] if opts.ip else pool.allocate(used, len(names)))
+        host_names = self._host_ifnames(names, opts)
+        known = store.namespaces()
+        foreign = {n for n in names if n not in missing and n not in known}
+        by_ns: dict[str, list[Endpoint]] = {}
+        for ep in store.endpoints():  # one query, not one per namespace
+            by_ns.setdefault(ep.netns, []).append(ep)
+        endpoints = []
+        now = time.time()
+        for name, ip, host_if in zip(names, ips, host_names, strict=False):
+            ifname, default_route = self._inside_names(name, opts, name in missing,
+                                                       by_ns.get(name, []))
+            ep_id = uuid.uuid4().hex
+            endpoints.append(Endpoint(
+                ep_id, net.name, name, ifname, host_if or f"veth{ep_id[:7]}",
+                f"{ip}/{net.prefixlen}", self.free_mac(net, opts.mac), net.gateway,
+                default_route, now, opts.aliases, labels(opts.labels)))
+        ports = [Published(e.id, net.name, e.netns, e.ip, m) for e in endpoints
+                 for m in opts.ports]
+        return ConnectPlan(net, endpoints, missing, foreign, ports)
+
+    def free_mac(self, net: Network, mac: str | None) -> str:
+        """``mac``, or a random one, not used on this bridge yet: two ports with
+        one MAC make the bridge flap its forwarding entry.  One index lookup."""
+        store = self.ctx.store
+        if mac:
+            user = store.mac_user(net.id, mac)
+            if user:
+                raise Conflict(f"MAC address {mac.lower()} is already used by {user!r} on "
+                               f"network {net.name!r}")
+            return mac.lower()
+        while True:
+            mac = random_mac()
+            if not store.mac_user(net.id, mac):
+                return mac
+
+    def _host_ifnames(self, names: list[str], opts: ConnectOptions) -> list[str | None]:
+        if not opts.host_ifname:
+            return [None] * len(names)
+        link = self.ctx.rtnl.link_by_name().get(opts.host_ifname)
+        if link:
+            owner = "nsnet" if link.alias.startswith(ALIAS_PREFIX) else "someone else"
+            raise AlreadyExists(f"a link named {opts.host_ifname!r} already exists in the host "
+                                f"namespace (created by {owner})")
+        return [opts.host_ifname]
+
+    def _inside_names(self, netns: str, opts: ConnectOptions, fresh: bool,
+                      mine: list[Endpoint]) -> tuple[str, bool]:
+        """Interface name inside the namespace, and whether it gets the default
+        route; ``mine`` are its recorded endpoints on other networks."""
+        present: set[str] = {e.ifname for e in mine}
+        has_default = any(e.default_route for e in mine)
+        if not fresh:
+            snap = self.ctx.snapshot(netns)
+            present |= {lk.name for lk in snap.links}
+            has_default = has_default or any(r.is_default for r in snap.routes)
+        return inside_name(netns, opts.ifname, present, has_default)
+
+    # ------------------------------------------------------------- apply
+    def attach(self, plan: ConnectPlan, attach_index: int, steps: Steps | None = None,
+               eps: list[Endpoint] | None = None) -> None:
+        """Make the planned endpoints (or ``eps`` of them), chunk by chunk."""
+        eps = plan.endpoints if eps is None else eps
+        for start in range(0, len(eps), CHUNK):
+            self._attach_chunk(plan, attach_index, eps[start : start + CHUNK], steps)
+
+    def _attach_chunk(self, plan: ConnectPlan, bridge: int, chunk: list[Endpoint],
+                      steps: Steps | None = None) -> None:
+        rtnl = self.ctx.rtnl
+        handles = [self.ctx.open_ns(e.netns) for e in chunk]
+        try:
+            reqs = [k.req_new_veth(k.VethSpec(e.host_ifname, e.ifname, ns.fd, master=bridge,
+                                              mtu=plan.network.mtu, peer_mac=k.mac_bytes(e.mac)))
+                    for e, ns in zip(chunk, handles, strict=True)]
+            result = rtnl.batch(reqs)
+            crashpoint("connect:veths")
+            with kernel_errors("creating veth pairs"):
+                for req, err, detail in result.failures(reqs):
+                    raise k.NetlinkError(err, req.what, detail)
+            with kernel_errors("bringing host ends up"):
+                # hairpin: br_netfilter *bridges* a packet DNATed to an address on
+                # the bridge it came from, so an endpoint reaching its own
+                # published port goes back out of its own port
+                hairpin = None if plan.network.internal else True
+                rtnl.run([k.req_set_link(e.host_ifname, up=True, alias=veth_alias(e.id),
+                                         hairpin=hairpin) for e in chunk])
+            crashpoint("connect:host-up")
+            for ep, ns in zip(chunk, handles, strict=True):
+                with kernel_errors(f"configuring {ep.ifname} in namespace {ep.netns!r}"):
+                    configure_inside(ns, ep, ipv6_off=ep.netns in plan.create_ns)
+                crashpoint("connect:inside")
+                if steps:
+                    steps.advance()
+        finally:
+            for ns in handles:
+                ns.close()
+
+    # ------------------------------------------------------ handed off
+    def plan_handoff(self, net: Network, name: str, opts: ConnectOptions) -> Endpoint:
+        pool = Pool.parse(net.subnet, net.gateway, net.ip_range)
+        used = self.ctx.store.used_addresses(net.id) | {ip for _, ip in net.aux_addresses}
+        ip = pool.check_static(opts.ip, used) if opts.ip else pool.allocate(used, 1)[0]
+        ep_id = uuid.uuid4().hex
+        peer = opts.ifname or f"nsh{ep_id[:8]}"
+        host = self._host_ifnames([name], opts)[0] or f"veth{ep_id[:7]}"
+        taken = self.ctx.rtnl.link_by_name()
+        if peer in taken:
+            raise AlreadyExists(f"a link named {peer!r} already exists in the host namespace")
+        return Endpoint(ep_id, net.name, name, peer, host, f"{ip}/{net.prefixlen}",
+                        self.free_mac(net, opts.mac), net.gateway, True, time.time(),
+                        opts.aliases, labels(opts.labels))
+
+    def create_handoff_pair(self, net: Network, ep: Endpoint, attach_index: int) -> None:
+        rtnl = self.ctx.rtnl
+        spec = k.VethSpec(ep.host_ifname, ep.ifname, self.ctx.host.fd, master=attach_index,
+                          mtu=net.mtu, peer_mac=k.mac_bytes(ep.mac))
+        with kernel_errors(f"creating veth pair {ep.host_ifname} <-> {ep.ifname}"):
+            rtnl.run([k.req_new_veth(spec)])
+            crashpoint("connect:veths")
+            hairpin = None if net.internal else True
+            rtnl.run([k.req_set_link(ep.host_ifname, up=True, alias=veth_alias(ep.id),
+                                     hairpin=hairpin)])
+
+    def forget_idle_handoffs(self) -> None:
+        """Drop handed-off names whose endpoint is gone (inside a transaction)."""
+        store = self.ctx.store
+        busy = {e.netns for e in store.endpoints()}
+        store.remove_namespaces(n for n in self.ctx.handed_off() if n not in busy)
+
+    # ------------------------------------------------------------ remove
+    def delete_host_ends(self, eps: list[Endpoint]) -> None:
+        """Delete host veth ends nsnet owns (their peers go with them), all in
+        one RTM_DELLINK: the kernel pays one RCU grace period, not one per link."""
+        if not eps:
+            return
+        links = self.ctx.rtnl.link_by_name()
+        ours = [links[e.host_ifname] for e in eps
+                if e.host_ifname in links and links[e.host_ifname].alias == veth_alias(e.id)]
+        self.ctx.delete_links([lk.name for lk in ours])
+
+    def undo_host_ends(self, refs: Iterable[EndpointRef]) -> None:
+        """Rollback: host ends of a connect that did not commit (marked, or not
+        yet marked)."""
+        links = self.ctx.rtnl.link_by_name()
+        doomed = [r.host_ifname for r in refs
+                  if r.host_ifname in links and links[r.host_ifname].kind == "veth"
+                  and links[r.host_ifname].alias in ("", veth_alias(r.id))]
+        self.ctx.delete_links(doomed)
+
+    def move_default_routes(self, removed: list[Endpoint]) -> list[Endpoint]:
+        """Like Docker: a namespace losing its gateway network gets the default
+        route of another network it is still on."""
+        gone = {e.id for e in removed}
+        moved = []
+        for ep in removed:
+            if not ep.default_route:
+                continue
+            rest = [e for e in self.ctx.store.endpoints_of_netns(ep.netns) if e.id not in gone]
+            if not rest or not self.ctx.ns_exists(ep.netns):
+                continue
+            ns = self.ctx.open_ns(ep.netns)
+            try:
+                with kernel_errors(f"moving the default route of {ep.netns!r}"), \
+                        k.open_rtnl(ns) as rt:
+                    rt.batch([k.req_add_route("default", rest[0].gateway)])
+            finally:
+                ns.close()
+            moved.append(rest[0])
+        return moved

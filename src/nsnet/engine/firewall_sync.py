@@ -1,0 +1,83 @@
+"""Keeping nsnet's nftables tables in step with the state (a service that
+the resources share: rules themselves are pure data in :mod:`nsnet.firewall.rules`)."""
+
+from __future__ import annotations
+
+from .. import kernel as k
+from ..crash import crashpoint
+from ..errors import KernelError
+from ..firewall import rules as fw
+from ..model import Endpoint, Network, Published
+from .context import Context, kernel_errors
+from .intents import NetworkRef
+
+__all__ = ["FirewallSync"]
+
+
+class FirewallSync:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def apply(self, commands: list[dict], skeleton: bool = False) -> None:
+        """One atomic transaction.  The fixed skeleton is left out unless
+        asked for or missing (its idempotent re-add costs the kernel an RCU
+        grace period, ~14 ms, per base chain update): a transaction that
+        fails is without effect, and is retried once with the skeleton first."""
+        if skeleton:
+            self.ctx.firewall.apply(fw.skeleton() + commands)
+            return
+        try:
+            self.ctx.firewall.apply(commands)
+        except KernelError:
+            self.ctx.firewall.apply(fw.skeleton() + commands)
+
+    def desired(self) -> list[dict]:
+        """The transaction that rebuilds nsnet's firewall from the state."""
+        return fw.full(self.ctx.store.networks(), self.ctx.store.published())
+
+    def differences(self) -> list[str]:
+        """Objects of nsnet's tables whose *content* differs from the state
+        (a same-count edit too: a rule's verdict, a map element's value).
+        The driver compares the live tables with the kernel's own rendering
+        of :meth:`desired` (see :mod:`nsnet.firewall`); off the hot path:
+        reconcile, its dry run and the sync after a rollback only."""
+        return self.ctx.firewall.drift(self.desired())
+
+    def sync(self) -> None:
+        """Rebuild the firewall if it drifted (after rollbacks; O(state))."""
+        if self.differences():
+            self.ctx.firewall.apply(self.desired())
+
+    def forget_udp(self, pubs: list[Published]) -> None:
+        ports = {(p.port.host_ip, p.port.host_port) for p in pubs if p.port.proto == "udp"}
+        if ports:
+            with kernel_errors("flushing UDP conntrack entries"):
+                k.forget_udp(self.ctx.host, ports)
+
+    def connect(self, net: Network, endpoints: list[Endpoint], ports: list[Published]) -> None:
+        cmds = fw.endpoints_add(net, endpoints) + fw.ports_add(ports)
+        if cmds:
+            self.apply(cmds)
+            crashpoint("connect:firewall")
+            self.forget_udp(ports)
+
+    def delete(self, eps: list[Endpoint], network: NetworkRef | None) -> None:
+        """Remove the firewall entries of these endpoints (and network) in one
+        transaction; every command is idempotent, so a roll-forward may rerun it."""
+        store = self.ctx.store
+        pubs = [p for e in eps for p in store.published(e.id)]
+        nets = {n.name: n for n in store.networks()}
+        cmds = fw.ports_remove(pubs)
+        for name in sorted({e.network for e in eps} & set(nets)):
+            cmds += fw.endpoints_remove(nets[name], [e for e in eps if e.network == name])
+        doomed = next((n for n in nets.values() if network and n.id == network.id), None)
+        if doomed:
+            others = [n for n in nets.values() if n is not doomed]
+            if not others:
+                self.ctx.firewall.apply(fw.teardown())
+            else:
+                self.apply(cmds + fw.network_remove(doomed, others))
+        elif cmds:
+            self.apply(cmds)
+        crashpoint("delete:firewall")
+        self.forget_udp(pubs)

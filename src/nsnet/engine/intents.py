@@ -1,0 +1,194 @@
+"""The intent journal, typed.
+
+Every change is recorded as an *intent* before the kernel is touched, and
+removed in the same transaction that commits its result.  An intent left in
+the journal means an nsnet process died part-way: the next one settles it,
+rolling creations back and deletions (and DNS work after a commit) forward.
+
+One frozen dataclass per kind; one :class:`Registry` maps each class to the
+function that settles it and says which way (back or forward).  Intents are
+serialised by field *name* (``dataclasses.asdict``), never as positional
+lists, and never edited once written: a narrower rollback is a new value
+(``dataclasses.replace``), not an edit of the recorded one.
+
+Compatibility: journals written before the typed format held positional
+lists (``"endpoints": [[id, host_ifname, netns]]`` in ``connect``/``ns_add``,
+``"network": [id, bridge]`` in ``delete``).  A state directory may hold one
+after a crash across an upgrade, so :func:`decode` reads both forms; new
+entries are only ever written in the named form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..state import Store
+
+__all__ = ["ConnectIntent", "DeleteIntent", "DnsIntent", "EndpointRef", "Intent", "LinkIntent",
+           "NetworkCreateIntent", "NetworkRef", "NsAddIntent", "PortsIntent", "Registry",
+           "decode", "encode"]
+
+
+@dataclass(frozen=True)
+class EndpointRef:
+    """What a rollback needs to find a half-made endpoint's host end."""
+
+    id: str
+    host_ifname: str
+    netns: str
+
+
+@dataclass(frozen=True)
+class NetworkRef:
+    id: str
+    bridge: str
+
+
+@dataclass(frozen=True)
+class Intent:
+    kind: ClassVar[str] = ""
+    forward: ClassVar[bool] = False  # settled by finishing it (else: by undoing it)
+
+    @property
+    def what(self) -> str:
+        return self.kind.replace("_", " ")
+
+
+@dataclass(frozen=True)
+class ConnectIntent(Intent):
+    """A connect (or handed-off connect): veths made, namespaces maybe created."""
+
+    kind: ClassVar[str] = "connect"
+    endpoints: tuple[EndpointRef, ...] = ()
+    create_ns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NsAddIntent(Intent):
+    kind: ClassVar[str] = "ns_add"
+    endpoints: tuple[EndpointRef, ...] = ()  # always empty; kept for the rollback's shape
+    create_ns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NetworkCreateIntent(Intent):
+    kind: ClassVar[str] = "network_create"
+    id: str = ""
+    bridge: str = ""
+
+
+@dataclass(frozen=True)
+class PortsIntent(Intent):
+    """port add/rm: the firewall is rebuilt from the state if it did not commit."""
+
+    kind: ClassVar[str] = "ports"
+
+
+@dataclass(frozen=True)
+class DeleteIntent(Intent):
+    """Endpoints, then namespaces, then a network: always rolled forward."""
+
+    kind: ClassVar[str] = "delete"
+    forward: ClassVar[bool] = True
+    endpoints: tuple[str, ...] = ()
+    namespaces: tuple[str, ...] = ()
+    network: NetworkRef | None = None
+
+
+@dataclass(frozen=True)
+class LinkIntent(Intent):
+    """A point-to-point link being made: its first end, found by name."""
+
+    kind: ClassVar[str] = "link_add"
+    node: str = ""
+    ifname: str = ""
+
+
+@dataclass(frozen=True)
+class DnsIntent(Intent):
+    """The resolv.conf/DNS-server work following a commit: finished later."""
+
+    kind: ClassVar[str] = "dns"
+    forward: ClassVar[bool] = True
+    namespaces: tuple[str, ...] = ()
+
+
+KINDS: dict[str, type[Intent]] = {cls.kind: cls for cls in (
+    ConnectIntent, NsAddIntent, NetworkCreateIntent, PortsIntent, DeleteIntent, DnsIntent,
+    LinkIntent)}
+
+
+def encode(intent: Intent) -> tuple[str, dict]:
+    return intent.kind, dataclasses.asdict(intent)
+
+
+def _ref(item: list | dict) -> EndpointRef:
+    return EndpointRef(*item) if isinstance(item, list) else EndpointRef(**item)
+
+
+def decode(kind: str, payload: dict) -> Intent:
+    """A recorded intent, in the named form or the older positional one."""
+    cls = KINDS.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown intent kind {kind!r}")
+    if cls in (ConnectIntent, NsAddIntent):
+        return cls(endpoints=tuple(_ref(e) for e in payload.get("endpoints", ())),
+                   create_ns=tuple(payload.get("create_ns", ())))
+    if cls is NetworkCreateIntent:
+        return NetworkCreateIntent(payload["id"], payload["bridge"])
+    if cls is DeleteIntent:
+        net = payload.get("network")
+        ref = None if not net else (NetworkRef(*net) if isinstance(net, list)
+                                    else NetworkRef(**net))
+        return DeleteIntent(tuple(payload.get("endpoints", ())),
+                            tuple(payload.get("namespaces", ())), ref)
+    if cls is DnsIntent:
+        return DnsIntent(tuple(payload.get("namespaces", ())))
+    if cls is LinkIntent:
+        return LinkIntent(payload["node"], payload["ifname"])
+    return cls()
+
+
+Settle = Callable[[int, Intent], None]
+
+
+class Registry:
+    """Intent class -> how to settle one the journal holds.
+
+    A rollback gets the intent and the journal entry is removed after it; a
+    roll-forward gets the entry's id too, as it removes the entry itself in
+    the transaction that commits the finished work."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._undo: dict[type[Intent], Callable[[Intent], None]] = {}
+        self._finish: dict[type[Intent], Settle] = {}
+
+    def rollback(self, cls: type[Intent], undo: Callable) -> None:
+        assert not cls.forward, cls
+        self._undo[cls] = undo
+
+    def roll_forward(self, cls: type[Intent], finish: Callable) -> None:
+        assert cls.forward, cls
+        self._finish[cls] = finish
+
+    def add(self, intent: Intent) -> int:
+        """Record ``intent`` (inside the caller's transaction)."""
+        return self.store.journal_add(*encode(intent))
+
+    def undo(self, intent: Intent) -> None:
+        self._undo[type(intent)](intent)
+
+    def pending(self) -> list[tuple[int, Intent]]:
+        return [(op, decode(kind, payload)) for op, kind, payload in self.store.journal()]
+
+    def settle(self, op: int, intent: Intent) -> None:
+        if intent.forward:
+            self._finish[type(intent)](op, intent)
+            return
+        self.undo(intent)
+        with self.store.transaction():
+            self.store.journal_remove(op)

@@ -1,0 +1,265 @@
+"""Networks, and the network-driver seam.
+
+As netavark's driver trait, a :class:`NetworkDriver` is what differs per
+network type: ``validate`` (before anything is changed), ``setup``,
+``teardown`` (only what carries this network's mark), the attachment point
+endpoints are enslaved to, and the *facts* reconcile compares with the
+state.  :class:`BridgeDriver` is the only one today (a Linux bridge in the
+host namespace, with its tc loopback guard and sysctls); an overlay driver
+would be the second, with no change to the other resources.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from .. import kernel as k
+from ..crash import crashpoint
+from ..errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from ..firewall import rules as fw
+from ..ipam import Pool
+from ..model import (
+    Network,
+    NetworkSpec,
+    bridge_alias,
+    parse_ip,
+    validate_ifname,
+    validate_mtu,
+    validate_network_name,
+)
+from .context import Context, kernel_errors, labels, no_ipv6, random_mac
+
+__all__ = ["BridgeDriver", "DriverFact", "NetworkDriver", "Networks", "bridge_sysctls"]
+
+DEFAULT_MTU = 1500
+
+
+def bridge_sysctls(net: Network) -> dict[str, str]:
+    values = {no_ipv6(net.bridge): "1"}
+    if not net.internal:
+        # The host's own 127.0.0.1 reaches published ports by DNAT to the
+        # bridge: the kernel must route a loopback source out of it (then
+        # SNATed).  Chosen over a userland proxy: no process or socket per
+        # port, kernel speed; the firewall's guard chain drops 127.0.0.0/8
+        # arriving *from* the bridge (CVE-2020-8558), and so does the bridge's
+        # tc loopback guard, which survives an `nft flush ruleset`.
+        values[f"net/ipv4/conf/{net.bridge}/route_localnet"] = "1"
+    return values
+
+
+@dataclass(frozen=True)
+class DriverFact:
+    """One way a network's kernel objects differ from the state: ``repair``
+    means the driver can fix it (reconcile's "bridge" action); otherwise a
+    person must (a "blocked" action)."""
+
+    target: str
+    detail: str
+    repair: bool
+
+
+class NetworkDriver(Protocol):
+    def validate(self, net: Network) -> None:
+        """Refuse before anything is changed (a name taken...)."""
+
+    def setup(self, net: Network) -> None:
+        """Make the network's kernel objects (the caller's intent undoes them)."""
+
+    def teardown(self, net_id: str, device: str, unmarked_too: bool = False) -> None:
+        """Remove what carries this network's mark (idempotent)."""
+
+    def attach_index(self, net: Network) -> int:
+        """The link index endpoints of ``net`` are enslaved to."""
+
+    def facts(self, net: Network, links: dict[str, k.Link]) -> list[DriverFact]:
+        """How the kernel differs from the state, for reconcile (empty: in step)."""
+
+    def repair(self, net: Network) -> None:
+        """Make the kernel match the state again (reconcile)."""
+
+
+class BridgeDriver:
+    """A Linux bridge in the host namespace, marked with the network's id."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def validate(self, net: Network) -> None:
+        for other in self.ctx.store.networks():
+            if other.bridge == net.bridge:
+                raise AlreadyExists(f"bridge {net.bridge!r} is already used by network "
+                                    f"{other.name!r}")
+        link = self.ctx.rtnl.link_by_name().get(net.bridge)
+        if link:
+            raise AlreadyExists(f"a link named {net.bridge!r} already exists in the host "
+                                "namespace and was not created by nsnet; nothing was changed")
+
+    def setup(self, net: Network) -> None:
+        with kernel_errors(f"creating bridge {net.bridge}"):
+            rt = self.ctx.rtnl
+            rt.run([k.req_new_bridge(net.bridge, net.mtu, mac=random_mac(), up=False)])
+            crashpoint("bridge:created")
+            index = rt.link(net.bridge).index
+            self._guard_loopback(index)  # before route_localnet is ever on
+            k.write_sysctls(self.ctx.host, bridge_sysctls(net))
+            rt.run([k.req_add_addr(index, f"{net.gateway}/{net.prefixlen}"),
+                    k.req_set_link(index=index, up=True, alias=bridge_alias(net.id))])
+            crashpoint("bridge:configured")
+        if not net.internal:
+            self.ctx.ensure_forwarding()
+
+    def _guard_loopback(self, index: int) -> None:
+        """The bridge's tc loopback guard (see :mod:`nsnet.kernel.tc`): it lives
+        and dies with the bridge, so it needs no record of its own, and no nft
+        flush removes it.  Idempotent (reconcile re-adds a removed one)."""
+        reqs = [k.req_clsact(index), k.req_loopback_guard(index, fw.LOCALNET_MARK)]
+        for err, detail in self.ctx.rtnl.batch(reqs).errors:
+            if err and err != errno.EEXIST:
+                raise k.NetlinkError(err, "adding the loopback guard", detail)
+
+    def teardown(self, net_id: str, device: str, unmarked_too: bool = False) -> None:
+        """Delete the bridge if it carries this network's mark (or, when rolling
+        back its own creation, no mark yet)."""
+        link = self.ctx.rtnl.link_by_name().get(device)
+        marks = {bridge_alias(net_id)} | ({""} if unmarked_too else set())
+        if link and link.kind == "bridge" and link.alias in marks:
+            with kernel_errors(f"deleting bridge {device}"):
+                self.ctx.rtnl.run([k.req_del_link(index=link.index)])
+
+    def attach_index(self, net: Network) -> int:
+        link = self.ctx.rtnl.link_by_name().get(net.bridge)
+        if link is None or link.alias != bridge_alias(net.id):
+            raise NotFound(f"bridge {net.bridge!r} of network {net.name!r} is missing from the "
+                           "host namespace")
+        return link.index
+
+    def repair(self, net: Network) -> None:
+        link = self.ctx.rtnl.link_by_name().get(net.bridge)
+        if link is None:
+            self.setup(net)
+            return
+        with kernel_errors(f"repairing bridge {net.bridge}"):
+            self._guard_loopback(link.index)
+            k.write_sysctls(self.ctx.host, bridge_sysctls(net))
+            self.ctx.rtnl.batch([k.req_add_addr(link.index, f"{net.gateway}/{net.prefixlen}")])
+            self.ctx.rtnl.run([k.req_set_link(index=link.index, up=True)])
+
+    def facts(self, net: Network, links: dict[str, k.Link]) -> list[DriverFact]:
+        link = links.get(net.bridge)
+        if link is None:
+            return [DriverFact(net.bridge, f"bridge of network {net.name!r} is missing: "
+                               "recreate", True)]
+        if link.alias != bridge_alias(net.id):
+            return [DriverFact(net.bridge, f"a link nsnet did not create holds the name of "
+                               f"network {net.name!r}'s bridge: remove or rename it", False)]
+        rtnl = self.ctx.rtnl
+        addrs = {a.cidr for a in rtnl.addresses() if a.index == link.index}
+        if f"{net.gateway}/{net.prefixlen}" not in addrs or not link.up:
+            return [DriverFact(net.bridge, "gateway address or up state missing: repair", True)]
+        if not k.loopback_guarded(rtnl, link.index, fw.LOCALNET_MARK):
+            return [DriverFact(net.bridge, "loopback guard (tc filter dropping 127.0.0.0/8) "
+                               "missing: repair", True)]
+        wrong = sorted(key for key, value in bridge_sysctls(net).items()
+                       if self._sysctl(key) not in (value, None))
+        if wrong:  # e.g. route_localnet, which the localhost port path needs
+            return [DriverFact(net.bridge, f"sysctl {', '.join(wrong)} not as nsnet set it: "
+                               "repair", True)]
+        return []
+
+    def _sysctl(self, key: str) -> str | None:
+        """None where the kernel has no such key (e.g. built without IPv6)."""
+        try:
+            return k.read_sysctl(self.ctx.host, key)
+        except FileNotFoundError:
+            return None
+
+
+def aux_addresses(pool: Pool, aux: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """Docker's --aux-address NAME=IP: inside the subnet, not the gateway,
+    each name and address once; IPAM never hands them out."""
+    out: dict[str, str] = {}
+    for name, text in aux:
+        if not name:
+            raise InvalidInput(f"--aux-address ={text}: the name is empty (NAME=IP)")
+        ip = parse_ip(text, f"--aux-address {name}")
+        pool._check_in_subnet(ip, f"--aux-address {name}")
+        if ip == pool.gateway:
+            raise InvalidInput(f"--aux-address {name}={ip} is the gateway")
+        if name in out or str(ip) in out.values():
+            raise InvalidInput(f"--aux-address {name}={ip}: name or address given twice")
+        out[name] = str(ip)
+    return tuple(out.items())
+
+
+def plan_network(spec: NetworkSpec, net_id: str | None = None,
+                 now: float | None = None) -> Network:
+    """The network a spec asks for, every field checked (pure: no state, no kernel)."""
+    validate_network_name(spec.name)
+    pool = Pool.parse(spec.subnet, spec.gateway, spec.ip_range)
+    if pool.subnet.version != 4:
+        raise InvalidInput(f"subnet {spec.subnet}: IPv6 networks are not supported yet")
+    mtu = validate_mtu(spec.mtu) if spec.mtu is not None else DEFAULT_MTU
+    servers = tuple(str(parse_ip(ip, "--dns server")) for ip in spec.dns_servers)
+    if any(":" in ip for ip in servers):
+        raise InvalidInput("--dns: IPv6 upstream servers are not supported yet")
+    net_id = net_id or uuid.uuid4().hex
+    bridge = validate_ifname(spec.bridge or f"br-{net_id[:12]}", "bridge name")
+    return Network(net_id, spec.name, bridge, str(pool.subnet), str(pool.gateway),
+                   str(pool.ip_range), mtu, time.time() if now is None else now,
+                   spec.masquerade, spec.internal, spec.icc, spec.dns, servers,
+                   aux_addresses(pool, spec.aux_addresses), labels(spec.labels))
+
+
+def first_overlap(subnet: str, nets: Iterable[Network],
+                  routes: Iterable[tuple[str, str]]) -> str | None:
+    """Why ``subnet`` may not be used: it overlaps a network, or a host
+    route given as (destination, device) -- default routes excluded (pure)."""
+    mine = ipaddress.ip_network(subnet)
+    for net in nets:
+        if mine.overlaps(ipaddress.ip_network(net.subnet)):
+            return f"subnet {mine} overlaps network {net.name!r} ({net.subnet})"
+    for dst, dev in routes:
+        if mine.overlaps(ipaddress.ip_network(dst, strict=False)):
+            return f"subnet {mine} overlaps route {dst} dev {dev} in the host namespace"
+    return None
+
+
+class Networks:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.bridge = BridgeDriver(ctx)
+
+    def driver(self, net: Network | None = None) -> NetworkDriver:
+        """The driver of ``net`` (a bridge: the only type today)."""
+        return self.bridge
+
+    def list(self) -> list[Network]:
+        return self.ctx.store.networks()
+
+    def get(self, name: str) -> Network:
+        net = self.ctx.store.network(name)
+        if net is None:
+            raise NotFound(f"network {name!r} does not exist")
+        return net
+
+    def find(self, name: str) -> Network | None:
+        return self.ctx.store.network(name)
+
+    def validate(self, net: Network) -> None:
+        """Everything that can refuse a new network, before anything is made."""
+        if self.ctx.store.network(net.name):
+            raise AlreadyExists(f"network {net.name!r} already exists")
+        self.driver(net).validate(net)
+        rtnl = self.ctx.rtnl
+        snap = k.Snapshot(rtnl.links(), [], rtnl.routes())
+        why = first_overlap(net.subnet, self.ctx.store.networks(),
+                            ((r.dst, snap.name_of(r.oif)) for r in snap.routes
+                             if not r.is_default))
+        if why:
+            raise Conflict(why)

@@ -1,0 +1,349 @@
+"""Planning decisions of the engine, table-tested without root: what a plan
+decides (names, addresses, default routes, port choices, refusals, intent
+contents, reconcile actions) is pure given a state view and a kernel
+observation.  The kernel tests (tests/kernel) check that applying works."""
+
+from __future__ import annotations
+
+import pytest
+
+from nsnet import reconcile as rc
+from nsnet.engine import intents
+from nsnet.engine.context import refusal, unique_ns_names
+from nsnet.engine.endpoints import check_connect_options, inside_name
+from nsnet.engine.networks import DriverFact, first_overlap, plan_network
+from nsnet.engine.ports import assign_ephemeral, match_ephemeral
+from nsnet.errors import AlreadyExists, InvalidInput, PoolExhausted
+from nsnet.kernel import Link, Snapshot
+from nsnet.model import ConnectOptions, Endpoint, Network, NetworkSpec, PortMap, Published
+
+
+# ------------------------------------------------------------------ networks
+@pytest.mark.parametrize("spec, field, want", [
+    (NetworkSpec("a", "10.1.0.0/24"), "gateway", "10.1.0.1"),
+    (NetworkSpec("a", "10.1.0.0/24"), "mtu", 1500),
+    (NetworkSpec("a", "10.1.0.0/24", mtu=9000), "mtu", 9000),
+    (NetworkSpec("a", "10.1.0.0/24"), "bridge", "br-0123456789ab"),
+    (NetworkSpec("a", "10.1.0.0/24", bridge="mybr"), "bridge", "mybr"),
+    (NetworkSpec("a", "10.1.0.0/24", dns_servers=("9.9.9.9",)), "dns_servers", ("9.9.9.9",)),
+    (NetworkSpec("a", "10.1.0.0/24", aux_addresses=(("r", "10.1.0.5"),)), "aux_addresses",
+     (("r", "10.1.0.5"),)),
+    (NetworkSpec("a", "10.1.0.0/24", labels=(("k", "1"), ("k", "2"))), "labels", (("k", "2"),)),
+])
+def test_network_plan(spec, field, want):
+    net = plan_network(spec, net_id="0123456789abcdef", now=1.0)
+    assert getattr(net, field) == want
+
+
+@pytest.mark.parametrize("spec, error", [
+    (NetworkSpec("a", "fd00::/64"), "IPv6 networks are not supported"),
+    (NetworkSpec("a", "10.1.0.0/24", dns_servers=("2001:db8::1",)), "IPv6 upstream"),
+    (NetworkSpec("a", "10.1.0.0/24", aux_addresses=(("", "10.1.0.5"),)), "the name is empty"),
+    (NetworkSpec("a", "10.1.0.0/24", aux_addresses=(("g", "10.1.0.1"),)), "is the gateway"),
+    (NetworkSpec("a", "10.1.0.0/24", aux_addresses=(("x", "10.1.0.5"), ("x", "10.1.0.6"))),
+     "given twice"),
+    (NetworkSpec("a", "10.1.0.0/24", labels=(("bad key", "1"),)), "label key"),
+    (NetworkSpec("a", "10.1.0.0/24", bridge="x" * 16), "bridge name"),
+])
+def test_network_plan_refusals(spec, error):
+    with pytest.raises(InvalidInput, match=error):
+        plan_network(spec)
+
+
+def _net(name="front", subnet="10.1.0.0/24", **kw) -> Network:
+    return Network("id-" + name, name, "br-" + name, subnet, subnet.rsplit(".", 1)[0] + ".1",
+                   subnet, 1500, 0.0, **kw)
+
+
+@pytest.mark.parametrize("subnet, routes, want", [
+    ("10.2.0.0/24", [], None),
+    ("10.1.0.0/16", [], "overlaps network 'front' (10.1.0.0/24)"),
+    ("10.1.0.128/25", [], "overlaps network 'front'"),
+    ("192.168.5.0/24", [("192.168.0.0/16", "eth0")], "overlaps route 192.168.0.0/16 dev eth0"),
+    ("192.168.5.0/24", [("10.9.0.0/16", "eth0")], None),
+])
+def test_subnet_overlap(subnet, routes, want):
+    why = first_overlap(subnet, [_net()], routes)
+    assert (why is None) if want is None else (want in why)
+
+
+# ----------------------------------------------------------------- endpoints
+@pytest.mark.parametrize("wanted, present, has_default, want", [
+    (None, set(), False, ("eth0", True)),
+    (None, {"lo", "eth0"}, True, ("eth1", False)),
+    (None, {"eth0", "eth1", "eth3"}, False, ("eth2", True)),
+    ("net1", {"eth0"}, True, ("net1", False)),
+])
+def test_inside_name_and_default_route(wanted, present, has_default, want):
+    assert inside_name("ns", wanted, present, has_default) == want
+
+
+def test_inside_name_taken_is_refused():
+    with pytest.raises(AlreadyExists, match="already has an interface 'eth0'"):
+        inside_name("ns", "eth0", {"eth0"}, False)
+
+
+@pytest.mark.parametrize("opts, count, error", [
+    (ConnectOptions(ip="10.1.0.9"), 2, "--ip applies to one namespace; 2 were given"),
+    (ConnectOptions(mac="02:00:00:00:00:01"), 3, "--mac applies to one namespace"),
+    (ConnectOptions(host_ifname="vx"), 2, "--host-ifname applies to one namespace"),
+    (ConnectOptions(ports=(PortMap("tcp", "", 80, 80),)), 2, "--publish applies"),
+    (ConnectOptions(mac="nope"), 1, "MAC"),
+    (ConnectOptions(ip="10.1.0.999"), 1, "--ip"),
+    (ConnectOptions(aliases=("bad name",)), 1, "not a valid DNS name"),
+])
+def test_connect_option_refusals(opts, count, error):
+    with pytest.raises(InvalidInput, match=error):
+        check_connect_options(opts, count)
+
+
+def test_aliases_are_normalised_once():
+    opts = check_connect_options(ConnectOptions(aliases=("Web.", "DB")), 1)
+    assert opts.aliases == ("web", "db")
+
+
+@pytest.mark.parametrize("names, error", [
+    ([], "no namespace name given"),
+    (["a", "b", "a"], "namespace 'a' is named twice"),
+    (["ok", "../x"], "namespace name"),
+])
+def test_namespace_names(names, error):
+    with pytest.raises(InvalidInput, match=error):
+        unique_ns_names(names)
+
+
+@pytest.mark.parametrize("bad, names, want", [
+    (["a"], ["a"], "namespace 'a' already exists"),
+    (["a", "b"], ["a", "b"], "namespaces 'a', 'b' already exist; nothing was created"),
+    (["b"], ["a", "b"], "namespace 'b' already exists; nothing was created ('a' left as "
+                        "they were: all or nothing)"),
+])
+def test_bulk_refusal_names_every_offender(bad, names, want):
+    assert refusal(bad, "already exists", "already exist", names, "created") == want
+
+
+# --------------------------------------------------------------------- ports
+def _pm(text_proto="tcp", host_ip="", host_port=0, port=80) -> PortMap:
+    return PortMap(text_proto, host_ip, host_port, port)
+
+
+@pytest.mark.parametrize("ports, busy, want", [
+    ((_pm(),), set(), (32768,)),
+    ((_pm(),), {("tcp", 32768), ("tcp", 32769)}, (32770,)),
+    ((_pm(), _pm(port=81)), set(), (32768, 32769)),
+    ((_pm("udp"),), {("tcp", 32768)}, (32768,)),
+    ((_pm(host_port=32768), _pm()), set(), (32768, 32769)),  # asked-for ports are busy too
+])
+def test_ephemeral_ports_take_the_lowest_free(ports, busy, want):
+    got = assign_ephemeral(ports, busy, 32768, 32799)
+    assert tuple(m.host_port for m in got) == want
+
+
+def test_ephemeral_range_exhausted():
+    with pytest.raises(PoolExhausted, match="no free ephemeral host port in 10-11/tcp"):
+        assign_ephemeral((_pm(),), {("tcp", 10), ("tcp", 11)}, 10, 11)
+
+
+def test_port_zero_names_every_mapping_of_that_port():
+    held = {_pm(host_port=32768): None, _pm(host_port=32769): None,
+            _pm(host_port=8080, port=81): None}
+    assert match_ephemeral((_pm(),), held) == (_pm(host_port=32768), _pm(host_port=32769))
+    assert match_ephemeral((_pm(port=99),), held) == (_pm(port=99),)
+
+
+# ------------------------------------------------------------------- intents
+@pytest.mark.parametrize("intent", [
+    intents.ConnectIntent((intents.EndpointRef("e1", "veth1", "ns1"),), ("ns1",)),
+    intents.NsAddIntent(create_ns=("a", "b")),
+    intents.NetworkCreateIntent("n1", "br-n1"),
+    intents.PortsIntent(),
+    intents.DeleteIntent(("e1",), ("ns1",), intents.NetworkRef("n1", "br-n1")),
+    intents.DeleteIntent(("e1",)),
+    intents.DnsIntent(("ns1", "ns2")),
+    intents.LinkIntent("s1", "to-s2"),
+])
+def test_intents_round_trip_by_name(intent):
+    kind, payload = intents.encode(intent)
+    assert kind == intent.kind
+    assert not any(isinstance(v, list) and v and isinstance(v[0], list)
+                   for v in payload.values())  # named, not positional
+    assert intents.decode(kind, payload) == intent
+
+
+@pytest.mark.parametrize("kind, payload, want", [
+    ("connect", {"endpoints": [["e1", "veth1", "ns1"]], "create_ns": ["ns1"]},
+     intents.ConnectIntent((intents.EndpointRef("e1", "veth1", "ns1"),), ("ns1",))),
+    ("ns_add", {"endpoints": [], "create_ns": ["a"]}, intents.NsAddIntent(create_ns=("a",))),
+    ("delete", {"endpoints": ["e1"], "namespaces": [], "network": ["n1", "br-n1"]},
+     intents.DeleteIntent(("e1",), (), intents.NetworkRef("n1", "br-n1"))),
+    ("delete", {"endpoints": [], "namespaces": [], "network": None}, intents.DeleteIntent()),
+    ("network_create", {"id": "n1", "bridge": "br-n1"}, intents.NetworkCreateIntent("n1",
+                                                                                   "br-n1")),
+    ("ports", {}, intents.PortsIntent()),
+    ("dns", {"namespaces": ["a"]}, intents.DnsIntent(("a",))),
+])
+def test_journals_of_the_older_positional_format_still_decode(kind, payload, want):
+    assert intents.decode(kind, payload) == want
+
+
+def test_which_way_each_intent_is_settled():
+    assert {cls.kind for cls in intents.KINDS.values() if cls.forward} == {"delete", "dns"}
+
+
+# ----------------------------------------------------------------- reconcile
+IFF_UP = 1
+
+
+def _link(index, name, kind="veth", up=True, master=0, alias="") -> Link:
+    return Link(index, name, kind, IFF_UP if up else 0, 1500, master, "", alias, 0, None)
+
+
+def _ep(netns, ep_id, host, net="front", default_route=True) -> Endpoint:
+    return Endpoint(ep_id, net, netns, "eth0", host, "10.1.0.2/24", "02:00:00:00:00:02",
+                    "10.1.0.1", default_route, 0.0)
+
+
+class FakeServices:
+    """State and kernel observations as plain data; repairs recorded."""
+
+    def __init__(self, nets=(), links=(), owned=(), handed=(), mounted=(), facts=None,
+                 inside=None, forwarding=True, fw_drift=(), resolv=(), journal=()):
+        self.nets, self.links, self.owned, self.handed = list(nets), list(links), set(owned), \
+            set(handed)
+        self.mounted, self.facts, self.inside = set(mounted), facts or {}, inside or {}
+        self.forwarding, self.fw_drift, self.resolv = forwarding, list(fw_drift), list(resolv)
+        self.journal = list(journal)
+        self.done: list[tuple] = []
+
+    def networks(self):
+        return self.nets
+
+    def endpoints(self):
+        return [e for n in self.nets for e in n.endpoints]
+
+    def owned_namespaces(self):
+        return self.owned
+
+    def handed_off(self):
+        return self.handed
+
+    def pending_intents(self):
+        return self.journal
+
+    def host_links(self):
+        return self.links
+
+    def ns_exists(self, name):
+        return name in self.mounted
+
+    def snapshot(self, netns):
+        return self.inside[netns]
+
+    def network_facts(self, net, links):
+        return self.facts.get(net.name, [])
+
+    def forwarding_on(self):
+        return self.forwarding
+
+    def firewall_differences(self):
+        return self.fw_drift
+
+    def resolv_drift(self):
+        return self.resolv
+
+    def dns_wanted(self):
+        return False
+
+    def dns_pid(self):
+        return None
+
+    def dns_status(self):
+        return {}
+
+    def __getattr__(self, verb):  # repairs: recorded in order
+        return lambda *args: self.done.append((verb, *args)) or set()
+
+
+def _front(*eps, **kw) -> Network:
+    net = _net(**kw)
+    return Network(**{**net.__dict__, "endpoints": tuple(eps)})
+
+
+def _healthy_inside():
+    return Snapshot([_link(1, "lo"), _link(2, "eth0")],
+                    [__import__("nsnet").kernel.Address(2, "10.1.0.2", 24)],
+                    [__import__("nsnet").kernel.Route("default", "10.1.0.1", 2, 4, 0, None)])
+
+
+def test_reconcile_of_a_healthy_state_plans_nothing():
+    ep = _ep("ns1", "e1", "veth1")
+    svc = FakeServices(nets=[_front(ep)], mounted={"ns1"}, owned={"ns1"},
+                       links=[_link(5, "br-front", "bridge", alias="nsnet:net:id-front"),
+                              _link(6, "veth1", master=5, alias="nsnet:ep:e1")],
+                       inside={"ns1": _healthy_inside()})
+    assert rc.plan_reconcile(svc) == []
+
+
+@pytest.mark.parametrize("case, svc_kw, kinds", [
+    ("owned namespace gone (a reboot)", {"mounted": set(), "owned": {"ns1"}},
+     ["netns", "endpoint"]),
+    ("foreign namespace gone", {"mounted": set(), "owned": set()}, ["release", "firewall"]),
+    ("host end missing", {"mounted": {"ns1"}, "owned": {"ns1"},
+                          "links": [_link(5, "br-front", "bridge")]}, ["endpoint"]),
+    ("host end name held by someone else", {
+        "mounted": {"ns1"}, "owned": {"ns1"},
+        "links": [_link(5, "br-front", "bridge"), _link(6, "veth1", master=5)]}, ["blocked"]),
+    ("an orphan nsnet link", {
+        "mounted": {"ns1"}, "owned": {"ns1"}, "inside": {"ns1": _healthy_inside()},
+        "links": [_link(5, "br-front", "bridge"), _link(6, "veth1", master=5,
+                                                        alias="nsnet:ep:e1"),
+                  _link(7, "vethold", alias="nsnet:ep:gone")]}, ["orphan"]),
+    ("forwarding off", {"mounted": {"ns1"}, "owned": {"ns1"}, "forwarding": False,
+                        "inside": {"ns1": _healthy_inside()},
+                        "links": [_link(5, "br-front", "bridge"),
+                                  _link(6, "veth1", master=5, alias="nsnet:ep:e1")]},
+     ["sysctl"]),
+    ("bridge missing (driver fact)", {
+        "mounted": {"ns1"}, "owned": {"ns1"}, "inside": {"ns1": _healthy_inside()},
+        "facts": {"front": [DriverFact("br-front", "missing: recreate", True)]},
+        "links": [_link(6, "veth1", alias="nsnet:ep:e1")]}, ["bridge", "endpoint"]),
+    ("interrupted operation", {"mounted": {"ns1"}, "owned": {"ns1"},
+                               "journal": [(3, "connect")],
+                               "inside": {"ns1": _healthy_inside()},
+                               "links": [_link(5, "br-front", "bridge"),
+                                         _link(6, "veth1", master=5, alias="nsnet:ep:e1")]},
+     ["interrupted"]),
+])
+def test_reconcile_plans(case, svc_kw, kinds):
+    svc = FakeServices(nets=[_front(_ep("ns1", "e1", "veth1"))], **svc_kw)
+    assert [a.kind for a in rc.plan_reconcile(svc)] == kinds, case
+
+
+def test_reconcile_applies_in_dependency_order():
+    actions = [rc.RebuildFirewall("nftables", "x"), rc.RecreateEndpoint("ns1/eth0", "x",
+                                                                       "front", "e1"),
+               rc.RepairNetwork("br-front", "x", "front"), rc.RecreateNamespace("ns1", "x", "ns1"),
+               rc.RemoveOrphan("vethold", "x", "vethold"), rc.EnableForwarding("ip_forward", "x"),
+               rc.DnsDrift("ns1/resolv.conf", "x", "ns1")]
+    svc = FakeServices()
+    rc.apply(svc, actions)
+    assert [d[0] for d in svc.done] == ["delete_links", "recreate_namespace", "repair_network",
+                                        "recreate_endpoints", "ensure_forwarding", "sync_dns",
+                                        "sync_firewall"]
+
+
+def test_released_endpoints_resync_dns_and_firewall():
+    svc = FakeServices()
+    rc.apply(svc, [rc.ReleaseEndpoint("ns1/eth0", "x", "e1")])
+    assert [d[0] for d in svc.done] == ["release_endpoints", "sync_dns", "sync_firewall"]
+
+
+def test_action_text_is_what_the_cli_prints():
+    a = rc.RecreateEndpoint("ns1/eth0", "recreate on front with 10.1.0.2/24", "front", "e1")
+    assert str(a) == "endpoint    ns1/eth0: recreate on front with 10.1.0.2/24"
+    assert a.kind == "endpoint"
+
+
+def test_published_is_unchanged_by_planning():  # a guard for the port plan's data
+    p = Published("e1", "front", "ns1", "10.1.0.2", _pm(host_port=8080))
+    assert (p.port.host_port, p.network) == (8080, "front")
