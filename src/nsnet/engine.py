@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from . import kernel as k
 from .config import check_env_settings
 from .crash import crashpoint
-from .dns import RESOLV_MARK, DnsControl, dns_networks, resolv_conf, resolver_network
+from .dns import RESOLV_MARK, DnsControl, resolv_conf, resolver_network
 from .errors import (
     AlreadyExists,
     CheckFailed,
@@ -330,7 +330,7 @@ class Engine:
     def ns_rm(self, names: list[str]) -> None:
         names = self._unique_ns_names(names)
         with self.exclusive():
-            known = self.store.namespaces()
+            known = self.store.namespaces(names)
             missing = [n for n in names
                        if n not in known and not k.is_netns_mount(self.ns_path(n))]
             if missing:
@@ -407,7 +407,7 @@ class Engine:
             payload = {"id": net.id, "bridge": net.bridge}
             with self._intent("network_create", payload, self._rollback_network_create) as op:
                 self._create_bridge(net)
-                others = self.store.networks()
+                others = self.store.networks(with_endpoints=False)
                 self._fw_apply(fw.network_add(net, others), skeleton=not others)
                 crashpoint("network_create:firewall")
                 with self.store.transaction():
@@ -417,26 +417,26 @@ class Engine:
         return net
 
     def _check_bridge_free(self, bridge: str) -> None:
-        for net in self.store.networks():
+        for net in self.store.networks(with_endpoints=False):
             if net.bridge == bridge:
                 raise AlreadyExists(f"bridge {bridge!r} is already used by network {net.name!r}")
-        link = self.rtnl.link_by_name().get(bridge)
+        link = self.rtnl.find_link(bridge)
         if link:
             raise AlreadyExists(f"a link named {bridge!r} already exists in the host namespace "
                                 "and was not created by nsnet; nothing was changed")
 
     def _check_overlap(self, pool: Pool) -> None:
-        for net in self.store.networks():
+        for net in self.store.networks(with_endpoints=False):
             if pool.subnet.overlaps(ipaddress.ip_network(net.subnet)):
                 raise Conflict(f"subnet {pool.subnet} overlaps network {net.name!r} "
                                f"({net.subnet})")
-        snap = k.Snapshot(self.rtnl.links(), [], self.rtnl.routes())
-        for route in snap.routes:
+        for route in self.rtnl.routes():
             if route.is_default:
                 continue
             if pool.subnet.overlaps(ipaddress.ip_network(route.dst, strict=False)):
+                dev = self.rtnl.find_link(index=route.oif)  # not a dump of every link
                 raise Conflict(f"subnet {pool.subnet} overlaps route {route.dst} dev "
-                               f"{snap.name_of(route.oif)} in the host namespace")
+                               f"{dev.name if dev else route.oif} in the host namespace")
 
     def _create_bridge(self, net: Network) -> None:
         with kernel_errors(f"creating bridge {net.bridge}"):
@@ -477,7 +477,7 @@ class Engine:
         it.  Problems are reported, never fatal: the network itself works."""
         try:
             self._write_resolv_confs(set(namespaces))
-            problems = self.dns.sync(dns_networks(self.store.networks()))
+            problems = self.dns.sync(self.store.dns_networks())
         except OSError as exc:
             problems = {"*": f"{exc.strerror or exc}"}
         for net, why in sorted(problems.items()):
@@ -486,12 +486,12 @@ class Engine:
 
     def _wanted_resolv(self, namespaces: Iterable[str]) -> dict[str, str | None]:
         """The resolv.conf text the state wants in each namespace (None: none)."""
-        names = set(namespaces) - self.handed_off()  # their manager writes theirs
-        nets = {n.name: n for n in self.store.networks()}
+        names = set(namespaces)
+        names -= self.store.handed_off(names)  # their manager writes theirs
+        nets = {n.name: n for n in self.store.networks(with_endpoints=False)}
         eps: dict[str, list[Endpoint]] = {}
-        for ep in self.store.endpoints():
-            if ep.netns in names:
-                eps.setdefault(ep.netns, []).append(ep)
+        for ep in self.store.endpoints_of_namespaces(names):  # by index, not all of them
+            eps.setdefault(ep.netns, []).append(ep)
         out: dict[str, str | None] = {}
         for name in names:
             net = resolver_network(eps.get(name, []), nets)
@@ -514,7 +514,7 @@ class Engine:
         forgotten after it is removed, so a crash in between leaves a record
         that reconcile follows (never a file nobody knows is nsnet's)."""
         wanted = self._wanted_resolv(namespaces)
-        recorded = self.store.resolv_files()
+        recorded = self.store.resolv_files(namespaces)
         new = sorted(n for n, text in wanted.items() if text is not None and n not in recorded)
         if new:
             with self.store.transaction():
@@ -557,7 +557,7 @@ class Engine:
         namespace with an endpoint and every file nsnet recorded writing
         (O(nsnet's own files), never a scan of /etc/netns)."""
         recorded = self.store.resolv_files()
-        wanted = self._wanted_resolv({e.netns for e in self.store.endpoints()} | recorded)
+        wanted = self._wanted_resolv(self.store.netns_with_endpoints() | recorded)
         out = []
         for name, text in sorted(wanted.items()):
             current = self._read_resolv(name)
@@ -607,7 +607,7 @@ class Engine:
     def _delete_bridge(self, net_id: str, bridge: str, unmarked_too: bool = False) -> None:
         """Delete the bridge if it carries this network's mark (or, when rolling
         back its own creation, no mark yet)."""
-        link = self.rtnl.link_by_name().get(bridge)
+        link = self.rtnl.find_link(bridge)
         marks = {bridge_alias(net_id)} | ({""} if unmarked_too else set())
         if link and link.kind == "bridge" and link.alias in marks:
             with kernel_errors(f"deleting bridge {bridge}"):
@@ -633,12 +633,12 @@ class Engine:
         if not names:
             raise InvalidInput("no network name given")
         with self.exclusive():
-            known = {n.name: n for n in self.store.networks()}
+            known = self.store.endpoint_counts()  # name -> endpoints, not every endpoint
             missing = [n for n in names if n not in known]
             if missing:
                 raise NotFound(_refusal(missing, "does not exist", "do not exist", names,
                                         "removed", kind="network"))
-            busy = [n for n in names if known[n].endpoints and not force]
+            busy = [n for n in names if known[n] and not force]
             if busy and len(names) > 1:
                 raise Conflict(_refusal(busy, "has endpoints", "have endpoints", names,
                                         "removed", kind="network") + " (disconnect them or "
@@ -726,11 +726,12 @@ class Engine:
         used = self.store.used_addresses(net.id) | {ip for _, ip in net.aux_addresses}
         ips = ([pool.check_static(opts.ip, used)] if opts.ip else pool.allocate(used, len(names)))
         host_names = self._host_ifnames(names, opts)
-        known = self.store.namespaces()
+        known = self.store.namespaces(names)
         foreign = {n for n in names if n not in missing and n not in known}
         by_ns: dict[str, list[Endpoint]] = {}
-        for ep in self.store.endpoints():  # one query, not one per namespace
+        for ep in self.store.endpoints_of_namespaces(names):  # by index: these names only
             by_ns.setdefault(ep.netns, []).append(ep)
+        macs = self.store.macs(net.id)  # the bridge's MACs: one query, O(this network)
         endpoints = []
         now = time.time()
         for name, ip, host_if in zip(names, ips, host_names, strict=False):
@@ -739,32 +740,36 @@ class Engine:
             ep_id = uuid.uuid4().hex
             endpoints.append(Endpoint(
                 ep_id, net.name, name, ifname, host_if or f"veth{ep_id[:7]}",
-                f"{ip}/{net.prefixlen}", self._free_mac(net, opts.mac), net.gateway,
+                f"{ip}/{net.prefixlen}", self._free_mac(net, opts.mac, macs), net.gateway,
                 default_route, now, tuple(validate_dns_name(a) for a in opts.aliases),
                 _labels(opts.labels)))
         ports = [Published(e.id, net.name, e.netns, e.ip, m) for e in endpoints
                  for m in opts.ports]
         return _Plan(net, endpoints, missing, foreign, ports)
 
-    def _free_mac(self, net: Network, mac: str | None) -> str:
+    def _free_mac(self, net: Network, mac: str | None, used: set[str] | None = None) -> str:
         """``mac``, or a random one, not used on this bridge yet: two ports with
-        one MAC make the bridge flap its forwarding entry.  One index lookup."""
+        one MAC make the bridge flap its forwarding entry.  ``used``: the
+        bridge's MACs read once by the caller (a chosen MAC joins it, so a
+        batch never repeats one either); else one index lookup."""
         if mac:
             user = self.store.mac_user(net.id, mac)
-            if user:
-                raise Conflict(f"MAC address {mac.lower()} is already used by {user!r} on "
-                               f"network {net.name!r}")
-            return mac.lower()
-        while True:
+            if user or (used is not None and mac.lower() in used):
+                raise Conflict(f"MAC address {mac.lower()} is already used by "
+                               f"{user or 'another endpoint'!r} on network {net.name!r}")
+            mac = mac.lower()
+        else:
             mac = random_mac()
-            if not self.store.mac_user(net.id, mac):
-                return mac
+            while mac in used if used is not None else self.store.mac_user(net.id, mac):
+                mac = random_mac()
+        if used is not None:
+            used.add(mac)
+        return mac
 
     # --------------------------------------------------- handed-off endpoints
     def handed_off(self) -> set[str]:
         """Names of endpoints whose inside another manager (Docker) holds."""
-        return {n for n, (path, _owned) in self.store.namespaces().items()
-                if path == HANDOFF_PATH}
+        return self.store.handed_off()  # by the path index
 
     def connect_handoff(self, network: str, name: str,
                         opts: ConnectOptions = ConnectOptions()) -> Endpoint:
@@ -806,8 +811,7 @@ class Engine:
         ep_id = uuid.uuid4().hex
         peer = opts.ifname or f"nsh{ep_id[:8]}"
         host = self._host_ifnames([name], opts)[0] or f"veth{ep_id[:7]}"
-        taken = self.rtnl.link_by_name()
-        if peer in taken:
+        if self.rtnl.find_link(peer):
             raise AlreadyExists(f"a link named {peer!r} already exists in the host namespace")
         return Endpoint(ep_id, net.name, name, peer, host, f"{ip}/{net.prefixlen}",
                         self._free_mac(net, opts.mac), net.gateway, True, time.time(),
@@ -826,8 +830,7 @@ class Engine:
 
     def _forget_idle_handoffs(self) -> None:
         """Drop handed-off names whose endpoint is gone (inside a transaction)."""
-        busy = {e.netns for e in self.store.endpoints()}
-        self.store.remove_namespaces(n for n in self.handed_off() if n not in busy)
+        self.store.forget_idle_handoffs()  # by index, not every endpoint and namespace
 
     # ------------------------------------------------------- published ports
     def ports(self, network: str | None = None) -> list[Published]:
@@ -866,7 +869,7 @@ class Engine:
             self._check_host_listeners(ports)
 
     def _gateways(self) -> dict[str, str]:
-        return {n.gateway: n.name for n in self.store.networks()}
+        return {n.gateway: n.name for n in self.store.networks(with_endpoints=False)}
 
     def _check_host_listeners(self, ports: tuple[PortMap, ...] | list[PortMap]) -> None:
         """A mapping over a host service would divert the service's traffic
@@ -964,7 +967,7 @@ class Engine:
     def _host_ifnames(self, names: list[str], opts: ConnectOptions) -> list[str | None]:
         if not opts.host_ifname:
             return [None] * len(names)
-        link = self.rtnl.link_by_name().get(opts.host_ifname)
+        link = self.rtnl.find_link(opts.host_ifname)
         if link:
             owner = "nsnet" if link.alias.startswith(ALIAS_PREFIX) else "someone else"
             raise AlreadyExists(f"a link named {opts.host_ifname!r} already exists in the host "
@@ -1005,7 +1008,7 @@ class Engine:
             self._connect_chunk(plan, bridge, chunk, steps)
 
     def _bridge_index(self, net: Network) -> int:
-        link = self.rtnl.link_by_name().get(net.bridge)
+        link = self.rtnl.find_link(net.bridge)  # one lookup, not a dump of every port
         if link is None or link.alias != bridge_alias(net.id):
             raise NotFound(f"bridge {net.bridge!r} of network {net.name!r} is missing from the "
                            "host namespace")
@@ -1052,7 +1055,7 @@ class Engine:
         """Undo a connect/ns add that did not commit: its host ends (marked, or
         not yet marked), then the namespaces it was creating -- only while
         they hold nothing but ``lo``."""
-        links = self.rtnl.link_by_name()
+        links = self.rtnl.links_named([host for _id, host, _ns in payload["endpoints"]])
         doomed = [host for ep_id, host, _ns in payload["endpoints"]
                   if host in links and links[host].kind == "veth"
                   and links[host].alias in ("", veth_alias(ep_id))]
@@ -1095,7 +1098,7 @@ class Engine:
 
     def _roll_forward_delete(self, op: int, payload: dict) -> None:
         ids = set(payload["endpoints"])
-        eps = [e for e in self.store.endpoints() if e.id in ids]
+        eps = self.store.endpoints_by_id(ids)  # by key, not every endpoint
         self._delete_host_ends(eps)
         crashpoint("delete:links")
         self._fw_delete(eps, payload["network"])
@@ -1124,8 +1127,11 @@ class Engine:
     def _fw_delete(self, eps: list[Endpoint], network: list[str] | None) -> None:
         """Remove the firewall entries of these endpoints (and network) in one
         transaction; every command is idempotent, so a roll-forward may rerun it."""
-        pubs = [p for e in eps for p in self.store.published(e.id)]
-        nets = {n.name: n for n in self.store.networks()}
+        pubs = self.store.published_of(e.id for e in eps)
+        nets = {n.name: n for n in self.store.networks(with_endpoints=False)}
+        full = self.store.network_by_id(network[0]) if network else None
+        if full:  # the doomed network, with its endpoints
+            nets[full.name] = full
         cmds = fw.ports_remove(pubs)
         for name in sorted({e.network for e in eps} & set(nets)):
             cmds += fw.endpoints_remove(nets[name], [e for e in eps if e.network == name])
@@ -1173,7 +1179,7 @@ class Engine:
         one RTM_DELLINK: the kernel pays one RCU grace period, not one per link."""
         if not eps:
             return
-        links = self.rtnl.link_by_name()
+        links = self.rtnl.links_named([e.host_ifname for e in eps])  # not a dump of all
         ours = [links[e.host_ifname] for e in eps
                 if e.host_ifname in links and links[e.host_ifname].alias == veth_alias(e.id)]
         self._delete_links([lk.name for lk in ours])
@@ -1221,7 +1227,7 @@ class Engine:
         resolv = {n for a in actions if a.kind == "dns" for n in a.data}
         if "release" in kinds:
             released = {a.data[0] for a in actions if a.kind == "release"}
-            resolv |= {e.netns for e in self.store.endpoints() if e.id in released}
+            resolv |= {e.netns for e in self.store.endpoints_by_id(released)}
             with self.store.transaction():
                 self.store.remove_endpoints(released)
                 self._forget_idle_handoffs()
@@ -1248,7 +1254,7 @@ class Engine:
             self._sync_firewall()
 
     def _repair_bridge(self, net: Network) -> None:
-        link = self.rtnl.link_by_name().get(net.bridge)
+        link = self.rtnl.find_link(net.bridge)
         if link is None:
             self._create_bridge(net)
             return

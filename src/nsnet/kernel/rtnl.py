@@ -6,6 +6,7 @@ many of them into one ``sendmsg``; readers return dataclasses.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import struct
@@ -397,4 +398,29 @@ class Rtnl(nl.Netlink):
         return _decode_link(self.get(nl.RTM_GETLINK, body, f"link {name}").body)
 
     def link_by_name(self) -> dict[str, Link]:
+        """Every link (a full dump: O(links in the namespace))."""
         return {link.name: link for link in self.links()}
+
+    def find_link(self, name: str = "", index: int = 0) -> Link | None:
+        """One link by name or index, None if absent: one request, whatever
+        else the namespace holds (never a dump)."""
+        return self.links_named([name]).get(name) if name else self._find_index(index)
+
+    def _find_index(self, index: int) -> Link | None:
+        reply = self.get_many(nl.RTM_GETLINK, [_ifinfo(index)])[0]
+        return _decode_link(reply.body) if isinstance(reply, nl.Reply) else None
+
+    def links_named(self, names: list[str]) -> dict[str, Link]:
+        """The links of these names that exist (name -> Link), looked up by
+        name in one pipelined batch of requests: O(len(names)), not a dump
+        of every link in the namespace."""
+        names = list(dict.fromkeys(names))
+        replies = self.get_many(nl.RTM_GETLINK, [_ifinfo() + attr_str(nl.IFLA_IFNAME, n)
+                                                 for n in names])
+        out = {}
+        for name, reply in zip(names, replies, strict=True):
+            if isinstance(reply, nl.Reply):
+                out[name] = _decode_link(reply.body)
+            elif reply not in (errno.ENODEV, errno.ENOENT):
+                raise nl.NetlinkError(reply, f"link {name}")
+        return out
