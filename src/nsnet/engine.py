@@ -434,9 +434,9 @@ class Engine:
             if route.is_default:
                 continue
             if pool.subnet.overlaps(ipaddress.ip_network(route.dst, strict=False)):
-                dev = self.rtnl.find_link(index=route.oif)  # not a dump of every link
+                dev = self.rtnl.find_link(index=route.oif) if route.oif else None  # no dump
                 raise Conflict(f"subnet {pool.subnet} overlaps route {route.dst} dev "
-                               f"{dev.name if dev else route.oif} in the host namespace")
+                               f"{dev.name if dev else f'if{route.oif}'} in the host namespace")
 
     def _create_bridge(self, net: Network) -> None:
         with kernel_errors(f"creating bridge {net.bridge}"):

@@ -93,3 +93,28 @@ def test_many_names_are_looked_up_in_chunks(store):
     names = [f"ns{i}-{j}" for i in range(3) for j in range(300)]
     assert len(store.namespaces(names)) == 900
     assert len(store.endpoints_of_namespaces(names)) == 900
+
+
+def test_the_dns_server_rereads_only_the_networks_that_changed(store):
+    from nsnet.dns.server import load_zones
+
+    known: dict = {}
+    first = load_zones(store.db, [], known)
+    assert set(first) == {"10.0.0.1", "10.1.0.1", "10.2.0.1"}
+    with traced_sql(store.db) as sql:
+        again = load_zones(store.db, [], known)
+    assert not [s for s in sql if "FROM endpoints" in s]  # nothing changed: nothing read
+    assert {gw: z.names for gw, z in again.items()} == {gw: z.names for gw, z in first.items()}
+    with store.transaction():
+        store.add_endpoints("id1", [Endpoint("new", "n1", "fresh", "eth0", "vnew", "10.1.9.9/16",
+                                             "02:00:00:00:09:09", "10.1.0.1", True, 9.0)])
+    with traced_sql(store.db) as sql:
+        after = load_zones(store.db, [], known)
+    assert [s for s in sql if "FROM endpoints" in s] == [
+        next(s for s in sql if "FROM endpoints" in s and "'id1'" in s)]
+    assert after["10.1.0.1"].names["fresh"] == ["10.1.9.9"]
+    assert {gw: z.names for gw, z in after.items()} == {
+        gw: z.names for gw, z in load_zones(store.db, []).items()}  # as a full read
+    with store.transaction():
+        store.remove_endpoints(["new"])
+    assert "fresh" not in load_zones(store.db, [], known)["10.1.0.1"].names

@@ -118,19 +118,35 @@ def host_upstreams(paths: list[str] | tuple[str, ...] = ("/etc/resolv.conf",)) -
     return []
 
 
-def load_zones(db: sqlite3.Connection, default_upstreams: list[str]) -> dict[str, Zone]:
-    """Zones by gateway address, for networks with DNS on and endpoints."""
+def load_zones(db: sqlite3.Connection, default_upstreams: list[str],
+               known: dict[str, tuple[tuple, Zone]] | None = None) -> dict[str, Zone]:
+    """Zones by gateway address, for networks with DNS on and endpoints.
+
+    ``known`` (network id -> (what the zone was built from, zone)), kept by
+    the caller across reloads, lets a reload re-read only the networks whose
+    endpoints changed (``zone_versions``, kept by the store's triggers) or
+    whose own settings did: O(changed networks), not O(all endpoints)."""
     zones: dict[str, Zone] = {}
     nets = db.execute("SELECT id, name, subnet, gateway, dns_servers, internal FROM networks "
                       "WHERE dns=1").fetchall()
+    try:
+        versions = dict(db.execute("SELECT network_id, version FROM zone_versions"))
+    except sqlite3.Error:  # a store made before the table: read everything
+        versions, known = {}, None
     gateways = {gw for _, _, _, gw, _, _ in nets}
+    fresh: dict[str, tuple[tuple, Zone]] = {}
     for net_id, name, subnet, gateway, servers, internal in nets:
+        ups = servers.split(",") if servers else [u for u in default_upstreams
+                                                  if u not in gateways]
+        key = (name, subnet, gateway, tuple(ups), internal, versions.get(net_id))
+        if known is not None and net_id in known and known[net_id][0] == key:
+            fresh[net_id] = known[net_id]
+            zones[gateway] = known[net_id][1]
+            continue
         rows = db.execute("SELECT netns, address, aliases FROM endpoints WHERE network_id=? "
                           "ORDER BY created, netns", (net_id,)).fetchall()
         if not rows:
             continue
-        ups = servers.split(",") if servers else [u for u in default_upstreams
-                                                  if u not in gateways]
         zone = Zone(name, gateway, ipaddress.ip_network(subnet), ups, bool(internal))
         for netns, address, aliases in rows:
             ip = address.split("/")[0]
@@ -138,6 +154,11 @@ def load_zones(db: sqlite3.Connection, default_upstreams: list[str]) -> dict[str
                 zone.names.setdefault(n, []).append(ip)
             zone.ptr[ip] = netns
         zones[gateway] = zone
+        if versions.get(net_id) is not None:
+            fresh[net_id] = (key, zone)
+    if known is not None:
+        known.clear()
+        known.update(fresh)
     return zones
 
 
@@ -373,6 +394,7 @@ class Server:
         self.generation = 0
         self.default_upstreams = host_upstreams(self.resolv_paths)
         self.zones: dict[str, Zone] = {}
+        self.known: dict[str, tuple[tuple, Zone]] = {}  # see load_zones
         self.udp: dict[str, socket.socket] = {}
         self.tcp: dict[str, asyncio.base_events.Server] = {}
         self.errors: dict[str, str] = {}
@@ -393,7 +415,11 @@ class Server:
         """Re-read the names (synchronously: the very next query sees them);
         returns the gateways that still need sockets."""
         self.version = self.db.execute("PRAGMA data_version").fetchone()[0]
-        self.zones = load_zones(self.db, self.default_upstreams)
+        self.db.execute("BEGIN")  # one read snapshot: versions and endpoints agree
+        try:
+            self.zones = load_zones(self.db, self.default_upstreams, self.known)
+        finally:
+            self.db.execute("COMMIT")
         for gw in list(self.udp):
             if gw not in self.zones:
                 self._close(gw)

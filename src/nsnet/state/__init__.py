@@ -13,6 +13,11 @@ anyway (two threads configuring namespaces in parallel measured no faster),
 and a bulk operation holds the lock for milliseconds per endpoint.  The
 journal table records each operation's intent before the kernel is touched
 (see Engine.recover).
+
+``zone_versions`` counts, per network, the changes to its endpoints (kept by
+triggers, so every writer -- this nsnet or an older one -- bumps it): the
+DNS server re-reads only the networks whose count moved, not every endpoint
+of every network at each change.
 """
 
 from __future__ import annotations
@@ -68,6 +73,20 @@ CREATE TABLE IF NOT EXISTS topology_objects(
     topology TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, spec TEXT NOT NULL,
     PRIMARY KEY(kind, key));
 CREATE TABLE IF NOT EXISTS resolv_files(netns TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS zone_versions(network_id TEXT PRIMARY KEY, version INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS zone_ep_added AFTER INSERT ON endpoints BEGIN
+    INSERT INTO zone_versions VALUES(NEW.network_id, 1)
+    ON CONFLICT(network_id) DO UPDATE SET version=version+1; END;
+CREATE TRIGGER IF NOT EXISTS zone_ep_removed AFTER DELETE ON endpoints BEGIN
+    INSERT INTO zone_versions VALUES(OLD.network_id, 1)
+    ON CONFLICT(network_id) DO UPDATE SET version=version+1; END;
+CREATE TRIGGER IF NOT EXISTS zone_ep_changed AFTER UPDATE ON endpoints BEGIN
+    INSERT INTO zone_versions VALUES(OLD.network_id, 1)
+    ON CONFLICT(network_id) DO UPDATE SET version=version+1;
+    INSERT INTO zone_versions VALUES(NEW.network_id, 1)
+    ON CONFLICT(network_id) DO UPDATE SET version=version+1; END;
+CREATE TRIGGER IF NOT EXISTS zone_net_removed AFTER DELETE ON networks BEGIN
+    DELETE FROM zone_versions WHERE network_id=OLD.id; END;
 CREATE TABLE IF NOT EXISTS journal(
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT NOT NULL,
     created REAL NOT NULL);

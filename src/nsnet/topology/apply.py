@@ -72,6 +72,7 @@ def plan(engine: Engine, topo: TopologySpec) -> list[Change]:
     _refuse_foreign(engine, topo, want, everyone)
     changes = [Change("remove", kind, key) for (kind, key) in have if (kind, key) not in want]
     live = _Live(engine)
+    live.know_nodes([key for kind, key in want if kind == "node"])
     for (kind, key), spec in want.items():
         if (kind, key) not in have:
             changes.append(Change("create", kind, key))
@@ -98,12 +99,24 @@ class _Live:
         # looked up by name when asked, not every network and namespace read
         self._nets: dict[str, Network | None] = {}
         self._owned: dict[str, bool] = {}
+        self._netns: dict[str, set[str]] = {}  # network -> its endpoints' namespaces
         self.snaps: dict[str, k.Snapshot | None] = {}
 
     def _net(self, name: str) -> Network | None:
         if name not in self._nets:
             self._nets[name] = self.engine.store.network(name)
         return self._nets[name]
+
+    def _members(self, name: str) -> set[str]:
+        if name not in self._netns:
+            net = self._net(name)
+            self._netns[name] = {e.netns for e in net.endpoints} if net else set()
+        return self._netns[name]
+
+    def know_nodes(self, nodes: list[str]) -> None:
+        """Look up many nodes' records at once (one query per 500 names)."""
+        found = self.engine.store.namespaces(nodes)
+        self._owned.update({n: found.get(n, ("", False))[1] for n in nodes})
 
     def _is_owned(self, node: str) -> bool:
         if node not in self._owned:
@@ -125,8 +138,7 @@ class _Live:
             return self._is_owned(key)
         if kind == "connection":
             node, name = key.split("@", 1)
-            net = self._net(name)
-            return net is not None and any(e.netns == node for e in net.endpoints)
+            return node in self._members(name)
         if kind == "link":  # complete: both ends carry the mark, set last
             ends = [(self._snap(spec["a"]), spec["a_ifname"]),
                     (self._snap(spec["b"]), spec["b_ifname"])]
