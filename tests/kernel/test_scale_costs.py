@@ -70,3 +70,14 @@ def test_a_topology_up_of_a_star_reads_nothing_of_the_others(sandbox, crowded, t
     assert scans == [] and mounts == []
     assert link_dumps == 0  # the nodes are made by the bulk connect: nothing to look at
     assert {e.netns for e in crowded.network("hub").endpoints} == set(nodes)
+
+
+def test_links_are_looked_up_by_name_without_a_dump(sandbox, crowded):
+    rt = crowded.rtnl
+    ends = [e.host_ifname for e in crowded.network("crowd").endpoints]
+    nl.DUMPS.clear()
+    found = rt.links_named([*ends, "nosuchlink0", ends[0]])
+    assert set(found) == set(ends) and all(found[n].kind == "veth" for n in ends)
+    assert rt.find_link("nosuchlink0") is None
+    assert rt.find_link(index=found[ends[0]].index).name == ends[0]
+    assert nl.DUMPS[nl.RTM_GETLINK] == 0
