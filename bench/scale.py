@@ -279,7 +279,7 @@ def measure(networks: int, size: int, stars: list[int], reps: int, profile: str)
     res["topology"] = []
     for n in stars:
         for dns in (True, False):
-            for _rep in range(reps if n < 1000 else max(1, reps - 1)):
+            for _rep in range(reps if n < 1000 else max(1, reps - 2)):
                 for method in ("bulk", "up"):  # alternated: load drifts hit both alike
                     settle()
                     r = run_sandboxed("bench.scale", "topology", method, str(n),
