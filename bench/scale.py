@@ -183,6 +183,24 @@ def floor(variant: str, networks: int, size: int) -> dict:
     return {"variant": variant, "times": times}
 
 
+def netns_floor(variant: str, rounds: int, size: int) -> dict:
+    """Namespaces alone, made in-thread as nsnet makes them, with (``sysctl``)
+    or without (``plain``) the IPv6-off sysctl written at birth: which of
+    nsnet's kernel requests grows with the namespaces already there."""
+    from nsnet.kernel import netns as kn
+
+    _sandbox()
+    os.makedirs("/run/netns", exist_ok=True)
+    sysctls = {"net/ipv6/conf/default/disable_ipv6": "1"} if variant == "sysctl" else None
+    times = []
+    for r in range(rounds):
+        t0 = time.perf_counter()
+        for i in range(size):
+            kn.create_netns("/run/netns", f"r{r}x{i}", sysctls).close()
+        times.append(time.perf_counter() - t0)
+    return {"variant": variant, "times": times}
+
+
 def _floor_requests(k, bridge: str, gw: str, r: int, names: list[str]) -> None:
     rt = k.open_rtnl(k.current_netns())
     index = rt.link(bridge).index
@@ -216,6 +234,8 @@ def worker(argv: list[str]) -> None:
                 out = growth(int(args[0]), int(args[1]), int(args[2]))
             elif method == "floor":
                 out = floor(args[0], int(args[1]), int(args[2]))
+            elif method == "netns":
+                out = netns_floor(args[0], int(args[1]), int(args[2]))
             else:
                 out = topology(args[0], int(args[1]), args[2] == "dns")
             out["ok"] = True
@@ -261,6 +281,14 @@ def settle(limit: float = 90.0) -> None:
 def loadavg() -> str:
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
+
+
+def measure_netns(networks: int, size: int) -> dict:
+    out = {}
+    for variant in ("sysctl", "plain"):
+        settle()
+        out[variant] = run_sandboxed("bench.scale", "netns", variant, str(networks), str(size))
+    return out
 
 
 def measure(networks: int, size: int, stars: list[int], reps: int, profile: str) -> dict:
@@ -367,6 +395,19 @@ def report(res: dict, cmdline: str) -> str:
                      f"{_verdict(g['network_rm'] - start, 1.5)} |")
         lines += ["", f"5th network / 1st: **{c[-1] / c[0]:.2f}x** (target <= 1.2x: "
                   f"{'PASS' if c[-1] / c[0] <= 1.2 else 'MISS'})."]
+    nf = res.get("netns_floors")
+    if nf:
+        lines += ["", "## Why the kernel requests grow: namespaces alone (`--why`)", "",
+                  "Rounds of namespaces made in-thread as nsnet makes them, with the "
+                  "IPv6-off sysctl written at birth (`/proc/sys/net/ipv6/conf/default/"
+                  "disable_ipv6`) and without; ms per namespace:", "",
+                  "| round | with the sysctl | without |", "|---|---|---|"]
+        ws, wo = nf["sysctl"].get("times", []), nf["plain"].get("times", [])
+        per = g.get("size", 1000) if g.get("ok") else 1000
+        for i in range(max(len(ws), len(wo))):
+            a = f"{1000 * ws[i] / per:.2f}" if i < len(ws) else "-"
+            b = f"{1000 * wo[i] / per:.2f}" if i < len(wo) else "-"
+            lines.append(f"| {i + 1} | {a} | {b} |")
     lines += ["", "## Topology `up` against the equivalent bulk commands", "",
               "Bulk: `nsnet network create hub --subnet ... [--no-dns]` + `nsnet connect hub "
               "<N names> --create` (two processes, summed).  Up: `nsnet up star.yaml` of the "
@@ -463,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="2 x 50, star of 20, 1 rep")
     p.add_argument("--profile", default="", help="cProfile every nsnet command into DIR")
+    p.add_argument("--why", action="store_true", help="also time namespaces alone, with and "
+                   "without the IPv6-off sysctl at birth (two more sandboxes)")
     p.add_argument("--before", help="a scale.json of an earlier run, drawn beside this one")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     args = p.parse_args(argv)
@@ -471,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         os.makedirs(args.profile, exist_ok=True)
     res = measure(args.networks, args.size, args.stars, args.reps, args.profile)
+    if args.why:
+        res["netns_floors"] = measure_netns(args.networks, args.size)
     cmdline = "python -m bench.scale" + (" --quick" if args.quick else "")
     text = report(res, cmdline)
     print(text)
