@@ -24,6 +24,7 @@ AF_BRIDGE, IFLA_AF_SPEC, IFLA_EXT_MASK, RTEXT_FILTER_BRVLAN = 7, 26, 29, 1 << 1
 IFLA_BRIDGE_VLAN_INFO = 2
 BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_UNTAGGED = 2, 4
 RTM_F_LOOKUP_TABLE = 0x1000
+_RT_TABLE_LOCAL = 255
 RTN_NAMES = {0: "unspec", 1: "unicast", 2: "local", 3: "broadcast", 4: "anycast",
              5: "multicast", 6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw",
              10: "nat", 11: "xresolve"}
@@ -341,8 +342,10 @@ class Rtnl(nl.Netlink):
 
     def routes(self, family: int = socket.AF_INET) -> list[Route]:
         body = nl.RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+        # the local table's routes (most of a small namespace's) are skipped
+        # undecoded: its id fits the header byte, which then says 255
         decoded = (_decode_route(r.body) for r in self.dump(nl.RTM_GETROUTE, body)
-                   if r.msg_type == nl.RTM_NEWROUTE)
+                   if r.msg_type == nl.RTM_NEWROUTE and r.body[4] != _RT_TABLE_LOCAL)
         return [route for table, route in decoded if table == nl.RT_TABLE_MAIN]
 
     def route_get(self, dst: str, src: str | None = None, iif: int = 0, oif: int = 0,
