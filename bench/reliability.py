@@ -2,7 +2,7 @@
 (and at random times), recover, and prove nothing leaked.
 
     python -m bench.reliability            # every point + random kills (make reliability)
-    python -m bench.reliability --sample 12 --random 3   # what `make test` runs
+    python -m bench.reliability --sample 8 --random 2 --plant-check   # what `make test` runs
 
 Each trial runs in its own sandbox (``unshare --mount --net``, tmpfs /run):
 the scenario's CLI steps run up to step i, step i runs with NSNET_CRASH_AT=j
@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from .common import stop_daemons
 from .reliability_world import differences, world
@@ -250,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.reliability", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sample", type=int, help="only this many crash points, spread evenly")
-    p.add_argument("--random", type=int, default=125, help="random-time kills")
+    p.add_argument("--random", type=int, default=40, help="random-time kills")
+    p.add_argument("--jobs", type=int, default=1, help="trials run side by side")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", help="write the report here (markdown)")
     p.add_argument("--plant-check", action="store_true",
@@ -309,19 +311,25 @@ def _run_trials(args: argparse.Namespace, measured: list) -> int:
     steps = [rng.randrange(len(SCENARIO)) for _ in range(args.random)]
     kills = [(i, round(rng.uniform(0.0, measured[i][1]), 3)) for i in steps]
     failures, killed_random = [], 0
-    for n, (step, at) in enumerate(points, 1):
-        res = _sandboxed("--trial", str(step), str(at), "-1")
-        if not res.get("ok"):
-            failures.append(f"step {step} ({' '.join(SCENARIO[step][:3])}) point {at}: "
-                            + "; ".join(res.get("problems", [])))
-        print(f"  crash point {n}/{len(points)}: step {step} hit {at}: "
-              f"{'ok' if res.get('ok') else 'LEAK'}", file=sys.stderr, flush=True)
-    for step, delay in kills:
-        res = _sandboxed("--trial", str(step), "0", str(delay))
-        killed_random += bool(res.get("killed"))
-        if not res.get("ok"):
-            failures.append(f"random kill step {step} after {delay}s: "
-                            + "; ".join(res.get("problems", [])))
+    # Trials are independent sandboxes: --jobs runs several side by side
+    # (results are reported in order; a random kill's delay is drawn from the
+    # step's duration measured alone, so it lands earlier in the command when
+    # trials share the cores -- still a kill at an arbitrary moment).
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        crash_runs = pool.map(lambda p: _sandboxed("--trial", str(p[0]), str(p[1]), "-1"),
+                              points)
+        for n, ((step, at), res) in enumerate(zip(points, crash_runs, strict=True), 1):
+            if not res.get("ok"):
+                failures.append(f"step {step} ({' '.join(SCENARIO[step][:3])}) point {at}: "
+                                + "; ".join(res.get("problems", [])))
+            print(f"  crash point {n}/{len(points)}: step {step} hit {at}: "
+                  f"{'ok' if res.get('ok') else 'LEAK'}", file=sys.stderr, flush=True)
+        kill_runs = pool.map(lambda k: _sandboxed("--trial", str(k[0]), "0", str(k[1])), kills)
+        for (step, delay), res in zip(kills, kill_runs, strict=True):
+            killed_random += bool(res.get("killed"))
+            if not res.get("ok"):
+                failures.append(f"random kill step {step} after {delay}s: "
+                                + "; ".join(res.get("problems", [])))
     if args.plant_check:  # the harness must see leaks it did not cause either
         os.environ["NSNET_REL_PLANT"] = "1"
         try:
@@ -350,7 +358,10 @@ def _run_trials(args: argparse.Namespace, measured: list) -> int:
     if args.out:
         with open(args.out, "w") as fh:
             fh.write("# Reliability: fault injection\n\n"
-                     f"`python -m bench.reliability` (seed {args.seed}).  Scenario steps:\n\n"
+                     f"`python -m bench.reliability --random {args.random} --jobs {args.jobs}"
+                     f"{' --plant-check' if args.plant_check else ''}` (seed {args.seed}), "
+                     f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.  "
+                     "Scenario steps:\n\n"
                      + "".join(f"{i}. `nsnet {' '.join(s)}` ({counts[i]} crash points)\n"
                                for i, s in enumerate(SCENARIO))
                      + f"\n**{summary}**\n" + "".join(f"\n- {f}" for f in failures) + "\n"

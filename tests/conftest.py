@@ -64,6 +64,11 @@ def _dns_servers() -> set[str]:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
+        # Daemons of this checkout's Python only: a helper's worktree or a
+        # benchmark run beside this session has its own venv (in CI, one session
+        # runs, so every daemon there is ours).
+        if argv[0] != sys.executable.encode():
+            continue
         if b"nsnet.dns" in argv or b"nsnet.cni.agent" in argv:
             out.add(f"{pid} " + b" ".join(argv).decode(errors="replace").strip())
     return out
@@ -99,11 +104,22 @@ def _fingerprint() -> dict[str, set[str]]:
             "entries in /run/netns": _run_netns()}
 
 
+def _xdist_worker(config: pytest.Config) -> bool:
+    """A pytest-xdist worker: `make test` runs two. The leak check and the
+    attack catalogue belong to the controller, which starts before the workers
+    and finishes after them; a worker would see its sibling's live objects."""
+    return hasattr(config, "workerinput")
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
+    if _xdist_worker(session.config):
+        return
     session.config._nsnet_before = _fingerprint()  # type: ignore[attr-defined]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _xdist_worker(session.config):
+        return
     _write_attack_catalogue()
     before = getattr(session.config, "_nsnet_before", {})
     after = _fingerprint()

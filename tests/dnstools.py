@@ -96,9 +96,10 @@ def _read(conn: socket.socket, n: int) -> bytes:
 
 def upstream(ip: str, log: str | None = None) -> None:
     server = Upstream(ip, log)
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET  # an IPv6 upstream too
+    udp = socket.socket(family, socket.SOCK_DGRAM)
     udp.bind((ip, 53))
-    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp = socket.socket(family, socket.SOCK_STREAM)
     tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     tcp.bind((ip, 53))
     tcp.listen(64)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 TOOLS = str(Path(__file__).parent / "nettools.py")
@@ -58,6 +59,13 @@ class World:
         proc = subprocess.run(argv + ([str(src_port)] if src_port else []),
                               capture_output=True, text=True)
         return proc.stdout.strip() or None
+
+    def ask_all(self, probes: list[tuple]) -> list[str | None]:
+        """``ask`` for each (where, proto, ip, port) at once: a blocked probe
+        costs its whole timeout, so a test of many blocked paths runs them
+        side by side instead of one after the other."""
+        with ThreadPoolExecutor(max_workers=len(probes) or 1) as pool:
+            return list(pool.map(lambda p: self.ask(*p), probes))
 
     def ok(self, *args: str) -> str:
         proc = self.box.cli(*args)

@@ -16,13 +16,16 @@ _WHERE = {
     "engine": ("DEFAULT_NETNS_DIR", "DEFAULT_STATE_DIR", "CheckResult", "Engine", "check_ok"),
     "errors": ("AlreadyExists", "CheckFailed", "Conflict", "InvalidInput", "KernelError",
                "LockTimeout", "NotFound", "NsnetError", "PermissionDenied", "PoolExhausted",
-               "StateError"),
+               "StateError", "StoreUnavailable"),
+    "cluster.api": ("cluster_agent", "cluster_forget", "cluster_join", "cluster_leave",
+                    "cluster_status"),
     "firewall": ("FakeFirewall", "FirewallDriver"),
     "cni.install": ("install_cni_plugin",),
     "docker": ("serve_docker_plugin",),
     "topology": ("Topology", "TopologySpec", "load_topology", "parse_topology", "topology_up",
                  "topology_down", "topology_plan", "topology_graph", "render_graph"),
     "lab": ("format_route", "lab_down", "lab_up"),
+    "explain": ("ExplainSession", "lab_explain_printer"),
     "doctor": ("Diagnosis", "diagnose", "kernel_features"),
     "model": ("ConnectOptions", "Endpoint", "Namespace", "Network", "NetworkSpec", "PortMap",
               "Published", "parse_ports"),
@@ -40,6 +43,13 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # for type checkers and readers: the same names, eagerly
+    from .cluster.api import (
+        cluster_agent,
+        cluster_forget,
+        cluster_join,
+        cluster_leave,
+        cluster_status,
+    )
     from .cni.install import install_cni_plugin
     from .docker import serve_docker_plugin
     from .doctor import Diagnosis, diagnose, kernel_features
@@ -56,7 +66,9 @@ if TYPE_CHECKING:  # for type checkers and readers: the same names, eagerly
         PermissionDenied,
         PoolExhausted,
         StateError,
+        StoreUnavailable,
     )
+    from .explain import ExplainSession, lab_explain_printer
     from .firewall import FakeFirewall, FirewallDriver
     from .lab import format_route, lab_down, lab_up
     from .model import (
@@ -94,6 +106,7 @@ __all__ = [
     "Diagnosis",
     "Endpoint",
     "Engine",
+    "ExplainSession",
     "FakeFirewall",
     "FirewallDriver",
     "InvalidInput",
@@ -109,15 +122,22 @@ __all__ = [
     "PortMap",
     "Published",
     "StateError",
+    "StoreUnavailable",
     "Topology",
     "TopologySpec",
     "__version__",
     "check_ok",
+    "cluster_agent",
+    "cluster_forget",
+    "cluster_join",
+    "cluster_leave",
+    "cluster_status",
     "diagnose",
     "format_route",
     "install_cni_plugin",
     "kernel_features",
     "lab_down",
+    "lab_explain_printer",
     "lab_up",
     "load_topology",
     "parse_ports",

@@ -19,6 +19,7 @@ __all__ = [
     "PermissionDenied",
     "PoolExhausted",
     "StateError",
+    "StoreUnavailable",
 ]
 
 
@@ -85,6 +86,17 @@ class LockTimeout(StateError):
     """Another nsnet process held the lock for longer than the timeout."""
 
     exit_code = 10
+
+
+class StoreUnavailable(StateError):
+    """The cluster store (etcd) cannot answer: no member reachable, no
+    leader, or quorum lost.  The message names the store."""
+
+    exit_code = 11
+
+    def __init__(self, message: str, store: str = "") -> None:
+        super().__init__(message)
+        self.store = store
 
 
 class CheckFailed(NsnetError):

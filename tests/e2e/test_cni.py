@@ -13,41 +13,18 @@ from pathlib import Path
 
 import pytest
 
+from cnitools import PLUGIN, REF, agent_processes, cni, ok
 from nsnet.cni import SUPPORTED
 
-REF = "/usr/lib/cni"
 # Debian 12's portmap (1.1.1, iptables-nft) fails its own CHECK after the
 # reference bridge plugin too: it probes ip6tables for an IPv4-only chain.
 PORTMAP_CHECK_BUG = "could not check ipv6 dnat"
-PLUGIN = [sys.executable, "-m", "nsnet.cni"]
 
 
 def conf(box, version: str = "1.1.0", **extra) -> dict:
     return {"cniVersion": version, "name": "cnet", "type": "nsnet", "subnet": "10.88.0.0/24",
             "stateDir": box.state_dir, "netnsDir": box.netns_dir, "hostNetns": box.host_path,
             "etcNetnsDir": box.etc_dir, **extra}
-
-
-def cni(box, command: str, config: dict | str, cid: str = "c1", netns: str | None = "",
-        ifname: str = "eth0", argv: list[str] | None = None, **env: str):
-    """Run a plugin; returns (exit code, parsed stdout or None, stderr)."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("CNI_", "NSNET_"))}
-    full.update(CNI_COMMAND=command, CNI_CONTAINERID=cid, CNI_IFNAME=ifname, CNI_PATH=REF,
-                CNI_NETNS=os.path.join(box.netns_dir, netns) if netns else "", **env)
-    stdin = config if isinstance(config, str) else json.dumps(config)
-    proc = subprocess.run(argv or PLUGIN, input=stdin, capture_output=True, text=True,
-                          env=full, timeout=60)
-    try:
-        out = json.loads(proc.stdout) if proc.stdout.strip() else None
-    except ValueError:
-        out = proc.stdout
-    return proc.returncode, out, proc.stderr
-
-
-def ok(box, command: str, config: dict, **kw):
-    rc, out, err = cni(box, command, config, **kw)
-    assert rc == 0, (out, err)
-    return out
 
 
 @pytest.mark.parametrize("version", SUPPORTED)
@@ -282,19 +259,6 @@ def _launcher(tmp_path: Path) -> list[str]:
     return [str(tmp_path / "nsnet")]
 
 
-def _agent_processes(state: str) -> list[str]:
-    """Running CNI agents serving ``state`` (detection by argv only)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"nsnet.cni.agent" in argv and state.encode() in argv:
-            found.append(f"{pid} {b' '.join(argv).decode(errors='replace')}")
-    return found
-
-
 def test_hundred_concurrent_adds(sandbox, tmp_path) -> None:
     """100 ADDs from separate processes at once, through the launcher: one
     agent starts (however many clients race to start it), every ADD gets its
@@ -307,7 +271,7 @@ def test_hundred_concurrent_adds(sandbox, tmp_path) -> None:
                                               argv=launcher), names))
     bad = [(out, err) for rc, out, err in results if rc != 0]
     assert not bad, bad[:3]
-    agents = _agent_processes(box.state_dir)
+    agents = agent_processes(box.state_dir)
     assert len(agents) == 1, agents  # one agent, however many clients raced to start it
     addrs = {out["ips"][0]["address"] for _, out, _ in results}
     assert len(addrs) == 100
@@ -631,7 +595,7 @@ def test_in_process_fallback_when_no_agent_can_run(sandbox, tmp_path) -> None:
         assert res["ips"][0]["address"] == "10.88.0.2/24"
         ok(box, "CHECK", cfg, netns=ns, argv=launcher)
         ok(box, "DEL", cfg, netns=ns, argv=launcher)
-        assert _agent_processes(str(deep)) == []
+        assert not agent_processes(str(deep))
         assert not os.path.exists(os.path.join(deep, "cni"))  # no agent ever started
     finally:
         from nsnet.dns import stop_daemons
@@ -681,14 +645,14 @@ def test_the_agent_exits_after_its_idle_time(sandbox, tmp_path) -> None:
     out = ok(box, "ADD", conf(box), cid="idle", netns=ns, argv=launcher,
              NSNET_CNI_AGENT_IDLE="1")
     assert out["ips"][0]["address"].startswith("10.88.0.")
-    agents = _agent_processes(box.state_dir)
+    agents = agent_processes(box.state_dir)
     assert len(agents) == 1, agents  # served by an agent, not in-process
     sockets = list((Path(box.state_dir) / "cni").glob("cni-*.sock"))
     assert len(sockets) == 1, sockets
     deadline = time.monotonic() + 10  # 1 s idle, plus start-up on a loaded machine
-    while _agent_processes(box.state_dir) and time.monotonic() < deadline:
+    while agent_processes(box.state_dir) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _agent_processes(box.state_dir) == [], "the agent outlived NSNET_CNI_AGENT_IDLE=1"
+    assert not agent_processes(box.state_dir), "the agent outlived NSNET_CNI_AGENT_IDLE=1"
     assert not sockets[0].exists()  # no stale socket for the next client to try
     for pidfile in Path(box.state_dir).glob("cni-*.pid"):  # left, but no longer held
         with open(pidfile) as f:

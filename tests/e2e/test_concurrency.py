@@ -6,7 +6,11 @@ import subprocess
 
 
 def _spawn(sandbox, *args):
-    return subprocess.Popen([*sandbox.cli_argv(), *args], env=sandbox.env(),
+    # The product's default lock wait (120 s), not the sandbox's short one:
+    # 100 processes queue on the lock, the last behind 99 others' start-up and
+    # work, which on 2 busy cores (two test workers) can pass 30 s.
+    env = dict(sandbox.env(), NSNET_LOCK_TIMEOUT="120")
+    return subprocess.Popen([*sandbox.cli_argv(), *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

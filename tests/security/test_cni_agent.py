@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-REF = "/usr/lib/cni"
+from cnitools import REF, agent_processes
 
 
 def install_launcher(directory: Path) -> str:
@@ -252,19 +252,6 @@ def test_hostile_cwd_never_imported(sandbox, tmp_path: Path) -> None:
         stop_agents(box.state_dir)
 
 
-def _agents_on(state: str) -> set[int]:
-    """Agent processes (by argv) serving ``state``: detection only."""
-    found = set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"nsnet.cni.agent" in argv and state.encode() in argv:
-            found.add(int(pid))
-    return found
-
-
 @pytest.mark.attack(
     attack="hand the launcher input it cannot parse (no stateDir readable)",
     promise="an unparseable call is answered with the spec's decode error and starts no "
@@ -272,12 +259,12 @@ def _agents_on(state: str) -> set[int]:
     defect="#14.3")
 def test_unparseable_input_starts_no_default_agent(tmp_path: Path) -> None:
     launcher = install_launcher(tmp_path / "bin")
-    before = _agents_on("/var/lib/nsnet")
+    before = set(agent_processes("/var/lib/nsnet"))
     for text in ("{not json", "[1, 2]", '{"stateDir": ', "", '{"a": "\\'):
         rc, out, err = run_cni([launcher], "ADD", text)
         assert rc != 0 and out["code"] == 6, (text, out, err)
     time.sleep(0.3)
-    assert _agents_on("/var/lib/nsnet") <= before
+    assert set(agent_processes("/var/lib/nsnet")) <= before
 
 
 class FakeAgent:

@@ -9,40 +9,17 @@ import os
 import sqlite3
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REF = "/usr/lib/cni"
-PLUGIN = [sys.executable, "-m", "nsnet.cni"]
+from cnitools import PLUGIN, REF, cni, ok
 
 
 def conf(box, version: str = "1.0.0", **extra) -> dict:
     return {"cniVersion": version, "name": "cnet", "type": "nsnet", "subnet": "10.88.0.0/24",
             "stateDir": box.state_dir, "netnsDir": box.netns_dir, "hostNetns": box.host_path,
             "etcNetnsDir": box.etc_dir, **extra}
-
-
-def cni(box, command: str, config: dict | str, cid: str = "c1", netns: str = "",
-        ifname: str = "eth0", **env: str):
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("CNI_", "NSNET_"))}
-    full.update(CNI_COMMAND=command, CNI_CONTAINERID=cid, CNI_IFNAME=ifname, CNI_PATH=REF,
-                CNI_NETNS=os.path.join(box.netns_dir, netns) if netns else "", **env)
-    stdin = config if isinstance(config, str) else json.dumps(config)
-    proc = subprocess.run(PLUGIN, input=stdin, capture_output=True, text=True, env=full,
-                          timeout=120)
-    try:
-        out = json.loads(proc.stdout) if proc.stdout.strip() else None
-    except ValueError:
-        out = proc.stdout
-    return proc.returncode, out, proc.stderr
-
-
-def ok(box, command: str, config: dict, **kw):
-    rc, out, err = cni(box, command, config, **kw)
-    assert rc == 0, (out, err)
-    return out
 
 
 def networks(box) -> list[str]:

@@ -14,6 +14,9 @@ def test_public_api_is_guarded():
         "render_graph", "topology_down", "topology_graph", "topology_plan", "topology_up",
         "Diagnosis", "diagnose", "kernel_features",
         "serve_docker_plugin",
+        "ExplainSession", "lab_explain_printer",
+        "StoreUnavailable", "cluster_agent", "cluster_forget", "cluster_join", "cluster_leave",
+        "cluster_status",
     ])
     for name in nsnet.__all__:
         assert hasattr(nsnet, name)
@@ -23,7 +26,7 @@ def test_every_error_has_a_distinct_meaning_and_code():
     codes = {cls.__name__: cls.exit_code for cls in (
         nsnet.InvalidInput, nsnet.NotFound, nsnet.AlreadyExists, nsnet.Conflict,
         nsnet.PoolExhausted, nsnet.PermissionDenied, nsnet.KernelError, nsnet.StateError,
-        nsnet.LockTimeout)}
+        nsnet.LockTimeout, nsnet.StoreUnavailable)}
     assert len(set(codes.values())) == len(codes)
     assert all(issubclass(c, nsnet.NsnetError) for c in (nsnet.CheckFailed, nsnet.LockTimeout))
 

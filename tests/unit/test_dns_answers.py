@@ -38,8 +38,10 @@ def test_host_upstreams_first_existing_file_not_written_by_nsnet(tmp_path: Path)
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
     ours.write_text(dns.RESOLV_MARK + " x\nnameserver 10.9.0.1\n")
     theirs.write_text("search example\nnameserver 203.0.113.53\nnameserver 2001:db8::1\n")
+    # IPv6 upstreams too (#16), after the IPv4 ones
+    theirs.write_text("nameserver 2001:db8::1\nsearch example\nnameserver 203.0.113.53\n")
     assert server.host_upstreams([str(tmp_path / "missing"), str(ours), str(theirs)]) == [
-        "203.0.113.53"]
+        "203.0.113.53", "2001:db8::1"]
     assert server.host_upstreams([str(tmp_path / "missing")]) == []
 
 

@@ -43,16 +43,77 @@ class Settings:
         self.netns_dir = netns_dir
         self.etc_netns_dir = etc_netns_dir
         self._engine: Engine | None = None
+        self.explain = False  # --explain: print the equivalent commands
+        self.dry_run = False  # with --explain: in a throwaway copy
+        self.session: nsnet.ExplainSession | None = None
 
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = Engine(host_netns=self.host_netns, state_dir=self.state_dir,
-                                  netns_dir=self.netns_dir, etc_netns_dir=self.etc_netns_dir)
+            if self.explain:
+                self.session = nsnet.ExplainSession(self.netns_dir, self.etc_netns_dir,
+                                                    self.dry_run)
+                self._engine = self.session.engine(self.host_netns, self.state_dir,
+                                                   self.netns_dir, self.etc_netns_dir)
+            else:
+                self._engine = Engine(host_netns=self.host_netns, state_dir=self.state_dir,
+                                      netns_dir=self.netns_dir,
+                                      etc_netns_dir=self.etc_netns_dir)
         return self._engine
 
     def close(self) -> None:
         if self._engine:
             self._engine.close()
+        if self.session:
+            try:
+                click.echo(self.session.text(), nl=False)
+            finally:
+                self.session.close()
+
+
+def _set_explain(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_object(Settings).explain = True
+
+
+def _set_dry_run(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_object(Settings).dry_run = True
+
+
+def _explained_dry_run(settings: Settings, dry_run: bool) -> bool:
+    """A command's own --dry-run with --explain: do it for real, in the
+    throwaway copy (so its commands can be printed); False then."""
+    if dry_run and settings.explain:
+        settings.dry_run = True
+        return False
+    return dry_run
+
+
+def _no_copy_for_repairs(settings: Settings, dry_run: bool, command: str) -> None:
+    """reconcile/gc repair the real kernel's drift; the dry-run copy is
+    rebuilt from the state, so it has none: refuse rather than print nothing."""
+    if dry_run and settings.explain:
+        raise nsnet.InvalidInput(
+            f"{command} --explain --dry-run cannot show repairs: a dry run works in a copy "
+            f"rebuilt from nsnet's state, which has no drift; 'nsnet {command} --dry-run' "
+            f"lists the repairs, 'nsnet {command} --explain' makes and prints them")
+
+
+def explainable(dry_run: bool = True) -> Any:
+    """``--explain`` (and ``--dry-run``, unless the command has its own) on a
+    mutating command: print the equivalent ip/bridge/tc/sysctl/nft commands."""
+
+    def decorate(fn: Any) -> Any:
+        fn = click.option("--explain", is_flag=True, expose_value=False, callback=_set_explain,
+                          help="Print the equivalent ip/bridge/tc/sysctl/nft commands.")(fn)
+        if dry_run:
+            fn = click.option("--dry-run", is_flag=True, expose_value=False,
+                              callback=_set_dry_run,
+                              help="With --explain: change nothing (run in a throwaway "
+                                   "copy).")(fn)
+        return fn
+
+    return decorate
 
 
 pass_settings = click.make_pass_decorator(Settings)
@@ -131,11 +192,14 @@ def _progress(count: int, label: str) -> Iterator[Any]:
               show_default=True, help="Where namespaces are bind-mounted.")
 @click.option("--etc-netns-dir", envvar="NSNET_ETC_NETNS_DIR", default="/etc/netns",
               show_default=True, help="Per-namespace /etc files (resolv.conf), as ip netns.")
+@click.option("--explain", is_flag=True,
+              help="Mutating commands print the equivalent ip/bridge/tc/sysctl/nft commands.")
 @click.pass_context
 def cli(ctx: click.Context, host_netns: str | None, state_dir: str, netns_dir: str,
-        etc_netns_dir: str) -> None:
+        etc_netns_dir: str, explain: bool) -> None:
     """Docker-style bridge networking for network namespaces."""
     settings = Settings(host_netns, state_dir, netns_dir, etc_netns_dir)
+    settings.explain = explain
     ctx.obj = settings
     ctx.call_on_close(settings.close)
 
@@ -143,14 +207,18 @@ def cli(ctx: click.Context, host_netns: str | None, state_dir: str, netns_dir: s
 # ------------------------------------------------------------------ lab
 @cli.command()
 @click.option("--down", is_flag=True, help="Remove what the lab made.")
+@explainable()
 @pass_settings
 def lab(settings: Settings, down: bool) -> None:
     """Reproduce the article's lab: ns1, ns2, bridge mydocker0, veth1/veth2, pings."""
     engine = _engine(settings)
+    out = click.echo
+    if settings.session and not down:  # beside each step: the article's commands
+        out = nsnet.lab_explain_printer(settings.session, click.echo)
     if down:
-        nsnet.lab_down(engine, click.echo)
+        nsnet.lab_down(engine, out)
     else:
-        nsnet.lab_up(engine, click.echo)
+        nsnet.lab_up(engine, out)
 
 
 # ------------------------------------------------------------ namespaces
@@ -161,6 +229,7 @@ def ns() -> None:
 
 @ns.command("add")
 @click.argument("names", nargs=-1, required=True)
+@explainable()
 @pass_settings
 def ns_add(settings: Settings, names: tuple[str, ...]) -> None:
     """Create namespaces NAME..."""
@@ -194,6 +263,7 @@ def ns_ls(settings: Settings, as_json: bool, filters: tuple[str, ...]) -> None:
 
 @ns.command("rm")
 @click.argument("names", nargs=-1, required=True)
+@explainable()
 @pass_settings
 def ns_rm(settings: Settings, names: tuple[str, ...]) -> None:
     """Remove namespaces NAME... (only ones nsnet created)."""
@@ -242,6 +312,7 @@ def network() -> None:
               help="An address IPAM never hands out (repeatable).")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
               help="Metadata on the network (repeatable; see ls --filter label=).")
+@explainable()
 @pass_settings
 def network_create(settings: Settings, name: str, subnet: str, gateway: str | None,
                    ip_range: str | None, bridge: str | None, mtu: int | None,
@@ -394,6 +465,7 @@ def _render(template: str, data: Any) -> str:
 @network.command("rm")
 @click.argument("names", nargs=-1, required=True)
 @click.option("-f", "--force", is_flag=True, help="Disconnect its endpoints first.")
+@explainable()
 @pass_settings
 def network_rm(settings: Settings, names: tuple[str, ...], force: bool) -> None:
     """Remove networks NAME..."""
@@ -403,6 +475,7 @@ def network_rm(settings: Settings, names: tuple[str, ...], force: bool) -> None:
 
 
 @network.command("prune")
+@explainable()
 @pass_settings
 def network_prune(settings: Settings) -> None:
     """Remove every network without endpoints."""
@@ -428,6 +501,7 @@ def network_prune(settings: Settings) -> None:
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
               help="Metadata on the endpoints (repeatable; see ns ls --filter label=).")
 @click.option("--json", "as_json", is_flag=True, help="Print the endpoints as JSON.")
+@explainable()
 @pass_settings
 def connect(settings: Settings, network_name: str, namespaces: tuple[str, ...], ip: str | None,
             mac: str | None, ifname: str | None, host_ifname: str | None, create: bool,
@@ -453,6 +527,7 @@ def connect(settings: Settings, network_name: str, namespaces: tuple[str, ...], 
 @cli.command()
 @click.argument("network_name", metavar="NETWORK")
 @click.argument("namespaces", nargs=-1, required=True)
+@explainable()
 @pass_settings
 def disconnect(settings: Settings, network_name: str, namespaces: tuple[str, ...]) -> None:
     """Disconnect namespaces NS... from NETWORK."""
@@ -471,6 +546,7 @@ def port() -> None:
 @click.argument("specs", nargs=-1, required=True, metavar="[[IP:]HOST_PORT:]PORT[/PROTO]...")
 @click.option("--force", is_flag=True,
               help="Publish even where a host process listens (it loses that traffic).")
+@explainable()
 @pass_settings
 def port_add(settings: Settings, network_name: str, netns: str, specs: tuple[str, ...],
              force: bool) -> None:
@@ -483,6 +559,7 @@ def port_add(settings: Settings, network_name: str, netns: str, specs: tuple[str
 @click.argument("network_name", metavar="NETWORK")
 @click.argument("netns", metavar="NS")
 @click.argument("specs", nargs=-1, required=True, metavar="[[IP:]HOST_PORT:]PORT[/PROTO]...")
+@explainable()
 @pass_settings
 def port_rm(settings: Settings, network_name: str, netns: str, specs: tuple[str, ...]) -> None:
     """Stop publishing ports of NS's endpoint on NETWORK."""
@@ -514,10 +591,12 @@ def _port_line(pub: nsnet.Published) -> str:
 @cli.command("up")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Print the plan only.")
+@explainable(dry_run=False)
 @pass_settings
 def topo_up(settings: Settings, file: str, dry_run: bool) -> None:
     """Bring the kernel to topology FILE (create, change, remove what differs)."""
     topo = nsnet.load_topology(file)
+    dry_run = _explained_dry_run(settings, dry_run)
     engine = _engine(settings)
     if dry_run:
         changes = nsnet.topology_plan(engine, topo)
@@ -533,6 +612,7 @@ def topo_up(settings: Settings, file: str, dry_run: bool) -> None:
 
 @cli.command("down")
 @click.argument("file", type=click.Path(dir_okay=False))
+@explainable()
 @pass_settings
 def topo_down(settings: Settings, file: str) -> None:
     """Remove everything topology FILE made (and nothing else)."""
@@ -615,18 +695,22 @@ def _report(actions: list, dry_run: bool, clean: str) -> None:
 
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Print the differences; exit 1 if any.")
+@explainable(dry_run=False)
 @pass_settings
 def reconcile(settings: Settings, dry_run: bool) -> None:
     """Make the kernel match nsnet's state (after a crash, a reboot, or meddling)."""
+    _no_copy_for_repairs(settings, dry_run, "reconcile")
     actions = _engine(settings).reconcile(dry_run=dry_run)
     _report(actions, dry_run, "in sync: the kernel matches the state")
 
 
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Print what would go; exit 1 if anything.")
+@explainable(dry_run=False)
 @pass_settings
 def gc(settings: Settings, dry_run: bool) -> None:
     """Remove nsnet-marked objects that no record claims."""
+    _no_copy_for_repairs(settings, dry_run, "gc")
     _report(_engine(settings).gc(dry_run=dry_run), dry_run, "nothing to collect")
 
 
@@ -735,6 +819,100 @@ def doctor(settings: Settings, src: str | None, dst: str | None, kernel: bool,
             click.echo("every hop is OK")
     if not diag.ok:
         sys.exit(nsnet.CheckFailed.exit_code)
+
+
+# --------------------------------------------------------------- cluster
+@cli.group(cls=NsnetGroup)
+def cluster() -> None:
+    """Multi-host membership for overlay networks (cluster state in etcd)."""
+
+
+_TLS = [click.option("--cacert", "ca_cert", type=click.Path(exists=True, dir_okay=False),
+                     help="CA bundle to verify the etcd members (https)."),
+        click.option("--cert", type=click.Path(exists=True, dir_okay=False),
+                     help="Client certificate for etcd."),
+        click.option("--key", type=click.Path(exists=True, dir_okay=False),
+                     help="Client key for etcd.")]
+
+
+def _tls(func: Any) -> Any:
+    for option in reversed(_TLS):
+        func = option(func)
+    return func
+
+
+@cluster.command("join")
+@click.option("--store", required=True, metavar="etcd://H1:2379,H2:2379,...",
+              help="The etcd members.")
+@click.option("--advertise", required=True, metavar="UNDERLAY_IP",
+              help="This host's underlay address (its VXLAN endpoint).")
+@click.option("--name", help="This host's name in the cluster (default: hostname).")
+@click.option("--ttl", default=10, show_default=True,
+              help="Liveness lease, seconds: a host silent this long is dead.")
+@_tls
+@pass_settings
+def cluster_join(settings: Settings, store: str, advertise: str, name: str | None, ttl: int,
+                 ca_cert: str | None, cert: str | None, key: str | None) -> None:
+    """Join a cluster once; `nsnet cluster agent` keeps this host alive."""
+    cfg = nsnet.cluster_join(store, advertise, state_dir=settings.state_dir,
+                             host_netns=settings.host_netns, netns_dir=settings.netns_dir,
+                             name=name, ttl=ttl, ca_cert=ca_cert, cert=cert, key=key)
+    click.echo(f"joined {cfg.store} as {cfg.host} ({cfg.advertise}), lease {cfg.lease:x} "
+               f"TTL {cfg.ttl}s")
+
+
+@cluster.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_settings
+def cluster_status(settings: Settings, as_json: bool) -> None:
+    """Hosts, their liveness and endpoints, and the store's health."""
+    cfg, st = nsnet.cluster_status(state_dir=settings.state_dir,
+                                   host_netns=settings.host_netns, netns_dir=settings.netns_dir)
+    if as_json:
+        _print_json({"store": st.store, "self": cfg.host, "quorum": st.quorum,
+                     "members": [vars(m) for m in st.members],
+                     "hosts": [vars(h) for h in st.hosts]})
+    else:
+        click.echo(f"store {st.store}: {'quorum' if st.quorum else 'NO QUORUM'}")
+        _table(["MEMBER", "HEALTHY", "STATE"],
+               [[m.endpoint, "yes" if m.healthy else "no", m.detail] for m in st.members])
+        _table(["HOST", "ADVERTISE", "ALIVE", "ENDPOINTS"],
+               [[h.name + (" (self)" if h.name == cfg.host else ""), h.advertise,
+                 "yes" if h.alive else "no", str(h.endpoints)] for h in st.hosts])
+    if not st.quorum:
+        sys.exit(nsnet.StoreUnavailable.exit_code)
+
+
+@cluster.command("leave")
+@click.option("--force", is_flag=True, help="Even with overlay endpoints left.")
+@pass_settings
+def cluster_leave(settings: Settings, force: bool) -> None:
+    """Leave the cluster, releasing this host's address blocks."""
+    cfg = nsnet.cluster_leave(state_dir=settings.state_dir, host_netns=settings.host_netns,
+                              netns_dir=settings.netns_dir, force=force)
+    click.echo(f"left {cfg.store} ({cfg.host})")
+
+
+@cluster.command("forget")
+@click.argument("host")
+@pass_settings
+def cluster_forget(settings: Settings, host: str) -> None:
+    """Declare a dead HOST gone, releasing its address blocks (refused while alive)."""
+    nsnet.cluster_forget(host, state_dir=settings.state_dir, host_netns=settings.host_netns,
+                         netns_dir=settings.netns_dir)
+    click.echo(f"forgot {host}: its address blocks are free")
+
+
+@cluster.command("agent")
+@pass_settings
+def cluster_agent(settings: Settings) -> None:
+    """Keep this host's liveness lease renewed (foreground; Ctrl-C stops)."""
+    def report(ok: bool, detail: str) -> None:
+        if not ok:
+            click.echo(f"nsnet: store unavailable, retrying: {detail}", err=True)
+
+    nsnet.cluster_agent(state_dir=settings.state_dir, host_netns=settings.host_netns,
+                        netns_dir=settings.netns_dir, on_renew=report)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 
 from .. import kernel as k
 from ..crash import crashpoint
+from ..kernel import record
 from ..model import Endpoint, Network
 
 __all__ = ["RESOLV_MARK", "DnsControl", "dns_networks", "host_resolv_confs", "resolv_conf",
@@ -34,7 +35,10 @@ WAIT = 5.0  # seconds to wait for the server to report
 
 
 def resolv_conf(net: Network) -> str:
-    return f"{RESOLV_MARK} {net.name}\nnameserver {net.gateway}\noptions ndots:0\n"
+    """The endpoint's resolv.conf: the network's embedded DNS on each of its
+    gateways (IPv4 first; an IPv6-only network's IPv6 gateway alone)."""
+    servers = "".join(f"nameserver {gw}\n" for gw in net.gateways)
+    return f"{RESOLV_MARK} {net.name}\n{servers}options ndots:0\n"
 
 
 def server_argv(state_dir: str, resolv_paths: Iterable[str] = ()) -> list[str]:
@@ -94,6 +98,7 @@ class DnsControl:
         report a bind failure); otherwise the server's own check of the
         state's generation shows it every change before the next answer."""
         pid = self.pid()
+        _explain(pid, networks, self.state_dir)
         if not networks:
             if pid:  # it reloads, finds nothing to serve, and exits after a short linger
                 with contextlib.suppress(ProcessLookupError):
@@ -145,6 +150,24 @@ class DnsControl:
 
     def stop(self) -> None:
         stop_daemon(self._path(PIDFILE))
+
+
+def _explain(pid: int, networks: set[str], state_dir: str) -> None:
+    """--explain (nsnet.kernel.record): the server is a process, not kernel
+    state, so it is told as a comment, never as a command to replay."""
+    rec = record.active()
+    if rec is None:
+        return
+    names = ", ".join(sorted(networks))
+    if not networks:
+        text = f"nsnet's DNS server (pid {pid}) is told to reload: nothing to serve, it exits"
+    elif pid:
+        text = f"nsnet's DNS server (pid {pid}) is told to reload (SIGHUP): serves {names}"
+    else:
+        text = (f"nsnet starts its DNS server for {names} in the host namespace (a process, "
+                f"not kernel state): python -I -m nsnet.dns {state_dir} ...")
+    if networks or pid:
+        rec.comment(text)
 
 
 def stop_daemon(pidfile: str, wait: float = WAIT) -> None:

@@ -9,6 +9,9 @@ restart and without dropping queries.
 
 Per network: A records for each endpoint's namespace name and aliases, PTR
 for its address; NXDOMAIN for unknown single-label names (nsnet's zone);
+on a network with IPv6 (#16) also AAAA records and PTR under ip6.arpa, the
+server listening on the IPv6 gateway too (same zone, one socket pair per
+gateway address);
 other names are forwarded to the network's upstreams (``--dns``) or the
 host namespace's resolv.conf, with a deadline, so a dead upstream gives
 SERVFAIL in about 1.5 s -- except on an ``--internal`` network, whose
@@ -43,7 +46,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from dnslib import EDNS0, OPCODE, PTR, QTYPE, RCODE, RR, A, DNSError, DNSRecord
+from dnslib import AAAA, EDNS0, OPCODE, PTR, QTYPE, RCODE, RR, A, DNSError, DNSRecord
 
 log = logging.getLogger("nsnet.dns")
 
@@ -69,22 +72,39 @@ STATUS, PIDFILE = "dns.status.json", "dns.pid"
 
 @dataclass
 class Zone:
-    """What one network's resolver knows."""
+    """What one network's resolver knows.  ``gateway`` is the address it is
+    known by (the IPv4 one; an IPv6-only network's IPv6 one); ``names``
+    holds addresses of both families, the answer's type picks them."""
 
     network: str
     gateway: str
-    subnet: ipaddress.IPv4Network
+    subnet: ipaddress.IPv4Network | None
     upstreams: list[str]
     internal: bool = False  # its queries never leave: no forwarding
     names: dict[str, list[str]] = field(default_factory=dict)
     ptr: dict[str, str] = field(default_factory=dict)
     cache: dict[bytes, bytes] = field(default_factory=dict)
+    gateway6: str = ""
+    subnet6: ipaddress.IPv6Network | None = None
 
     def __post_init__(self) -> None:
-        self._net = int(self.subnet.network_address)
-        self._mask = int(self.subnet.netmask)
+        self._net = int(self.subnet.network_address) if self.subnet else -1
+        self._mask = int(self.subnet.netmask) if self.subnet else 0
+        self._net6 = int(self.subnet6.network_address) if self.subnet6 else -1
+        self._mask6 = int(self.subnet6.netmask) if self.subnet6 else 0
+
+    @property
+    def gateways(self) -> tuple[str, ...]:
+        """Every address the zone is served on."""
+        return tuple(g for g in (self.gateway, self.gateway6) if g)
 
     def allows(self, client_ip: str) -> bool:
+        if ":" in client_ip:
+            try:
+                packed = socket.inet_pton(socket.AF_INET6, client_ip.split("%")[0])
+            except OSError:
+                return False
+            return int.from_bytes(packed, "big") & self._mask6 == self._net6
         try:
             packed = socket.inet_aton(client_ip)
         except OSError:
@@ -96,9 +116,11 @@ RESOLV_MARK = "# nsnet: embedded DNS of network"  # (nsnet.dns.RESOLV_MARK)
 
 
 def host_upstreams(paths: list[str] | tuple[str, ...] = ("/etc/resolv.conf",)) -> list[str]:
-    """The IPv4 nameservers of the first of ``paths`` that exists and is not
-    one nsnet wrote for an endpoint (the host namespace's resolv.conf, as
-    ``ip netns exec`` would show it)."""
+    """The nameservers of the first of ``paths`` that exists and is not one
+    nsnet wrote for an endpoint (the host namespace's resolv.conf, as ``ip
+    netns exec`` would show it).  IPv4 ones first, in file order, then the
+    IPv6 ones: forwarding goes over either family (#16), and putting IPv6
+    after keeps what worked before IPv6 was supported the first choice."""
     for path in paths:
         try:
             with open(path) as f:
@@ -107,53 +129,60 @@ def host_upstreams(paths: list[str] | tuple[str, ...] = ("/etc/resolv.conf",)) -
             continue
         if text.startswith(RESOLV_MARK):
             continue
-        out = []
+        out: dict[int, list[str]] = {4: [], 6: []}
         for line in text.splitlines():
             parts = line.split()
             if len(parts) >= 2 and parts[0] == "nameserver":
                 with contextlib.suppress(ValueError):
-                    if ipaddress.ip_address(parts[1]).version == 4:
-                        out.append(parts[1])
-        return out
+                    out[ipaddress.ip_address(parts[1]).version].append(parts[1])
+        return out[4] + out[6]
     return []
 
 
 def load_zones(db: sqlite3.Connection, default_upstreams: list[str],
                known: dict[str, tuple[tuple, Zone]] | None = None) -> dict[str, Zone]:
-    """Zones by gateway address, for networks with DNS on and endpoints.
+    """Zones by gateway address, for networks with DNS on and endpoints; a
+    dual-stack network's zone under both of its gateways.
 
     ``known`` (network id -> (what the zone was built from, zone)), kept by
     the caller across reloads, lets a reload re-read only the networks whose
     endpoints changed (``zone_versions``, kept by the store's triggers) or
     whose own settings did: O(changed networks), not O(all endpoints)."""
     zones: dict[str, Zone] = {}
-    nets = db.execute("SELECT id, name, subnet, gateway, dns_servers, internal FROM networks "
-                      "WHERE dns=1").fetchall()
+    nets = db.execute("SELECT id, name, subnet, gateway, dns_servers, internal, subnet6, "
+                      "gateway6 FROM networks WHERE dns=1").fetchall()
     try:
         versions = dict(db.execute("SELECT network_id, version FROM zone_versions"))
     except sqlite3.Error:  # a store made before the table: read everything
         versions, known = {}, None
-    gateways = {gw for _, _, _, gw, _, _ in nets}
+    gateways = {gw for net in nets for gw in (net[3], net[7]) if gw}
     fresh: dict[str, tuple[tuple, Zone]] = {}
-    for net_id, name, subnet, gateway, servers, internal in nets:
+    for net_id, name, subnet, gateway, servers, internal, subnet6, gateway6 in nets:
         ups = servers.split(",") if servers else [u for u in default_upstreams
                                                   if u not in gateways]
-        key = (name, subnet, gateway, tuple(ups), internal, versions.get(net_id))
+        key = (name, subnet, gateway, tuple(ups), internal, subnet6, gateway6,
+               versions.get(net_id))
         if known is not None and net_id in known and known[net_id][0] == key:
             fresh[net_id] = known[net_id]
-            zones[gateway] = known[net_id][1]
+            for gw in known[net_id][1].gateways:
+                zones[gw] = known[net_id][1]
             continue
-        rows = db.execute("SELECT netns, address, aliases FROM endpoints WHERE network_id=? "
-                          "ORDER BY created, netns", (net_id,)).fetchall()
+        rows = db.execute("SELECT netns, address, aliases, address6 FROM endpoints WHERE "
+                          "network_id=? ORDER BY created, netns", (net_id,)).fetchall()
         if not rows:
             continue
-        zone = Zone(name, gateway, ipaddress.ip_network(subnet), ups, bool(internal))
-        for netns, address, aliases in rows:
-            ip = address.split("/")[0]
+        v4 = ipaddress.IPv4Network(subnet) if subnet else None
+        v6 = ipaddress.IPv6Network(subnet6) if subnet6 else None
+        zone = Zone(name, gateway if v4 else gateway6, v4, ups, bool(internal),
+                    gateway6=gateway6 if v4 and v6 else "", subnet6=v6)
+        for netns, address, aliases, address6 in rows:
+            ips = [a.split("/")[0] for a in (address, address6) if a]
             for n in [netns.lower(), *(aliases.split(",") if aliases else [])]:
-                zone.names.setdefault(n, []).append(ip)
-            zone.ptr[ip] = netns
-        zones[gateway] = zone
+                zone.names.setdefault(n, []).extend(ips)
+            for ip in ips:
+                zone.ptr[ip] = netns
+        for gw in zone.gateways:
+            zones[gw] = zone
         if versions.get(net_id) is not None:
             fresh[net_id] = (key, zone)
     if known is not None:
@@ -207,6 +236,20 @@ class Answer:
 
 _PLAIN_QUERY = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QD 1, AN 0, NS 0, AR 0
 _A_HEAD = b"\xc0\x0c\x00\x01\x00\x01" + struct.pack("!IH", TTL, 4)  # -> the question's name
+_AAAA_HEAD = b"\xc0\x0c\x00\x1c\x00\x01" + struct.pack("!IH", TTL, 16)
+
+
+def _records(ips: list[str], qtype: int) -> list[bytes]:
+    """The answer records for ``qtype`` (A, AAAA or ANY), in the zone's
+    order: each address as its family's record."""
+    out = []
+    for ip in ips:
+        if ":" in ip:
+            if qtype in (28, 255):
+                out.append(_AAAA_HEAD + socket.inet_pton(socket.AF_INET6, ip))
+        elif qtype in (1, 255):
+            out.append(_A_HEAD + socket.inet_aton(ip))
+    return out
 
 
 def fast_answer(zone: Zone, data: bytes) -> bytes | None:
@@ -238,7 +281,7 @@ def fast_answer(zone: Zone, data: bytes) -> bytes | None:
     if ips is None:
         return None
     qtype = data[pos + 1] << 8 | data[pos + 2]
-    records = [_A_HEAD + socket.inet_aton(ip) for ip in ips] if qtype in (1, 255) else []
+    records = _records(ips, qtype)
     wire = b"".join((data[:2], bytes((0x84 | data[2] & 0x01, 0x80 | data[3] & 0x70)),
                      struct.pack("!HHHH", 1, len(records), 0, 0), data[12:], *records))
     return wire if len(wire) <= 512 else None  # (the full path truncates)
@@ -294,13 +337,15 @@ def _zone_name(labels: tuple[bytes, ...]) -> str | None:
 
 
 def _local(zone: Zone, query: DNSRecord, name: str, qtype: int) -> DNSRecord | None:
-    if name.endswith(".in-addr.arpa"):
+    if name.endswith(".in-addr.arpa") or name.endswith(".ip6.arpa"):
         return _reverse(zone, query, name, qtype)
     ips = zone.names.get(name)
     if ips is not None:
         reply = _reply(query, auth=True)
-        if qtype in (QTYPE.A, QTYPE.ANY):
-            for ip in ips:
+        for ip in ips:
+            if ":" in ip and qtype in (QTYPE.AAAA, QTYPE.ANY):
+                reply.add_answer(RR(query.q.qname, QTYPE.AAAA, rdata=AAAA(ip), ttl=TTL))
+            elif ":" not in ip and qtype in (QTYPE.A, QTYPE.ANY):
                 reply.add_answer(RR(query.q.qname, QTYPE.A, rdata=A(ip), ttl=TTL))
         return reply  # other types: the name exists, no data (NODATA)
     if "." not in name:
@@ -308,11 +353,23 @@ def _local(zone: Zone, query: DNSRecord, name: str, qtype: int) -> DNSRecord | N
     return None
 
 
-def _reverse(zone: Zone, query: DNSRecord, name: str, qtype: int) -> DNSRecord | None:
-    parts = name[: -len(".in-addr.arpa")].split(".")
+def _reverse_ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a full in-addr.arpa / ip6.arpa name stands for (a
+    shorter name, e.g. a whole zone's, is no address: forwarded)."""
     try:
-        ip = ipaddress.IPv4Address(".".join(reversed(parts)))
+        if name.endswith(".in-addr.arpa"):
+            return ipaddress.IPv4Address(".".join(reversed(name[:-13].split("."))))
+        nibbles = name[:-9].split(".")
+        if len(nibbles) != 32 or any(len(n) != 1 for n in nibbles):
+            return None
+        return ipaddress.IPv6Address(int("".join(reversed(nibbles)), 16))
     except ValueError:
+        return None
+
+
+def _reverse(zone: Zone, query: DNSRecord, name: str, qtype: int) -> DNSRecord | None:
+    ip = _reverse_ip(name)
+    if ip is None:
         return None
     if str(ip) in zone.ptr:
         reply = _reply(query, auth=True)
@@ -320,7 +377,8 @@ def _reverse(zone: Zone, query: DNSRecord, name: str, qtype: int) -> DNSRecord |
             reply.add_answer(RR(query.q.qname, QTYPE.PTR, rdata=PTR(zone.ptr[str(ip)] + "."),
                                 ttl=TTL))
         return reply
-    if ip in zone.subnet:
+    subnet = zone.subnet if ip.version == 4 else zone.subnet6
+    if subnet is not None and ip in subnet:
         return _reply(query, RCODE.NXDOMAIN, auth=True)
     return None
 
@@ -434,14 +492,18 @@ class Server:
             if zone is not None and gw not in self.udp:
                 await self._listen(gw, zone)
         self.errors = {z.network: self.errors[z.network] for z in self.zones.values()
-                       if z.network in self.errors and z.gateway not in self.udp}
+                       if z.network in self.errors
+                       and any(g not in self.udp for g in z.gateways)}
         self.generation += 1
         self._write_status()
 
     async def _listen(self, gw: str, zone: Zone) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        family = socket.AF_INET6 if ":" in gw else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((gw, 53))
             tcp = await asyncio.start_server(lambda r, w, gw=gw: self._tcp_client(gw, r, w),
                                              host=gw, port=53, reuse_address=True,
@@ -463,10 +525,12 @@ class Server:
         self.tcp.pop(gw).close()
 
     def _write_status(self) -> None:
+        zones = {z.network: z for z in self.zones.values()}
         status = {"pid": os.getpid(), "generation": self.generation,
-                  "networks": {z.network: {"gateway": gw, "listening": gw in self.udp,
+                  "networks": {z.network: {"gateway": z.gateway, "gateways": list(z.gateways),
+                                           "listening": all(g in self.udp for g in z.gateways),
                                            "error": self.errors.get(z.network)}
-                               for gw, z in self.zones.items()}}
+                               for z in zones.values()}}
         tmp = os.path.join(self.state_dir, STATUS + ".tmp")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)  # never write through a symlink planted under that name
@@ -612,8 +676,7 @@ class Server:
             if self.changed():
                 await self.reload()
             elif self.errors:  # a gateway we could not bind: maybe it is free now
-                await self._listen_all([z.gateway for z in self.zones.values()
-                                        if z.gateway not in self.udp])
+                await self._listen_all([gw for gw in self.zones if gw not in self.udp])
             if self.zones:
                 idle_since = None
             elif idle_since is None:

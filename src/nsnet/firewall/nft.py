@@ -12,11 +12,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
+import os
 import subprocess
 from typing import Any
 
 from .. import kernel as k
 from ..errors import KernelError
+from ..kernel import record
 from ..kernel.features import throwaway_netns
 from . import Facts, content_of_listing, describe_drift, facts_of_listing
 from .rules import TABLE
@@ -68,7 +70,11 @@ class NftablesDriver:
         if not commands:
             return
         self.transactions += 1
-        self._run(self._batch(commands))
+        batch = self._batch(commands)
+        self._run(batch)
+        rec = record.active()
+        if rec is not None:  # --explain: the transaction, as applied
+            rec.nft(os.fstat(self.netns.fd).st_ino, batch)
 
     def facts(self) -> Facts:
         return facts_of_listing(self._listing(self.netns))
@@ -87,7 +93,7 @@ class NftablesDriver:
 
     def _listing(self, netns: k.Netns) -> list[dict[str, Any]]:
         listing: list[dict[str, Any]] = []
-        for family in ("ip", "bridge"):
+        for family in ("ip", "ip6", "bridge"):  # ip6: IPv6 networks only (often absent)
             out = self._run(f"list table {family} {TABLE}", missing_ok=True, netns=netns)
             if out:
                 listing += json.loads(out).get("nftables", [])

@@ -28,6 +28,38 @@ whatever the count::
   bridge nsnet
     forward     filter          iifname @noicc oifname @noicc drop  (--no-icc)
 
+IPv6 (#16) lives in a third table, ``ip6 nsnet``, with the same layout
+(the same set, map and chain names, so one reads like the other), built by
+the ``*6`` functions and added to a transaction only for networks that have
+an IPv6 subnet: an IPv4-only network's commands are exactly what they were
+(the golden file proves it).  Not one ``inet`` table for both: that would
+rewrite every IPv4 rule nsnet has shipped, and Docker's own nftables backend
+keeps ``ip`` and ``ip6`` tables apart the same way.  The ``bridge`` table's
+--no-icc drop works on frames, so it covers both families already.  The
+differences from IPv4, each for a reason::
+
+  ip6 nsnet
+    guard       drop ::1 arriving on any interface but lo (the kernel drops it
+                too -- IPv6 has no route_localnet -- kept as the same defence)
+    (no localnet chain: [::1] cannot be published, see model.validate)
+    output      ::1 returns before the port maps: a DNAT of the host's own ::1
+                connection could never be routed to a bridge
+    input       internal-<net> also accepts neighbour discovery (hop limit 255,
+                i.e. from the link itself), without which nothing on the
+                network could reach its gateway at all
+    forward     before fwd_in: @routed_ports (endpoint address . proto . port)
+                accepted and ICMPv6 echo to @routed bridges accepted -- Docker's
+                "routed" gateway mode: no NAT, only published container ports
+                (and ping) reachable, directly, from anywhere
+    from-<net>  first drops a source outside the network's subnet: IPv6 has
+                no rp_filter, this is the anti-spoofing it would do
+    into-<net>  only the hairpin masquerade (no 127.0.0.1 twin)
+    masq        one rule per NAT-mode network (none for routed ones)
+
+An IPv4-only bridge carries no IPv6 at all (disable_ipv6 on it and its
+endpoints), so the kernel itself keeps IPv6 away from it; the ip6 table's
+isolation covers the IPv6 networks among themselves.
+
 Published ports never capture traffic addressed to a gateway (nsnet's DNS
 and the host's services as seen from a network), nor anything from an
 internal network: both are one set lookup before the port maps.  The
@@ -46,7 +78,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..model import Network, Published, bridge_alias, veth_alias
+from ..model import V6_ANY, Network, Published, bridge_alias, veth_alias
 
 __all__ = [
     "LOCALNET_MARK",
@@ -55,12 +87,15 @@ __all__ = [
     "endpoints_remove",
     "full",
     "masquerade",
+    "masquerade6",
     "network_add",
     "network_remove",
     "ports_add",
     "ports_remove",
     "skeleton",
+    "skeleton6",
     "teardown",
+    "teardown6",
 ]
 
 TABLE = "nsnet"
@@ -138,8 +173,13 @@ def _base_chain(name: str, kind: str, hook: str, prio: int, family: str = "ip") 
     return [{"add": {"chain": chain}}, {"flush": {"chain": _t(family, name=name)}}]
 
 
-def skeleton() -> list[Cmd]:
-    """The fixed part: tables, maps, base chains and their rules."""
+def skeleton(ipv6: bool = False) -> list[Cmd]:
+    """The fixed part: tables, maps, base chains and their rules; with
+    ``ipv6`` the ip6 table's too (:func:`skeleton6`)."""
+    return _skeleton4() + (skeleton6() if ipv6 else [])
+
+
+def _skeleton4() -> list[Cmd]:
     vmap = {"map": "verdict"}
     cmds: list[Cmd] = [
         {"add": {"table": {"family": "ip", "name": TABLE}}},
@@ -202,6 +242,11 @@ def teardown() -> list[Cmd]:
             for fam in ("ip", "bridge") for op in ("add", "delete")]
 
 
+def teardown6() -> list[Cmd]:
+    """Remove the ip6 table (idempotent, as :func:`teardown`)."""
+    return [{op: {"table": {"family": "ip6", "name": TABLE}}} for op in ("add", "delete")]
+
+
 # ----------------------------------------------------------------- networks
 def _network_chains(net: Network) -> dict[str, list[list[Any]]]:
     """Per-network chains and their rules."""
@@ -257,7 +302,7 @@ def masquerade(networks: list[Network]) -> list[Cmd]:
     """The masq chain for these networks (all of them: it is rewritten whole)."""
     cmds: list[Cmd] = [{"add": {"chain": _t(name="masq")}}, {"flush": {"chain": _t(name="masq")}}]
     for net in networks:
-        if net.masquerade and not net.internal:
+        if net.masquerade and not net.internal and net.has_ipv4:
             cmds.append(_rule("masq", [_match(_SADDR, _prefix(net.subnet)),
                                        _match(_meta("oifname"), net.bridge, "!="),
                                        {"masquerade": None}], bridge_alias(net.id)))
@@ -286,27 +331,56 @@ def _network_elements(net: Network) -> list[tuple[str, list[Any]]]:
 
 
 def network_add(net: Network, others: list[Network]) -> list[Cmd]:
-    """Commands adding ``net``; ``others`` are the networks already there."""
-    cmds = masquerade([*others, net])
-    for chain, rules in _network_chains(net).items():
-        cmds += [{"add": {"chain": _t(name=chain)}}, {"flush": {"chain": _t(name=chain)}}]
-        cmds += [_rule(chain, expr, bridge_alias(net.id)) for expr in rules]
-    for name, items in _network_elements(net):
-        cmds += _elements("add", name, items)
+    """Commands adding ``net``; ``others`` are the networks already there.
+    A network with IPv6 needs the ip6 skeleton (``skeleton(ipv6=True)``)."""
+    cmds = _add_family(net, [*others, net], "ip") if net.has_ipv4 else []
+    if net.has_ipv6:
+        cmds += _add_family(net, [*others, net], "ip6")
     return cmds + endpoints_add(net)
+
+
+def _add_family(net: Network, networks: list[Network], fam: str) -> list[Cmd]:
+    cmds = masquerade(networks) if fam == "ip" else masquerade6(networks)
+    chains = _network_chains(net) if fam == "ip" else _network_chains6(net)
+    for chain, rules in chains.items():
+        cmds += [{"add": {"chain": _t(fam, name=chain)}},
+                 {"flush": {"chain": _t(fam, name=chain)}}]
+        cmds += [_rule(chain, expr, bridge_alias(net.id), fam) for expr in rules]
+    elements = _network_elements(net) if fam == "ip" else _network_elements6(net)
+    for name, items in elements:
+        cmds += _elements("add", name, items, fam)
+    return cmds
 
 
 def network_remove(net: Network, others: list[Network]) -> list[Cmd]:
     """Commands removing ``net``; ``others`` are the networks that stay.
     Idempotent: elements and chains are added (as they would be) before
-    being deleted, so a half-applied or already-removed network is fine."""
-    cmds = masquerade(others) + endpoints_remove(net)
-    chains = list(_network_chains(net))
-    cmds += [{"add": {"chain": _t(name=chain)}} for chain in chains]  # elements jump there
-    for name, items in _network_elements(net):
-        cmds += _elements("add", name, items) + _elements("delete", name, items)
+    being deleted, so a half-applied or already-removed network is fine.
+    The last IPv6 network takes the ip6 table with it."""
+    if net.has_ipv4:
+        cmds = _remove_family(net, masquerade(others), _network_chains(net),
+                              _network_elements(net), "ip", endpoints_remove(net))
+    else:
+        cmds = endpoints_remove(net)
+    if net.has_ipv6:
+        cmds += _remove_family(net, masquerade6(others), _network_chains6(net),
+                               _network_elements6(net), "ip6", [])
+        if not any(o.has_ipv6 for o in others):
+            cmds += teardown6()
+    return cmds
+
+
+def _remove_family(net: Network, masq: list[Cmd], chains_of: dict[str, Any],
+                   elements: list[tuple[str, list[Any]]], fam: str,
+                   before: list[Cmd]) -> list[Cmd]:
+    cmds = masq + before
+    chains = list(chains_of)
+    cmds += [{"add": {"chain": _t(fam, name=chain)}} for chain in chains]  # elements jump there
+    for name, items in elements:
+        cmds += _elements("add", name, items, fam) + _elements("delete", name, items, fam)
     for chain in chains:
-        cmds += [{"flush": {"chain": _t(name=chain)}}, {"delete": {"chain": _t(name=chain)}}]
+        cmds += [{"flush": {"chain": _t(fam, name=chain)}},
+                 {"delete": {"chain": _t(fam, name=chain)}}]
     return cmds
 
 
@@ -333,6 +407,8 @@ def _port_elements(pubs: list[Published]) -> dict[str, list[Any]]:
                                  for p in ("addr", "port")}
     for p in pubs:
         m = p.port
+        if not p.ip or 4 not in m.families:
+            continue
         key = [m.proto, m.host_port] if not m.host_ip else [m.host_ip, m.proto, m.host_port]
         maps = "ports_ip" if m.host_ip else "ports_any"
         elem = _elem({"concat": key}, veth_alias(p.endpoint))
@@ -342,21 +418,197 @@ def _port_elements(pubs: list[Published]) -> dict[str, list[Any]]:
 
 
 def ports_add(pubs: list[Published]) -> list[Cmd]:
-    return [c for name, items in _port_elements(pubs).items()
+    """Elements publishing these ports: in the ip table for the IPv4 side,
+    in the ip6 table (which must exist) for the IPv6 side."""
+    cmds = [c for name, items in _port_elements(pubs).items()
             for c in _elements("add", name, items)]
+    return cmds + [c for name, items in _port_elements6(pubs).items()
+                   for c in _elements("add", name, items, "ip6")]
 
 
 def ports_remove(pubs: list[Published]) -> list[Cmd]:
-    return [c for name, items in _port_elements(pubs).items()
+    cmds = [c for name, items in _port_elements(pubs).items()
             for c in _elements("add", name, items) + _elements("delete", name, items)]
+    return cmds + [c for name, items in _port_elements6(pubs).items()
+                   for c in _elements("add", name, items, "ip6")
+                   + _elements("delete", name, items, "ip6")]
 
 
 def full(networks: list[Network], pubs: list[Published]) -> list[Cmd]:
     """The whole firewall from the state store, replacing whatever is there
-    (one transaction: the tables are deleted and rebuilt atomically)."""
+    (one transaction: the tables are deleted and rebuilt atomically).  The
+    ip6 table is always deleted first and rebuilt only if a network has
+    IPv6, so no stale one survives a rebuild."""
     if not networks:
-        return teardown()
-    cmds = teardown() + skeleton()
+        return teardown() + teardown6()
+    ipv6 = any(n.has_ipv6 for n in networks)
+    cmds = teardown() + teardown6() + skeleton(ipv6)
     for i, net in enumerate(networks):
         cmds += network_add(net, networks[:i])
     return cmds + ports_add(pubs)
+
+
+# ===================================================================== IPv6
+_SADDR6 = {"payload": {"protocol": "ip6", "field": "saddr"}}
+_DADDR6 = {"payload": {"protocol": "ip6", "field": "daddr"}}
+_LOOPBACK6 = "::1"
+_ICMP6_TYPE = {"payload": {"protocol": "icmpv6", "field": "type"}}
+_HOPLIMIT = {"payload": {"protocol": "ip6", "field": "hoplimit"}}
+_ROUTED_KEY = {"concat": [_DADDR6, *_PROTO_PORT]}
+
+
+def _dnat6_rules(chain: str) -> list[Cmd]:
+    local = _match({"fib": {"result": "type", "flags": ["daddr"]}}, "local")
+    return [_rule(chain, [local, _dnat(_PROTO_PORT, "ports_any")], family="ip6"),
+            _rule(chain, [_dnat([_DADDR6, *_PROTO_PORT], "ports_ip")], family="ip6")]
+
+
+def _not_to_gateways6(chain: str) -> list[Cmd]:
+    return [_rule(chain, [_match(_DADDR6, "@gateways"), {"return": None}], family="ip6")]
+
+
+def skeleton6() -> list[Cmd]:
+    """The ip6 table's fixed part (see the module's doc for how it differs
+    from the ip table's)."""
+    vmap = {"map": "verdict"}
+    cmds: list[Cmd] = [
+        {"add": {"table": {"family": "ip6", "name": TABLE}}},
+        {"add": {"set": _t("ip6", name="bridges", type="ifname")}},
+        {"add": {"set": _t("ip6", name="internal", type="ifname")}},
+        {"add": {"set": _t("ip6", name="routed", type="ifname")}},
+        {"add": {"set": _t("ip6", name="gateways", type="ipv6_addr")}},
+        {"add": {"set": _t("ip6", name="routed_ports",
+                           type=["ipv6_addr", "inet_proto", "inet_service"])}},
+        {"add": {"map": _t("ip6", name="in_from", type="ifname", **vmap)}},
+        {"add": {"map": _t("ip6", name="sealed", type="ifname", **vmap)}},
+        {"add": {"map": _t("ip6", name="fwd_in", type="ifname", **vmap)}},
+        {"add": {"map": _t("ip6", name="fwd_out", type="ifname", **vmap)}},
+        {"add": {"map": _t("ip6", name="post_out", type="ifname", **vmap)}},
+        {"add": {"chain": _t("ip6", name="masq")}},
+    ]
+    for maps, key in (("ports_any", ["inet_proto", "inet_service"]),
+                      ("ports_ip", ["ipv6_addr", "inet_proto", "inet_service"])):
+        cmds += [{"add": {"map": _t("ip6", name=f"{maps}_{part}", type=key, map=data)}}
+                 for part, data in (("addr", "ipv6_addr"), ("port", "inet_service"))]
+    cmds += _base_chain("guard", "filter", "prerouting", -300, "ip6")
+    cmds.append(_rule("guard", [_match(_meta("iifname"), "lo", "!="),
+                                _match(_DADDR6, _LOOPBACK6), {"drop": None}], family="ip6"))
+    cmds += _base_chain("prerouting", "nat", "prerouting", -100, "ip6")
+    cmds.append(_rule("prerouting", [_match(_meta("iifname"), "@internal"), {"return": None}],
+                      family="ip6"))
+    cmds += _not_to_gateways6("prerouting") + _dnat6_rules("prerouting")
+    cmds += _base_chain("output", "nat", "output", -100, "ip6")
+    cmds.append(_rule("output", [_match(_DADDR6, _LOOPBACK6), {"return": None}], family="ip6"))
+    cmds += _not_to_gateways6("output") + _dnat6_rules("output")
+    cmds += _base_chain("input", "filter", "input", 0, "ip6")
+    cmds.append(_rule("input", [{"vmap": {"key": _meta("iifname"), "data": "@in_from"}}],
+                      family="ip6"))
+    cmds += _base_chain("forward", "filter", "forward", 0, "ip6")
+    cmds += [_rule("forward", expr, family="ip6") for expr in (
+        [{"vmap": {"key": _meta("iifname"), "data": "@sealed"}}],
+        [{"vmap": {"key": _meta("oifname"), "data": "@sealed"}}],
+        [_match({"ct": {"key": "state"}}, ["established", "related"], "in"), {"accept": None}],
+        [_match({"ct": {"key": "status"}}, "dnat", "in"), {"accept": None}],
+        # routed mode: published container ports, and ping, reachable directly
+        [_match(_meta("oifname"), "@routed"), _match(_ROUTED_KEY, "@routed_ports"),
+         {"accept": None}],
+        [_match(_meta("oifname"), "@routed"), _match(_ICMP6_TYPE, "echo-request"),
+         {"accept": None}],
+        [{"vmap": {"key": _meta("iifname"), "data": "@fwd_in"}}],
+        [{"vmap": {"key": _meta("oifname"), "data": "@fwd_out"}}],
+    )]
+    cmds += _base_chain("postrouting", "nat", "postrouting", 100, "ip6")
+    cmds += [_rule("postrouting", [{"vmap": {"key": _meta("oifname"), "data": "@post_out"}}],
+                   family="ip6"),
+             _rule("postrouting", [{"jump": {"target": "masq"}}], family="ip6")]
+    return cmds
+
+
+def _network_chains6(net: Network) -> dict[str, list[list[Any]]]:
+    br = net.bridge
+    chains: dict[str, list[list[Any]]] = {
+        _chain_name("from", net): [
+            [_match(_SADDR6, _prefix(net.subnet6), "!="), {"drop": None}],  # anti-spoofing
+            [_match(_meta("oifname"), br), {"accept" if net.icc else "drop": None}],
+            [_match(_meta("oifname"), "@bridges"), {"drop": None}],  # isolation
+            *([[{"drop": None}]] if net.internal else []),
+        ],
+        _chain_name("into", net): [
+            [_match({"ct": {"key": "status"}}, "dnat", "in"),
+             _match(_SADDR6, _prefix(net.subnet6)), {"masquerade": None}],  # hairpin
+        ],
+    }
+    if net.internal:
+        chains.update(_internal_chains6(net))
+    return chains
+
+
+def _internal_chains6(net: Network) -> dict[str, list[list[Any]]]:
+    """As :func:`_internal_chains`, plus neighbour discovery with the
+    gateway (hop limit 255: sent on the link itself, RFC 4861 7.1)."""
+    br = net.bridge
+    to_gateway = [_match(_DADDR6, net.gateway6),
+                  _match(_meta("l4proto"), {"set": ["udp", "tcp"]}),
+                  _match({"payload": {"protocol": "th", "field": "dport"}}, 53)]
+    return {
+        _chain_name("sealed", net): [
+            [_match(_meta("iifname"), br, "!="), {"drop": None}],
+            [_match(_meta("oifname"), br, "!="), {"drop": None}],
+        ],
+        _chain_name("internal", net): [
+            [_match({"ct": {"key": "state"}}, ["established", "related"], "in"),
+             {"accept": None}],
+            [_match(_ICMP6_TYPE, {"set": ["nd-neighbor-solicit", "nd-neighbor-advert"]}),
+             _match(_HOPLIMIT, 255), {"accept": None}],
+            *([[*to_gateway, {"accept": None}]] if net.dns else []),
+            [_match(_DADDR6, net.gateway6), _match(_ICMP6_TYPE, "echo-request"),
+             {"accept": None}],
+            [{"drop": None}],
+        ],
+    }
+
+
+def masquerade6(networks: list[Network]) -> list[Cmd]:
+    """The ip6 masq chain (rewritten whole): NAT-mode IPv6 networks only;
+    a routed one's endpoints keep their own addresses."""
+    chain = _t("ip6", name="masq")
+    cmds: list[Cmd] = [{"add": {"chain": chain}}, {"flush": {"chain": chain}}]
+    for net in networks:
+        if net.has_ipv6 and net.masquerade and not net.internal and net.ipv6_mode == "nat":
+            cmds.append(_rule("masq", [_match(_SADDR6, _prefix(net.subnet6)),
+                                       _match(_meta("oifname"), net.bridge, "!="),
+                                       {"masquerade": None}], bridge_alias(net.id), "ip6"))
+    return cmds
+
+
+def _network_elements6(net: Network) -> list[tuple[str, list[Any]]]:
+    out = _network_elements(net)  # the same sets and maps, by the same names
+    gateways = ("gateways", [_elem(net.gateway6, bridge_alias(net.id))])
+    out = [gateways if name == "gateways" else (name, items) for name, items in out]
+    if net.ipv6_mode == "routed" and not net.internal:
+        out.append(("routed", [_elem(net.bridge, bridge_alias(net.id))]))
+    return out
+
+
+def _port_elements6(pubs: list[Published]) -> dict[str, list[Any]]:
+    """IPv6 port elements: DNAT maps for NAT-mode networks, the
+    routed_ports set (container address . proto . container port; the
+    host port and address are not used, as Docker) for routed ones."""
+    out: dict[str, list[Any]] = {f"{m}_{p}": [] for m in ("ports_any", "ports_ip")
+                                 for p in ("addr", "port")}
+    out["routed_ports"] = []
+    for p in pubs:
+        m = p.port
+        if not p.ip6 or 6 not in m.families:
+            continue
+        if p.routed6:
+            out["routed_ports"].append(_elem({"concat": [p.ip6, m.proto, m.port]},
+                                             veth_alias(p.endpoint)))
+            continue
+        specific = m.host_ip not in ("", V6_ANY)
+        key = [m.host_ip, m.proto, m.host_port] if specific else [m.proto, m.host_port]
+        maps = "ports_ip" if specific else "ports_any"
+        elem = _elem({"concat": key}, veth_alias(p.endpoint))
+        out[f"{maps}_addr"].append([elem, p.ip6])
+        out[f"{maps}_port"].append([elem, m.port])
+    return out

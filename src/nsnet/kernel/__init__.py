@@ -11,6 +11,12 @@ from __future__ import annotations
 
 from .conntrack import forget_udp
 from .icmp import Echo, ping, reachable
+from .ipv6 import (
+    FORWARDING6,
+    ipv6_gateway_sysctls,
+    ipv6_interface_sysctls,
+    ipv6_off_sysctls,
+)
 from .netlink import BatchResult, NetlinkError, Request
 from .netns import (
     Netns,
@@ -35,10 +41,12 @@ from .rtnl import (
     mac_bytes,
     req_add_addr,
     req_add_route,
+    req_add_route6,
     req_del_group,
     req_del_link,
     req_del_neigh,
     req_del_route,
+    req_del_route6,
     req_new_bridge,
     req_new_veth,
     req_set_link,
@@ -56,6 +64,7 @@ from .tc import (
 )
 
 __all__ = [
+    "FORWARDING6",
     "Address",
     "BatchResult",
     "Echo",
@@ -77,6 +86,9 @@ __all__ = [
     "exec_in_netns",
     "forget_udp",
     "has_netem",
+    "ipv6_gateway_sysctls",
+    "ipv6_interface_sysctls",
+    "ipv6_off_sysctls",
     "is_netns_mount",
     "list_netns",
     "listeners",
@@ -91,12 +103,14 @@ __all__ = [
     "remove_netns",
     "req_add_addr",
     "req_add_route",
+    "req_add_route6",
     "req_clsact",
     "req_del_group",
     "req_del_link",
     "req_del_neigh",
     "req_del_root_qdisc",
     "req_del_route",
+    "req_del_route6",
     "req_loopback_guard",
     "req_netem",
     "req_new_bridge",

@@ -15,6 +15,7 @@ import struct
 
 from .netlink import NLA_F_NESTED, Netlink, Request, attr, parse_attrs
 from .netns import Netns, entered
+from .record import Note
 
 __all__ = ["forget_udp"]
 
@@ -39,6 +40,17 @@ def _udp_dest(orig: bytes) -> tuple[str, int] | None:
     return socket.inet_ntoa(dst[:4]), struct.unpack(">H", proto[CTA_PROTO_DST_PORT][:2])[0]
 
 
+def req_ct_delete(orig: bytes) -> Request:
+    """Delete the conntrack entry of this original tuple (as dumped)."""
+    def cmd() -> tuple:
+        dest = _udp_dest(orig)
+        return ("conntrack", "-D", "-p", "udp", "--orig-dst", dest[0], "--dport", dest[1],
+                Note("nsnet deletes each entry of that destination by its whole tuple; "
+                     "this deletes the same entries")) if dest else ()
+    return Request(_CT_DELETE, 0, _NFGEN + attr(CTA_TUPLE_ORIG | NLA_F_NESTED, orig),
+                   "delete a conntrack entry", cmd)
+
+
 def forget_udp(ns: Netns, ports: set[tuple[str, int]]) -> int:
     """Delete UDP entries in ``ns`` whose original destination is one of
     ``ports`` ((host_ip, port); host_ip "" = any address).  Returns how many."""
@@ -51,9 +63,7 @@ def forget_udp(ns: Netns, ports: set[tuple[str, int]]) -> int:
         for reply in nl.dump(_CT_GET, _NFGEN):
             orig = parse_attrs(reply.body, len(_NFGEN)).get(CTA_TUPLE_ORIG)
             dest = _udp_dest(orig) if orig else None
-            if dest and (dest in ports or ("", dest[1]) in ports):
-                doomed.append(Request(_CT_DELETE, 0, _NFGEN + attr(CTA_TUPLE_ORIG | NLA_F_NESTED,
-                                                                    orig or b""),
-                                      "delete a conntrack entry"))
+            if dest and orig and (dest in ports or ("", dest[1]) in ports):
+                doomed.append(req_ct_delete(orig))
         errors = nl.batch(doomed).errors
     return sum(1 for err, _ in errors if err in (0, errno.ENOENT))

@@ -16,8 +16,10 @@ import os
 import socket
 import struct
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+
+from . import record
 
 # message types
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
@@ -118,6 +120,11 @@ class Request:
     flags: int
     body: bytes
     what: str = ""  # human description used in error messages
+    # the equivalent command, for --explain (see nsnet.kernel.record): called
+    # only while recording (building it for every request would cost ~20% of
+    # a builder's time), it returns words with record.Dev / record.Ns
+    # placeholders for ifindexes and namespace fds
+    cmd: Callable[[], tuple] = tuple
 
 
 @dataclass
@@ -171,6 +178,8 @@ class Netlink:
         self.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
         self.sock.bind((0, 0))
         self.seq = 1
+        # the namespace the socket lives in, for --explain only (a stat)
+        self.netns_inode = record.ns_inode_here() if record.active() else 0
 
     def close(self) -> None:
         self.sock.close()
@@ -189,6 +198,27 @@ class Netlink:
 
     def batch(self, requests: list[Request]) -> BatchResult:
         """Send all requests with ACK, pipelined; return one (errno, msg) each."""
+        rec = record.active()
+        if rec is not None and requests:
+            links = self._link_names(requests)
+            result = self._send(requests)
+            rec.netlink(self.netns_inode, requests, links, result.errors)
+            return result
+        return self._send(requests)
+
+    def _link_names(self, requests: list[Request]) -> dict[int, str]:
+        """ifindex -> name in this socket's namespace, before the batch (a
+        link it deletes is still named): only to print it (--explain)."""
+        if not any(isinstance(w, record.Dev) for r in requests for w in r.cmd()):
+            return {}
+        out = {}
+        for reply in self.dump(RTM_GETLINK, IFINFO.pack(0, 0, 0, 0, 0)):
+            if reply.msg_type == RTM_NEWLINK:
+                index = IFINFO.unpack_from(reply.body)[2]
+                out[index] = cstr(parse_attrs(reply.body, IFINFO.size).get(IFLA_IFNAME, b""))
+        return out
+
+    def _send(self, requests: list[Request]) -> BatchResult:
         result = BatchResult()
         for start in range(0, len(requests), self.CHUNK):
             chunk = requests[start : start + self.CHUNK]

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
+from . import record
+
 CLONE_NEWNET = 0x40000000
 CLONE_NEWNS = 0x00020000
 MS_BIND, MS_REC, MS_SHARED, MS_SLAVE = 0x1000, 0x4000, 1 << 20, 1 << 19
@@ -70,6 +72,7 @@ def open_netns(path: str, name: str | None = None) -> Netns:
     except BaseException:
         os.close(fd)
         raise
+    record.remember_netns(fd, path)
     return Netns(name or os.path.basename(path), path, fd)
 
 
@@ -120,6 +123,7 @@ def write_sysctls_here(values: dict[str, str]) -> None:
 
     /proc/sys/net resolves against the writing thread's namespace.  Missing
     keys (e.g. IPv6 compiled out) are skipped."""
+    written = {}
     for key, value in values.items():
         try:
             fd = os.open("/proc/sys/" + key, os.O_WRONLY)
@@ -129,6 +133,10 @@ def write_sysctls_here(values: dict[str, str]) -> None:
             os.write(fd, value.encode())
         finally:
             os.close(fd)
+        written[key] = value
+    rec = record.active()
+    if rec is not None:
+        rec.sysctls(record.ns_inode_here(), written)
 
 
 def create_netns(netns_dir: str, name: str, sysctls: dict[str, str] | None = None) -> Netns:
@@ -142,6 +150,10 @@ def create_netns(netns_dir: str, name: str, sysctls: dict[str, str] | None = Non
         try:
             mount("/proc/thread-self/ns/net", path, "none", MS_BIND)
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            rec = record.active()
+            if rec is not None:
+                record.remember_netns(fd, path)
+                rec.ns_created(path)
             if sysctls:
                 write_sysctls_here(sysctls)
         finally:
@@ -162,6 +174,9 @@ def remove_netns(path: str) -> None:
     unlinked: a path from a forged or stale record cannot make nsnet unmount
     /proc or delete a file with content."""
     if _is_netns_mount_here(path):
+        rec = record.active()
+        if rec is not None:
+            rec.ns_removed(path)
         try:
             umount(path, MNT_DETACH | UMOUNT_NOFOLLOW)
         except OSError as exc:

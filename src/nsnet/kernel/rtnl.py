@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from . import netlink as nl
 from .netlink import Request, attr, attr_str, attr_u32, nested
+from .record import Dev, Note, Ns
 
 IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 4, 5
 IFLA_BRPORT_STATE, IFLA_BRPORT_MODE = 1, 4  # port STP state; mode = hairpin
@@ -144,8 +145,12 @@ def req_new_bridge(name: str, mtu: int = 0, mac: str = "", group: int = 0,
     if group:
         attrs.append(attr_u32(nl.IFLA_GROUP, group))
     flags = nl.IFF_UP if up else 0
+    def cmd() -> tuple:
+        return ("ip", "link", "add", name, *(["address", mac.lower()] if mac else []),
+                *(["mtu", mtu] if mtu else []), *(["group", group] if group else []),
+                *(["up"] if up else []), "type", "bridge")
     return Request(nl.RTM_NEWLINK, nl.NLM_F_CREATE | nl.NLM_F_EXCL,
-                   _ifinfo(0, flags, nl.IFF_UP) + b"".join(attrs), f"create bridge {name}")
+                   _ifinfo(0, flags, nl.IFF_UP) + b"".join(attrs), f"create bridge {name}", cmd)
 
 
 def req_new_veth(spec: VethSpec) -> Request:
@@ -163,9 +168,16 @@ def req_new_veth(spec: VethSpec) -> Request:
     info = nested(nl.IFLA_LINKINFO, attr_str(nl.IFLA_INFO_KIND, "veth"),
                   nested(nl.IFLA_INFO_DATA,
                          attr(nl.VETH_INFO_PEER, _ifinfo() + b"".join(peer))))
+    def cmd() -> tuple:
+        return ("ip", "link", "add", spec.host_name,
+                *(["master", Dev(spec.master)] if spec.master else []),
+                *(["mtu", spec.mtu] if spec.mtu else []),
+                "type", "veth", "peer", "name", spec.peer_name, "netns", Ns(spec.peer_netns_fd),
+                *(["mtu", spec.mtu] if spec.mtu else []),
+                *(["address", spec.peer_mac.hex(":")] if spec.peer_mac else []))
     return Request(nl.RTM_NEWLINK, nl.NLM_F_CREATE | nl.NLM_F_EXCL,
                    _ifinfo() + b"".join(host) + info,
-                   f"create veth {spec.host_name} <-> {spec.peer_name}")
+                   f"create veth {spec.host_name} <-> {spec.peer_name}", cmd)
 
 
 def req_set_link(name: str = "", index: int = 0, up: bool | None = None,
@@ -185,33 +197,60 @@ def req_set_link(name: str = "", index: int = 0, up: bool | None = None,
         mode = attr(IFLA_BRPORT_MODE, struct.pack("=B", int(hairpin)))
         attrs.append(nested(nl.IFLA_LINKINFO, attr_str(IFLA_INFO_SLAVE_KIND, "bridge"),
                             nested(IFLA_INFO_SLAVE_DATA, mode)))
+    def cmd() -> tuple:
+        words: list = ["ip", "link", "set", "dev", name if name and not index else Dev(index)]
+        if up is not None:
+            words.append("up" if up else "down")
+        if alias is not None:
+            words += ["alias", alias]
+        if group is not None:
+            words += ["group", group]
+        if hairpin is not None:
+            words += ["type", "bridge_slave", "hairpin", "on" if hairpin else "off"]
+        return tuple(words)
     return Request(nl.RTM_NEWLINK, 0, _ifinfo(index, flags, change) + b"".join(attrs),
-                   f"set link {name or index}")
+                   f"set link {name or index}", cmd)
 
 
 def req_del_link(index: int = 0, name: str = "") -> Request:
     attrs = attr_str(nl.IFLA_IFNAME, name) if name and not index else b""
-    return Request(nl.RTM_DELLINK, 0, _ifinfo(index) + attrs, f"delete link {name or index}")
+    return Request(nl.RTM_DELLINK, 0, _ifinfo(index) + attrs, f"delete link {name or index}",
+                   lambda: ("ip", "link", "del", "dev",
+                            name if name and not index else Dev(index)))
 
 
 def req_del_group(group: int) -> Request:
     """Delete every link of a group in one request: one RCU wait for all."""
     return Request(nl.RTM_DELLINK, 0, _ifinfo() + attr_u32(nl.IFLA_GROUP, group),
-                   f"delete link group {group}")
+                   f"delete link group {group}",
+                   lambda: ("ip", "link", "del", "group", group,
+                            Note("one request for every link of the group: the kernel waits "
+                                 "for one RCU grace period, not one per link")))
 
 
 def _family(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
     return socket.AF_INET if ip.version == 4 else socket.AF_INET6
 
 
-def req_add_addr(index: int, cidr: str) -> Request:
+IFA_F_NODAD = 0x02
+
+
+def req_add_addr(index: int, cidr: str, nodad: bool = False) -> Request:
+    """``ip addr add CIDR dev INDEX [nodad]``.  ``nodad`` (IPv6): the address
+    is usable at once instead of after duplicate address detection (~1-2 s
+    of a tentative address that cannot be a source, plus a neighbour
+    solicitation per address on the bridge); nsnet's IPAM already
+    guarantees the address is unique on its network."""
     iface = ipaddress.ip_interface(cidr)
     packed = iface.ip.packed
-    body = nl.IFADDR.pack(_family(iface.ip), iface.network.prefixlen, 0, nl.RT_SCOPE_UNIVERSE,
-                          index)
+    flags = IFA_F_NODAD if nodad else 0
+    body = nl.IFADDR.pack(_family(iface.ip), iface.network.prefixlen, flags,
+                          nl.RT_SCOPE_UNIVERSE, index)
     body += attr(nl.IFA_LOCAL, packed) + attr(nl.IFA_ADDRESS, packed)
     return Request(nl.RTM_NEWADDR, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body,
-                   f"add address {cidr}")
+                   f"add address {cidr}",
+                   lambda: ("ip", "addr", "add", str(iface), "dev", Dev(index),
+                            *(["nodad"] if nodad else [])))
 
 
 def req_add_route(dst: str, gateway: str | None = None, oif: int = 0) -> Request:
@@ -226,7 +265,12 @@ def req_add_route(dst: str, gateway: str | None = None, oif: int = 0) -> Request
         body += attr(nl.RTA_GATEWAY, ipaddress.ip_address(gateway).packed)
     if oif:
         body += attr_u32(nl.RTA_OIF, oif)
-    return Request(nl.RTM_NEWROUTE, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body, f"add route {dst}")
+    def cmd() -> tuple:
+        return ("ip", "route", "add", "default" if dst == "default" else str(net),
+                *(["via", gateway] if gateway else []), *(["dev", Dev(oif)] if oif else []),
+                "proto", "boot", *([] if gateway else ["scope", "link"]))
+    return Request(nl.RTM_NEWROUTE, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body, f"add route {dst}",
+                   cmd)
 
 
 def req_del_route(dst: str) -> Request:
@@ -236,14 +280,55 @@ def req_del_route(dst: str) -> Request:
                          0, 0, 0, 0)
     if net.prefixlen:
         body += attr(nl.RTA_DST, net.network_address.packed)
-    return Request(nl.RTM_DELROUTE, 0, body, f"remove route {dst}")
+    return Request(nl.RTM_DELROUTE, 0, body, f"remove route {dst}",
+                   lambda: ("ip", "route", "del", "default" if dst == "default" else str(net)))
+
+
+def _dst6(dst: str) -> ipaddress.IPv6Network:
+    net = ipaddress.ip_network("::/0" if dst == "default" else dst)
+    if net.version != 6:
+        raise ValueError(f"{dst} is not an IPv6 destination")
+    return net  # type: ignore[return-value]
+
+
+def req_add_route6(dst: str, gateway: str | None = None, oif: int = 0) -> Request:
+    """An IPv6 route in the main table, as ``ip -6 route add DST [via GW]
+    [dev OIF]`` sends it (byte for byte: RTA_DST even for the default route,
+    scope universe whatever the next hop -- IPv6 routes have no scope)."""
+    net = _dst6(dst)
+    body = nl.RTMSG.pack(socket.AF_INET6, net.prefixlen, 0, 0, nl.RT_TABLE_MAIN,
+                         nl.RTPROT_BOOT, nl.RT_SCOPE_UNIVERSE, nl.RTN_UNICAST, 0)
+    body += attr(nl.RTA_DST, net.network_address.packed)
+    if gateway:
+        gw = ipaddress.ip_address(gateway)
+        if gw.version != 6:
+            raise ValueError(f"gateway {gateway} of an IPv6 route is not an IPv6 address")
+        body += attr(nl.RTA_GATEWAY, gw.packed)
+    if oif:
+        body += attr_u32(nl.RTA_OIF, oif)
+    return Request(nl.RTM_NEWROUTE, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body,
+                   f"add route {dst} (IPv6)",
+                   lambda: ("ip", "-6", "route", "add", "default" if dst == "default" else str(net),
+                            *(["via", gateway] if gateway else []),
+                            *(["dev", Dev(oif)] if oif else []), "proto", "boot"))
+
+
+def req_del_route6(dst: str) -> Request:
+    """Remove a main-table IPv6 route to ``dst`` ("default" allowed)."""
+    net = _dst6(dst)
+    body = nl.RTMSG.pack(socket.AF_INET6, net.prefixlen, 0, 0, nl.RT_TABLE_MAIN, 0, 0, 0, 0)
+    body += attr(nl.RTA_DST, net.network_address.packed)
+    return Request(nl.RTM_DELROUTE, 0, body, f"remove route {dst} (IPv6)",
+                   lambda: ("ip", "-6", "route", "del",
+                            "default" if dst == "default" else str(net)))
 
 
 def req_del_neigh(index: int, ip: str) -> Request:
     """Forget a neighbour (ARP) entry."""
     addr = ipaddress.ip_address(ip)
     body = nl.NDMSG.pack(_family(addr), index, 0, 0, 0) + attr(nl.NDA_DST, addr.packed)
-    return Request(nl.RTM_DELNEIGH, 0, body, f"delete neighbour {ip}")
+    return Request(nl.RTM_DELNEIGH, 0, body, f"delete neighbour {ip}",
+                   lambda: ("ip", "neigh", "del", str(addr), "dev", Dev(index)))
 
 
 def _decode_link(body: bytes) -> Link:

@@ -36,10 +36,11 @@ from dataclasses import dataclass
 
 from . import netlink as nl
 from .netlink import Request, attr, attr_str, attr_u32, nested
+from .record import Dev, Note
 
-__all__ = ["NetemSpec", "guard_program", "has_netem", "loopback_guarded", "netem_from_tc_args",
-           "read_distribution", "req_clsact", "req_del_root_qdisc", "req_loopback_guard",
-           "req_netem", "req_tbf"]
+__all__ = ["NetemSpec", "bpf_bytecode", "guard_program", "has_netem", "loopback_guarded",
+           "netem_from_tc_args", "read_distribution", "req_clsact", "req_del_root_qdisc",
+           "req_loopback_guard", "req_netem", "req_tbf"]
 
 RTM_NEWQDISC, RTM_DELQDISC = 36, 37
 RTM_NEWTFILTER, RTM_GETTFILTER = 44, 46
@@ -85,13 +86,18 @@ def req_tbf(index: int, rate_bps: int, latency_ms: float = 50.0) -> Request:
         "=III", limit, buffer_ticks, 0)
     opts = nested(TCA_OPTIONS, attr(TCA_TBF_PARMS, qopt), attr_u32(TCA_TBF_BURST, burst))
     body = TCMSG.pack(0, index, 0x10000, TC_H_ROOT, 0) + attr_str(TCA_KIND, "tbf") + opts
+    def cmd() -> tuple:
+        return ("tc", "qdisc", "replace", "dev", Dev(index), "root", "handle", "1:", "tbf",
+                "rate", f"{rate * 8}bit", "burst", burst, "limit", limit,
+                Note("the same rate, burst and limit; tc also sends its rate table"))
     return Request(RTM_NEWQDISC, nl.NLM_F_CREATE | nl.NLM_F_REPLACE, body,
-                   f"set rate {rate_bps} bit/s on link {index}")
+                   f"set rate {rate_bps} bit/s on link {index}", cmd)
 
 
 def req_del_root_qdisc(index: int) -> Request:
     return Request(RTM_DELQDISC, 0, TCMSG.pack(0, index, 0, TC_H_ROOT, 0),
-                   f"remove the root qdisc of link {index}")
+                   f"remove the root qdisc of link {index}",
+                   lambda: ("tc", "qdisc", "del", "dev", Dev(index), "root"))
 
 
 def has_netem() -> bool | None:
@@ -139,7 +145,8 @@ def req_clsact(index: int) -> Request:
     """Add the clsact qdisc (EEXIST if there is one already)."""
     body = TCMSG.pack(0, index, CLSACT_HANDLE, TC_H_CLSACT, 0) + attr_str(TCA_KIND, "clsact")
     return Request(RTM_NEWQDISC, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body,
-                   f"add the clsact qdisc to link {index}")
+                   f"add the clsact qdisc to link {index}",
+                   lambda: ("tc", "qdisc", "add", "dev", Dev(index), "clsact"))
 
 
 def req_loopback_guard(index: int, allow_mark: int) -> Request:
@@ -152,7 +159,19 @@ def req_loopback_guard(index: int, allow_mark: int) -> Request:
     body = TCMSG.pack(0, index, GUARD_HANDLE, TC_H_CLSACT_INGRESS, info) + \
         attr_str(TCA_KIND, "bpf") + opts
     return Request(RTM_NEWTFILTER, nl.NLM_F_CREATE | nl.NLM_F_EXCL, body,
-                   f"add the loopback guard to link {index}")
+                   f"add the loopback guard to link {index}",
+                   lambda: ("tc", "filter", "add", "dev", Dev(index), "ingress", "pref",
+                            GUARD_PREF, "handle", GUARD_HANDLE, "protocol", "all", "bpf",
+                            "direct-action", "bytecode", bpf_bytecode(ops),
+                            Note("classic BPF: drop IPv4 to 127.0.0.0/8 unless the packet "
+                                 f"carries mark 0x{allow_mark:x}")))
+
+
+def bpf_bytecode(ops: bytes) -> str:
+    """A classic-BPF program in tc's ``bytecode`` syntax (``bpf_asm -c``
+    style: the count, then ``code jt jf k`` per instruction)."""
+    insns = [struct.unpack_from("=HBBI", ops, off) for off in range(0, len(ops), 8)]
+    return ",".join([str(len(insns))] + [" ".join(str(v) for v in i) for i in insns])
 
 
 def loopback_guarded(rt: nl.Netlink, index: int, allow_mark: int) -> bool:
@@ -260,7 +279,33 @@ def req_netem(index: int, spec: NetemSpec, replace: bool = True, handle: int = 0
     flags = nl.NLM_F_CREATE | (nl.NLM_F_REPLACE if replace else nl.NLM_F_EXCL)
     body = TCMSG.pack(0, index, handle, TC_H_ROOT, 0) + attr_str(TCA_KIND, "netem")
     return Request(RTM_NEWQDISC, flags, body + netem_options(spec),
-                   f"set netem on link {index}")
+                   f"set netem on link {index}",
+                   lambda: _netem_cmd(index, spec, replace, handle))
+
+
+def _netem_cmd(index: int, spec: NetemSpec, replace: bool, handle: int) -> tuple:
+    """``tc qdisc add|replace dev X root [handle N:] netem ...`` (tc's own
+    units: whole microseconds, percentages, bits per second)."""
+    cmd: list = ["tc", "qdisc", "replace" if replace else "add", "dev", Dev(index), "root"]
+    if handle:
+        cmd += ["handle", f"{handle >> 16:x}:"]
+    cmd.append("netem")
+    if spec.delay_us or spec.jitter_us:
+        cmd += ["delay", f"{int(spec.delay_us)}us"]
+        if spec.jitter_us:
+            cmd.append(f"{int(spec.jitter_us)}us")
+            if spec.delay_corr_pct:
+                cmd.append(f"{spec.delay_corr_pct:g}%")
+    if spec.distribution:
+        cmd += ["distribution", spec.distribution]
+    if spec.loss_pct:
+        cmd += ["loss", f"{spec.loss_pct:g}%"]
+        if spec.loss_corr_pct:
+            cmd.append(f"{spec.loss_corr_pct:g}%")
+    if spec.rate_Bps:
+        cmd += ["rate", f"{spec.rate_Bps * 8}bit"]
+    cmd += ["limit", spec.limit]
+    return tuple(cmd)
 
 
 _TIME_UNITS = {"s": 1e6, "sec": 1e6, "secs": 1e6, "ms": 1e3, "msec": 1e3, "msecs": 1e3,

@@ -8,12 +8,15 @@ from typing import Any
 
 from ..errors import InvalidInput
 from .validate import (
+    IPV6_MODES,
     check_bridge_subnet,
+    check_endpoint_ip6,
     parse_ip,
     parse_port_specs,
     parse_subnet,
     validate_dns_name,
     validate_ifname,
+    validate_ipv6_mode,
     validate_mac,
     validate_mtu,
     validate_netns_name,
@@ -23,6 +26,8 @@ from .validate import (
 __all__ = [
     "ALIAS_PREFIX",
     "HANDOFF_PATH",
+    "IPV6_MODES",
+    "V6_ANY",
     "ConnectOptions",
     "Endpoint",
     "Namespace",
@@ -32,12 +37,15 @@ __all__ = [
     "Published",
     "bridge_alias",
     "check_bridge_subnet",
+    "check_endpoint_ip6",
     "first_clash",
+    "host_ips_overlap",
     "parse_ip",
     "parse_ports",
     "parse_subnet",
     "validate_dns_name",
     "validate_ifname",
+    "validate_ipv6_mode",
     "validate_mac",
     "validate_mtu",
     "validate_netns_name",
@@ -54,11 +62,12 @@ ALIAS_PREFIX = "nsnet:"
 HANDOFF_PATH = "(handed off)"
 
 
-def parse_ports(specs: list[str] | tuple[str, ...]) -> tuple[PortMap, ...]:
+def parse_ports(specs: list[str] | tuple[str, ...], ipv6: bool = False) -> tuple[PortMap, ...]:
     """Docker's ``-p [[HOST_IP:]HOST_PORT[-END]:]PORT[-END][/tcp|/udp]``, ranges
     expanded (host port 0: ephemeral, chosen when published); raises
-    InvalidInput (naming the port) on bad or clashing ones."""
-    maps = tuple(PortMap(*t) for t in parse_port_specs(specs))
+    InvalidInput (naming the port) on bad or clashing ones.  IPv6 host
+    addresses (``[2001:db8::1]:8080:80``, ``[::]:8080:80``) only with ``ipv6``."""
+    maps = tuple(PortMap(*t) for t in parse_port_specs(specs, ipv6))
     clash = first_clash(m for m in maps if m.host_port)
     if clash:
         raise InvalidInput(f"port {clash[0].host_ip or '0.0.0.0'}:{clash[0].host_port}/"
@@ -77,10 +86,26 @@ def first_clash(new: Iterable[PortMap],
         held = index.setdefault((m.proto, m.host_port), {})
         other = held.get(m.host_ip) or held.get("") or (next(iter(held.values()))
                                                          if held and not m.host_ip else None)
+        if not other and held and ":" in m.host_ip:  # IPv6: "::" holds every v6 address
+            other = held.get(V6_ANY) or (next((h for ip, h in held.items() if ":" in ip), None)
+                                         if m.host_ip == V6_ANY else None)
         if other:
             return m, other
         held[m.host_ip] = m
     return None
+
+
+# A published port's host_ip for "every IPv6 address of the host" (``[::]:P:P``);
+# "" is every address of both families.
+V6_ANY = "::"
+
+
+def host_ips_overlap(a: str, b: str) -> bool:
+    """Whether two published host addresses share an address ("" = all of
+    both families, "::" = all IPv6 ones)."""
+    if not a or not b or a == b:
+        return True
+    return V6_ANY in (a, b) and ":" in a and ":" in b
 
 
 def bridge_alias(net_id: str) -> str:
@@ -96,7 +121,7 @@ class NetworkSpec:
     """What the user asks for with ``network create`` (Docker's options)."""
 
     name: str
-    subnet: str
+    subnet: str  # IPv4 subnet; "" with ipv4=False (an IPv6-only network)
     gateway: str | None = None
     ip_range: str | None = None
     bridge: str | None = None
@@ -108,6 +133,14 @@ class NetworkSpec:
     dns_servers: tuple[str, ...] = ()  # upstreams (default: the host's resolv.conf)
     aux_addresses: tuple[tuple[str, str], ...] = ()  # (name, ip): never handed out
     labels: tuple[tuple[str, str], ...] = ()  # (key, value): free-form metadata
+    # IPv6 (Docker's --ipv6, a second --subnet/--gateway/--ip-range, and
+    # gateway_mode_ipv6); ipv6 without subnet6: a /64 from the host's ULA pool
+    ipv6: bool = False
+    subnet6: str | None = None
+    gateway6: str | None = None
+    ip_range6: str | None = None
+    ipv6_mode: str = "nat"
+    ipv4: bool = True  # False: an IPv6-only network (Docker's --ipv4=false)
 
 
 Pairs = tuple[tuple[str, str], ...]
@@ -131,10 +164,32 @@ class Network:
     aux_addresses: Pairs = ()
     labels: Pairs = ()
     endpoints: tuple[Endpoint, ...] = field(default=(), compare=False)
+    # IPv6: "" when the network has none; subnet "" means IPv6-only
+    subnet6: str = ""
+    gateway6: str = ""
+    ip_range6: str = ""
+    ipv6_mode: str = "nat"
 
     @property
     def prefixlen(self) -> int:
         return int(self.subnet.split("/")[1])
+
+    @property
+    def prefixlen6(self) -> int:
+        return int(self.subnet6.split("/")[1])
+
+    @property
+    def has_ipv4(self) -> bool:
+        return bool(self.subnet)
+
+    @property
+    def has_ipv6(self) -> bool:
+        return bool(self.subnet6)
+
+    @property
+    def gateways(self) -> tuple[str, ...]:
+        """The gateway address of each family the network has."""
+        return tuple(g for g in (self.gateway if self.subnet else "", self.gateway6) if g)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -157,10 +212,21 @@ class Endpoint:
     created: float
     aliases: tuple[str, ...] = ()
     labels: Pairs = ()
+    address6: str = ""  # IPv6 CIDR, e.g. fd00:1::2/64; "" on an IPv4-only network
+    gateway6: str = ""
 
     @property
     def ip(self) -> str:
         return self.address.split("/")[0]
+
+    @property
+    def ip6(self) -> str:
+        return self.address6.split("/")[0]
+
+    @property
+    def ips(self) -> tuple[str, ...]:
+        """Every address of the endpoint, IPv4 first."""
+        return tuple(a.split("/")[0] for a in (self.address, self.address6) if a)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -186,7 +252,15 @@ class PortMap:
         """Two mappings can't both hold: same proto and port on an overlapping
         host address ("" overlaps every address)."""
         return (self.proto == other.proto and self.host_port == other.host_port
-                and (not self.host_ip or not other.host_ip or self.host_ip == other.host_ip))
+                and host_ips_overlap(self.host_ip, other.host_ip))
+
+    @property
+    def families(self) -> tuple[int, ...]:
+        """The address families this mapping serves: "" both (Docker's
+        ``-p 8080:80``), "::" or a v6 address IPv6 only, else IPv4 only."""
+        if not self.host_ip:
+            return (4, 6)
+        return (6,) if ":" in self.host_ip else (4,)
 
 
 @dataclass(frozen=True)
@@ -196,8 +270,10 @@ class Published:
     endpoint: str  # endpoint id
     network: str
     netns: str
-    ip: str
+    ip: str  # the endpoint's IPv4 address ("" on an IPv6-only network)
     port: PortMap
+    ip6: str = ""  # its IPv6 address, "" if none
+    routed6: bool = False  # its network's IPv6 mode is "routed": no DNAT, open directly
 
     def to_dict(self) -> dict[str, Any]:
         return {"network": self.network, "netns": self.netns, "ip": self.ip,
@@ -211,6 +287,7 @@ class ConnectOptions:
     namespace only)."""
 
     ip: str | None = None
+    ip6: str | None = None  # a static IPv6 address (Docker's --ip6)
     mac: str | None = None
     ifname: str | None = None
     host_ifname: str | None = None

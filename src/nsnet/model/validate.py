@@ -94,14 +94,57 @@ UNUSABLE_SUBNETS = tuple((ipaddress.IPv4Network(cidr), why) for cidr, why in (
 ))
 
 
+# IPv6 blocks that cannot be a bridge network's subnet, with why.  Docker's
+# rule (libnetwork bridge validateIPv6Subnet) refuses IPv4-mapped addresses,
+# multicast, and any subnet overlapping fe80::/64 other than fe80::/64 itself;
+# nsnet refuses all of fe80::/10 (every interface, each bridge included,
+# already has fe80::/64 on-link, so a network there is ambiguous across
+# bridges) and the other special blocks of RFC 6890 that cannot carry
+# unicast between hosts.  Docker sets no prefix-length limit, and neither
+# does nsnet beyond "gateway + one endpoint" (at most a /126, see ipam);
+# /64 is what hosts and tools expect (RFC 7421).
+UNUSABLE_SUBNETS6 = tuple((ipaddress.IPv6Network(cidr), why) for cidr, why in (
+    ("::/128", "the unspecified address: not a destination"),
+    ("::1/128", "loopback: the host's own ::1 services would be exposed"),
+    ("::ffff:0:0/96", "IPv4-mapped addresses: IPv4 traffic inside IPv6 sockets, never on "
+     "the wire"),
+    ("100::/64", "the discard-only prefix (RFC 6666)"),
+    ("fe80::/10", "link-local: every interface already has fe80::/64 on-link, so a "
+     "network there cannot be told apart from another bridge's"),
+    ("ff00::/8", "multicast: not unicast addresses"),
+))
+
+
 def check_bridge_subnet(net: IPNetwork, what: str = "subnet") -> IPNetwork:
-    """Refuse a subnet that cannot be a bridge network (see UNUSABLE_SUBNETS)."""
-    if net.version == 4:
-        for bad, why in UNUSABLE_SUBNETS:
-            if net.overlaps(bad):
-                raise InvalidInput(f"{what} {net} cannot be a bridge network: it overlaps "
-                                   f"{bad}, {why}")
+    """Refuse a subnet that cannot be a bridge network (see UNUSABLE_SUBNETS
+    and UNUSABLE_SUBNETS6)."""
+    table = UNUSABLE_SUBNETS if net.version == 4 else UNUSABLE_SUBNETS6
+    for bad, why in table:
+        if net.overlaps(bad):  # type: ignore[arg-type]
+            raise InvalidInput(f"{what} {net} cannot be a bridge network: it overlaps "
+                               f"{bad}, {why}")
     return net
+
+
+IPV6_MODES = ("nat", "routed")
+
+
+def validate_ipv6_mode(mode: str) -> str:
+    """Docker's gateway_mode_ipv6: "nat" (the default since Docker 27:
+    masquerade out, published ports DNATed from the host's addresses) or
+    "routed" (no NAT: endpoints keep their own address, and only published
+    container ports are reachable, directly)."""
+    if mode not in IPV6_MODES:
+        raise InvalidInput(f"IPv6 mode {mode!r} is not one of {', '.join(IPV6_MODES)}")
+    return mode
+
+
+def check_endpoint_ip6(ip: IPAddr, what: str = "--ip6") -> IPAddr:
+    """An endpoint's IPv6 address must be a global or unique-local unicast one."""
+    if ip.version != 6:
+        raise InvalidInput(f"{what} {ip} is not an IPv6 address")
+    check_bridge_subnet(ipaddress.ip_network(ip), what)
+    return ip
 
 
 def parse_ip(text: str, what: str = "address") -> IPAddr:
@@ -148,19 +191,44 @@ def _port_range(text: str, what: str, spec: str) -> range:
     return range(first, last + 1)
 
 
-def parse_port_spec(spec: str) -> list[tuple[str, str, int, int]]:
+def _port_host_ip(text: str, spec: str, ipv6: bool) -> str:
+    """The host address of a port spec, normalised: "" for every address of
+    both families (no address, or 0.0.0.0 -- Docker: "0.0.0.0 means any IPv4
+    or IPv6 address"), "::" for every IPv6 address only.
+
+    ``[::1]`` is refused: IPv6 has no route_localnet, so the kernel never
+    routes a ::1 source out of a bridge, and DNAT from the host's own ::1
+    cannot reach an endpoint.  Docker serves it with docker-proxy (a process
+    per port); nsnet has no per-port process and says so instead of
+    publishing a port nobody can reach."""
+    bracketed = text.startswith("[") and text.endswith("]")
+    ip = parse_ip(text[1:-1] if bracketed else text, f"port spec {spec!r}: host address")
+    if ip.version == 6 and not ipv6:
+        raise InvalidInput(f"port spec {spec!r}: IPv6 host addresses are not supported yet")
+    if ip.version == 6 and ip.is_loopback:
+        raise InvalidInput(f"port spec {spec!r}: [::1] cannot be published: IPv6 has no "
+                           "route_localnet, so the kernel cannot forward the host's own ::1 "
+                           "connections to an endpoint; use 127.0.0.1, or a host address")
+    if ip.version == 6 and (ip.is_multicast or ip.is_link_local
+                            or getattr(ip, "ipv4_mapped", None)):
+        raise InvalidInput(f"port spec {spec!r}: host address {ip} is not a unicast address "
+                           "a port can be published on")
+    if ip.is_unspecified:
+        return "" if ip.version == 4 else "::"
+    return str(ip)
+
+
+def parse_port_spec(spec: str, ipv6: bool = False) -> list[tuple[str, str, int, int]]:
     """One ``[HOST_IP:]HOST_PORT[-END]:PORT[-END][/PROTO]`` -> (proto, host_ip,
-    host_port, port) tuples, ranges expanded pairwise."""
+    host_port, port) tuples, ranges expanded pairwise.  IPv6 host addresses
+    (``[2001:db8::1]:8080:80``, ``[::]:8080:80``) only with ``ipv6``."""
     body, _, proto = spec.partition("/")
     proto = (proto or "tcp").lower()
     if proto not in PROTOCOLS:
         raise InvalidInput(f"port spec {spec!r}: unknown protocol {proto!r} (use tcp or udp)")
     host_ip, host_ports, ports = _split_port_spec(body, spec)
     if host_ip:
-        ip = parse_ip(host_ip.strip("[]"), f"port spec {spec!r}: host address")
-        if ip.version != 4:
-            raise InvalidInput(f"port spec {spec!r}: IPv6 host addresses are not supported yet")
-        host_ip = "" if ip.is_unspecified else str(ip)
+        host_ip = _port_host_ip(host_ip, spec, ipv6)
     inner = _port_range(ports, "port", spec)
     if not host_ports:  # Docker's `-p 80` / `-p IP::80`: 0 = an ephemeral host port
         return [(proto, host_ip, 0, p) for p in inner]
@@ -183,5 +251,6 @@ def _split_port_spec(body: str, spec: str) -> tuple[str, str, str]:
                        "[/tcp|/udp] (e.g. 8080:80, or 80 for an ephemeral host port)")
 
 
-def parse_port_specs(specs: list[str] | tuple[str, ...]) -> list[tuple[str, str, int, int]]:
-    return [t for spec in specs for t in parse_port_spec(spec)]
+def parse_port_specs(specs: list[str] | tuple[str, ...],
+                     ipv6: bool = False) -> list[tuple[str, str, int, int]]:
+    return [t for spec in specs for t in parse_port_spec(spec, ipv6)]

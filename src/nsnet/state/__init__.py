@@ -38,7 +38,29 @@ from .trust import ensure_trusted_dir, open_private
 
 __all__ = ["StateLock", "Store"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
+# v7 (IPv6, #16): networks.subnet6/gateway6/ip_range6/ipv6_mode, endpoints.address6.
+# An IPv6-only network's endpoints have address '' (no IPv4), so "one address
+# per network" is a partial unique index per family (address != '') instead
+# of the v6 table's UNIQUE(network_id, address): the endpoints table is
+# rebuilt once by the upgrade (see _rebuild_endpoints).
+_ENDPOINTS = """CREATE TABLE IF NOT EXISTS endpoints(
+    id TEXT PRIMARY KEY, network_id TEXT NOT NULL REFERENCES networks(id),
+    netns TEXT NOT NULL, ifname TEXT NOT NULL, host_ifname TEXT NOT NULL UNIQUE,
+    address TEXT NOT NULL, mac TEXT NOT NULL, default_route INTEGER NOT NULL,
+    created REAL NOT NULL, aliases TEXT NOT NULL DEFAULT '',
+    labels TEXT NOT NULL DEFAULT '', address6 TEXT NOT NULL DEFAULT '',
+    UNIQUE(network_id, netns), UNIQUE(netns, ifname));
+"""
+_ENDPOINT_INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS endpoints_by_address ON endpoints(network_id, address)
+    WHERE address != '';
+CREATE UNIQUE INDEX IF NOT EXISTS endpoints_by_address6 ON endpoints(network_id, address6)
+    WHERE address6 != '';
+CREATE INDEX IF NOT EXISTS endpoints_by_mac ON endpoints(network_id, mac);
+"""
+_ENDPOINT_COLUMNS = ("id, network_id, netns, ifname, host_ifname, address, mac, default_route, "
+                     "created, aliases, labels, address6")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS namespaces(
@@ -49,19 +71,14 @@ CREATE TABLE IF NOT EXISTS networks(
     created REAL NOT NULL, masquerade INTEGER NOT NULL DEFAULT 1,
     internal INTEGER NOT NULL DEFAULT 0, icc INTEGER NOT NULL DEFAULT 1,
     dns INTEGER NOT NULL DEFAULT 1, dns_servers TEXT NOT NULL DEFAULT '',
-    aux_addresses TEXT NOT NULL DEFAULT '', labels TEXT NOT NULL DEFAULT '');
-CREATE TABLE IF NOT EXISTS endpoints(
-    id TEXT PRIMARY KEY, network_id TEXT NOT NULL REFERENCES networks(id),
-    netns TEXT NOT NULL, ifname TEXT NOT NULL, host_ifname TEXT NOT NULL UNIQUE,
-    address TEXT NOT NULL, mac TEXT NOT NULL, default_route INTEGER NOT NULL,
-    created REAL NOT NULL, aliases TEXT NOT NULL DEFAULT '',
-    labels TEXT NOT NULL DEFAULT '',
-    UNIQUE(network_id, netns), UNIQUE(network_id, address), UNIQUE(netns, ifname));
+    aux_addresses TEXT NOT NULL DEFAULT '', labels TEXT NOT NULL DEFAULT '',
+    subnet6 TEXT NOT NULL DEFAULT '', gateway6 TEXT NOT NULL DEFAULT '',
+    ip_range6 TEXT NOT NULL DEFAULT '', ipv6_mode TEXT NOT NULL DEFAULT 'nat');
+""" + _ENDPOINTS + """
 CREATE TABLE IF NOT EXISTS ports(
     endpoint_id TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
     proto TEXT NOT NULL, host_ip TEXT NOT NULL, host_port INTEGER NOT NULL, port INTEGER NOT NULL,
     UNIQUE(proto, host_ip, host_port));
-CREATE INDEX IF NOT EXISTS endpoints_by_mac ON endpoints(network_id, mac);
 CREATE INDEX IF NOT EXISTS ports_by_port ON ports(proto, host_port);
 CREATE INDEX IF NOT EXISTS ports_by_endpoint ON ports(endpoint_id);
 CREATE INDEX IF NOT EXISTS namespaces_by_path ON namespaces(path);
@@ -93,7 +110,8 @@ CREATE TABLE IF NOT EXISTS journal(
 """
 
 _EP_SELECT = """SELECT e.id, n.name, e.netns, e.ifname, e.host_ifname, e.address, e.mac,
-    n.gateway, e.default_route, e.created, e.aliases, e.labels FROM endpoints e JOIN networks n
+    n.gateway, e.default_route, e.created, e.aliases, e.labels, e.address6,
+    CASE WHEN e.address6 != '' THEN n.gateway6 ELSE '' END FROM endpoints e JOIN networks n
     ON n.id = e.network_id"""
 
 
@@ -108,6 +126,11 @@ def _chunks(items: Iterable[str]) -> Iterator[tuple[str, ...]]:
 
 def _marks(chunk: tuple[str, ...]) -> str:
     return ",".join("?" * len(chunk))
+
+
+_NETWORK_COLUMNS = ("id, name, bridge, subnet, gateway, ip_range, mtu, created, masquerade, "
+                    "internal, icc, dns, dns_servers, aux_addresses, labels, subnet6, gateway6, "
+                    "ip_range6, ipv6_mode")
 
 
 def _split(text: str) -> tuple[str, ...]:
@@ -125,11 +148,12 @@ def _pairs_text(pairs: tuple[tuple[str, str], ...]) -> str:
 
 def _endpoint(row: tuple) -> Endpoint:
     return Endpoint(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-                    bool(row[8]), row[9], _split(row[10]), _pairs(row[11]))
+                    bool(row[8]), row[9], _split(row[10]), _pairs(row[11]), row[12], row[13])
 
 
 def _published(row: tuple) -> Published:
-    return Published(row[0], row[1], row[2], row[3].split("/")[0], PortMap(*row[4:]))
+    return Published(row[0], row[1], row[2], row[3].split("/")[0], PortMap(*row[4:8]),
+                     row[8].split("/")[0], row[9] == "routed")
 
 
 class Store:
@@ -148,6 +172,9 @@ class Store:
 
     def _migrate(self) -> None:
         self.db.executescript(_SCHEMA)  # idempotent; executescript commits first
+        if self._schema_version() < 7:
+            self._rebuild_endpoints()
+        self.db.executescript(_ENDPOINT_INDEXES)
         with self.transaction():
             row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
@@ -157,6 +184,37 @@ class Store:
                                  f"than this nsnet ({SCHEMA_VERSION}); upgrade nsnet")
             elif int(row[0]) < SCHEMA_VERSION:
                 self._upgrade(int(row[0]))
+
+    def _schema_version(self) -> int:
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        return SCHEMA_VERSION if row is None else int(row[0])
+
+    def _rebuild_endpoints(self) -> None:
+        """v7: drop the table constraint UNIQUE(network_id, address) (an
+        IPv6-only network's endpoints all have address ''), SQLite's way:
+        copy into a new table, swap.  Foreign keys are off meanwhile (a DROP
+        would otherwise cascade to the published ports) and checked after;
+        all in one transaction, so a crash leaves the old table."""
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(endpoints)")}
+        if "address6" in columns:  # rebuilt already (crash after the swap)
+            return
+        have = [c for c in _ENDPOINT_COLUMNS.split(", ") if c in columns]
+        self.db.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with self.transaction():
+                # SQLite's documented order: new table, copy, drop, rename the
+                # new one (renaming the old one would rewrite the ports' foreign
+                # key to follow it)
+                self.db.execute(_ENDPOINTS.replace("EXISTS endpoints(", "EXISTS endpoints_v7("))
+                self.db.execute(f"INSERT INTO endpoints_v7({', '.join(have)}) "
+                                f"SELECT {', '.join(have)} FROM endpoints")
+                self.db.execute("DROP TABLE endpoints")
+                self.db.execute("ALTER TABLE endpoints_v7 RENAME TO endpoints")
+                broken = self.db.execute("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise StateError(f"state store upgrade found dangling rows: {broken[:3]}")
+        finally:
+            self.db.execute("PRAGMA foreign_keys=ON")
 
     def _upgrade(self, version: int) -> None:
         columns = [("networks", "masquerade", "INTEGER NOT NULL DEFAULT 1"),  # v2: firewall
@@ -170,6 +228,15 @@ class Store:
             columns += [("networks", "aux_addresses", "TEXT NOT NULL DEFAULT ''"),
                         ("networks", "labels", "TEXT NOT NULL DEFAULT ''"),
                         ("endpoints", "labels", "TEXT NOT NULL DEFAULT ''")]
+        if version < 7:  # v7: IPv6 (endpoints.address6 came with the rebuild)
+            columns += [("networks", "subnet6", "TEXT NOT NULL DEFAULT ''"),
+                        ("networks", "gateway6", "TEXT NOT NULL DEFAULT ''"),
+                        ("networks", "ip_range6", "TEXT NOT NULL DEFAULT ''"),
+                        ("networks", "ipv6_mode", "TEXT NOT NULL DEFAULT 'nat'")]
+        # the endpoints table was rebuilt with all its columns (v7)
+        have = {t: {r[1] for r in self.db.execute(f"PRAGMA table_info({t})")}
+                for t in ("networks", "endpoints")}
+        columns = [c for c in columns if c[1] not in have[c[0]]]
         for table, column, decl in columns:
             self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
@@ -239,13 +306,14 @@ class Store:
     # networks -----------------------------------------------------------
     def add_network(self, net: Network) -> None:
         try:
-            self.db.execute("INSERT INTO networks VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                            "?, ?)",
+            self.db.execute(f"INSERT INTO networks({_NETWORK_COLUMNS}) VALUES(?, ?, ?, ?, ?, ?, "
+                            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             (net.id, net.name, net.bridge, net.subnet, net.gateway,
                              net.ip_range, net.mtu, net.created, int(net.masquerade),
                              int(net.internal), int(net.icc), int(net.dns),
                              ",".join(net.dns_servers), _pairs_text(net.aux_addresses),
-                             _pairs_text(net.labels)))
+                             _pairs_text(net.labels), net.subnet6, net.gateway6,
+                             net.ip_range6, net.ipv6_mode))
         except sqlite3.IntegrityError:
             raise AlreadyExists(f"network {net.name!r} (or bridge {net.bridge!r}) already "
                                 "exists") from None
@@ -253,14 +321,13 @@ class Store:
     def remove_network(self, network_id: str) -> None:
         self.db.execute("DELETE FROM networks WHERE id=?", (network_id,))
 
-    _NET_SELECT = ("SELECT id, name, bridge, subnet, gateway, ip_range, mtu, created, "
-                   "masquerade, internal, icc, dns, dns_servers, aux_addresses, labels "
-                   "FROM networks")
+    _NET_SELECT = f"SELECT {_NETWORK_COLUMNS} FROM networks"
 
     @staticmethod
     def _network(row: tuple, eps: tuple[Endpoint, ...] = ()) -> Network:
         return Network(*row[:8], bool(row[8]), bool(row[9]), bool(row[10]), bool(row[11]),
-                       _split(row[12]), _pairs(row[13]), _pairs(row[14]), endpoints=eps)
+                       _split(row[12]), _pairs(row[13]), _pairs(row[14]), endpoints=eps,
+                       subnet6=row[15], gateway6=row[16], ip_range6=row[17], ipv6_mode=row[18])
 
     def networks(self, with_endpoints: bool = True) -> list[Network]:
         """Every network; ``with_endpoints=False`` leaves their endpoints out
@@ -303,10 +370,11 @@ class Store:
     # endpoints ----------------------------------------------------------
     def add_endpoints(self, network_id: str, eps: Iterable[Endpoint]) -> None:
         self.db.executemany(
-            "INSERT INTO endpoints VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO endpoints({_ENDPOINT_COLUMNS}) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "?, ?)",
             [(e.id, network_id, e.netns, e.ifname, e.host_ifname, e.address, e.mac,
-              int(e.default_route), e.created, ",".join(e.aliases), _pairs_text(e.labels))
-             for e in eps])
+              int(e.default_route), e.created, ",".join(e.aliases), _pairs_text(e.labels),
+              e.address6) for e in eps])
 
     def remove_endpoints(self, ids: Iterable[str]) -> None:
         self.db.executemany("DELETE FROM endpoints WHERE id=?", [(i,) for i in ids])
@@ -404,7 +472,8 @@ class Store:
                             [(ep, m.proto, m.host_ip, m.host_port) for ep, m in items])
 
     _PUBLISHED = ("SELECT p.endpoint_id, n.name, e.netns, e.address, p.proto, p.host_ip, "
-                  "p.host_port, p.port FROM ports p JOIN endpoints e ON e.id = p.endpoint_id "
+                  "p.host_port, p.port, e.address6, n.ipv6_mode FROM ports p "
+                  "JOIN endpoints e ON e.id = p.endpoint_id "
                   "JOIN networks n ON n.id = e.network_id")
 
     def published_of(self, endpoint_ids: Iterable[str]) -> list[Published]:
@@ -443,8 +512,22 @@ class Store:
         return {r[0] for r in rows}
 
     def used_addresses(self, network_id: str) -> set[str]:
-        rows = self.db.execute("SELECT address FROM endpoints WHERE network_id=?", (network_id,))
-        return {r[0].split("/")[0] for r in rows}
+        """Addresses of both families in use on the network (the allocator
+        keeps those of its own family)."""
+        rows = self.db.execute("SELECT address, address6 FROM endpoints WHERE network_id=?",
+                               (network_id,))
+        return {a.split("/")[0] for row in rows for a in row if a}
+
+    # the host's unique-local IPv6 prefix (RFC 4193): made once, then stable
+    def ula_global_id(self) -> str:
+        """The host's 40-bit ULA global ID, generated and stored on first use
+        (call inside a transaction, as every write)."""
+        from ..ipam.ula import new_global_id
+
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES('ula_global_id', ?)",
+                        (new_global_id(),))
+        return str(self.db.execute("SELECT value FROM meta WHERE key='ula_global_id'")
+                   .fetchone()[0])
 
 
 class StateLock:

@@ -26,6 +26,7 @@ import errno
 import os
 import secrets
 import stat
+import sys
 
 from ..errors import PermissionDenied
 
@@ -204,6 +205,12 @@ def write_marked_file(base: str, sub: str, name: str, text: str | None, mark: st
                 return False
             if current == text:
                 return text is not None
+            # --explain (nsnet.kernel.record): looked up, not imported, so the
+            # state layer does not pull the kernel layer in
+            recorder = sys.modules.get("nsnet.kernel.record")
+            rec = recorder.active() if recorder else None
+            if rec is not None:
+                rec.file(os.path.join(base, sub, name), text)
             if text is None:
                 os.unlink(name, dir_fd=fd)
             else:
