@@ -43,7 +43,8 @@ unit: $(VENV)/.installed-test
 # Long runs live here, never in `make test`: the full side-by-side benchmark
 # (article, CNI reference plugins, ip -batch, kernel floor, nsnet), a profile,
 # published ports vs CNI portmap, embedded DNS vs aardvark-dns, CNI plugin latency,
-# and the README's small claims (check matrix, CLI start-up, pyroute2's import cost).
+# the README's small claims (check matrix, CLI start-up, pyroute2's import cost), and
+# scale (cost with 5000 endpoints present; topology up vs the bulk commands).
 bench: system-deps test-deps $(VENV)/.installed-bench
 	$(BIN)/python -m bench.setup --n 10 100 500 1000 --reps 3
 	$(BIN)/python -m bench.profile --n 1000
@@ -52,6 +53,7 @@ bench: system-deps test-deps $(VENV)/.installed-bench
 	$(BIN)/python -m bench.cni --n 50 --out bench/results/cni.md
 	$(PYTHON) -m venv .venv-pyroute2 && .venv-pyroute2/bin/pip install -q pyroute2  # measured only
 	$(BIN)/python -m bench.claims --pyroute2-venv .venv-pyroute2 --out bench/results/claims.md
+	$(BIN)/python -m bench.scale --before bench/results/scale-before.json  # 5 x 1000, stars
 
 # The adversarial suite's catalogue: attack, promise, result.
 security-report: system-deps test-deps $(VENV)/.installed-test

@@ -316,11 +316,11 @@ KILLED = SMALL.replace("b_ip: 10.75.0.2/30}", "b_ip: 10.75.0.2/30,\n"
 # tries each one (test_up_crash_points_are_these fails when this list is stale).
 UP_POINTS = ["topology:removed", "topology:recorded", "network_create:journaled",
              "bridge:created", "bridge:configured", "network_create:firewall",
-             "network_create:committed", "ns_add:journaled", "netns:created", "netns:created",
-             "ns_add:committed", "topology:forwarding", "topology:forwarding",
-             "connect:journaled", "connect:veths", "connect:host-up", "connect:inside",
-             "connect:inside", "connect:applied", "connect:committed", "dns:signalled",
-             "link_add:journaled", "topology:link-veth", "topology:link-addresses",
+             "network_create:committed", "connect:journaled", "netns:created", "netns:created",
+             "connect:veths", "connect:host-up", "connect:inside", "connect:inside",
+             "connect:applied", "connect:committed", "dns:signalled", "topology:forwarding",
+             "topology:forwarding", "link_add:journaled", "topology:link-veth",
+             "topology:link-addresses",
              "topology:link-rate", "topology:link-rate", "topology:link-marked",
              "topology:route", "topology:loss-node", "topology:loss-node", "topology:loss"]
 

@@ -139,20 +139,38 @@ def host_upstreams(paths: list[str] | tuple[str, ...] = ("/etc/resolv.conf",)) -
     return []
 
 
-def load_zones(db: sqlite3.Connection, default_upstreams: list[str]) -> dict[str, Zone]:
+def load_zones(db: sqlite3.Connection, default_upstreams: list[str],
+               known: dict[str, tuple[tuple, Zone]] | None = None) -> dict[str, Zone]:
     """Zones by gateway address, for networks with DNS on and endpoints; a
-    dual-stack network's zone under both of its gateways."""
+    dual-stack network's zone under both of its gateways.
+
+    ``known`` (network id -> (what the zone was built from, zone)), kept by
+    the caller across reloads, lets a reload re-read only the networks whose
+    endpoints changed (``zone_versions``, kept by the store's triggers) or
+    whose own settings did: O(changed networks), not O(all endpoints)."""
     zones: dict[str, Zone] = {}
     nets = db.execute("SELECT id, name, subnet, gateway, dns_servers, internal, subnet6, "
                       "gateway6 FROM networks WHERE dns=1").fetchall()
+    try:
+        versions = dict(db.execute("SELECT network_id, version FROM zone_versions"))
+    except sqlite3.Error:  # a store made before the table: read everything
+        versions, known = {}, None
     gateways = {gw for net in nets for gw in (net[3], net[7]) if gw}
+    fresh: dict[str, tuple[tuple, Zone]] = {}
     for net_id, name, subnet, gateway, servers, internal, subnet6, gateway6 in nets:
+        ups = servers.split(",") if servers else [u for u in default_upstreams
+                                                  if u not in gateways]
+        key = (name, subnet, gateway, tuple(ups), internal, subnet6, gateway6,
+               versions.get(net_id))
+        if known is not None and net_id in known and known[net_id][0] == key:
+            fresh[net_id] = known[net_id]
+            for gw in known[net_id][1].gateways:
+                zones[gw] = known[net_id][1]
+            continue
         rows = db.execute("SELECT netns, address, aliases, address6 FROM endpoints WHERE "
                           "network_id=? ORDER BY created, netns", (net_id,)).fetchall()
         if not rows:
             continue
-        ups = servers.split(",") if servers else [u for u in default_upstreams
-                                                  if u not in gateways]
         v4 = ipaddress.IPv4Network(subnet) if subnet else None
         v6 = ipaddress.IPv6Network(subnet6) if subnet6 else None
         zone = Zone(name, gateway if v4 else gateway6, v4, ups, bool(internal),
@@ -165,6 +183,11 @@ def load_zones(db: sqlite3.Connection, default_upstreams: list[str]) -> dict[str
                 zone.ptr[ip] = netns
         for gw in zone.gateways:
             zones[gw] = zone
+        if versions.get(net_id) is not None:
+            fresh[net_id] = (key, zone)
+    if known is not None:
+        known.clear()
+        known.update(fresh)
     return zones
 
 
@@ -429,6 +452,7 @@ class Server:
         self.generation = 0
         self.default_upstreams = host_upstreams(self.resolv_paths)
         self.zones: dict[str, Zone] = {}
+        self.known: dict[str, tuple[tuple, Zone]] = {}  # see load_zones
         self.udp: dict[str, socket.socket] = {}
         self.tcp: dict[str, asyncio.base_events.Server] = {}
         self.errors: dict[str, str] = {}
@@ -449,7 +473,11 @@ class Server:
         """Re-read the names (synchronously: the very next query sees them);
         returns the gateways that still need sockets."""
         self.version = self.db.execute("PRAGMA data_version").fetchone()[0]
-        self.zones = load_zones(self.db, self.default_upstreams)
+        self.db.execute("BEGIN")  # one read snapshot: versions and endpoints agree
+        try:
+            self.zones = load_zones(self.db, self.default_upstreams, self.known)
+        finally:
+            self.db.execute("COMMIT")
         for gw in list(self.udp):
             if gw not in self.zones:
                 self._close(gw)

@@ -27,7 +27,7 @@ from .. import kernel as k
 from ..dns import DnsControl
 from ..errors import InvalidInput, KernelError, NotFound, PermissionDenied
 from ..firewall import FirewallDriver
-from ..model import HANDOFF_PATH, validate_netns_name
+from ..model import validate_netns_name
 from ..state import StateLock, Store
 
 __all__ = ["Context", "Progress", "Steps", "kernel_errors", "refusal"]
@@ -201,8 +201,7 @@ class Context:
 
     def handed_off(self) -> set[str]:
         """Names of endpoints whose inside another manager (Docker) holds."""
-        return {n for n, (path, _owned) in self.store.namespaces().items()
-                if path == HANDOFF_PATH}
+        return self.store.handed_off()  # by the path index
 
     # ------------------------------------------------------ host links
     def delete_links(self, names: list[str]) -> None:

@@ -7,7 +7,7 @@ import errno
 import os
 from collections.abc import Iterable
 
-from ..dns import RESOLV_MARK, dns_networks, resolv_conf, resolver_network
+from ..dns import RESOLV_MARK, resolv_conf, resolver_network
 from ..model import Endpoint
 from ..state.trust import ensure_trusted_dir, write_marked_file
 from .context import Context
@@ -27,7 +27,7 @@ class DnsSync:
         it.  Problems are reported, never fatal: the network itself works."""
         try:
             self._write_resolv_confs(set(namespaces))
-            problems = self.ctx.dns.sync(dns_networks(self.ctx.store.networks()))
+            problems = self.ctx.dns.sync(self.ctx.store.dns_networks())
         except OSError as exc:
             problems = {"*": f"{exc.strerror or exc}"}
         for net, why in sorted(problems.items()):
@@ -48,12 +48,12 @@ class DnsSync:
     def wanted(self, namespaces: Iterable[str]) -> dict[str, str | None]:
         """The resolv.conf text the state wants in each namespace (None: none)."""
         store = self.ctx.store
-        names = set(namespaces) - self.ctx.handed_off()  # their manager writes theirs
-        nets = {n.name: n for n in store.networks()}
+        names = set(namespaces)
+        names -= store.handed_off(names)  # their manager writes theirs
+        nets = {n.name: n for n in store.networks(with_endpoints=False)}
         eps: dict[str, list[Endpoint]] = {}
-        for ep in store.endpoints():
-            if ep.netns in names:
-                eps.setdefault(ep.netns, []).append(ep)
+        for ep in store.endpoints_of_namespaces(names):  # by index, not all of them
+            eps.setdefault(ep.netns, []).append(ep)
         out: dict[str, str | None] = {}
         for name in names:
             net = resolver_network(eps.get(name, []), nets)
@@ -66,7 +66,7 @@ class DnsSync:
         that reconcile follows (never a file nobody knows is nsnet's)."""
         store = self.ctx.store
         wanted = self.wanted(namespaces)
-        recorded = store.resolv_files()
+        recorded = store.resolv_files(namespaces)
         new = sorted(n for n, text in wanted.items() if text is not None and n not in recorded)
         if new:
             with store.transaction():
@@ -106,7 +106,7 @@ class DnsSync:
         (O(nsnet's own files), never a scan of /etc/netns)."""
         store = self.ctx.store
         recorded = store.resolv_files()
-        wanted = self.wanted({e.netns for e in store.endpoints()} | recorded)
+        wanted = self.wanted(store.netns_with_endpoints() | recorded)
         out = []
         for name, text in sorted(wanted.items()):
             current = self._read_resolv(name)

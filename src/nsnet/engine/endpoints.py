@@ -149,11 +149,12 @@ class Endpoints:
         used = store.used_addresses(net.id) | {ip for _, ip in net.aux_addresses}
         ips = ([pool.check_static(opts.ip, used)] if opts.ip else pool.allocate(used, len(names)))
         host_names = self._host_ifnames(names, opts)
-        known = store.namespaces()
+        known = store.namespaces(names)
         foreign = {n for n in names if n not in missing and n not in known}
         by_ns: dict[str, list[Endpoint]] = {}
-        for ep in store.endpoints():  # one query, not one per namespace
+        for ep in store.endpoints_of_namespaces(names):  # by index: these names only
             by_ns.setdefault(ep.netns, []).append(ep)
+        macs = store.macs(net.id)  # the bridge's MACs: one query, O(this network)
         endpoints = []
         now = time.time()
         for name, ip, host_if in zip(names, ips, host_names, strict=False):
@@ -162,31 +163,36 @@ class Endpoints:
             ep_id = uuid.uuid4().hex
             endpoints.append(Endpoint(
                 ep_id, net.name, name, ifname, host_if or f"veth{ep_id[:7]}",
-                f"{ip}/{net.prefixlen}", self.free_mac(net, opts.mac), net.gateway,
+                f"{ip}/{net.prefixlen}", self.free_mac(net, opts.mac, macs), net.gateway,
                 default_route, now, opts.aliases, labels(opts.labels)))
         ports = [Published(e.id, net.name, e.netns, e.ip, m) for e in endpoints
                  for m in opts.ports]
         return ConnectPlan(net, endpoints, missing, foreign, ports)
 
-    def free_mac(self, net: Network, mac: str | None) -> str:
+    def free_mac(self, net: Network, mac: str | None, used: set[str] | None = None) -> str:
         """``mac``, or a random one, not used on this bridge yet: two ports with
-        one MAC make the bridge flap its forwarding entry.  One index lookup."""
+        one MAC make the bridge flap its forwarding entry.  ``used``: the
+        bridge's MACs read once by the caller (a chosen MAC joins it, so a
+        batch never repeats one either); else one index lookup."""
         store = self.ctx.store
         if mac:
             user = store.mac_user(net.id, mac)
-            if user:
-                raise Conflict(f"MAC address {mac.lower()} is already used by {user!r} on "
-                               f"network {net.name!r}")
-            return mac.lower()
-        while True:
+            if user or (used is not None and mac.lower() in used):
+                raise Conflict(f"MAC address {mac.lower()} is already used by "
+                               f"{user or 'another endpoint'!r} on network {net.name!r}")
+            mac = mac.lower()
+        else:
             mac = random_mac()
-            if not store.mac_user(net.id, mac):
-                return mac
+            while mac in used if used is not None else store.mac_user(net.id, mac):
+                mac = random_mac()
+        if used is not None:
+            used.add(mac)
+        return mac
 
     def _host_ifnames(self, names: list[str], opts: ConnectOptions) -> list[str | None]:
         if not opts.host_ifname:
             return [None] * len(names)
-        link = self.ctx.rtnl.link_by_name().get(opts.host_ifname)
+        link = self.ctx.rtnl.find_link(opts.host_ifname)
         if link:
             owner = "nsnet" if link.alias.startswith(ALIAS_PREFIX) else "someone else"
             raise AlreadyExists(f"a link named {opts.host_ifname!r} already exists in the host "
@@ -252,8 +258,7 @@ class Endpoints:
         ep_id = uuid.uuid4().hex
         peer = opts.ifname or f"nsh{ep_id[:8]}"
         host = self._host_ifnames([name], opts)[0] or f"veth{ep_id[:7]}"
-        taken = self.ctx.rtnl.link_by_name()
-        if peer in taken:
+        if self.ctx.rtnl.find_link(peer):
             raise AlreadyExists(f"a link named {peer!r} already exists in the host namespace")
         return Endpoint(ep_id, net.name, name, peer, host, f"{ip}/{net.prefixlen}",
                         self.free_mac(net, opts.mac), net.gateway, True, time.time(),
@@ -272,9 +277,7 @@ class Endpoints:
 
     def forget_idle_handoffs(self) -> None:
         """Drop handed-off names whose endpoint is gone (inside a transaction)."""
-        store = self.ctx.store
-        busy = {e.netns for e in store.endpoints()}
-        store.remove_namespaces(n for n in self.ctx.handed_off() if n not in busy)
+        self.ctx.store.forget_idle_handoffs()  # by index, not every endpoint and namespace
 
     # ------------------------------------------------------------ remove
     def delete_host_ends(self, eps: list[Endpoint]) -> None:
@@ -282,7 +285,7 @@ class Endpoints:
         one RTM_DELLINK: the kernel pays one RCU grace period, not one per link."""
         if not eps:
             return
-        links = self.ctx.rtnl.link_by_name()
+        links = self.ctx.rtnl.links_named([e.host_ifname for e in eps])  # not a dump of all
         ours = [links[e.host_ifname] for e in eps
                 if e.host_ifname in links and links[e.host_ifname].alias == veth_alias(e.id)]
         self.ctx.delete_links([lk.name for lk in ours])
@@ -290,7 +293,8 @@ class Endpoints:
     def undo_host_ends(self, refs: Iterable[EndpointRef]) -> None:
         """Rollback: host ends of a connect that did not commit (marked, or not
         yet marked)."""
-        links = self.ctx.rtnl.link_by_name()
+        refs = list(refs)
+        links = self.ctx.rtnl.links_named([r.host_ifname for r in refs])
         doomed = [r.host_ifname for r in refs
                   if r.host_ifname in links and links[r.host_ifname].kind == "veth"
                   and links[r.host_ifname].alias in ("", veth_alias(r.id))]

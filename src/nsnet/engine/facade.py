@@ -283,13 +283,15 @@ class Engine:
     def ns_list(self) -> list[Namespace]:
         return self.namespaces.list()
 
-    def recorded_namespaces(self) -> dict[str, bool]:
-        """Every namespace nsnet recorded, and whether nsnet created it."""
-        return {n: owned for n, (_, owned) in self.store.namespaces().items()}
+    def recorded_namespaces(self, names: Iterable[str] | None = None) -> dict[str, bool]:
+        """Every namespace nsnet recorded (or those of ``names``, by key), and
+        whether nsnet created it."""
+        return {n: owned for n, (_, owned) in self.store.namespaces(names).items()}
 
-    def owned_namespaces(self) -> set[str]:
-        """Names of the namespaces nsnet created (and will remove)."""
-        return self.namespaces.owned()
+    def owned_namespaces(self, names: Iterable[str] | None = None) -> set[str]:
+        """Names of the namespaces nsnet created (and will remove); of
+        ``names`` only, if given (by key, not every record)."""
+        return self.namespaces.owned(names)
 
     def ns_exists(self, name: str) -> bool:
         """Whether ``name`` is a mounted namespace in the netns directory."""
@@ -330,8 +332,10 @@ class Engine:
         return self.ctx.rtnl.link_by_name()
 
     # -------------------------------------------------------------- networks
-    def networks(self) -> list[Network]:
-        return self.nets.list()
+    def networks(self, with_endpoints: bool = True) -> list[Network]:
+        """Every network; ``with_endpoints=False``: without their endpoints
+        (one light query, for callers that need names, subnets, bridges)."""
+        return self.nets.list(with_endpoints)
 
     def network(self, name: str) -> Network:
         return self.nets.get(name)
@@ -347,7 +351,7 @@ class Engine:
             driver = self.nets.driver(net)
             with self._intent(NetworkCreateIntent(net.id, net.bridge)) as scope:
                 driver.setup(net)
-                others = self.store.networks()
+                others = self.store.networks(with_endpoints=False)
                 self.fw.apply(fw.network_add(net, others), skeleton=not others)
                 crashpoint("network_create:firewall")
                 with self.store.transaction():
@@ -376,12 +380,12 @@ class Engine:
         if not names:
             raise InvalidInput("no network name given")
         with self.exclusive():
-            known = {n.name: n for n in self.store.networks()}
+            known = self.store.endpoint_counts()  # name -> endpoints, not every endpoint
             missing = [n for n in names if n not in known]
             if missing:
                 raise NotFound(refusal(missing, "does not exist", "do not exist", names,
                                        "removed", kind="network"))
-            busy = [n for n in names if known[n].endpoints and not force]
+            busy = [n for n in names if known[n] and not force]
             if busy and len(names) > 1:
                 raise Conflict(refusal(busy, "has endpoints", "have endpoints", names,
                                        "removed", kind="network") + " (disconnect them or "
@@ -554,7 +558,7 @@ class Engine:
 
     def _roll_forward_delete(self, op: int, intent: DeleteIntent) -> None:
         ids = set(intent.endpoints)
-        eps = [e for e in self.store.endpoints() if e.id in ids]
+        eps = self.store.endpoints_by_id(ids)  # by key, not every endpoint
         self.endpoints.delete_host_ends(eps)
         crashpoint("delete:links")
         self.fw.delete(eps, intent.network)
@@ -763,7 +767,7 @@ class _ReconcileServices:
 
     def release_endpoints(self, ids: set[str]) -> set[str]:
         store = self._ctx.store
-        netns = {e.netns for e in store.endpoints() if e.id in ids}
+        netns = {e.netns for e in store.endpoints_by_id(ids)}
         with store.transaction():
             store.remove_endpoints(ids)
             self._e.endpoints.forget_idle_handoffs()

@@ -65,8 +65,11 @@ class FirewallSync:
         """Remove the firewall entries of these endpoints (and network) in one
         transaction; every command is idempotent, so a roll-forward may rerun it."""
         store = self.ctx.store
-        pubs = [p for e in eps for p in store.published(e.id)]
-        nets = {n.name: n for n in store.networks()}
+        pubs = store.published_of(e.id for e in eps)
+        nets = {n.name: n for n in store.networks(with_endpoints=False)}
+        full = store.network_by_id(network.id) if network else None
+        if full:  # the doomed network, with its endpoints
+            nets[full.name] = full
         cmds = fw.ports_remove(pubs)
         for name in sorted({e.network for e in eps} & set(nets)):
             cmds += fw.endpoints_remove(nets[name], [e for e in eps if e.network == name])

@@ -6,7 +6,7 @@ rollback removes a namespace only while it holds nothing but ``lo``."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .. import kernel as k
 from ..crash import crashpoint
@@ -31,8 +31,8 @@ class Namespaces:
         return [Namespace(n, ctx.ns_path(n), known.get(n, ("", False))[1],
                           tuple(nets.get(n, ()))) for n in sorted(names)]
 
-    def owned(self) -> set[str]:
-        return {n for n, (_, o) in self.ctx.store.namespaces().items() if o}
+    def owned(self, names: Iterable[str] | None = None) -> set[str]:
+        return {n for n, (_, o) in self.ctx.store.namespaces(names).items() if o}
 
     def check_new(self, names: list[str]) -> None:
         """ns add: every name is free (all or nothing)."""
@@ -62,7 +62,7 @@ class Namespaces:
 
     def check_removable(self, names: list[str]) -> None:
         """ns rm: every name exists and was created by nsnet (all or nothing)."""
-        known = self.ctx.store.namespaces()
+        known = self.ctx.store.namespaces(names)  # these names only, by key
         missing = [n for n in names if n not in known and not self.ctx.ns_exists(n)]
         if missing:
             raise NotFound(refusal(missing, "does not exist", "do not exist", names, "removed"))

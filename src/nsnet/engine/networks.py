@@ -91,11 +91,11 @@ class BridgeDriver:
         self.ctx = ctx
 
     def validate(self, net: Network) -> None:
-        for other in self.ctx.store.networks():
+        for other in self.ctx.store.networks(with_endpoints=False):
             if other.bridge == net.bridge:
                 raise AlreadyExists(f"bridge {net.bridge!r} is already used by network "
                                     f"{other.name!r}")
-        link = self.ctx.rtnl.link_by_name().get(net.bridge)
+        link = self.ctx.rtnl.find_link(net.bridge)
         if link:
             raise AlreadyExists(f"a link named {net.bridge!r} already exists in the host "
                                 "namespace and was not created by nsnet; nothing was changed")
@@ -126,21 +126,21 @@ class BridgeDriver:
     def teardown(self, net_id: str, device: str, unmarked_too: bool = False) -> None:
         """Delete the bridge if it carries this network's mark (or, when rolling
         back its own creation, no mark yet)."""
-        link = self.ctx.rtnl.link_by_name().get(device)
+        link = self.ctx.rtnl.find_link(device)
         marks = {bridge_alias(net_id)} | ({""} if unmarked_too else set())
         if link and link.kind == "bridge" and link.alias in marks:
             with kernel_errors(f"deleting bridge {device}"):
                 self.ctx.rtnl.run([k.req_del_link(index=link.index)])
 
     def attach_index(self, net: Network) -> int:
-        link = self.ctx.rtnl.link_by_name().get(net.bridge)
+        link = self.ctx.rtnl.find_link(net.bridge)
         if link is None or link.alias != bridge_alias(net.id):
             raise NotFound(f"bridge {net.bridge!r} of network {net.name!r} is missing from the "
                            "host namespace")
         return link.index
 
     def repair(self, net: Network) -> None:
-        link = self.ctx.rtnl.link_by_name().get(net.bridge)
+        link = self.ctx.rtnl.find_link(net.bridge)
         if link is None:
             self.setup(net)
             return
@@ -239,8 +239,8 @@ class Networks:
         """The driver of ``net`` (a bridge: the only type today)."""
         return self.bridge
 
-    def list(self) -> list[Network]:
-        return self.ctx.store.networks()
+    def list(self, with_endpoints: bool = True) -> list[Network]:
+        return self.ctx.store.networks(with_endpoints)
 
     def get(self, name: str) -> Network:
         net = self.ctx.store.network(name)
@@ -257,9 +257,15 @@ class Networks:
             raise AlreadyExists(f"network {net.name!r} already exists")
         self.driver(net).validate(net)
         rtnl = self.ctx.rtnl
-        snap = k.Snapshot(rtnl.links(), [], rtnl.routes())
-        why = first_overlap(net.subnet, self.ctx.store.networks(),
-                            ((r.dst, snap.name_of(r.oif)) for r in snap.routes
-                             if not r.is_default))
+        mine = ipaddress.ip_network(net.subnet)
+        clashing = [r for r in rtnl.routes() if not r.is_default
+                    and mine.overlaps(ipaddress.ip_network(r.dst, strict=False))]
+
+        def dev(oif: int) -> str:  # only a clashing route is named: a lookup, not a dump
+            link = rtnl.find_link(index=oif) if oif else None
+            return link.name if link else f"if{oif}"
+
+        why = first_overlap(net.subnet, self.ctx.store.networks(with_endpoints=False),
+                            ((r.dst, dev(r.oif)) for r in clashing))
         if why:
             raise Conflict(why)

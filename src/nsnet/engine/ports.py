@@ -93,7 +93,7 @@ class Ports:
             self._check_host_listeners(ports)
 
     def _gateways(self) -> dict[str, str]:
-        return {n.gateway: n.name for n in self.ctx.store.networks()}
+        return {n.gateway: n.name for n in self.ctx.store.networks(with_endpoints=False)}
 
     def _check_host_listeners(self, ports: tuple[PortMap, ...] | list[PortMap]) -> None:
         """A mapping over a host service would divert the service's traffic

@@ -6,6 +6,7 @@ many of them into one ``sendmsg``; readers return dataclasses.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import struct
@@ -24,6 +25,7 @@ AF_BRIDGE, IFLA_AF_SPEC, IFLA_EXT_MASK, RTEXT_FILTER_BRVLAN = 7, 26, 29, 1 << 1
 IFLA_BRIDGE_VLAN_INFO = 2
 BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_UNTAGGED = 2, 4
 RTM_F_LOOKUP_TABLE = 0x1000
+_RT_TABLE_LOCAL = 255
 RTN_NAMES = {0: "unspec", 1: "unicast", 2: "local", 3: "broadcast", 4: "anycast",
              5: "multicast", 6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw",
              10: "nat", 11: "xresolve"}
@@ -425,8 +427,10 @@ class Rtnl(nl.Netlink):
 
     def routes(self, family: int = socket.AF_INET) -> list[Route]:
         body = nl.RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+        # the local table's routes (most of a small namespace's) are skipped
+        # undecoded: its id fits the header byte, which then says 255
         decoded = (_decode_route(r.body) for r in self.dump(nl.RTM_GETROUTE, body)
-                   if r.msg_type == nl.RTM_NEWROUTE)
+                   if r.msg_type == nl.RTM_NEWROUTE and r.body[4] != _RT_TABLE_LOCAL)
         return [route for table, route in decoded if table == nl.RT_TABLE_MAIN]
 
     def route_get(self, dst: str, src: str | None = None, iif: int = 0, oif: int = 0,
@@ -482,4 +486,29 @@ class Rtnl(nl.Netlink):
         return _decode_link(self.get(nl.RTM_GETLINK, body, f"link {name}").body)
 
     def link_by_name(self) -> dict[str, Link]:
+        """Every link (a full dump: O(links in the namespace))."""
         return {link.name: link for link in self.links()}
+
+    def find_link(self, name: str = "", index: int = 0) -> Link | None:
+        """One link by name or index, None if absent: one request, whatever
+        else the namespace holds (never a dump)."""
+        return self.links_named([name]).get(name) if name else self._find_index(index)
+
+    def _find_index(self, index: int) -> Link | None:
+        reply = self.get_many(nl.RTM_GETLINK, [_ifinfo(index)])[0]
+        return _decode_link(reply.body) if isinstance(reply, nl.Reply) else None
+
+    def links_named(self, names: list[str]) -> dict[str, Link]:
+        """The links of these names that exist (name -> Link), looked up by
+        name in one pipelined batch of requests: O(len(names)), not a dump
+        of every link in the namespace."""
+        names = list(dict.fromkeys(names))
+        replies = self.get_many(nl.RTM_GETLINK, [_ifinfo() + attr_str(nl.IFLA_IFNAME, n)
+                                                 for n in names])
+        out = {}
+        for name, reply in zip(names, replies, strict=True):
+            if isinstance(reply, nl.Reply):
+                out[name] = _decode_link(reply.body)
+            elif reply not in (errno.ENODEV, errno.ENOENT):
+                raise nl.NetlinkError(reply, f"link {name}")
+        return out

@@ -13,6 +13,11 @@ anyway (two threads configuring namespaces in parallel measured no faster),
 and a bulk operation holds the lock for milliseconds per endpoint.  The
 journal table records each operation's intent before the kernel is touched
 (see Engine.recover).
+
+``zone_versions`` counts, per network, the changes to its endpoints (kept by
+triggers, so every writer -- this nsnet or an older one -- bumps it): the
+DNS server re-reads only the networks whose count moved, not every endpoint
+of every network at each change.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from contextlib import contextmanager
 
 from ..config import env_seconds
 from ..errors import AlreadyExists, LockTimeout, StateError
-from ..model import Endpoint, Network, PortMap, Published
+from ..model import HANDOFF_PATH, Endpoint, Network, PortMap, Published
 from .trust import ensure_trusted_dir, open_private
 
 __all__ = ["StateLock", "Store"]
@@ -76,6 +81,7 @@ CREATE TABLE IF NOT EXISTS ports(
     UNIQUE(proto, host_ip, host_port));
 CREATE INDEX IF NOT EXISTS ports_by_port ON ports(proto, host_port);
 CREATE INDEX IF NOT EXISTS ports_by_endpoint ON ports(endpoint_id);
+CREATE INDEX IF NOT EXISTS namespaces_by_path ON namespaces(path);
 CREATE TABLE IF NOT EXISTS cni_attachments(
     container_id TEXT NOT NULL, ifname TEXT NOT NULL, network TEXT NOT NULL,
     netns TEXT NOT NULL, mount TEXT NOT NULL, ipam TEXT NOT NULL, created REAL NOT NULL,
@@ -84,6 +90,20 @@ CREATE TABLE IF NOT EXISTS topology_objects(
     topology TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, spec TEXT NOT NULL,
     PRIMARY KEY(kind, key));
 CREATE TABLE IF NOT EXISTS resolv_files(netns TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS zone_versions(network_id TEXT PRIMARY KEY, version INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS zone_ep_added AFTER INSERT ON endpoints BEGIN
+    INSERT INTO zone_versions VALUES(NEW.network_id, 1)
+    ON CONFLICT(network_id) DO UPDATE SET version=version+1; END;
+CREATE TRIGGER IF NOT EXISTS zone_ep_removed AFTER DELETE ON endpoints BEGIN
+    INSERT INTO zone_versions VALUES(OLD.network_id, 1)
+    ON CONFLICT(network_id) DO UPDATE SET version=version+1; END;
+CREATE TRIGGER IF NOT EXISTS zone_ep_changed AFTER UPDATE ON endpoints BEGIN
+    INSERT INTO zone_versions VALUES(OLD.network_id, 1)
+    ON CONFLICT(network_id) DO UPDATE SET version=version+1;
+    INSERT INTO zone_versions VALUES(NEW.network_id, 1)
+    ON CONFLICT(network_id) DO UPDATE SET version=version+1; END;
+CREATE TRIGGER IF NOT EXISTS zone_net_removed AFTER DELETE ON networks BEGIN
+    DELETE FROM zone_versions WHERE network_id=OLD.id; END;
 CREATE TABLE IF NOT EXISTS journal(
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT NOT NULL,
     created REAL NOT NULL);
@@ -93,6 +113,19 @@ _EP_SELECT = """SELECT e.id, n.name, e.netns, e.ifname, e.host_ifname, e.address
     n.gateway, e.default_route, e.created, e.aliases, e.labels, e.address6,
     CASE WHEN e.address6 != '' THEN n.gateway6 ELSE '' END FROM endpoints e JOIN networks n
     ON n.id = e.network_id"""
+
+
+_CHUNK = 500  # bound on "?" parameters per statement (SQLite's limit is 32766 or 999)
+
+
+def _chunks(items: Iterable[str]) -> Iterator[tuple[str, ...]]:
+    items = list(dict.fromkeys(items))
+    for start in range(0, len(items), _CHUNK):
+        yield tuple(items[start : start + _CHUNK])
+
+
+def _marks(chunk: tuple[str, ...]) -> str:
+    return ",".join("?" * len(chunk))
 
 
 _NETWORK_COLUMNS = ("id, name, bridge, subnet, gateway, ip_range, mtu, created, masquerade, "
@@ -235,9 +268,32 @@ class Store:
         return [(i, kind, json.loads(payload)) for i, kind, payload in rows]
 
     # namespaces ---------------------------------------------------------
-    def namespaces(self) -> dict[str, tuple[str, bool]]:
-        rows = self.db.execute("SELECT name, path, owned FROM namespaces")
-        return {name: (path, bool(owned)) for name, path, owned in rows}
+    def namespaces(self, names: Iterable[str] | None = None) -> dict[str, tuple[str, bool]]:
+        """name -> (path, owned): all, or only those of ``names`` (by key)."""
+        if names is None:
+            rows = self.db.execute("SELECT name, path, owned FROM namespaces")
+            return {name: (path, bool(owned)) for name, path, owned in rows}
+        out = {}
+        for chunk in _chunks(names):
+            rows = self.db.execute("SELECT name, path, owned FROM namespaces WHERE name IN "
+                                   f"({_marks(chunk)})", chunk)
+            out.update({name: (path, bool(owned)) for name, path, owned in rows})
+        return out
+
+    def handed_off(self, names: Iterable[str] | None = None) -> set[str]:
+        """Names recorded as handed off (their inside another manager holds),
+        by the path index: all of them, or those among ``names``."""
+        if names is None:
+            rows = self.db.execute("SELECT name FROM namespaces WHERE path=?", (HANDOFF_PATH,))
+            return {r[0] for r in rows}
+        return {n for n, (path, _o) in self.namespaces(names).items() if path == HANDOFF_PATH}
+
+    def forget_idle_handoffs(self) -> None:
+        """Drop handed-off names no endpoint uses any more (path and netns
+        indexes: O(handed-off names), not O(namespaces + endpoints))."""
+        self.db.execute("DELETE FROM namespaces WHERE path=? AND NOT EXISTS("
+                        "SELECT 1 FROM endpoints e WHERE e.netns=namespaces.name)",
+                        (HANDOFF_PATH,))
 
     def add_namespaces(self, items: Iterable[tuple[str, str, bool]]) -> None:
         now = time.time()
@@ -265,19 +321,51 @@ class Store:
     def remove_network(self, network_id: str) -> None:
         self.db.execute("DELETE FROM networks WHERE id=?", (network_id,))
 
-    def networks(self) -> list[Network]:
-        rows = self.db.execute(f"SELECT {_NETWORK_COLUMNS} FROM networks "
-                               "ORDER BY created, name").fetchall()
-        eps = self.endpoints()
-        return [Network(*row[:8], bool(row[8]), bool(row[9]), bool(row[10]), bool(row[11]),
-                        _split(row[12]), _pairs(row[13]), _pairs(row[14]),
-                        endpoints=tuple(e for e in eps if e.network == row[1]),
-                        subnet6=row[15], gateway6=row[16], ip_range6=row[17],
-                        ipv6_mode=row[18])
-                for row in rows]
+    _NET_SELECT = f"SELECT {_NETWORK_COLUMNS} FROM networks"
+
+    @staticmethod
+    def _network(row: tuple, eps: tuple[Endpoint, ...] = ()) -> Network:
+        return Network(*row[:8], bool(row[8]), bool(row[9]), bool(row[10]), bool(row[11]),
+                       _split(row[12]), _pairs(row[13]), _pairs(row[14]), endpoints=eps,
+                       subnet6=row[15], gateway6=row[16], ip_range6=row[17], ipv6_mode=row[18])
+
+    def networks(self, with_endpoints: bool = True) -> list[Network]:
+        """Every network; ``with_endpoints=False`` leaves their endpoints out
+        (O(networks), not O(endpoints): for checks that need only the
+        networks' own fields -- subnets, bridges, gateways, masquerade)."""
+        rows = self.db.execute(self._NET_SELECT + " ORDER BY created, name").fetchall()
+        if not with_endpoints:
+            return [self._network(row) for row in rows]
+        by_net: dict[str, list[Endpoint]] = {}
+        for e in self.endpoints():
+            by_net.setdefault(e.network, []).append(e)
+        return [self._network(row, tuple(by_net.get(row[1], ()))) for row in rows]
 
     def network(self, name: str) -> Network | None:
-        return next((n for n in self.networks() if n.name == name), None)
+        """One network with its endpoints, by index: O(its own endpoints)."""
+        row = self.db.execute(self._NET_SELECT + " WHERE name=?", (name,)).fetchone()
+        if row is None:
+            return None
+        return self._network(row, tuple(self.endpoints("e.network_id=?", (row[0],))))
+
+    def network_by_id(self, network_id: str) -> Network | None:
+        row = self.db.execute(self._NET_SELECT + " WHERE id=?", (network_id,)).fetchone()
+        if row is None:
+            return None
+        return self._network(row, tuple(self.endpoints("e.network_id=?", (network_id,))))
+
+    def dns_networks(self) -> set[str]:
+        """Names of the networks with DNS on and at least one endpoint (what
+        the DNS server serves): an index probe per network, no endpoint read."""
+        rows = self.db.execute("SELECT n.name FROM networks n WHERE n.dns=1 AND EXISTS("
+                               "SELECT 1 FROM endpoints e WHERE e.network_id=n.id)")
+        return {r[0] for r in rows}
+
+    def endpoint_counts(self) -> dict[str, int]:
+        """Network name -> number of endpoints (one grouped index walk)."""
+        rows = self.db.execute("SELECT n.name, COUNT(e.id) FROM networks n LEFT JOIN endpoints e "
+                               "ON e.network_id=n.id GROUP BY n.id")
+        return {name: count for name, count in rows}
 
     # endpoints ----------------------------------------------------------
     def add_endpoints(self, network_id: str, eps: Iterable[Endpoint]) -> None:
@@ -301,6 +389,24 @@ class Store:
     def endpoints_of_netns(self, netns: str) -> list[Endpoint]:
         return self.endpoints("e.netns=?", (netns,))
 
+    def endpoints_of_namespaces(self, names: Iterable[str]) -> list[Endpoint]:
+        """Endpoints of these namespaces, by the netns index."""
+        out: list[Endpoint] = []
+        for chunk in _chunks(names):
+            out += self.endpoints(f"e.netns IN ({_marks(chunk)})", tuple(chunk))
+        return sorted(out, key=lambda e: (e.created, e.netns))
+
+    def endpoints_by_id(self, ids: Iterable[str]) -> list[Endpoint]:
+        """These endpoints (those still recorded), by primary key."""
+        out: list[Endpoint] = []
+        for chunk in _chunks(ids):
+            out += self.endpoints(f"e.id IN ({_marks(chunk)})", tuple(chunk))
+        return sorted(out, key=lambda e: (e.created, e.netns))
+
+    def netns_with_endpoints(self) -> set[str]:
+        """Every namespace that has an endpoint (a covering index walk)."""
+        return {r[0] for r in self.db.execute("SELECT DISTINCT netns FROM endpoints")}
+
     # CNI attachments (container id + interface -> namespace) -------------
     def add_attachment(self, cid: str, ifname: str, network: str, netns: str, mount: str,
                        ipam: dict) -> None:
@@ -319,8 +425,15 @@ class Store:
 
     # resolv.conf files nsnet wrote (recorded before writing, dropped after
     # removing): drift and cleanup look at these, never at all of /etc/netns
-    def resolv_files(self) -> set[str]:
-        return {r[0] for r in self.db.execute("SELECT netns FROM resolv_files")}
+    def resolv_files(self, names: Iterable[str] | None = None) -> set[str]:
+        """The recorded files: all, or those among ``names`` (by key)."""
+        if names is None:
+            return {r[0] for r in self.db.execute("SELECT netns FROM resolv_files")}
+        out: set[str] = set()
+        for chunk in _chunks(names):
+            out |= {r[0] for r in self.db.execute(
+                f"SELECT netns FROM resolv_files WHERE netns IN ({_marks(chunk)})", chunk)}
+        return out
 
     def add_resolv_files(self, names: Iterable[str]) -> None:
         self.db.executemany("INSERT OR IGNORE INTO resolv_files VALUES(?)",
@@ -363,6 +476,14 @@ class Store:
                   "JOIN endpoints e ON e.id = p.endpoint_id "
                   "JOIN networks n ON n.id = e.network_id")
 
+    def published_of(self, endpoint_ids: Iterable[str]) -> list[Published]:
+        """The mappings of these endpoints, by the endpoint index."""
+        out: list[Published] = []
+        for chunk in _chunks(endpoint_ids):
+            out += [_published(r) for r in self.db.execute(
+                self._PUBLISHED + f" WHERE p.endpoint_id IN ({_marks(chunk)})", chunk)]
+        return out
+
     def published(self, endpoint_id: str | None = None) -> list[Published]:
         where, args = (" WHERE p.endpoint_id=?", (endpoint_id,)) if endpoint_id else ("", ())
         rows = self.db.execute(self._PUBLISHED + where + " ORDER BY n.name, e.netns, p.proto, "
@@ -384,6 +505,11 @@ class Store:
         row = self.db.execute("SELECT netns FROM endpoints WHERE network_id=? AND mac=? LIMIT 1",
                               (network_id, mac.lower())).fetchone()
         return row[0] if row else None
+
+    def macs(self, network_id: str) -> set[str]:
+        """Every MAC on this network's bridge (by index: O(its endpoints))."""
+        rows = self.db.execute("SELECT mac FROM endpoints WHERE network_id=?", (network_id,))
+        return {r[0] for r in rows}
 
     def used_addresses(self, network_id: str) -> set[str]:
         """Addresses of both families in use on the network (the allocator

@@ -22,7 +22,7 @@ from .. import kernel as k
 from ..crash import crashpoint
 from ..engine import Engine, LinkEnd, P2PLink
 from ..errors import Conflict, KernelError, NotFound
-from ..model import ALIAS_PREFIX, ConnectOptions
+from ..model import ALIAS_PREFIX, ConnectOptions, Network
 from .load import Connection, Link, TopologySpec
 
 __all__ = ["Change", "down", "plan", "up"]
@@ -72,6 +72,7 @@ def plan(engine: Engine, topo: TopologySpec) -> list[Change]:
     _refuse_foreign(engine, topo, want, everyone)
     changes = [Change("remove", kind, key) for (kind, key) in have if (kind, key) not in want]
     live = _Live(engine)
+    live.know_nodes([key for kind, key in want if kind == "node"])
     for (kind, key), spec in want.items():
         if (kind, key) not in have:
             changes.append(Change("create", kind, key))
@@ -95,9 +96,32 @@ class _Live:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.nets = {n.name: n for n in engine.networks()}
-        self.owned = engine.owned_namespaces()
+        # looked up by name when asked, not every network and namespace read
+        self._nets: dict[str, Network | None] = {}
+        self._owned: dict[str, bool] = {}
+        self._netns: dict[str, set[str]] = {}  # network -> its endpoints' namespaces
         self.snaps: dict[str, k.Snapshot | None] = {}
+
+    def _net(self, name: str) -> Network | None:
+        if name not in self._nets:
+            self._nets[name] = self.engine.find_network(name)
+        return self._nets[name]
+
+    def _members(self, name: str) -> set[str]:
+        if name not in self._netns:
+            net = self._net(name)
+            self._netns[name] = {e.netns for e in net.endpoints} if net else set()
+        return self._netns[name]
+
+    def know_nodes(self, nodes: list[str]) -> None:
+        """Look up many nodes' records at once (one query per 500 names)."""
+        found = self.engine.recorded_namespaces(nodes)
+        self._owned.update({n: found.get(n, False) for n in nodes})
+
+    def _is_owned(self, node: str) -> bool:
+        if node not in self._owned:
+            self._owned[node] = self.engine.recorded_namespaces([node]).get(node, False)
+        return self._owned[node]
 
     def _snap(self, node: str) -> k.Snapshot | None:
         if node not in self.snaps:
@@ -109,12 +133,12 @@ class _Live:
 
     def has(self, kind: str, key: str, spec: dict) -> bool:
         if kind == "network":
-            return key in self.nets
+            return self._net(key) is not None
         if kind == "node":
-            return key in self.owned
+            return self._is_owned(key)
         if kind == "connection":
-            node, net = key.split("@", 1)
-            return net in self.nets and any(e.netns == node for e in self.nets[net].endpoints)
+            node, name = key.split("@", 1)
+            return node in self._members(name)
         if kind == "link":  # complete: both ends carry the mark, set last
             ends = [(self._snap(spec["a"]), spec["a_ifname"]),
                     (self._snap(spec["b"]), spec["b_ifname"])]
@@ -138,7 +162,7 @@ def _refuse_foreign(engine: Engine, topo: TopologySpec, want: dict, everyone: di
         if owner != topo.name:
             raise Conflict(f"{topo.source}: {kind} {key!r} belongs to topology {owner!r}")
     mine = {key for (kind, key), (owner, _) in everyone.items() if owner == topo.name}
-    existing = {n.name for n in engine.networks()}  # one read, not one per network
+    existing = {n.name for n in engine.networks(with_endpoints=False)}  # one light read
     for name in topo.networks:
         if name not in mine and name in existing:
             raise Conflict(f"{topo.source}: network {name!r} exists and was not made by "
@@ -209,6 +233,7 @@ def _remove(engine: Engine, topo: TopologySpec, changes: list[Change],
         if owner == topo.name}
     gone_nodes = {c.key for c in changes if c.kind == "node" and c.verb == "remove"}
     gone_nets = {c.key for c in changes if c.kind == "network"}
+    unlinked: set[str] = set()
     for c in reversed(changes):  # routes, links, connections, nodes, networks
         spec = json.loads(have.get((c.kind, c.key), "{}"))
         if c.kind == "route" and c.key.split(">")[0] not in gone_nodes:
@@ -217,12 +242,15 @@ def _remove(engine: Engine, topo: TopologySpec, changes: list[Change],
         elif c.kind == "link":
             _del_link(engine, spec)
             crashpoint("topology:link-removed")
+            unlinked |= {spec[e] for e in ("a", "b") if e in spec} - gone_nodes
         elif c.kind == "connection":
             node, net = c.key.split("@", 1)
             if node not in gone_nodes and net not in gone_nets:
                 with contextlib.suppress(NotFound):  # already gone
                     engine.disconnect(net, [node])
-    owned = engine.owned_namespaces()
+    if unlinked:  # the loss rules of removed links go before their records do
+        _apply_loss(engine, topo, unlinked & set(topo.nodes))
+    owned = engine.owned_namespaces(gone_nodes)
     nodes = sorted(n for n in gone_nodes if n in owned)
     if nodes:
         engine.ns_rm(nodes)
@@ -240,15 +268,18 @@ def _create(engine: Engine, topo: TopologySpec, changes: list[Change],
     for c in of("network"):
         if not live.has("network", c.key, {}):
             engine.network_create(topo.networks[c.key])
-    nodes = [c.key for c in of("node") if not live.has("node", c.key, {})]
+    live = _Live(engine)
+    conns = [c.key for c in of("connection") if not live.has("connection", c.key, {})]
+    # A new node with a connection is made by that connect (--create), as the
+    # bulk command makes it: born with IPv6 off, nothing to look at inside.
+    born = {key.split("@", 1)[0] for key in conns}
+    nodes = [c.key for c in of("node") if not live.has("node", c.key, {}) and c.key not in born]
     if nodes:
         engine.ns_add(nodes)
+    _connect_all(engine, topo, conns, progress)
     for c in of("node"):
         engine.set_forwarding(c.key, topo.nodes[c.key].forward)
         crashpoint("topology:forwarding")
-    live = _Live(engine)
-    _connect_all(engine, topo, [c.key for c in of("connection")
-                                if not live.has("connection", c.key, {})], progress)
     for c in of("link"):
         link = next(lk for lk in topo.links if lk.key == c.key)
         _del_link(engine, json.loads(json.dumps(asdict(link))))  # a half-made one goes first
@@ -271,11 +302,12 @@ def _connect_all(engine: Engine, topo: TopologySpec, keys: list[str],
         if conn.ip or conn.mac or conn.publish or conn.aliases or conn.host_ifname:
             engine.connect(net, [node], ConnectOptions(
                 ip=conn.ip, mac=conn.mac, ifname=conn.ifname, host_ifname=conn.host_ifname,
-                ports=conn.publish, aliases=conn.aliases))
+                ports=conn.publish, aliases=conn.aliases, create=True))
         else:
             plain.setdefault((net, conn.ifname), []).append(node)
     for (net, ifname), nodes in plain.items():
-        engine.connect(net, nodes, ConnectOptions(ifname=ifname), progress=progress)
+        engine.connect(net, nodes, ConnectOptions(ifname=ifname, create=True),
+                       progress=progress)
 
 
 # -------------------------------------------------------- links and routes
@@ -308,14 +340,20 @@ def _del_route(engine: Engine, key: str) -> None:
     engine.route_remove(node, dst)
 
 
-def _apply_loss(engine: Engine, topo: TopologySpec) -> None:
+def _apply_loss(engine: Engine, topo: TopologySpec, nodes: set[str] | None = None) -> None:
     """Packet loss, per egress interface, with an nft numgen rule in the
-    node's own namespace (one table there, rewritten whole)."""
-    per_node: dict[str, list[tuple[str, float, str]]] = {n: [] for n in topo.nodes}
+    node's own namespace (one table there, rewritten whole).  Only a link's
+    end can hold such a table: the ends of the file's links (or ``nodes``:
+    the surviving ends of links being removed, see :func:`_remove`), never
+    one nft transaction per node of a thousand-node star."""
+    if nodes is None:
+        nodes = {end for link in topo.links for end in (link.a, link.b)}
+    per_node: dict[str, list[tuple[str, float, str]]] = {n: [] for n in topo.nodes
+                                                         if n in nodes}
     for link in topo.links:
         for node, ifname, emu in ((link.a, link.a_ifname, link.a_to_b),
                                   (link.b, link.b_ifname, link.b_to_a)):
-            if emu.loss_pct:
+            if emu.loss_pct and node in per_node:
                 per_node[node].append((ifname, emu.loss_pct, link.key))
     for node, rules in per_node.items():
         engine.set_link_loss(node, rules)
