@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 
 ENDPOINT_KEYS = {"id", "network", "netns", "ifname", "host_ifname", "address", "mac",
-                 "gateway", "default_route", "created", "aliases", "labels"}
+                 "gateway", "default_route", "created", "aliases", "labels",
+                 "address6", "gateway6"}  # IPv6 ("" on an IPv4-only network)
 
 
 def _ok(box, *args: str) -> str:
@@ -24,6 +25,7 @@ def test_connect_json_is_what_was_made(sandbox) -> None:
     assert isinstance(out, list) and [e["netns"] for e in out] == [a, b]
     assert all(set(e) == ENDPOINT_KEYS for e in out), out
     assert [e["address"] for e in out] == ["198.51.100.2/28", "198.51.100.3/28"]
+    assert all(e["address6"] == e["gateway6"] == "" for e in out), out
     assert all(e["network"] == "web" and e["gateway"] == "198.51.100.1" and e["ifname"] == "eth0"
                and e["default_route"] is True and e["aliases"] == ["api"] for e in out), out
     # the same endpoints the state reports, and the kernel really has them

@@ -110,7 +110,8 @@ def traced(places: list[tuple[str, k.Netns, bool]], pairs: list[tuple[str, str]]
             with k.entered(ns.fd):
                 monitors.append((label, subprocess.Popen(
                     ["nft", "monitor", "trace"], stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL, text=True)))
+                    stderr=subprocess.DEVNULL, text=True,
+                    preexec_fn=k.die_with_parent)))  # no threads here
         time.sleep(START_WAIT)
         yield result
         time.sleep(DRAIN_WAIT)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import signal
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -38,6 +39,16 @@ def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
 
 def unshare(flags: int) -> None:
     _check(_libc.unshare(flags), "unshare")
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """For ``subprocess.Popen(preexec_fn=...)``: the child is SIGKILLed when
+    the process that started it dies, however it dies (a helper such as
+    doctor's ``nft monitor trace`` must not outlive a SIGKILLed nsnet)."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def mount(src: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
