@@ -257,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="write the report here (markdown)")
     p.add_argument("--plant-check", action="store_true",
                    help="also run one trial with planted leaks the harness must report")
+    p.add_argument("--only", nargs="+", metavar="STEP:POINT",
+                   help="only these crash points (e.g. 3:4 to reproduce a report's line)")
     p.add_argument("--trial", nargs=3, help=argparse.SUPPRESS)
     p.add_argument("--count", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--concurrency", action="store_true", help=argparse.SUPPRESS)
@@ -306,7 +308,9 @@ def _run_trials(args: argparse.Namespace, measured: list) -> int:
     counts = [n for n, _ in measured]
     points = [(i, j) for i, n in enumerate(counts) for j in range(1, n + 1)]
     rng = random.Random(args.seed)
-    if args.sample and args.sample < len(points):
+    if args.only:
+        points = [(int(s), int(a)) for s, a in (o.split(":") for o in args.only)]
+    elif args.sample and args.sample < len(points):
         points = _sample(points, counts, args.sample)
     steps = [rng.randrange(len(SCENARIO)) for _ in range(args.random)]
     kills = [(i, round(rng.uniform(0.0, measured[i][1]), 3)) for i in steps]

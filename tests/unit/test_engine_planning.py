@@ -155,7 +155,9 @@ def test_port_zero_names_every_mapping_of_that_port():
 @pytest.mark.parametrize("intent", [
     intents.ConnectIntent((intents.EndpointRef("e1", "veth1", "ns1"),), ("ns1",)),
     intents.NsAddIntent(create_ns=("a", "b")),
+    intents.ConnectIntent((intents.EndpointRef("e1", "veth1", "m1"),), (), ("m1",)),
     intents.NetworkCreateIntent("n1", "br-n1"),
+    intents.NetworkCreateIntent("n1", "br-n1", forwarding_was_off=True),
     intents.PortsIntent(),
     intents.DeleteIntent(("e1",), ("ns1",), intents.NetworkRef("n1", "br-n1")),
     intents.DeleteIntent(("e1",)),

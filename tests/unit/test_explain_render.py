@@ -35,6 +35,7 @@ SAMPLES = {
     "req_del_link": lambda k: k.rtnl.req_del_link(index=9),
     "req_del_group": lambda k: k.rtnl.req_del_group(1234),
     "req_add_addr": lambda k: k.rtnl.req_add_addr(7, "172.16.1.254/16"),
+    "req_del_addr": lambda k: k.rtnl.req_del_addr(1, "127.0.0.1/8"),
     "req_add_route": lambda k: k.rtnl.req_add_route("default", "172.16.1.254", oif=9),
     "req_del_route": lambda k: k.rtnl.req_del_route("10.0.0.0/24"),
     "req_add_route6": lambda k: k.rtnl.req_add_route6("default", "fd00:1::1", oif=9),

@@ -218,6 +218,16 @@ class Context:
             if err and err != errno.ENODEV:  # ENODEV: all were gone already
                 raise k.NetlinkError(err, "delete veth pairs", detail)
 
+    def forwarding_on(self) -> bool:
+        """IPv4 forwarding in the host namespace."""
+        with kernel_errors("reading net.ipv4.ip_forward"):
+            return k.read_sysctl(self.host, IP_FORWARD) == "1"
+
+    def restore_forwarding_off(self) -> None:
+        """Rollback of the network that turned forwarding on: off again."""
+        with kernel_errors("restoring net.ipv4.ip_forward=0"):
+            k.write_sysctls(self.host, {IP_FORWARD: "0"})
+
     def ensure_forwarding(self) -> None:
         """Routed networks need IPv4 forwarding in the host namespace (as
         Docker turns it on); say so when nsnet is the one turning it on."""

@@ -63,6 +63,7 @@ class ConnectPlan:
     create_ns: set[str]
     foreign_ns: set[str]
     ports: list[Published] = field(default_factory=list)
+    pristine_lo: set[str] = field(default_factory=set)  # existing, lo down, no address
 
 
 def check_connect_options(opts: ConnectOptions, count: int) -> ConnectOptions:
@@ -156,10 +157,13 @@ class Endpoints:
             by_ns.setdefault(ep.netns, []).append(ep)
         macs = store.macs(net.id)  # the bridge's MACs: one query, O(this network)
         endpoints = []
+        pristine_lo: set[str] = set()
         now = time.time()
         for name, ip, host_if in zip(names, ips, host_names, strict=False):
-            ifname, default_route = self._inside_names(name, opts, name in missing,
-                                                       by_ns.get(name, []))
+            ifname, default_route, pristine = self._inside_names(name, opts, name in missing,
+                                                                 by_ns.get(name, []))
+            if pristine:
+                pristine_lo.add(name)
             ep_id = uuid.uuid4().hex
             endpoints.append(Endpoint(
                 ep_id, net.name, name, ifname, host_if or f"veth{ep_id[:7]}",
@@ -167,7 +171,7 @@ class Endpoints:
                 default_route, now, opts.aliases, labels(opts.labels)))
         ports = [Published(e.id, net.name, e.netns, e.ip, m) for e in endpoints
                  for m in opts.ports]
-        return ConnectPlan(net, endpoints, missing, foreign, ports)
+        return ConnectPlan(net, endpoints, missing, foreign, ports, pristine_lo)
 
     def free_mac(self, net: Network, mac: str | None, used: set[str] | None = None) -> str:
         """``mac``, or a random one, not used on this bridge yet: two ports with
@@ -200,16 +204,22 @@ class Endpoints:
         return [opts.host_ifname]
 
     def _inside_names(self, netns: str, opts: ConnectOptions, fresh: bool,
-                      mine: list[Endpoint]) -> tuple[str, bool]:
-        """Interface name inside the namespace, and whether it gets the default
-        route; ``mine`` are its recorded endpoints on other networks."""
+                      mine: list[Endpoint]) -> tuple[str, bool, bool]:
+        """Interface name inside the namespace, whether it gets the default
+        route, and whether an existing namespace's lo is pristine (down, no
+        address: configuring the inside brings it up); ``mine`` are its
+        recorded endpoints on other networks."""
         present: set[str] = {e.ifname for e in mine}
         has_default = any(e.default_route for e in mine)
+        pristine = False
         if not fresh:
             snap = self.ctx.snapshot(netns)
             present |= {lk.name for lk in snap.links}
             has_default = has_default or any(r.is_default for r in snap.routes)
-        return inside_name(netns, opts.ifname, present, has_default)
+            lo = snap.link("lo")
+            pristine = bool(lo and not lo.up and not any(a.index == lo.index
+                                                         for a in snap.addresses))
+        return (*inside_name(netns, opts.ifname, present, has_default), pristine)
 
     # ------------------------------------------------------------- apply
     def attach(self, plan: ConnectPlan, attach_index: int, steps: Steps | None = None,

@@ -349,7 +349,8 @@ class Engine:
         with self.exclusive():
             self.nets.validate(net)
             driver = self.nets.driver(net)
-            with self._intent(NetworkCreateIntent(net.id, net.bridge)) as scope:
+            was_off = not net.internal and not self.ctx.forwarding_on()
+            with self._intent(NetworkCreateIntent(net.id, net.bridge, was_off)) as scope:
                 driver.setup(net)
                 others = self.store.networks(with_endpoints=False)
                 self.fw.apply(fw.network_add(net, others), skeleton=not others)
@@ -363,6 +364,8 @@ class Engine:
     def _rollback_network_create(self, intent: NetworkCreateIntent) -> None:
         self.nets.driver().teardown(intent.id, intent.bridge, unmarked_too=True)
         self.fw.sync()
+        if intent.forwarding_was_off:
+            self.ctx.restore_forwarding_off()
 
     def network_rm(self, name: str, force: bool = False) -> None:
         with self.exclusive():
@@ -421,7 +424,8 @@ class Engine:
             plan = self.endpoints.plan(net, names, opts)
             intent = ConnectIntent(
                 tuple(EndpointRef(e.id, e.host_ifname, e.netns) for e in plan.endpoints),
-                tuple(e.netns for e in plan.endpoints if e.netns in plan.create_ns))
+                tuple(e.netns for e in plan.endpoints if e.netns in plan.create_ns),
+                tuple(sorted(plan.pristine_lo)))
             with self._intent(intent) as scope:
                 self._apply_connect(plan, scope, progress)
                 crashpoint("connect:applied")
@@ -458,6 +462,8 @@ class Engine:
         self.endpoints.undo_host_ends(intent.endpoints)
         for name in intent.create_ns:
             self.namespaces.remove_if_empty(name)
+        for name in getattr(intent, "pristine_lo", ()):
+            self.namespaces.restore_pristine_lo(name)
         if intent.endpoints:
             self.fw.sync()
 

@@ -64,6 +64,9 @@ class ConnectIntent(Intent):
     kind: ClassVar[str] = "connect"
     endpoints: tuple[EndpointRef, ...] = ()
     create_ns: tuple[str, ...] = ()
+    # existing namespaces whose lo was pristine (down, no address) before the
+    # connect brought it up: a rollback leaves them as it found them
+    pristine_lo: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,10 @@ class NetworkCreateIntent(Intent):
     kind: ClassVar[str] = "network_create"
     id: str = ""
     bridge: str = ""
+    # IPv4 forwarding was off in the host before this network turned it on:
+    # a rollback turns it off again (a network that was never made changes
+    # no host-wide setting)
+    forwarding_was_off: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,11 +141,16 @@ def decode(kind: str, payload: dict) -> Intent:
     cls = KINDS.get(kind)
     if cls is None:
         raise ValueError(f"unknown intent kind {kind!r}")
-    if cls in (ConnectIntent, NsAddIntent):
-        return cls(endpoints=tuple(_ref(e) for e in payload.get("endpoints", ())),
-                   create_ns=tuple(payload.get("create_ns", ())))
+    if cls is ConnectIntent:
+        return ConnectIntent(endpoints=tuple(_ref(e) for e in payload.get("endpoints", ())),
+                             create_ns=tuple(payload.get("create_ns", ())),
+                             pristine_lo=tuple(payload.get("pristine_lo", ())))
+    if cls is NsAddIntent:
+        return NsAddIntent(endpoints=tuple(_ref(e) for e in payload.get("endpoints", ())),
+                           create_ns=tuple(payload.get("create_ns", ())))
     if cls is NetworkCreateIntent:
-        return NetworkCreateIntent(payload["id"], payload["bridge"])
+        return NetworkCreateIntent(payload["id"], payload["bridge"],
+                                   bool(payload.get("forwarding_was_off", False)))
     if cls is DeleteIntent:
         net = payload.get("network")
         ref = None if not net else (NetworkRef(*net) if isinstance(net, list)

@@ -85,6 +85,23 @@ class Namespaces:
         elif os.path.isfile(path) and os.path.getsize(path) == 0:
             os.unlink(path)  # died between creating the mount point and mounting
 
+    def restore_pristine_lo(self, name: str) -> None:
+        """Rollback of a connect into an existing namespace whose lo was down
+        with no address: lo down again, and the 127.0.0.1/8 that bringing it
+        up added removed (the kernel keeps it on the way down)."""
+        if not self.ctx.ns_exists(name):
+            return
+        ns = self.ctx.open_ns(name)
+        try:
+            with k.entered(ns.fd):
+                rtnl = k.Rtnl()
+            with rtnl as rt:
+                lo = rt.link("lo")
+                rt.batch([k.req_set_link(index=lo.index, up=False),
+                          k.req_del_addr(lo.index, "127.0.0.1/8")])  # absent: harmless
+        finally:
+            ns.close()
+
     def recreate(self, name: str, sysctls: dict[str, str]) -> None:
         """Reconcile: an owned namespace that vanished (a reboot) is made again."""
         if self.ctx.ns_exists(name):

@@ -253,6 +253,15 @@ def req_add_addr(index: int, cidr: str, nodad: bool = False) -> Request:
                             *(["nodad"] if nodad else [])))
 
 
+def req_del_addr(index: int, cidr: str) -> Request:
+    """``ip addr del CIDR dev INDEX``."""
+    iface = ipaddress.ip_interface(cidr)
+    body = nl.IFADDR.pack(_family(iface.ip), iface.network.prefixlen, 0, 0, index)
+    body += attr(nl.IFA_LOCAL, iface.ip.packed)
+    return Request(nl.RTM_DELADDR, 0, body, f"remove address {cidr}",
+                   lambda: ("ip", "addr", "del", str(iface), "dev", Dev(index)))
+
+
 def req_add_route(dst: str, gateway: str | None = None, oif: int = 0) -> Request:
     """A static route in the main table; ``dst`` may be "default"."""
     net = ipaddress.ip_network("0.0.0.0/0" if dst == "default" else dst)
