@@ -82,10 +82,11 @@ test-deps:
 # (tests/overlay_world.py) and check nsnet's keys with etcd's own client.
 # The package's own etcd service must not start on the machine: a
 # temporary policy-rc.d keeps it down while installing.
-OVERLAY_PACKAGES := etcd-server etcd-client
-overlay-deps:
+# apt-get install those of the packages $(1) that are missing, behind a
+# temporary policy-rc.d: no package may start its own service on the machine.
+define install_guarded
 	@missing=""; \
-	for pkg in $(OVERLAY_PACKAGES); do \
+	for pkg in $(1); do \
 	  dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -95,6 +96,11 @@ overlay-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  rc=$$?; [ -z "$$guard" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
+endef
+
+OVERLAY_PACKAGES := etcd-server etcd-client
+overlay-deps:
+	$(call install_guarded,$(OVERLAY_PACKAGES))
 
 apt-missing:
 	@missing=""; \
@@ -118,17 +124,7 @@ apt-missing:
 RUNTIME_PACKAGES := podman runc busybox-static containerd golang-go \
                     golang-github-appc-cni-dev procps docker.io
 runtime-deps:
-	@missing=""; \
-	for pkg in $(RUNTIME_PACKAGES); do \
-	  dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing system packages:$$missing"; \
-	  guard=""; [ -e /usr/sbin/policy-rc.d ] || { guard=1; printf '#!/bin/sh\nexit 101\n' \
-	    > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	  rc=$$?; [ -z "$$guard" ] || rm -f /usr/sbin/policy-rc.d; exit $$rc; \
-	fi
+	$(call install_guarded,$(RUNTIME_PACKAGES))
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
