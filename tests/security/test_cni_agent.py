@@ -7,9 +7,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -98,14 +100,28 @@ def net_config(name: str, subnet: str, state: str, netns_dir: str, bridge: str) 
             "etcNetnsDir": netns_dir + "-etc"}
 
 
+@pytest.fixture
+def short_tmp():
+    """A short directory for state: the agent's socket is STATE/cni/cni-MNT-NET.sock
+    and AF_UNIX paths stop at 107 bytes; under pytest-xdist a test's tmp_path
+    (.../popen-gw0/test_agent_refuses_a_foreign_n0/state/cni/...) passes that,
+    and the client then falls back to running in-process -- not what these
+    tests attack."""
+    path = Path(tempfile.mkdtemp(prefix="nsc", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.mark.attack(
     attack="a caller in another sandbox (own mount and network namespaces) uses the same "
            "state directory path while an agent started by a first sandbox runs",
     promise="an agent acts only for callers in its own mount and network namespaces; "
             "every other caller's objects are made in that caller's namespaces",
     defect="#14.2")
-def test_agent_never_serves_another_sandbox(tmp_path: Path) -> None:
-    state = str(tmp_path / "state")
+def test_agent_never_serves_another_sandbox(tmp_path: Path, short_tmp: Path) -> None:
+    state = str(short_tmp / "state")
     launcher = install_launcher(tmp_path / "bin")
     try:
         conf_a = net_config("neta", "10.77.1.0/24", state, str(tmp_path / "ns-a"), "nsbra")
@@ -154,10 +170,10 @@ print(int.from_bytes(data[:4], "big", signed=True))
            "socket and sends it a command",
     promise="the agent refuses callers whose mount or network namespace is not its own",
     defect="#14.2")
-def test_agent_refuses_a_foreign_namespace_connection(tmp_path: Path) -> None:
+def test_agent_refuses_a_foreign_namespace_connection(tmp_path: Path, short_tmp: Path) -> None:
     from nsnet.cni.client import REFUSED, agent_dir
 
-    state = str(tmp_path / "state")
+    state = str(short_tmp / "state")
     launcher = install_launcher(tmp_path / "bin")
     try:
         conf = net_config("neta", "10.77.3.0/24", state, str(tmp_path / "ns"), "nsbrc")
@@ -295,7 +311,7 @@ class FakeAgent:
     promise="the launcher reads only the plugin's own top-level stateDir and talks only to "
             "root's socket in a root-owned 0700 directory",
     defect="#12.9")
-def test_launcher_trusts_no_foreign_socket(sandbox, tmp_path: Path) -> None:
+def test_launcher_trusts_no_foreign_socket(sandbox, tmp_path: Path, short_tmp: Path) -> None:
     from nsnet.cni.client import socket_name
 
     box = sandbox
@@ -303,7 +319,7 @@ def test_launcher_trusts_no_foreign_socket(sandbox, tmp_path: Path) -> None:
     nobody = 65534
 
     def state_dir(name: str, mode: int, owner: int, cni_mode: int, cni_owner: int) -> Path:
-        state = tmp_path / name
+        state = short_tmp / name
         (state / "cni").mkdir(parents=True)
         for path, m, uid in ((state, mode, owner), (state / "cni", cni_mode, cni_owner)):
             os.chmod(path, m)
