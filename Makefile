@@ -78,10 +78,6 @@ test-deps:
 	@$(MAKE) -s apt-missing TOOLS="$(TEST_TOOLS)"
 	@$(MAKE) -s overlay-deps
 
-# Overlay networks (#17): tests run a real etcd cluster inside the sandbox
-# (tests/overlay_world.py) and check nsnet's keys with etcd's own client.
-# The package's own etcd service must not start on the machine: a
-# temporary policy-rc.d keeps it down while installing.
 # apt-get install those of the packages $(1) that are missing, behind a
 # temporary policy-rc.d: no package may start its own service on the machine.
 define install_guarded
@@ -98,6 +94,9 @@ define install_guarded
 	fi
 endef
 
+# Overlay networks (#17): tests run a real etcd cluster inside the sandbox
+# (tests/overlay_world.py) and check nsnet's keys with etcd's own client; the
+# package's own etcd service must not start on the machine.
 OVERLAY_PACKAGES := etcd-server etcd-client
 overlay-deps:
 	$(call install_guarded,$(OVERLAY_PACKAGES))
