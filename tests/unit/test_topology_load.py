@@ -119,6 +119,12 @@ def test_parsing_grows_linearly_with_the_number_of_networks() -> None:
     """4x the networks (and nodes) must cost about 4x, not 16x: the quadratic
     checks (pairwise overlaps, a scan per node) took 16 s for 1,000 and grew
     ~15x from 250 to 1,000."""
-    small, large = _seconds(_big(500)), _seconds(_big(2000))
-    assert large / small < 8, (small, large)
-    assert small < 5, small
+    small_text, large_text = _big(500), _big(2000)
+    ratios = []
+    for _ in range(5):  # each pair measured back to back: a sibling test worker
+        # inflates CPU time too (shared cores), for both sizes of one pair alike
+        small, large = _seconds(small_text), _seconds(large_text)
+        ratios.append((large / small, small, large))
+    best = min(ratios)
+    assert best[0] < 8, ratios
+    assert best[1] < 5, ratios
