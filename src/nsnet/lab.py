@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from . import kernel as k
 from .engine import Engine
-from .errors import AlreadyExists, CheckFailed, Conflict
-from .model import ConnectOptions, NetworkSpec, bridge_alias
+from .errors import CheckFailed, Conflict
+from .model import ConnectOptions, NetworkSpec, bridge_alias, veth_alias
 
 __all__ = ["LAB_NETWORK", "LAB_NODES", "format_route", "lab_down", "lab_up"]
 
@@ -93,28 +93,18 @@ def _is_up(engine: Engine) -> bool:
 
 def _preflight(engine: Engine) -> None:
     """Refuse, before touching anything, when a lab name is taken by an
-    object nsnet did not create (or by an nsnet object of another shape)."""
-    owned_ns = engine.owned_namespaces()
-    for node in LAB_NODES:
-        if engine.ns_exists(node.netns) and node.netns not in owned_ns:
-            raise AlreadyExists(f"namespace {node.netns!r} already exists and was not created "
-                                f"by nsnet; nothing was changed (remove it with "
-                                f"'ip netns del {node.netns}' or run the lab in a sandbox)")
+    object nsnet did not create (the engine's ownership check), or by an
+    nsnet network of another shape (the lab's own rule)."""
     net = engine.find_network(LAB_NETWORK.name)
     if net and (net.subnet, net.gateway, net.bridge) != (
             LAB_NETWORK.subnet, LAB_NETWORK.gateway, LAB_NETWORK.bridge):
         raise Conflict(f"an nsnet network {net.name!r} exists with another shape "
                        f"({net.subnet} via {net.gateway}); remove it first")
-    ours = {e.host_ifname for e in net.endpoints} if net else set()
-    links = engine.host_links()
-    bridge = links.get(LAB_NETWORK.bridge or "")
-    if bridge and not (net and bridge.alias == bridge_alias(net.id)):
-        raise AlreadyExists(f"a link named {LAB_NETWORK.bridge!r} already exists and was not "
-                            "created by nsnet; nothing was changed")
-    for node in LAB_NODES:
-        if node.host_ifname in links and node.host_ifname not in ours:
-            raise AlreadyExists(f"a link named {node.host_ifname!r} already exists and was "
-                                "not created by nsnet; nothing was changed")
+    ours = {e.host_ifname: veth_alias(e.id) for e in net.endpoints} if net else {}
+    links: dict[str, str | None] = {
+        LAB_NETWORK.bridge or "": bridge_alias(net.id) if net else None}
+    links.update({n.host_ifname: ours.get(n.host_ifname) for n in LAB_NODES})
+    engine.refuse_foreign(namespaces=[n.netns for n in LAB_NODES], links=links)
 
 
 def lab_up(engine: Engine, out: Out, ping_count: int = 2, interval: float = 0.3) -> None:

@@ -660,3 +660,40 @@ def test_the_agent_exits_after_its_idle_time(sandbox, tmp_path) -> None:
     # the next command starts a new agent and works
     ok(box, "DEL", conf(box), cid="idle", netns=ns, argv=launcher, NSNET_CNI_AGENT_IDLE="1")
     assert box.cli("reconcile", "--dry-run").returncode == 0
+
+
+def test_add_and_del_hold_the_state_lock_throughout(sandbox, monkeypatch) -> None:
+    """From the bind mount to the endpoint (and back), one plugin call holds
+    nsnet's state lock: a concurrent reconcile, GC or ADD never finds an
+    attachment recorded but not connected, or disconnected but not detached.
+    The plugin's core runs in-process; at each of its crash points another
+    open file description tries the lock without waiting."""
+    import io
+
+    from nsnet.cni import plugin
+
+    box = sandbox
+    ns = box.foreign_netns(box.name("c"))
+    held: dict[str, bool] = {}
+
+    def probe(label: str) -> None:
+        fd = os.open(os.path.join(box.state_dir, "lock"), os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held[label] = False
+        except BlockingIOError:
+            held[label] = True
+        finally:
+            os.close(fd)  # drops the probe's lock if it got one
+
+    monkeypatch.setattr(plugin, "crashpoint", probe)
+    env = {"CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_PATH": REF,
+           "CNI_NETNS": os.path.join(box.netns_dir, ns)}
+    stdin = json.dumps(conf(box)).encode()
+    for command in ("ADD", "DEL"):
+        rc, out = plugin.handle(command, dict(env, CNI_COMMAND=command), stdin, io.StringIO())
+        assert rc == 0, out
+    assert {"cni:netns-attached", "cni:recorded", "cni:connected", "cni:disconnected",
+            "cni:netns-detached"} <= set(held), held
+    assert all(held.values()), held
+    assert "eth0" not in box.inside(ns, "ip", "link").stdout

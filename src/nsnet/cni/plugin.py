@@ -552,7 +552,9 @@ def result(req: Request, net: Network, ep: Any, bridge_mac: str,
 # --------------------------------------------------------------- commands
 def cmd_add(req: Request) -> dict[str, Any]:
     os.close(open_netns_path(req.netns))  # before anything is created
-    with engine_for(req) as eng:
+    # One lock from the bind mount to the endpoint: a concurrent reconcile,
+    # GC or ADD never sees an attachment recorded but not yet connected.
+    with engine_for(req) as eng, eng.exclusive():
         net = ensure_network(eng, req.conf)
         for a in eng.attachments(net.name):
             if a["containerID"] == req.container_id and a["ifname"] == req.ifname:
@@ -646,7 +648,7 @@ def _ports(req: Request) -> tuple:
 
 
 def cmd_del(req: Request) -> None:
-    with engine_for(req) as eng:
+    with engine_for(req) as eng, eng.exclusive():
         found = next((a for a in eng.attachments(req.network)
                       if a["containerID"] == req.container_id and a["ifname"] == req.ifname),
                      None)
@@ -705,7 +707,7 @@ def cmd_status(req: Request) -> None:
 def cmd_gc(req: Request) -> None:
     valid = {(a.get("containerID"), a.get("ifname"))
              for a in req.conf.get("cni.dev/valid-attachments") or []}
-    with engine_for(req) as eng:
+    with engine_for(req) as eng, eng.exclusive():
         for att in eng.attachments(req.network):
             if (att["containerID"], att["ifname"]) not in valid:
                 _detach(eng, req.network, att)

@@ -19,7 +19,7 @@ import dataclasses
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .. import kernel as k
@@ -172,6 +172,17 @@ class Endpoints:
         ports = [Published(e.id, net.name, e.netns, e.ip, m) for e in endpoints
                  for m in opts.ports]
         return ConnectPlan(net, endpoints, missing, foreign, ports, pristine_lo)
+
+    def refuse_taken_links(self, links: Mapping[str, str | None]) -> None:
+        """Refuse, before anything is changed, a host link name already in use
+        by a link that is not the caller's own: ``links`` maps each name to the
+        ownership alias nsnet gave it (None: it must not exist).  One lookup
+        per name, not a dump."""
+        for name, alias in links.items():
+            link = self.ctx.rtnl.find_link(name)
+            if link and (alias is None or link.alias != alias):
+                raise AlreadyExists(f"a link named {name!r} already exists and was not "
+                                    "created by nsnet; nothing was changed")
 
     def free_mac(self, net: Network, mac: str | None, used: set[str] | None = None) -> str:
         """``mac``, or a random one, not used on this bridge yet: two ports with

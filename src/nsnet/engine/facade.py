@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 from .. import kernel as k
@@ -292,6 +292,16 @@ class Engine:
         """Names of the namespaces nsnet created (and will remove); of
         ``names`` only, if given (by key, not every record)."""
         return self.namespaces.owned(names)
+
+    def refuse_foreign(self, namespaces: Iterable[str] = (),
+                       links: Mapping[str, str | None] | None = None) -> None:
+        """Refuse, before anything is changed, names held by objects nsnet did
+        not create: namespaces it has no record of owning, and host links that
+        are not the caller's own (``links``: name -> the ownership alias nsnet
+        gave it, None where it must not exist).  The lab (and any composite
+        command) checks here rather than re-implementing ownership."""
+        self.namespaces.refuse_foreign(namespaces)
+        self.endpoints.refuse_taken_links(links or {})
 
     def ns_exists(self, name: str) -> bool:
         """Whether ``name`` is a mounted namespace in the netns directory."""

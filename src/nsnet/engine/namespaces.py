@@ -60,6 +60,17 @@ class Namespaces:
                 if steps:
                     steps.advance()
 
+    def refuse_foreign(self, names: Iterable[str]) -> None:
+        """Refuse, before anything is changed, a name held by a namespace nsnet
+        did not create (a record of these names only, by key)."""
+        names = list(names)
+        owned = self.owned(names)
+        for name in names:
+            if name not in owned and self.ctx.ns_exists(name):
+                raise AlreadyExists(f"namespace {name!r} already exists and was not created "
+                                    f"by nsnet; nothing was changed (remove it with "
+                                    f"'ip netns del {name}' or work in a sandbox)")
+
     def check_removable(self, names: list[str]) -> None:
         """ns rm: every name exists and was created by nsnet (all or nothing)."""
         known = self.ctx.store.namespaces(names)  # these names only, by key
