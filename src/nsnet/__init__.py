@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 # for the engine, the kernel layer and the firewall at start-up.
 _WHERE = {
     "engine": ("DEFAULT_NETNS_DIR", "DEFAULT_STATE_DIR", "CheckResult", "Engine", "check_ok"),
+    "config": ("Config", "DEFAULT_ETC_NETNS_DIR"),
     "errors": ("AlreadyExists", "CheckFailed", "Conflict", "InvalidInput", "KernelError",
                "LockTimeout", "NotFound", "NsnetError", "PermissionDenied", "PoolExhausted",
                "StateError", "StoreUnavailable"),
@@ -51,6 +52,7 @@ if TYPE_CHECKING:  # for type checkers and readers: the same names, eagerly
         cluster_status,
     )
     from .cni.install import install_cni_plugin
+    from .config import DEFAULT_ETC_NETNS_DIR, Config
     from .docker import serve_docker_plugin
     from .doctor import Diagnosis, diagnose, kernel_features
     from .engine import DEFAULT_NETNS_DIR, DEFAULT_STATE_DIR, CheckResult, Engine, check_ok
@@ -96,11 +98,13 @@ if TYPE_CHECKING:  # for type checkers and readers: the same names, eagerly
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_ETC_NETNS_DIR",
     "DEFAULT_NETNS_DIR",
     "DEFAULT_STATE_DIR",
     "AlreadyExists",
     "CheckFailed",
     "CheckResult",
+    "Config",
     "Conflict",
     "ConnectOptions",
     "Diagnosis",

@@ -17,6 +17,7 @@ def test_public_api_is_guarded():
         "ExplainSession", "lab_explain_printer",
         "StoreUnavailable", "cluster_agent", "cluster_forget", "cluster_join", "cluster_leave",
         "cluster_status",
+        "Config", "DEFAULT_ETC_NETNS_DIR",
     ])
     for name in nsnet.__all__:
         assert hasattr(nsnet, name)

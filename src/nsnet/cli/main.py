@@ -55,10 +55,12 @@ class Settings:
                 self._engine = self.session.engine(self.host_netns, self.state_dir,
                                                    self.netns_dir, self.etc_netns_dir)
             else:
-                self._engine = Engine.open(host_netns=self.host_netns,
-                                           state_dir=self.state_dir,
-                                           netns_dir=self.netns_dir,
-                                           etc_netns_dir=self.etc_netns_dir)
+                # the environment read once (each NSNET_* value checked), the
+                # options (themselves defaulted from the same variables) on top
+                config = nsnet.Config.from_env().override(
+                    host_netns=self.host_netns, state_dir=self.state_dir,
+                    netns_dir=self.netns_dir, etc_netns_dir=self.etc_netns_dir)
+                self._engine = Engine.open(config=config)
         return self._engine
 
     def close(self) -> None:
@@ -191,7 +193,8 @@ def _progress(count: int, label: str) -> Iterator[Any]:
               show_default=True, help="Where nsnet keeps its state.")
 @click.option("--netns-dir", envvar="NSNET_NETNS_DIR", default=nsnet.DEFAULT_NETNS_DIR,
               show_default=True, help="Where namespaces are bind-mounted.")
-@click.option("--etc-netns-dir", envvar="NSNET_ETC_NETNS_DIR", default="/etc/netns",
+@click.option("--etc-netns-dir", envvar="NSNET_ETC_NETNS_DIR",
+              default=nsnet.DEFAULT_ETC_NETNS_DIR,
               show_default=True, help="Per-namespace /etc files (resolv.conf), as ip netns.")
 @click.option("--explain", is_flag=True,
               help="Mutating commands print the equivalent ip/bridge/tc/sysctl/nft commands.")
