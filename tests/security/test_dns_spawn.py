@@ -3,6 +3,7 @@ environment (#12.1): it is started as ``python -I`` (isolated mode) in ``/``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -63,3 +64,28 @@ def test_dns_server_ignores_a_hostile_cwd_and_pythonpath(sandbox, tmp_path: Path
     # (the trap works: an unisolated python started there does spring it)
     subprocess.run([sys.executable, "-c", "import nsnet"], cwd=evil, env=env, check=True)
     assert marker.exists()
+
+
+@pytest.mark.attack(
+    attack="stop nsnet's daemons (a sandbox's teardown, `nsnet` after a kill) in the instant "
+           "after a DNS server was started and before it holds its pid file",
+    promise="a DNS server nsnet started never outlives its state directory's stop",
+    defect="a server still importing had no pid file yet: the stop missed it")
+def test_a_server_still_starting_is_stopped_with_its_state(sandbox) -> None:
+    from nsnet import kernel as k
+    from nsnet.dns import PIDFILE, DnsControl, stop_daemons
+
+    os.makedirs(sandbox.state_dir, exist_ok=True)
+    host = k.open_netns(sandbox.host_path)
+    try:
+        pid = DnsControl(sandbox.state_dir, host)._start()
+    finally:
+        host.close()
+    stop_daemons(sandbox.state_dir)  # at once: the server is still importing
+    gone = not os.path.exists(f"/proc/{pid}") or Path(
+        f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] in "ZX"
+    assert gone, f"DNS server {pid} outlived the stop"
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+    assert not os.path.exists(os.path.join(sandbox.state_dir, PIDFILE)) or not Path(
+        sandbox.state_dir, PIDFILE).read_text().strip()

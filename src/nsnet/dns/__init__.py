@@ -27,9 +27,13 @@ from ..kernel import record
 from ..model import Endpoint, Network
 
 __all__ = ["RESOLV_MARK", "DnsControl", "dns_networks", "host_resolv_confs", "resolv_conf",
-           "server_argv", "stop_daemon", "stop_daemons"]
+           "server_argv", "stop_daemon", "stop_daemons", "stop_spawned"]
 
 STATUS, PIDFILE, LOG = "dns.status.json", "dns.pid", "dns.log"
+# The PID of the server just started, written by its parent at once: until
+# the server holds its pid file's lock (after its imports, up to a second on
+# a loaded machine) this is the only way a stop finds it.
+SPAWNED = "dns.spawned"
 RESOLV_MARK = "# nsnet: embedded DNS of network"
 WAIT = 5.0  # seconds to wait for the server to report
 
@@ -137,6 +141,7 @@ class DnsControl:
                                         stderr=log, start_new_session=True, close_fds=True)
         finally:
             os.close(log)
+        _write_private(self._path(SPAWNED), f"{proc.pid}\n")
         return proc.pid
 
     def _wait(self, pid: int, before: int) -> dict:
@@ -150,6 +155,7 @@ class DnsControl:
 
     def stop(self) -> None:
         stop_daemon(self._path(PIDFILE))
+        stop_spawned(self.state_dir)
 
 
 def _explain(pid: int, networks: set[str], state_dir: str) -> None:
@@ -195,6 +201,45 @@ def stop_daemon(pidfile: str, wait: float = WAIT) -> None:
         _wait_gone(pid, wait)  # it may still be exiting after letting go of the lock
 
 
+def _write_private(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def stop_spawned(state_dir: str, wait: float = WAIT) -> None:
+    """SIGTERM a DNS server started for ``state_dir`` that may not hold its
+    pid file yet (:data:`SPAWNED`), then forget it.  By PID, and only if that
+    PID still runs ``nsnet.dns`` for this very state directory (a PID the
+    kernel reused for anything else is left alone)."""
+    path = os.path.join(state_dir, SPAWNED)
+    try:
+        with open(path, "rb") as f:
+            text = f.read(32).strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    pid = int(text) if text.isdigit() else 0
+    if pid and _serves(pid, state_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        _wait_gone(pid, wait)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _serves(pid: int, state_dir: str) -> bool:
+    """Whether ``pid`` is an nsnet DNS server of ``state_dir`` (its argv)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    return b"nsnet.dns" in argv and os.fsencode(os.path.abspath(state_dir)) in argv
+
+
 def _is_nsnet(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -224,6 +269,7 @@ def stop_daemons(state_dir: str) -> None:
         agents = []
     for name in (PIDFILE, *agents):
         stop_daemon(os.path.join(state_dir, name))
+    stop_spawned(state_dir)
 
 
 def wants_dns(networks: Iterable[Network]) -> bool:
