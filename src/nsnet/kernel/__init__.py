@@ -30,6 +30,7 @@ from .netns import (
     list_netns,
     mount_bind,
     open_netns,
+    read_sysctl_here,
     remove_netns,
     write_sysctls_here,
 )
@@ -103,6 +104,7 @@ __all__ = [
     "ping",
     "reachable",
     "read_sysctl",
+    "read_sysctl_here",
     "remove_netns",
     "req_add_addr",
     "req_add_route",
@@ -142,8 +144,8 @@ def write_sysctls(ns: Netns, values: dict[str, str]) -> None:
 
 
 def read_sysctl(ns: Netns, key: str) -> str:
-    with entered(ns.fd), open(f"/proc/sys/{key}") as f:
-        return f.read().strip()
+    with entered(ns.fd):
+        return read_sysctl_here(key)
 
 
 class Snapshot:
