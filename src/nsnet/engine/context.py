@@ -68,8 +68,8 @@ def raise_nofile() -> None:
 
 def no_ipv6(ifname: str) -> str:
     # IPv4-only networks: no IPv6 autoconfiguration traffic flooding the bridge.
-    # Only the namespace side matters: a bridge port's own packets go to its
-    # peer, never through the bridge.
+    # The namespace side for the traffic; host ends too, for the kernel's
+    # cost (engine/endpoints.py host_ends_without_ipv6).
     return f"net/ipv6/conf/{ifname}/disable_ipv6"
 
 
