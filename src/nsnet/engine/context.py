@@ -199,6 +199,14 @@ class Context:
         finally:
             ns.close()
 
+    def endpoint_view(self, netns: str, ifname: str) -> k.Snapshot:
+        """Only what a reconcile checks of one endpoint inside (k.endpoint_view)."""
+        ns = self.open_ns(netns)
+        try:
+            return k.endpoint_view(ns, ifname)
+        finally:
+            ns.close()
+
     def handed_off(self) -> set[str]:
         """Names of endpoints whose inside another manager (Docker) holds."""
         return self.store.handed_off()  # by the path index

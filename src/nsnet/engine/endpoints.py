@@ -100,7 +100,7 @@ def inside_name(netns: str, wanted: str | None, present: set[str],
 
 
 def host_ends_without_ipv6(ctx: Context, names: list[str]) -> None:
-    """IPv6 off on host veth ends, before they go up (one setns for all).
+    """IPv6 off on host veth ends, before they go up (one namespace switch for all).
 
     A bridge port needs no IPv6 of its own (IPv6 networks too: the gateway
     is the bridge, the addresses are inside).  With it on, each host end

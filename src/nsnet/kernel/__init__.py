@@ -85,6 +85,7 @@ __all__ = [
     "create_netns",
     "current_netns",
     "die_with_parent",
+    "endpoint_view",
     "ensure_netns_dir",
     "entered",
     "exec_in_netns",
@@ -170,3 +171,17 @@ class Snapshot:
 def snapshot(ns: Netns) -> Snapshot:
     with open_rtnl(ns) as rt:
         return Snapshot(rt.links(), rt.addresses(), rt.routes())
+
+
+def endpoint_view(ns: Netns, ifname: str) -> Snapshot:
+    """What a reconcile checks of one endpoint inside its namespace, as a
+    :class:`Snapshot` holding only that: the link ``ifname`` (one request by
+    name), its IPv4 addresses and the main table's default routes, the rest
+    of each dump skipped undecoded.  A full snapshot per endpoint (three
+    dumps, every link decoded with all its attributes) made ``reconcile
+    --dry-run`` at 5000 endpoints ~7 s, mostly attribute parsing."""
+    with open_rtnl(ns) as rt:
+        link = rt.find_link(ifname)
+        if link is None:
+            return Snapshot([], [], [])
+        return Snapshot([link], rt.addresses_of(link.index), rt.default_routes())

@@ -307,9 +307,20 @@ def _is_netns_mount_here(path: str) -> bool:
         return False
 
 
+_NSFS_DEV: list[int] = []
+
+
+def _nsfs_dev() -> int:
+    """The device of nsfs (every namespace file's), once per process: ``ns
+    ls`` asks it of every entry of the netns directory."""
+    if not _NSFS_DEV:
+        _NSFS_DEV.append(os.stat("/proc/self/ns/net").st_dev)
+    return _NSFS_DEV[0]
+
+
 def is_netns_mount(path: str) -> bool:
     try:
-        return os.stat(path).st_dev == os.stat("/proc/self/ns/net").st_dev
+        return os.stat(path).st_dev == _nsfs_dev()
     except OSError:
         return False
 

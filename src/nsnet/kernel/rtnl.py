@@ -434,6 +434,22 @@ class Rtnl(nl.Netlink):
                 out.add(str(ipaddress.ip_address(dst)))
         return out
 
+    def addresses_of(self, index: int, family: int = socket.AF_INET) -> list[Address]:
+        """One link's addresses: the dump of the namespace's, but only the
+        link's decoded (the header says the index; attributes cost most)."""
+        body = nl.IFADDR.pack(family, 0, 0, 0, index)
+        return [_decode_addr(r.body) for r in self.dump(nl.RTM_GETADDR, body)
+                if r.msg_type == nl.RTM_NEWADDR and nl.IFADDR.unpack_from(r.body)[4] == index]
+
+    def default_routes(self, family: int = socket.AF_INET) -> list[Route]:
+        """The main table's default routes, others skipped undecoded (the
+        header's dst_len and table byte say which they are)."""
+        body = nl.RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+        decoded = (_decode_route(r.body) for r in self.dump(nl.RTM_GETROUTE, body)
+                   if r.msg_type == nl.RTM_NEWROUTE and r.body[1] == 0
+                   and r.body[4] != _RT_TABLE_LOCAL)
+        return [route for table, route in decoded if table == nl.RT_TABLE_MAIN]
+
     def routes(self, family: int = socket.AF_INET) -> list[Route]:
         body = nl.RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
         # the local table's routes (most of a small namespace's) are skipped
