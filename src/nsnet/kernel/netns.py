@@ -78,7 +78,7 @@ class Netns:
 def open_netns(path: str, name: str | None = None) -> Netns:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if os.fstat(fd).st_dev != os.stat("/proc/self/ns/net").st_dev:
+        if os.fstat(fd).st_dev != _nsfs_dev():
             raise OSError(errno.EINVAL, f"{path} is not a network namespace")
         setns_probe(fd)
     except BaseException:

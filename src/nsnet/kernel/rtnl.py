@@ -434,6 +434,17 @@ class Rtnl(nl.Netlink):
                 out.add(str(ipaddress.ip_address(dst)))
         return out
 
+    def link_flags(self, name: str) -> tuple[int, int] | None:
+        """(index, IFF_* flags) of the link ``name``, None if absent: one
+        request, only the reply's header decoded."""
+        reply = self.get_many(nl.RTM_GETLINK, [_ifinfo() + attr_str(nl.IFLA_IFNAME, name)])[0]
+        if isinstance(reply, nl.Reply):
+            _fam, _type, index, flags, _change = nl.IFINFO.unpack_from(reply.body)
+            return index, flags
+        if reply not in (errno.ENODEV, errno.ENOENT):
+            raise nl.NetlinkError(reply, f"link {name}")
+        return None
+
     def addresses_of(self, index: int, family: int = socket.AF_INET) -> list[Address]:
         """One link's addresses: the dump of the namespace's, but only the
         link's decoded (the header says the index; attributes cost most)."""
