@@ -201,11 +201,13 @@ class Context:
 
     def endpoint_view(self, netns: str, ifname: str) -> k.Snapshot:
         """Only what a reconcile checks of one endpoint inside (k.endpoint_view)."""
-        ns = self.open_ns(netns)
+        validate_netns_name(netns)
         try:
-            return k.endpoint_view(ns, ifname)
-        finally:
-            ns.close()
+            return k.endpoint_view_at(self.ns_path(netns), ifname)
+        except k.NetlinkError:
+            raise
+        except OSError:  # no such file, or not a namespace (EINVAL on entering)
+            raise NotFound(f"namespace {netns!r} does not exist") from None
 
     def handed_off(self) -> set[str]:
         """Names of endpoints whose inside another manager (Docker) holds."""

@@ -434,23 +434,19 @@ class Rtnl(nl.Netlink):
                 out.add(str(ipaddress.ip_address(dst)))
         return out
 
-    def link_flags(self, name: str) -> tuple[int, int] | None:
-        """(index, IFF_* flags) of the link ``name``, None if absent: one
-        request, only the reply's header decoded."""
-        reply = self.get_many(nl.RTM_GETLINK, [_ifinfo() + attr_str(nl.IFLA_IFNAME, name)])[0]
-        if isinstance(reply, nl.Reply):
-            _fam, _type, index, flags, _change = nl.IFINFO.unpack_from(reply.body)
-            return index, flags
-        if reply not in (errno.ENODEV, errno.ENOENT):
-            raise nl.NetlinkError(reply, f"link {name}")
-        return None
-
-    def addresses_of(self, index: int, family: int = socket.AF_INET) -> list[Address]:
-        """One link's addresses: the dump of the namespace's, but only the
-        link's decoded (the header says the index; attributes cost most)."""
-        body = nl.IFADDR.pack(family, 0, 0, 0, index)
-        return [_decode_addr(r.body) for r in self.dump(nl.RTM_GETADDR, body)
-                if r.msg_type == nl.RTM_NEWADDR and nl.IFADDR.unpack_from(r.body)[4] == index]
+    def link_and_addresses(self, name: str, family: int = socket.AF_INET
+                           ) -> tuple[tuple[int, int] | None, list[Address]]:
+        """:meth:`link_flags` of ``name`` and its addresses, in one round
+        trip (the namespace's address dump, only the link's decoded)."""
+        reply, dump = self.get_then_dump(nl.RTM_GETLINK, _ifinfo() + attr_str(nl.IFLA_IFNAME, name),
+                                         nl.RTM_GETADDR, nl.IFADDR.pack(family, 0, 0, 0, 0))
+        if not isinstance(reply, nl.Reply):
+            if reply not in (errno.ENODEV, errno.ENOENT):
+                raise nl.NetlinkError(reply, f"link {name}")
+            return None, []
+        _fam, _type, index, flags, _change = nl.IFINFO.unpack_from(reply.body)
+        return (index, flags), [_decode_addr(r.body) for r in dump if r.msg_type == nl.RTM_NEWADDR
+                                and nl.IFADDR.unpack_from(r.body)[4] == index]
 
     def default_routes(self, family: int = socket.AF_INET) -> list[Route]:
         """The main table's default routes, others skipped undecoded (the
