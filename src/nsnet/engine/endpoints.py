@@ -106,9 +106,10 @@ def host_ends_without_ipv6(ctx: Context, names: list[str]) -> None:
     is the bridge, the addresses are inside).  With it on, each host end
     whose peer is up gets a link-local address and routes in the host's
     IPv6 FIB, and the kernel walks that whole FIB whenever any link goes
-    up or away (rt6_sync_up, rt6_disable_ip/fib6_ifdown: perf, 3 x 1000
-    endpoints, 60% of the kernel time of a network rm): connecting or
-    removing the 5th network's 1000 endpoints cost 3-5x the 1st's."""
+    up or away (rt6_sync_up, rt6_disable_ip/fib6_ifdown: a third of all
+    perf samples of a network rm at 3 x 1000 endpoints, most of the rest
+    idle): connecting or removing the 5th network's 1000 endpoints cost
+    3-5x the 1st's; with it off, 0.9-1.3x (bench/results/scale.md)."""
     if names:
         with kernel_errors("turning IPv6 off on host veth ends"):
             k.write_sysctls(ctx.host, {no_ipv6(name): "1" for name in names})

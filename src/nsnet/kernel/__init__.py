@@ -179,8 +179,9 @@ def snapshot(ns: Netns) -> Snapshot:
 def endpoint_view_at(path: str, ifname: str) -> Snapshot:
     """:func:`endpoint_view` of the namespace mounted at ``path``, without
     :func:`open_netns`'s checks (entering it is the check: OSError EINVAL
-    if ``path`` is no namespace) -- a reconcile does this 5000 times."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    if ``path`` is no namespace; O_NONBLOCK: a FIFO put there cannot hang
+    it) -- a reconcile does this 5000 times."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
         with entered(fd):
             rt = Rtnl()
