@@ -154,8 +154,8 @@ def floor(variant: str, networks: int, size: int) -> dict:
     namespaces + veths without nsnet.  ``ip-batch``: the issue's reference,
     one ``ip -batch`` per round (netns add, veth with its peer born inside,
     on a bridge).  ``requests``: the very kernel requests nsnet's connect
-    --create makes (namespace born with IPv6 off, veth batch, inside
-    configured), through nsnet's kernel layer with no state, IPAM or checks."""
+    --create makes (namespace born with IPv6 off, veth batch, host ends'
+    IPv6 off, inside configured), through nsnet's kernel layer with no state, IPAM or checks."""
     import resource
 
     from nsnet import kernel as k
@@ -211,6 +211,9 @@ def _floor_requests(k, bridge: str, gw: str, r: int, names: list[str]) -> None:
                    for n in chunk]
         rt.run([k.req_new_veth(k.VethSpec(f"v{r}x{start + i}", "eth0", h.fd, master=index))
                 for i, h in enumerate(handles)])
+        # host ends IPv6 off before up, as nsnet does (engine/endpoints.py)
+        k.write_sysctls_here({f"net/ipv6/conf/v{r}x{start + i}/disable_ipv6": "1"
+                              for i in range(len(chunk))})
         rt.run([k.req_set_link(f"v{r}x{start + i}", up=True) for i in range(len(chunk))])
         for i, h in enumerate(handles):
             with k.open_rtnl(h) as inner:

@@ -62,6 +62,11 @@ def test_ipv6_is_off_on_endpoint_interfaces(sandbox, how):
     assert "inet6" not in addrs
     bridge = eng.network("front").bridge
     assert sandbox.host("cat", f"/proc/sys/net/ipv6/conf/{bridge}/disable_ipv6").stdout == "1\n"
+    # the host end too: a bridge port needs no IPv6, and with it on every
+    # link change walks a host IPv6 FIB that grows with the endpoints
+    assert sandbox.host("cat", f"/proc/sys/net/ipv6/conf/{ep.host_ifname}/disable_ipv6"
+                        ).stdout == "1\n"
+    assert "inet6" not in sandbox.host("ip", "-6", "addr", "show", "dev", ep.host_ifname).stdout
 
 
 def test_static_options(sandbox):

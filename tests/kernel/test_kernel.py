@@ -109,6 +109,56 @@ def test_sysctl_is_written_in_the_target_namespace(sandbox):
     inner.close()
 
 
+def _mount_tables() -> dict[str, str]:
+    """Every mount table this test can see: its own and the init process's
+    (the machine's), each read whole."""
+    return {p: open(p).read() for p in ("/proc/self/mountinfo", "/proc/1/mountinfo")}
+
+
+def _proc_mounts(tables: dict[str, str]) -> dict[str, list[str]]:
+    return {p: [ln for ln in t.splitlines() if " - proc " in ln] for p, t in tables.items()}
+
+
+def test_sysctls_go_through_a_private_proc_that_no_mount_table_shows(sandbox, monkeypatch):
+    """Sysctls are looked up through a detached, renewed proc instance (the
+    dcache growth of the shared /proc, kernel/netns.py): many renewals later
+    no mount appeared anywhere, no fd is left over, and every namespace got
+    its own value -- written in the wrong one, a read back would differ."""
+    from nsnet.kernel import netns as knetns
+
+    monkeypatch.setattr(knetns, "_PROC_RENEW", 3)
+    before, fds_before = _mount_tables(), len(os.listdir("/proc/self/fd"))
+    made = [k.create_netns(sandbox.netns_dir, sandbox.name(f"p{i}-"),
+                           {"net/ipv4/ip_forward": str(i % 2)}) for i in range(8)]
+    try:
+        assert knetns.PROC_SYS._fd >= 0  # the private instance, not the /proc fallback
+        for i, ns in enumerate(made):
+            assert k.read_sysctl(ns, "net/ipv4/ip_forward") == str(i % 2)
+            with k.entered(ns.fd), open("/proc/sys/net/ipv4/ip_forward") as f:
+                assert f.read().strip() == str(i % 2)  # as the host's /proc sees it too
+        assert _proc_mounts(_mount_tables()) == _proc_mounts(before)  # while live, too
+    finally:
+        for ns in made:
+            ns.close()
+            k.remove_netns(ns.path)
+    assert _mount_tables() == before
+    assert len(os.listdir("/proc/self/fd")) <= fds_before + 1  # at most the one live instance
+
+
+def test_sysctls_fall_back_to_the_hosts_proc_without_the_mount_api(sandbox, monkeypatch):
+    from nsnet.kernel import netns as knetns
+
+    fresh = knetns._ProcSys()
+    monkeypatch.setattr(fresh, "_new_mount", lambda: -1)
+    monkeypatch.setattr(knetns, "PROC_SYS", fresh)
+    ns = k.create_netns(sandbox.netns_dir, sandbox.name("f"), {"net/ipv4/ip_forward": "1"})
+    try:
+        assert k.read_sysctl(ns, "net/ipv4/ip_forward") == "1" and fresh._fd == -1
+    finally:
+        ns.close()
+        k.remove_netns(ns.path)
+
+
 def test_ping_and_reachable(sandbox, host):
     _ns_h, rt = host
     inner = k.create_netns(sandbox.netns_dir, sandbox.name("p"))

@@ -58,6 +58,26 @@ def test_broken_endpoint_is_repaired(sandbox):
     assert all(r.ok for r in eng.check())
 
 
+@pytest.mark.parametrize("breakage", [
+    [("link", "set", "eth0", "down")],
+    [("route", "del", "default")],
+    [("link", "set", "eth0", "name", "eth9")],
+    [("addr", "del", "ADDR", "dev", "eth0")],
+    # the address still in the namespace, but on another link
+    [("addr", "del", "ADDR", "dev", "eth0"), ("addr", "add", "ADDR", "dev", "lo")],
+    [],  # nothing broken: nothing planned
+])
+def test_reconcile_sees_each_inside_breakage(sandbox, breakage):
+    """The inside of an endpoint is read lean (its link by name, only its
+    addresses, default routes): each way to break it is still seen."""
+    eng, _a, b, _ = _setup(sandbox)
+    ep = next(e for e in eng.network("front").endpoints if e.netns == b)
+    for cmd in breakage:
+        sandbox.inside(b, "ip", *[ep.address if w == "ADDR" else w for w in cmd])
+    planned = [x for x in eng.reconcile(dry_run=True) if x.kind == "endpoint"]
+    assert len(planned) == (1 if breakage else 0), planned
+
+
 def test_gc_removes_marked_orphans_only(sandbox):
     eng, *_ = _setup(sandbox)
     sandbox.host("ip", "link", "add", "orph0", "type", "bridge")

@@ -241,6 +241,9 @@ class FakeServices:
     def snapshot(self, netns):
         return self.inside[netns]
 
+    def endpoint_view(self, netns, ifname):
+        return self.inside[netns]
+
     def network_facts(self, net, links):
         return self.facts.get(net.name, [])
 

@@ -118,3 +118,20 @@ def test_the_dns_server_rereads_only_the_networks_that_changed(store):
     with store.transaction():
         store.remove_endpoints(["new"])
     assert "fresh" not in load_zones(store.db, [], known)["10.1.0.1"].names
+
+
+def test_to_dict_is_what_asdict_said(store):
+    """Network/Endpoint.to_dict build a shallow dict (asdict deep-copied every
+    endpoint): the JSON of ``network inspect`` / ``ls --json`` is unchanged."""
+    import dataclasses
+    import json
+
+    net = store.networks()[0]
+    ep = dataclasses.replace(net.endpoints[0], aliases=("a", "b"), labels=(("k", "v"),))
+    net = dataclasses.replace(net, endpoints=(ep,), labels=(("l", "1"),))
+    old = dataclasses.asdict(net)
+    old["aux_addresses"], old["labels"] = dict(net.aux_addresses), dict(net.labels)
+    old_ep = dataclasses.asdict(ep)
+    old_ep["labels"] = dict(ep.labels)
+    old["endpoints"] = [old_ep]
+    assert json.dumps(net.to_dict()) == json.dumps(old)

@@ -68,8 +68,8 @@ def raise_nofile() -> None:
 
 def no_ipv6(ifname: str) -> str:
     # IPv4-only networks: no IPv6 autoconfiguration traffic flooding the bridge.
-    # Only the namespace side matters: a bridge port's own packets go to its
-    # peer, never through the bridge.
+    # The namespace side for the traffic; host ends too, for the kernel's
+    # cost (engine/endpoints.py host_ends_without_ipv6).
     return f"net/ipv6/conf/{ifname}/disable_ipv6"
 
 
@@ -198,6 +198,16 @@ class Context:
             return k.snapshot(ns)
         finally:
             ns.close()
+
+    def endpoint_view(self, netns: str, ifname: str) -> k.Snapshot:
+        """Only what a reconcile checks of one endpoint inside (k.endpoint_view)."""
+        validate_netns_name(netns)
+        try:
+            return k.endpoint_view_at(self.ns_path(netns), ifname)
+        except k.NetlinkError:
+            raise
+        except OSError:  # no such file, or not a namespace (EINVAL on entering)
+            raise NotFound(f"namespace {netns!r} does not exist") from None
 
     def handed_off(self) -> set[str]:
         """Names of endpoints whose inside another manager (Docker) holds."""

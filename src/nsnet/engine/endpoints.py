@@ -99,6 +99,22 @@ def inside_name(netns: str, wanted: str | None, present: set[str],
     return f"eth{n}", not has_default
 
 
+def host_ends_without_ipv6(ctx: Context, names: list[str]) -> None:
+    """IPv6 off on host veth ends, before they go up (one namespace switch for all).
+
+    A bridge port needs no IPv6 of its own (IPv6 networks too: the gateway
+    is the bridge, the addresses are inside).  With it on, each host end
+    whose peer is up gets a link-local address and routes in the host's
+    IPv6 FIB, and the kernel walks that whole FIB whenever any link goes
+    up or away (rt6_sync_up, rt6_disable_ip/fib6_ifdown: a third of all
+    perf samples of a network rm at 3 x 1000 endpoints, most of the rest
+    idle): connecting or removing the 5th network's 1000 endpoints cost
+    3-5x the 1st's; with it off, 0.9-1.3x (bench/results/scale.md)."""
+    if names:
+        with kernel_errors("turning IPv6 off on host veth ends"):
+            k.write_sysctls(ctx.host, {no_ipv6(name): "1" for name in names})
+
+
 def configure_inside(ns: k.Netns, ep: Endpoint, ipv6_off: bool) -> None:
     """Inside one namespace: IPv6 off on the new interface (unless it was
     born so), then one batch: lo up, interface up, address, default route."""
@@ -253,6 +269,7 @@ class Endpoints:
             with kernel_errors("creating veth pairs"):
                 for req, err, detail in result.failures(reqs):
                     raise k.NetlinkError(err, req.what, detail)
+            host_ends_without_ipv6(self.ctx, [e.host_ifname for e in chunk])
             with kernel_errors("bringing host ends up"):
                 # hairpin: br_netfilter *bridges* a packet DNATed to an address on
                 # the bridge it came from, so an endpoint reaching its own
@@ -292,6 +309,7 @@ class Endpoints:
         with kernel_errors(f"creating veth pair {ep.host_ifname} <-> {ep.ifname}"):
             rtnl.run([k.req_new_veth(spec)])
             crashpoint("connect:veths")
+            host_ends_without_ipv6(self.ctx, [ep.host_ifname])
             hairpin = None if net.internal else True
             rtnl.run([k.req_set_link(ep.host_ifname, up=True, alias=veth_alias(ep.id),
                                      hairpin=hairpin)])

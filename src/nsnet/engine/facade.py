@@ -347,6 +347,10 @@ class Engine:
         (one light query, for callers that need names, subnets, bridges)."""
         return self.nets.list(with_endpoints)
 
+    def endpoint_counts(self) -> dict[str, int]:
+        """Network name -> its number of endpoints (one counting query)."""
+        return self.ctx.store.endpoint_counts()
+
     def network(self, name: str) -> Network:
         return self.nets.get(name)
 
@@ -756,6 +760,9 @@ class _ReconcileServices:
 
     def snapshot(self, netns: str) -> k.Snapshot:
         return self._ctx.snapshot(netns)
+
+    def endpoint_view(self, netns: str, ifname: str) -> k.Snapshot:
+        return self._ctx.endpoint_view(netns, ifname)
 
     def network_facts(self, net: Network, links: dict[str, k.Link]) -> list:
         return self._e.nets.driver(net).facts(net, links)

@@ -25,8 +25,8 @@ class Namespaces:
         store, ctx = self.ctx.store, self.ctx
         known = store.namespaces()
         nets: dict[str, list[str]] = {}
-        for ep in store.endpoints():
-            nets.setdefault(ep.netns, []).append(ep.network)
+        for netns, network in store.endpoint_networks():  # not whole Endpoint objects
+            nets.setdefault(netns, []).append(network)
         names = set(k.list_netns(ctx.netns_dir)) | set(known)
         return [Namespace(n, ctx.ns_path(n), known.get(n, ("", False))[1],
                           tuple(nets.get(n, ()))) for n in sorted(names)]

@@ -9,6 +9,8 @@ typed readers return dataclasses.
 
 from __future__ import annotations
 
+import os
+
 from .conntrack import forget_udp
 from .icmp import Echo, ping, reachable
 from .ipv6 import (
@@ -30,6 +32,7 @@ from .netns import (
     list_netns,
     mount_bind,
     open_netns,
+    read_sysctl_here,
     remove_netns,
     write_sysctls_here,
 )
@@ -84,6 +87,8 @@ __all__ = [
     "create_netns",
     "current_netns",
     "die_with_parent",
+    "endpoint_view",
+    "endpoint_view_at",
     "ensure_netns_dir",
     "entered",
     "exec_in_netns",
@@ -103,6 +108,7 @@ __all__ = [
     "ping",
     "reachable",
     "read_sysctl",
+    "read_sysctl_here",
     "remove_netns",
     "req_add_addr",
     "req_add_route",
@@ -142,8 +148,8 @@ def write_sysctls(ns: Netns, values: dict[str, str]) -> None:
 
 
 def read_sysctl(ns: Netns, key: str) -> str:
-    with entered(ns.fd), open(f"/proc/sys/{key}") as f:
-        return f.read().strip()
+    with entered(ns.fd):
+        return read_sysctl_here(key)
 
 
 class Snapshot:
@@ -168,3 +174,38 @@ class Snapshot:
 def snapshot(ns: Netns) -> Snapshot:
     with open_rtnl(ns) as rt:
         return Snapshot(rt.links(), rt.addresses(), rt.routes())
+
+
+def endpoint_view_at(path: str, ifname: str) -> Snapshot:
+    """:func:`endpoint_view` of the namespace mounted at ``path``, without
+    :func:`open_netns`'s checks (entering it is the check: OSError EINVAL
+    if ``path`` is no namespace; O_NONBLOCK: a FIFO put there cannot hang
+    it) -- a reconcile does this 5000 times."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        with entered(fd):
+            rt = Rtnl()
+    finally:
+        os.close(fd)
+    with rt:
+        return _view(rt, ifname)
+
+
+def endpoint_view(ns: Netns, ifname: str) -> Snapshot:
+    """What a reconcile checks of one endpoint inside its namespace, as a
+    :class:`Snapshot` holding only that: the link ``ifname`` (one request by
+    name), its IPv4 addresses and the main table's default routes, the rest
+    of each dump skipped undecoded.  A full snapshot per endpoint (three
+    dumps, every link decoded with all its attributes) made ``reconcile
+    --dry-run`` at 5000 endpoints ~7 s, mostly attribute parsing."""
+    with open_rtnl(ns) as rt:
+        return _view(rt, ifname)
+
+
+def _view(rt: Rtnl, ifname: str) -> Snapshot:
+    found, addresses = rt.link_and_addresses(ifname)  # one round trip
+    if found is None:
+        return Snapshot([], [], [])
+    index, flags = found  # the link's other fields are not read: left empty
+    link = Link(index, ifname, "", flags, 0, 0, "", "", 0, None)
+    return Snapshot([link], addresses, rt.default_routes())

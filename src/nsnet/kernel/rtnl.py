@@ -434,6 +434,29 @@ class Rtnl(nl.Netlink):
                 out.add(str(ipaddress.ip_address(dst)))
         return out
 
+    def link_and_addresses(self, name: str, family: int = socket.AF_INET
+                           ) -> tuple[tuple[int, int] | None, list[Address]]:
+        """:meth:`link_flags` of ``name`` and its addresses, in one round
+        trip (the namespace's address dump, only the link's decoded)."""
+        reply, dump = self.get_then_dump(nl.RTM_GETLINK, _ifinfo() + attr_str(nl.IFLA_IFNAME, name),
+                                         nl.RTM_GETADDR, nl.IFADDR.pack(family, 0, 0, 0, 0))
+        if not isinstance(reply, nl.Reply):
+            if reply not in (errno.ENODEV, errno.ENOENT):
+                raise nl.NetlinkError(reply, f"link {name}")
+            return None, []
+        _fam, _type, index, flags, _change = nl.IFINFO.unpack_from(reply.body)
+        return (index, flags), [_decode_addr(r.body) for r in dump if r.msg_type == nl.RTM_NEWADDR
+                                and nl.IFADDR.unpack_from(r.body)[4] == index]
+
+    def default_routes(self, family: int = socket.AF_INET) -> list[Route]:
+        """The main table's default routes, others skipped undecoded (the
+        header's dst_len and table byte say which they are)."""
+        body = nl.RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+        decoded = (_decode_route(r.body) for r in self.dump(nl.RTM_GETROUTE, body)
+                   if r.msg_type == nl.RTM_NEWROUTE and r.body[1] == 0
+                   and r.body[4] != _RT_TABLE_LOCAL)
+        return [route for table, route in decoded if table == nl.RT_TABLE_MAIN]
+
     def routes(self, family: int = socket.AF_INET) -> list[Route]:
         body = nl.RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
         # the local table's routes (most of a small namespace's) are skipped

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..errors import InvalidInput
@@ -116,6 +116,11 @@ def veth_alias(ep_id: str) -> str:
     return f"{ALIAS_PREFIX}ep:{ep_id}"
 
 
+
+def _fields(obj: Any) -> dict[str, Any]:
+    """A dataclass's fields as a dict, in order (asdict without its deep copy)."""
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
 @dataclass(frozen=True)
 class NetworkSpec:
     """What the user asks for with ``network create`` (Docker's options)."""
@@ -192,7 +197,9 @@ class Network:
         return tuple(g for g in (self.gateway if self.subnet else "", self.gateway6) if g)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        # shallow (the fields are flat): asdict deep-copied every endpoint
+        # before they were converted again below -- 0.26 s of an inspect of 1000
+        d = _fields(self)  # field order kept: "endpoints" replaced below
         d["aux_addresses"], d["labels"] = dict(self.aux_addresses), dict(self.labels)
         d["endpoints"] = [e.to_dict() for e in self.endpoints]
         return d
@@ -229,7 +236,7 @@ class Endpoint:
         return tuple(a.split("/")[0] for a in (self.address, self.address6) if a)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = _fields(self)
         d["labels"] = dict(self.labels)
         return d
 

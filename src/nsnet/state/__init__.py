@@ -386,6 +386,13 @@ class Store:
         sql = _EP_SELECT + (f" WHERE {where}" if where else "") + " ORDER BY e.created, e.netns"
         return [_endpoint(r) for r in self.db.execute(sql, args)]
 
+    def endpoint_networks(self) -> list[tuple[str, str]]:
+        """(namespace, network name) of every endpoint, in endpoint order:
+        all ``ns ls`` needs, without building 5000 Endpoint objects."""
+        return self.db.execute(
+            "SELECT e.netns, n.name FROM endpoints e JOIN networks n ON n.id = e.network_id"
+            " ORDER BY e.created, e.netns").fetchall()
+
     def endpoints_of_netns(self, netns: str) -> list[Endpoint]:
         return self.endpoints("e.netns=?", (netns,))
 
