@@ -236,3 +236,25 @@ class Context:
                 k.write_sysctls(self.host, {IP_FORWARD: "1"})
                 self.notify("nsnet: enabled IPv4 forwarding in the host namespace "
                             "(net.ipv4.ip_forward=1)")
+
+    def forwarding6_on(self) -> bool:
+        """IPv6 forwarding in the host namespace (off, too, where the
+        kernel has no IPv6)."""
+        try:
+            return k.read_sysctl(self.host, k.FORWARDING6) == "1"
+        except FileNotFoundError:
+            return False
+
+    def restore_forwarding6_off(self) -> None:
+        """Rollback of the IPv6 network that turned IPv6 forwarding on."""
+        with kernel_errors("restoring net.ipv6.conf.all.forwarding=0"):
+            k.write_sysctls(self.host, {k.FORWARDING6: "0"})
+
+    def ensure_forwarding6(self) -> None:
+        """IPv6 networks that reach out need IPv6 forwarding in the host
+        namespace (the twin of :meth:`ensure_forwarding`)."""
+        with kernel_errors("enabling IPv6 forwarding"):
+            if not self.forwarding6_on():
+                k.write_sysctls(self.host, {k.FORWARDING6: "1"})
+                self.notify("nsnet: enabled IPv6 forwarding in the host namespace "
+                            "(net.ipv6.conf.all.forwarding=1)")

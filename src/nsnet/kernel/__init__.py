@@ -9,6 +9,8 @@ typed readers return dataclasses.
 
 from __future__ import annotations
 
+import socket
+
 from .conntrack import forget_udp
 from .icmp import Echo, ping, reachable
 from .ipv6 import (
@@ -65,8 +67,13 @@ from .tc import (
     req_tbf,
 )
 
+# address families, for the engine's per-family dumps (it imports no socket)
+INET, INET6 = socket.AF_INET, socket.AF_INET6
+
 __all__ = [
     "FORWARDING6",
+    "INET",
+    "INET6",
     "Address",
     "BatchResult",
     "Echo",
@@ -122,6 +129,7 @@ __all__ = [
     "req_set_link",
     "req_tbf",
     "snapshot",
+    "snapshot6",
     "socket_owner",
     "write_sysctls",
 ]
@@ -168,3 +176,9 @@ class Snapshot:
 def snapshot(ns: Netns) -> Snapshot:
     with open_rtnl(ns) as rt:
         return Snapshot(rt.links(), rt.addresses(), rt.routes())
+
+
+def snapshot6(ns: Netns) -> Snapshot:
+    """As :func:`snapshot`, with IPv6 addresses and routes instead."""
+    with open_rtnl(ns) as rt:
+        return Snapshot(rt.links(), rt.addresses(socket.AF_INET6), rt.routes(socket.AF_INET6))
