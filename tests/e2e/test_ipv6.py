@@ -238,7 +238,7 @@ def test_crash_part_way_is_rolled_back(w: World, point: str) -> None:
 def test_ping_and_check_over_icmpv6(w: World, dual: tuple[str, str]) -> None:
     """ICMPv6 echo by `ping`; `check` probes both families of a dual-stack
     network: IPv4 alone answering is a failure."""
-    a, b = dual
+    _, b = dual
     out = w.ok("ping", "-c", "1", b, "fd00:61::2")
     assert "1 received" in out and "bytes from fd00:61::2" in out
     assert w.box.cli("ping", "-c", "1", "-W", "0.3", b, "fd00:64::2").returncode == 1
