@@ -108,10 +108,11 @@ def test_dual_stack_connectivity_nat_and_published_ports(w: World,
         ("outside", "tcp", HOST6, 8082),    # [HOST_IP6]:8082:80
         ("outside", "tcp", HOST_IP, 8082),  # ... on that address only
         ("outside", "tcp", "fd00:61::2", 80),  # unsolicited, straight to the endpoint
+        ("host", "tcp", HOST6, 8080),       # the host's own connection to its v6 address
     ])
     assert got[:8] == ["fd00:61::3 80", "10.61.0.3 80", f"{HOST6} 7000", f"{HOST_IP} 7000",
                        f"{OUT6} 80", f"{OUT_IP} 80", f"{OUT6} 80", None]
-    assert got[8] is None
+    assert got[8] is None and got[9] is not None
 
 
 def test_loopback6_publish_refused(w: World, dual: tuple[str, str]) -> None:

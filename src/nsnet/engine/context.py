@@ -199,6 +199,14 @@ class Context:
         finally:
             ns.close()
 
+    def snapshot6(self, netns: str) -> k.Snapshot:
+        """Links, IPv6 addresses and main-table IPv6 routes of a namespace."""
+        ns = self.open_ns(netns)
+        try:
+            return k.snapshot6(ns)
+        finally:
+            ns.close()
+
     def handed_off(self) -> set[str]:
         """Names of endpoints whose inside another manager (Docker) holds."""
         return self.store.handed_off()  # by the path index

@@ -327,6 +327,10 @@ class Engine:
         """Links, addresses and routes of a namespace (the host's if None)."""
         return self.ctx.snapshot(netns)
 
+    def snapshot6(self, netns: str) -> k.Snapshot:
+        """Links, IPv6 addresses and main-table IPv6 routes of a namespace."""
+        return self.ctx.snapshot6(netns)
+
     def host_links(self) -> dict[str, k.Link]:
         """The host namespace's links by name (one dump)."""
         return self.ctx.rtnl.link_by_name()
@@ -760,12 +764,7 @@ class _ReconcileServices:
         return self._ctx.snapshot(netns)
 
     def snapshot6(self, netns: str) -> k.Snapshot:
-        """Links, IPv6 addresses and main-table IPv6 routes of a namespace."""
-        ns = self._ctx.open_ns(netns)
-        try:
-            return k.snapshot6(ns)
-        finally:
-            ns.close()
+        return self._ctx.snapshot6(netns)
 
     def forwarding6_on(self) -> bool:
         return self._ctx.forwarding6_on()
