@@ -249,3 +249,42 @@ def test_ping_and_check_over_icmpv6(w: World, dual: tuple[str, str]) -> None:
     assert proc.returncode != 0 and b in proc.stderr
     w.ok("reconcile")
     assert "0% dropped" in w.ok("check", "ds")
+
+
+TOPOLOGY6 = """
+name: t6
+networks:
+  tds: {subnet: 10.67.0.0/24, subnet6: "fd00:67::/64"}
+  tv6: {subnet6: "fd00:68::/64", ipv6_mode: routed}
+nodes:
+  ta:
+    connect: [{network: tds, ip6: "fd00:67::a"}, {network: tv6}]
+    forward: true
+  tb:
+    connect: [{network: tds}]
+  tc:
+    connect: [{network: tv6}]
+    routes: [{dst: "fd00:99::/64", via: "fd00:68::1"}]
+"""
+
+
+def test_topology_file_with_ipv6(w: World, tmp_path) -> None:
+    """v6 subnets, static v6 addresses, v6 routes, a v6 router; up twice
+    changes nothing the second time; graph shows the v6 addresses; down."""
+    f = tmp_path / "t6.yaml"
+    f.write_text(TOPOLOGY6)
+    assert "change(s)" in w.ok("up", str(f))
+    assert "nothing changed" in w.ok("up", str(f))
+    assert "1 received" in w.ok("ping", "-c", "1", "tb", "fd00:67::a")
+    assert "fd00:99::/64 via fd00:68::1" in inside(w, "tc", "ip", "-6", "route")
+    assert inside(w, "ta", "sysctl", "-n", "net.ipv6.conf.all.forwarding").strip() == "1"
+    assert "0% dropped" in w.ok("check", "tds")
+    dot = tmp_path / "t6.dot"
+    w.ok("graph", str(f), "-o", str(dot))
+    assert "fd00:67::a/64" in dot.read_text() and "fd00:68::1/64" in dot.read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TOPOLOGY6.replace('ip6: "fd00:67::a"', 'ip6: "fd00:70::a"'))
+    proc = w.box.cli("up", str(bad))
+    assert proc.returncode != 0 and "outside tds's IPv6 subnet" in proc.stderr
+    w.ok("down", str(f))
+    assert "tds" not in w.ok("network", "ls")

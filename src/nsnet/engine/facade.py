@@ -669,9 +669,10 @@ class Engine:
         with self.exclusive():
             self.links.remove_route(node, dst)
 
-    def set_forwarding(self, node: str, on: bool) -> None:
-        """IPv4 forwarding inside namespace ``node`` (a topology's router)."""
-        self.links.set_forwarding(node, on)
+    def set_forwarding(self, node: str, on: bool, ipv6: bool = False) -> None:
+        """IPv4 (and with ``ipv6``, IPv6) forwarding inside namespace ``node``
+        (a topology's router)."""
+        self.links.set_forwarding(node, on, ipv6)
 
     def set_link_loss(self, node: str, rules: list[tuple[str, float, str]]) -> None:
         """Random loss on egress interfaces of ``node`` (see :mod:`.links`)."""
