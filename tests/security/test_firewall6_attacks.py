@@ -22,10 +22,10 @@ import select
 import socket
 
 import pytest
-from frames import Sniffer, ether_frame, ipv6_packet, link_mac, send_frame
+from frames import Sniffer, UdpListener, ether_frame, ipv4_packet, ipv6_packet, link_mac, send_frame
 
 from conftest import Sandbox
-from world import World
+from world import HOST_IP, OUT_IP, World
 
 HOST6, OUT6 = "2001:db8::1", "2001:db8::2"
 P1, O1, R1, I1 = "fd00:71::2", "fd00:72::2", "fd00:73::2", "fd00:74::2"
@@ -180,3 +180,21 @@ def test_internal_network_over_ipv6(w: World) -> None:
     dig = w.box.inside(ns(w.box, "i1"), "dig", "+short", "+tries=1", "+time=2",
                        "@fd00:74::1", ns(w.box, "i1"), "AAAA", check=False)
     assert dig.stdout.strip() == I1
+
+
+@pytest.mark.attack(
+    attack="an endpoint of an IPv6-only network (NAT, and internal) gives itself an IPv4 "
+           "address and sends IPv4 frames via its gateway to the outside and to the host",
+    promise="an IPv6-only network carries no IPv4: nothing is forwarded or accepted by the "
+            "host from it (the host forwards IPv4 for its other networks)",
+    defect="#16")
+def test_ipv6_only_networks_carry_no_ipv4(w: World) -> None:
+    with Sniffer(w.out_path, "eth0", 7012) as out, \
+            UdpListener(w.box.host_path, HOST_IP, 7013) as host_service:
+        for role, net, src in (("o1", "oth", "10.72.0.5"), ("i1", "int", "10.74.0.5")):
+            for dst, port in ((OUT_IP, 7012), (HOST_IP, 7013)):
+                frame = ether_frame(link_mac(path(w, role), "eth0"), bridge_mac(w, net),
+                                    ipv4_packet(src, dst, "udp", 40003, port))
+                send_frame(path(w, role), "eth0", frame)
+        assert out.collect(1.0) == [] and host_service.collect(0.1) == []
+    assert w.box.host("sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1"
