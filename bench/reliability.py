@@ -56,9 +56,18 @@ SCENARIO: list[list[str]] = [
     ["port", "add", "c", "p3", "9000-9002:90-92"],
     ["port", "rm", "c", "p3", "8080:80"],
     ["network", "rm", "--force", "c"],
+    # IPv6 (#16): a dual-stack network, an IPv6-only routed one, a v6 port
+    ["network", "create", "d", "--subnet", "198.18.0.0/24", "--subnet", "fd00:d::/64"],
+    ["connect", "d", "q1", "q2", "--create"],
+    ["connect", "d", "q3", "--create", "-p", "8081:81", "--ip6", "fd00:d::99"],
+    ["network", "create", "e", "--subnet", "fd00:e::/64", "--no-ipv4", "--ipv6-mode", "routed"],
+    ["connect", "e", "q1", "q4", "--create"],
+    ["disconnect", "d", "q2"],
+    ["network", "rm", "--force", "d", "e"],
     ["connect", "a", *LATER, "--create"],
     ["network", "rm", "--force", "a"],
-    ["ns", "rm", *FIRST[:3], *FIRST[10:], *LATER, "m1", "m2", "p1", "p2", "p3"],
+    ["ns", "rm", *FIRST[:3], *FIRST[10:], *LATER, "m1", "m2", "p1", "p2", "p3",
+     "q1", "q2", "q3", "q4"],
 ]
 
 
@@ -108,7 +117,7 @@ def _leaks() -> list[str]:
     if netns != owned:
         problems.append(f"namespaces: extra {sorted(netns - owned)}, "
                         f"missing {sorted(owned - netns)}")
-    ips = [e["address"] for n in nets for e in n["endpoints"]]
+    ips = [a for n in nets for e in n["endpoints"] for a in (e["address"], e["address6"]) if a]
     if len(ips) != len(set(ips)):
         problems.append("an address is allocated twice")
     for n in nets:  # (a --no-icc network is meant to fail a full matrix)

@@ -22,9 +22,10 @@ from typing import Any
 NETNS_DIR = "/run/netns"
 # host sysctls nsnet sets (ip_forward) and per-interface ones it sets on its
 # bridges and veths; inside namespaces, the IPv6 switches it flips at birth
-HOST_SYSCTLS = ["net/ipv4/ip_forward"]
+HOST_SYSCTLS = ["net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"]
 IF_SYSCTLS = ["net/ipv4/conf/{}/route_localnet", "net/ipv6/conf/{}/disable_ipv6",
-              "net/ipv4/conf/{}/forwarding"]
+              "net/ipv4/conf/{}/forwarding", "net/ipv6/conf/{}/accept_ra",
+              "net/ipv6/conf/{}/addr_gen_mode"]
 NS_SYSCTLS = ["net/ipv4/ip_forward", "net/ipv6/conf/all/disable_ipv6",
               "net/ipv6/conf/default/disable_ipv6"]
 STATE_TABLES = ["networks", "endpoints", "namespaces", "ports", "journal", "resolv_files",
@@ -132,7 +133,9 @@ def _inside(ns: str) -> dict[str, Any]:
     from nsnet import kernel as k  # only for setns: the reads are plain /proc files
 
     links = _links(_ip_json("-n", ns, "-d", "addr", "show"))
-    routes = _routes(_ip_json("-n", ns, "route", "show"))
+    routes = _routes(_ip_json("-n", ns, "route", "show")) + _routes(
+        [r for r in _ip_json("-n", ns, "-6", "route", "show")
+         if not str(r.get("dst", "")).startswith("fe80:")])
     sysctls: dict[str, str | None] = {}
     fd = os.open(os.path.join(NETNS_DIR, ns), os.O_RDONLY)
     try:
@@ -142,6 +145,8 @@ def _inside(ns: str) -> dict[str, Any]:
             for lk in links:
                 sysctls[f"ipv6 off {lk['name']}"] = _sysctl(
                     f"net/ipv6/conf/{lk['name']}/disable_ipv6")
+                sysctls[f"ipv6 quiet {lk['name']}"] = _sysctl(
+                    f"net/ipv6/conf/{lk['name']}/accept_ra")
     finally:
         os.close(fd)
     return {"links": links, "routes": routes, "sysctls": sysctls}
@@ -196,7 +201,9 @@ def world(state_dir: str, etc_dir: str, settle: float = 4.0) -> dict[str, Any]:
     host_links = _links(_ip_json("-d", "addr", "show"))
     namespaces = sorted(os.listdir(NETNS_DIR)) if os.path.isdir(NETNS_DIR) else []
     w = {
-        "host": {"links": host_links, "routes": _routes(_ip_json("route", "show")),
+        "host": {"links": host_links, "routes": _routes(_ip_json("route", "show")) + _routes(
+            [r for r in _ip_json("-6", "route", "show")
+             if not str(r.get("dst", "")).startswith("fe80:")]),
                  "sysctls": {**{k: _sysctl(k) for k in HOST_SYSCTLS},
                              **{k.format(lk["name"]): _sysctl(k.format(lk["name"]))
                                 for lk in host_links for k in IF_SYSCTLS}}},

@@ -22,7 +22,7 @@ from .common import run_sandboxed
 from .worker import METHODS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-NSNET = ("nsnet-cli", "nsnet-api")
+NSNET = ("nsnet-cli", "nsnet-api", "nsnet-dual")
 BASELINES = ("article", "cni", "ip-batch", "floor", "floor-configured")
 
 

@@ -167,6 +167,13 @@ def nsnet_prepare() -> None:
        "--bridge", BRIDGE, env=_nsnet_env())
 
 
+def nsnet_dual_prepare() -> None:
+    """The same network, dual-stack (#16): every endpoint gets an IPv6
+    address and ::/0 route as well, IPv6 on quietly."""
+    sh(*_nsnet_cmd(), "network", "create", "bench", "--subnet", SUBNET, "--gateway", GATEWAY,
+       "--subnet", "fd00:be::/64", "--bridge", BRIDGE, env=_nsnet_env())
+
+
 def nsnet_cli_setup(n: int) -> None:
     sh(*_nsnet_cmd(), "connect", "bench", *names(n), "--create", env=_nsnet_env())
 
@@ -235,6 +242,7 @@ METHODS: dict[str, Method] = {
     "floor-configured": (make_bridge, floor_configured_setup, netns_del_batch, True),
     "nsnet-cli": (nsnet_prepare, nsnet_cli_setup, nsnet_cli_teardown, True),
     "nsnet-api": (nsnet_prepare, nsnet_api_setup, nsnet_api_teardown, True),
+    "nsnet-dual": (nsnet_dual_prepare, nsnet_api_setup, nsnet_api_teardown, True),
 }
 
 

@@ -1,6 +1,8 @@
 """Tiny TCP/UDP servers and clients for firewall tests, run inside namespaces
 with ``nsenter``.  A server answers every connection or datagram with the
-address it came from, so a test sees what NAT did.
+address it came from, so a test sees what NAT did.  Servers listen on
+IPv4 and, where the namespace has it, IPv6; a client asks over the family
+of the address it is given.
 
     python3 nettools.py serve tcp|udp PORT...
     python3 nettools.py ask tcp|udp IP PORT [SRC_PORT]   (prints the answer; exit 1 if none)
@@ -15,10 +17,28 @@ import threading
 TIMEOUT = 1.5
 
 
-def _serve_tcp(port: int) -> None:
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def _bound(family: int, kind: int, port: int) -> socket.socket | None:
+    """A socket on every address of ``family`` (IPv6: v6 only, beside the
+    IPv4 one, so IPv4 answers stay as they were); None where the namespace
+    cannot have one (IPv6 off)."""
+    srv = socket.socket(family, kind)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("0.0.0.0", port))
+    try:
+        if family == socket.AF_INET6:
+            srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        srv.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
+    except OSError:
+        srv.close()
+        if family == socket.AF_INET:
+            raise
+        return None
+    return srv
+
+
+def _serve_tcp(port: int, family: int = socket.AF_INET) -> None:
+    srv = _bound(family, socket.SOCK_STREAM, port)
+    if srv is None:
+        return
     srv.listen(64)
     while True:
         conn, peer = srv.accept()
@@ -26,9 +46,10 @@ def _serve_tcp(port: int) -> None:
             conn.sendall(f"{peer[0]} {port}\n".encode())
 
 
-def _serve_udp(port: int) -> None:
-    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    srv.bind(("0.0.0.0", port))
+def _serve_udp(port: int, family: int = socket.AF_INET) -> None:
+    srv = _bound(family, socket.SOCK_DGRAM, port)
+    if srv is None:
+        return
     while True:
         _, peer = srv.recvfrom(2048)
         srv.sendto(f"{peer[0]} {port}\n".encode(), peer)
@@ -37,18 +58,20 @@ def _serve_udp(port: int) -> None:
 def serve(proto: str, ports: list[int]) -> None:
     target = _serve_tcp if proto == "tcp" else _serve_udp
     for port in ports:
-        threading.Thread(target=target, args=(port,), daemon=True).start()
+        for family in (socket.AF_INET, socket.AF_INET6):
+            threading.Thread(target=target, args=(port, family), daemon=True).start()
     print("ready", flush=True)
     threading.Event().wait()
 
 
 def ask(proto: str, ip: str, port: int, src_port: int = 0) -> str | None:
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    with socket.socket(socket.AF_INET, kind) as s:
+    v6 = ":" in ip  # an IPv6 address: asked over IPv6
+    with socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, kind) as s:
         s.settimeout(TIMEOUT)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if src_port:
-            s.bind(("0.0.0.0", src_port))
+            s.bind(("::" if v6 else "0.0.0.0", src_port))
         try:
             if proto == "tcp":
                 s.connect((ip, port))

@@ -63,8 +63,12 @@ def addresses() -> list:
 
 def routes() -> list:
     keys = ("type", "dst", "gateway", "dev", "protocol", "scope", "prefsrc", "table", "metric")
-    return sorted([[str(r.get(k, "")) for k in keys]
-                   for r in jrun("ip", "-4", "-j", "route", "show", "table", "all")])
+    v4 = [[str(r.get(k, "")) for k in keys]
+          for r in jrun("ip", "-4", "-j", "route", "show", "table", "all")]
+    # IPv6: the main table, link-local routes aside (every IPv6 interface has one)
+    v6 = [[str(r.get(k, "")) for k in keys] for r in jrun("ip", "-6", "-j", "route", "show")
+          if not str(r.get("dst", "")).startswith("fe80:")]
+    return sorted(v4 + v6)
 
 
 def _read(path: str) -> str:
@@ -75,7 +79,8 @@ def _read(path: str) -> str:
 def sysctls() -> dict:
     out = {"net/ipv4/ip_forward": _read("/proc/sys/net/ipv4/ip_forward")}
     for family, keys in (("ipv4", ("route_localnet", "forwarding", "rp_filter")),
-                         ("ipv6", ("disable_ipv6",))):
+                         ("ipv6", ("disable_ipv6", "accept_ra", "autoconf", "accept_dad",
+                                   "addr_gen_mode", "forwarding"))):
         base = f"/proc/sys/net/{family}/conf"
         for dev in sorted(os.listdir(base)):
             for key in keys:

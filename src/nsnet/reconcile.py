@@ -17,6 +17,7 @@ never imports the engine, so there is no import cycle.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
@@ -119,9 +120,11 @@ class Services(Protocol):
     def host_links(self) -> list[k.Link]: ...
     def ns_exists(self, name: str) -> bool: ...
     def snapshot(self, netns: str) -> k.Snapshot: ...
-    def endpoint_view(self, netns: str, ifname: str) -> k.Snapshot: ...
+    def endpoint_view(self, netns: str, ifname: str, family: int = ...) -> k.Snapshot: ...
+    def snapshot6(self, netns: str) -> k.Snapshot: ...
     def network_facts(self, net: Network, links: dict[str, k.Link]) -> list: ...
     def forwarding_on(self) -> bool: ...
+    def forwarding6_on(self) -> bool: ...
     def firewall_differences(self) -> list[str]: ...
     def resolv_drift(self) -> list[str]: ...
     def dns_wanted(self) -> bool: ...
@@ -134,6 +137,7 @@ class Services(Protocol):
     def repair_network(self, name: str) -> None: ...
     def recreate_endpoints(self, network: str, ids: set[str]) -> None: ...
     def ensure_forwarding(self) -> None: ...
+    def ensure_forwarding6(self) -> None: ...
     def sync_dns(self, namespaces: Iterable[str]) -> None: ...
     def sync_firewall(self) -> None: ...
 
@@ -218,11 +222,19 @@ def _dns(svc: Services) -> list[Action]:
 
 
 def _host_settings(svc: Services, obs: Observed) -> list[Action]:
-    routed = [n for n in obs.networks if not n.internal]
+    out: list[Action] = []
+    routed = [n for n in obs.networks if not n.internal and n.has_ipv4]
     if routed and not svc.forwarding_on():
-        return [EnableForwarding("net.ipv4.ip_forward", f"off, but {routed[0].name!r} routes "
-                                 "traffic: turn it on")]
-    return []
+        out.append(EnableForwarding("net.ipv4.ip_forward", f"off, but {routed[0].name!r} "
+                                    "routes traffic: turn it on"))
+    routed6 = [n for n in obs.networks if not n.internal and n.has_ipv6]
+    if routed6 and not svc.forwarding6_on():
+        out.append(EnableForwarding(FORWARDING6_KEY, f"off, but {routed6[0].name!r} routes "
+                                    "IPv6 traffic: turn it on"))
+    return out
+
+
+FORWARDING6_KEY = "net.ipv6.conf.all.forwarding"
 
 
 def _firewall(svc: Services, planned: list[Action]) -> list[Action]:
@@ -292,13 +304,21 @@ def _check_handoff(svc: Services, net: Network, ep: Endpoint, links: dict[str, k
 
 
 def _inside_ok(svc: Services, ep: Endpoint) -> bool:
-    snap = svc.endpoint_view(ep.netns, ep.ifname)  # that link, its addresses, default routes
-    link = snap.link(ep.ifname)
-    if link is None or not link.up or ep.address not in {
-            a.cidr for a in snap.addresses_of(ep.ifname)}:
-        return False
-    return not ep.default_route or any(r.is_default and r.gateway == ep.gateway
-                                       for r in snap.routes)
+    """The inside end is up with its address and default route of each
+    family the endpoint has (IPv6 ones read only for IPv6 endpoints): only
+    that link, its addresses and the default routes are read."""
+    wanted = ([(socket.AF_INET, ep.address, ep.gateway)] if ep.address else []) + \
+        ([(socket.AF_INET6, ep.address6, ep.gateway6)] if ep.address6 else [])
+    for family, address, gateway in wanted:
+        snap = svc.endpoint_view(ep.netns, ep.ifname, family)
+        link = snap.link(ep.ifname)
+        if link is None or not link.up or address not in {
+                a.cidr for a in snap.addresses_of(ep.ifname)}:
+            return False
+        if ep.default_route and not any(r.is_default and r.gateway == gateway
+                                        for r in snap.routes):
+            return False
+    return bool(wanted)
 
 
 # ----------------------------------------------------------------- applying
@@ -327,8 +347,8 @@ def apply(svc: Services, actions: list[Action]) -> None:
         by_net.setdefault(a.network, set()).add(a.endpoint)
     for net_name, ids in by_net.items():
         svc.recreate_endpoints(net_name, ids)
-    if _of(actions, EnableForwarding):
-        svc.ensure_forwarding()
+    for a in _of(actions, EnableForwarding):
+        (svc.ensure_forwarding6 if a.target == FORWARDING6_KEY else svc.ensure_forwarding)()
     if dns or released:  # a released namespace loses its resolv.conf
         svc.sync_dns(resolv)
     if _of(actions, RebuildFirewall) or released:

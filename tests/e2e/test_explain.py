@@ -23,9 +23,9 @@ Normalised, because it cannot match, and nothing else:
 - MAC addresses nsnet does not set (host veth ends, topology veths: the
   kernel draws them at random); the ones it sets -- bridges, endpoint
   interfaces -- are printed in the script and compared;
-- IPv6 link-local addresses and IPv6 routes (derived from those random
-  MACs; nsnet configures no IPv6 yet -- its disable_ipv6 sysctls are
-  compared);
+- IPv6 link-local addresses and their routes (derived from those random
+  MACs; every other IPv6 address and main-table route, and the IPv6
+  sysctls nsnet writes, are compared);
 - carrier/operstate (lags behind; the admin UP flag is compared).
 """
 
@@ -204,10 +204,26 @@ def test_published_ports_network_replays_create_and_remove(sandbox: Sandbox, fre
     assert_same(dump(sandbox), replay(again, _for_replay(script, sandbox, again)), script)
 
 
-@pytest.mark.skip(reason="dual-stack needs IPv6 networks, which nsnet does not support yet "
-                         "('IPv6 networks are not supported yet'); the case waits for them")
-def test_dual_stack_network_with_published_ports_replays() -> None:
-    raise AssertionError("unreachable")
+def test_dual_stack_network_with_published_ports_replays(sandbox: Sandbox, fresh_box) -> None:
+    """IPv6 (#16): the bridge's quiet-IPv6 sysctls written while it is down,
+    gateway and endpoint addresses without DAD, ::/0 routes, the ip6 table
+    -- the creation, then the removal, replayed."""
+    name = sandbox.name("ds")
+    a, b = sandbox.name("a"), sandbox.name("b")
+    steps = [("network", "create", name, "--subnet", "10.78.0.0/24", "--subnet", "fd00:78::/64"),
+             ("connect", name, a, "--create", "-p", "8080:80", "-p", "[::]:8443:443"),
+             ("connect", name, b, "--create", "--ip6", "fd00:78::99")]
+    script = "".join(script_of(explained(sandbox, *s)) for s in steps)
+    assert "nodad" in script and "add table ip6 nsnet" in script
+    assert "addr_gen_mode" in script and "default via fd00:78::1" in script
+    state = dump(sandbox)
+    assert "fd00:78::99/64" in json.dumps(state)
+    box = fresh_box()
+    assert_same(state, replay(box, _for_replay(script, sandbox, box)), script)
+    undo = [("disconnect", name, b), ("network", "rm", "--force", name)]
+    script += "".join(script_of(explained(sandbox, *s)) for s in undo)
+    again = fresh_box()
+    assert_same(dump(sandbox), replay(again, _for_replay(script, sandbox, again)), script)
 
 
 @pytest.mark.parametrize("example", ["router-line.yaml", "three-tier.yaml"])

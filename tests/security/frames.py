@@ -1,4 +1,4 @@
-"""Hand-built Ethernet/IPv4/UDP|TCP frames over AF_PACKET, and a sniffer.
+"""Hand-built Ethernet/IPv4|IPv6/UDP|TCP frames over AF_PACKET, and a sniffer.
 
 An attacker on a LAN (or an endpoint that ignores its own routing table)
 can put any frame on the wire: destination MAC of the host, destination IP
@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-ETH_P_ALL, ETH_P_IP = 0x0003, 0x0800
+ETH_P_ALL, ETH_P_IP, ETH_P_IPV6 = 0x0003, 0x0800, 0x86DD
 PROTO = {"udp": 17, "tcp": 6}
 TCP_SYN = 0x02
 
@@ -63,8 +63,29 @@ def ipv4_packet(src: str, dst: str, proto: str, sport: int, dport: int,
     return header + l4
 
 
+def _l4(pseudo: bytes, proto: str, sport: int, dport: int, payload: bytes) -> bytes:
+    """UDP (with ``payload``) or an empty TCP SYN, checksummed over ``pseudo``
+    (the IP pseudo-header without the protocol and length, added here)."""
+    if proto == "udp":
+        l4 = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    else:
+        l4 = struct.pack("!HHIIBBHHH", sport, dport, 0x1000, 0, 5 << 4, TCP_SYN, 64240, 0, 0)
+    csum = _checksum(pseudo + struct.pack("!IxxxB", len(l4), PROTO[proto]) + l4) or 0xFFFF
+    at = 6 if proto == "udp" else 16
+    return l4[:at] + struct.pack("!H", csum) + l4[at + 2:]
+
+
+def ipv6_packet(src: str, dst: str, proto: str, sport: int, dport: int,
+                payload: bytes = b"nsnet-attack", hops: int = 64) -> bytes:
+    """An IPv6 datagram (UDP, or a TCP SYN carrying nothing), any source."""
+    s, d = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+    l4 = _l4(s + d, proto, sport, dport, payload)
+    return struct.pack("!IHBB", 6 << 28, len(l4), PROTO[proto], hops) + s + d + l4
+
+
 def ether_frame(src_mac: str, dst_mac: str, packet: bytes) -> bytes:
-    return mac_bytes(dst_mac) + mac_bytes(src_mac) + struct.pack("!H", ETH_P_IP) + packet
+    kind = ETH_P_IPV6 if packet[0] >> 4 == 6 else ETH_P_IP
+    return mac_bytes(dst_mac) + mac_bytes(src_mac) + struct.pack("!H", kind) + packet
 
 
 @contextlib.contextmanager
@@ -107,7 +128,7 @@ class Seen:
 
 
 class Sniffer:
-    """Every IPv4 TCP/UDP frame from or to one of ``ports`` seen on
+    """Every IPv4 or IPv6 TCP/UDP frame from or to one of ``ports`` seen on
     ``ifname`` of a namespace (both directions), from the moment it is opened."""
 
     def __init__(self, ns_path: str, ifname: str, *ports: int) -> None:
@@ -137,6 +158,13 @@ class Sniffer:
 
 
 def _parse(frame: bytes) -> Seen | None:
+    if len(frame) >= 14 + 40 + 4 and struct.unpack("!H", frame[12:14])[0] == ETH_P_IPV6:
+        ip6 = frame[14:]
+        if ip6[6] not in (6, 17):  # no extension headers in what is watched here
+            return None
+        sport, dport = struct.unpack("!HH", ip6[40:44])
+        return Seen(socket.inet_ntop(socket.AF_INET6, ip6[8:24]),
+                    socket.inet_ntop(socket.AF_INET6, ip6[24:40]), ip6[6], sport, dport)
     if len(frame) < 14 + 20 + 4 or struct.unpack("!H", frame[12:14])[0] != ETH_P_IP:
         return None
     ip = frame[14:]

@@ -36,8 +36,16 @@ def test_network_plan(spec, field, want):
 
 
 @pytest.mark.parametrize("spec, error", [
-    (NetworkSpec("a", "fd00::/64"), "IPv6 networks are not supported"),
-    (NetworkSpec("a", "10.1.0.0/24", dns_servers=("2001:db8::1",)), "IPv6 upstream"),
+    (NetworkSpec("a", "fd00::/64"), "is not an IPv4 subnet"),
+    (NetworkSpec("a", ""), "an IPv4 --subnet is needed"),
+    (NetworkSpec("a", "", ipv4=False), "needs --ipv6 or an IPv6 --subnet"),
+    (NetworkSpec("a", "10.1.0.0/24", ipv4=False, subnet6="fd00:1::/64"), "takes no IPv4"),
+    (NetworkSpec("a", "10.1.0.0/24", ipv6_mode="routed"), "--ipv6-mode applies"),
+    (NetworkSpec("a", "10.1.0.0/24", ipv6_mode="bridged", ipv6=True, subnet6="fd00::/64"),
+     "IPv6 mode"),
+    (NetworkSpec("a", "10.1.0.0/24", subnet6="10.2.0.0/24"), "not an IPv6 subnet"),
+    (NetworkSpec("a", "10.1.0.0/24", subnet6="fd00:1::/64", gateway6="fd00:2::1"),
+     "outside subnet"),
     (NetworkSpec("a", "10.1.0.0/24", aux_addresses=(("", "10.1.0.5"),)), "the name is empty"),
     (NetworkSpec("a", "10.1.0.0/24", aux_addresses=(("g", "10.1.0.1"),)), "is the gateway"),
     (NetworkSpec("a", "10.1.0.0/24", aux_addresses=(("x", "10.1.0.5"), ("x", "10.1.0.6"))),
@@ -352,3 +360,24 @@ def test_action_text_is_what_the_cli_prints():
 def test_published_is_unchanged_by_planning():  # a guard for the port plan's data
     p = Published("e1", "front", "ns1", "10.1.0.2", _pm(host_port=8080))
     assert (p.port.host_port, p.network) == (8080, "front")
+
+
+def test_network_plan_dual_stack_and_ipv6_only():
+    """Both families planned from one spec; a v6-only network has no IPv4
+    field; --ipv6 without a subnet takes the lowest free /64 of the ULA
+    prefix, never a taken one; v6 upstream DNS servers are accepted."""
+    net = plan_network(NetworkSpec("a", "10.1.0.0/24", subnet6="fd00:1::/64",
+                                   dns_servers=("2001:db8::53",)), net_id="0" * 32, now=1.0)
+    assert (net.subnet, net.gateway, net.subnet6, net.gateway6, net.ip_range6) == (
+        "10.1.0.0/24", "10.1.0.1", "fd00:1::/64", "fd00:1::1", "fd00:1::/64")
+    assert net.dns_servers == ("2001:db8::53",) and net.ipv6_mode == "nat"
+    only = plan_network(NetworkSpec("b", "", ipv4=False, subnet6="fd00:2::/64",
+                                    ipv6_mode="routed"))
+    assert (only.subnet, only.gateway, only.has_ipv4, only.gateways) == ("", "", False,
+                                                                           ("fd00:2::1",))
+    assert only.ipv6_mode == "routed"
+    ula = plan_network(NetworkSpec("c", "10.3.0.0/24", ipv6=True), ula_global_id="0123456789",
+                       taken6=["fd01:2345:6789::/64"])
+    assert ula.subnet6 == "fd01:2345:6789:1::/64"
+    with pytest.raises(InvalidInput, match="no unique-local prefix"):
+        plan_network(NetworkSpec("d", "10.4.0.0/24", ipv6=True))

@@ -60,11 +60,19 @@ def test_ipv4_only_networks_never_touch_the_ip6_table() -> None:
         assert _cmds_of(cmds, "ip6") == []
 
 
-def test_ipv6_only_network_never_touches_the_ip_table() -> None:
+def test_ipv6_only_network_is_only_an_ipv4_drop_in_the_ip_table() -> None:
+    """Its ports never touch the ip table; the network itself only puts its
+    bridge in in_from/fwd_in/fwd_out with a plain drop (IPv4 an endpoint
+    gives itself goes nowhere), and takes it out again."""
     only6 = _net(2, v4=False)
-    for cmds in (fw.network_add(only6, []), fw.network_remove(only6, []),
-                 fw.ports_add(_pub(only6, "8080:80"))):
-        assert _cmds_of(cmds, "ip") == []
+    assert _cmds_of(fw.ports_add(_pub(only6, "8080:80")), "ip") == []
+    for cmds in (fw.network_add(only6, []), fw.network_remove(only6, [])):
+        ip = _cmds_of(cmds, "ip")
+        assert ip and all("element" in next(iter(c.values())) for c in ip)
+        assert {next(iter(c.values()))["element"]["name"] for c in ip} == {
+            "in_from", "fwd_in", "fwd_out"}
+        assert all(e[1] == {"drop": None} for c in ip
+                   for e in next(iter(c.values()))["element"]["elem"])
         assert _cmds_of(cmds, "ip6")
 
 

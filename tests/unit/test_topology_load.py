@@ -96,6 +96,25 @@ def test_overlaps_and_shared_bridges_still_found_after_the_linear_rewrite() -> N
     assert _error(text) == "deep.yaml:5: networks.c.bridge: bridge 'br0' is used twice"
 
 
+def test_ipv6_networks_addresses_and_routes() -> None:
+    """#16: subnet6/ip6/v6 routes parsed; overlaps, foreign addresses and
+    mixed families refused with file:line."""
+    text = ("name: x\nnetworks:\n  d: {subnet: 10.0.0.0/24, subnet6: 'fd00:1::/64'}\n"
+            "  o: {subnet6: 'fd00:2::/64', ipv6_mode: routed}\n"
+            "nodes:\n  a: {connect: [{network: d, ip6: 'fd00:1::9'}], "
+            "routes: [{dst: default, via: 'fd00:1::1'}]}\n")
+    topo = parse_topology(text, "x")
+    assert topo.networks["o"].subnet == "" and topo.networks["o"].ipv6_mode == "routed"
+    assert topo.nodes["a"].connect[0].ip6 == "fd00:1::9"
+    assert topo.nodes["a"].routes == (("::/0", "fd00:1::1"),)
+    assert _error(text.replace("fd00:2::/64", "fd00:1::/80")).endswith(
+        "networks.o.subnet6: fd00:1::/80 overlaps network 'd' (fd00:1::/64)")
+    assert "outside d's IPv6 subnet" in _error(text.replace("fd00:1::9", "fd00:3::9"))
+    assert "different address families" in _error(text.replace("dst: default",
+                                                               "dst: 10.9.0.0/24"))
+    assert "is required" in _error(text.replace("{subnet6: 'fd00:2::/64', ", "{"))
+
+
 # ------------------------------------------------------- linear parsing (#12.18)
 def _big(n: int) -> str:
     return ("name: big\nnetworks:\n"

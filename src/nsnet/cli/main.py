@@ -296,9 +296,21 @@ def network() -> None:
 
 @network.command("create")
 @click.argument("name")
-@click.option("--subnet", required=True, help="CIDR, e.g. 172.16.0.0/16.")
-@click.option("--gateway", help="Gateway address (default: first usable).")
-@click.option("--ip-range", help="Allocate endpoint addresses from this sub-range.")
+@click.option("--subnet", "subnets", multiple=True,
+              help="CIDR, e.g. 172.16.0.0/16; once per family (fd00:1::/64 adds IPv6).")
+@click.option("--gateway", "gateways", multiple=True,
+              help="Gateway address (default: first usable); one per family.")
+@click.option("--ip-range", "ip_ranges", multiple=True,
+              help="Allocate endpoint addresses from this sub-range; one per family.")
+@click.option("--ipv6", is_flag=True,
+              help="IPv6 too (dual-stack); without an IPv6 --subnet a /64 of the host's "
+                   "unique-local prefix.")
+@click.option("--ipv4/--no-ipv4", default=True, show_default=True,
+              help="--no-ipv4: an IPv6-only network.")
+@click.option("--ipv6-mode", type=click.Choice(["nat", "routed"]), default="nat",
+              show_default=True,
+              help="IPv6 egress: nat (masquerade) or routed (own addresses, inbound to "
+                   "published ports only).")
 @click.option("--bridge", help="Bridge interface name (default: br-<id>).")
 @click.option("--mtu", type=int, help="MTU of the bridge and veths (default 1500).")
 @click.option("--masquerade/--no-masquerade", default=True, show_default=True,
@@ -318,16 +330,36 @@ def network() -> None:
               help="Metadata on the network (repeatable; see ls --filter label=).")
 @explainable()
 @pass_settings
-def network_create(settings: Settings, name: str, subnet: str, gateway: str | None,
-                   ip_range: str | None, bridge: str | None, mtu: int | None,
+def network_create(settings: Settings, name: str, subnets: tuple[str, ...],
+                   gateways: tuple[str, ...], ip_ranges: tuple[str, ...], ipv6: bool,
+                   ipv4: bool, ipv6_mode: str, bridge: str | None, mtu: int | None,
                    masquerade: bool, internal: bool, icc: bool, no_dns: bool,
                    dns_servers: tuple[str, ...], aux: tuple[str, ...],
                    labels: tuple[str, ...]) -> None:
     """Create a bridge network NAME (isolated from other nsnet networks)."""
-    spec = NetworkSpec(name, subnet, gateway, ip_range, bridge, mtu, masquerade, internal, icc,
-                       not no_dns, dns_servers, _pairs(aux, "--aux-address"),
-                       _pairs(labels, "--label"))
+    subnet, subnet6 = _by_family(subnets, "--subnet")
+    gateway, gateway6 = _by_family(gateways, "--gateway")
+    ip_range, ip_range6 = _by_family(ip_ranges, "--ip-range")
+    if not subnet and ipv4 and not (ipv6 or subnet6):
+        raise nsnet.InvalidInput("--subnet is needed (e.g. --subnet 10.1.0.0/24; "
+                                 "--ipv6 --no-ipv4 for an IPv6-only network)")
+    spec = NetworkSpec(name, subnet or "", gateway, ip_range, bridge, mtu, masquerade,
+                       internal, icc, not no_dns, dns_servers, _pairs(aux, "--aux-address"),
+                       _pairs(labels, "--label"), ipv6=ipv6, subnet6=subnet6,
+                       gateway6=gateway6, ip_range6=ip_range6, ipv6_mode=ipv6_mode, ipv4=ipv4)
     click.echo(_engine(settings).network_create(spec).id)
+
+
+def _by_family(values: tuple[str, ...], option: str) -> tuple[str | None, str | None]:
+    """Docker's repeated --subnet/--gateway/--ip-range: at most one of each
+    family, matched by the address family ("/" and ":" tell; validated later)."""
+    v4 = [v for v in values if ":" not in v]
+    v6 = [v for v in values if ":" in v]
+    for found, family in ((v4, "IPv4"), (v6, "IPv6")):
+        if len(found) > 1:
+            raise nsnet.InvalidInput(f"{option} given twice for {family} "
+                                     f"({', '.join(found)}): one per family")
+    return (v4[0] if v4 else None), (v6[0] if v6 else None)
 
 
 @network.command("ls")
@@ -346,8 +378,8 @@ def network_ls(settings: Settings, as_json: bool, filters: tuple[str, ...]) -> N
     nets = _filter_networks(engine.networks(with_endpoints=False), filters)
     counts = engine.endpoint_counts()
     _table(["NETWORK ID", "NAME", "BRIDGE", "SUBNET", "GATEWAY", "ENDPOINTS", "OPTIONS"],
-           [[n.id[:12], n.name, n.bridge, n.subnet, n.gateway, str(counts.get(n.name, 0)),
-             _net_options(n)] for n in nets])
+           [[n.id[:12], n.name, n.bridge, ",".join(x for x in (n.subnet, n.subnet6) if x),
+             ",".join(n.gateways), str(counts.get(n.name, 0)), _net_options(n)] for n in nets])
 
 
 def _label_filter(item: str) -> tuple[str, str | None]:
@@ -395,6 +427,8 @@ def _filter_networks(nets: list[nsnet.Network], filters: tuple[str, ...]) -> lis
 
 def _net_options(net: nsnet.Network) -> str:
     opts = ["internal"] if net.internal else ([] if net.masquerade else ["no-masquerade"])
+    if net.has_ipv6 and net.ipv6_mode != "nat":
+        opts.append(f"ipv6-{net.ipv6_mode}")
     return ",".join(opts + ([] if net.icc else ["no-icc"])) or "-"
 
 
@@ -495,6 +529,7 @@ def network_prune(settings: Settings) -> None:
 @click.argument("network_name", metavar="NETWORK")
 @click.argument("namespaces", nargs=-1, required=True)
 @click.option("--ip", help="Static address (one namespace only).")
+@click.option("--ip6", help="Static IPv6 address (one namespace only).")
 @click.option("--mac", help="Static MAC address (one namespace only).")
 @click.option("--ifname", help="Interface name inside the namespace (default eth0, eth1...).")
 @click.option("--host-ifname", help="Host-side veth name (one namespace only).")
@@ -511,13 +546,15 @@ def network_prune(settings: Settings) -> None:
 @explainable()
 @pass_settings
 def connect(settings: Settings, network_name: str, namespaces: tuple[str, ...], ip: str | None,
-            mac: str | None, ifname: str | None, host_ifname: str | None, create: bool,
+            ip6: str | None, mac: str | None, ifname: str | None, host_ifname: str | None,
+            create: bool,
             publish: tuple[str, ...], force_publish: bool, aliases: tuple[str, ...],
             labels: tuple[str, ...],
             as_json: bool) -> None:
     """Connect namespaces NS... to NETWORK."""
-    opts = ConnectOptions(ip=ip, mac=mac, ifname=ifname, host_ifname=host_ifname, create=create,
-                          ports=nsnet.parse_ports(publish), aliases=aliases,
+    opts = ConnectOptions(ip=ip, ip6=ip6, mac=mac, ifname=ifname, host_ifname=host_ifname,
+                          create=create, ports=nsnet.parse_ports(publish, ipv6=True),
+                          aliases=aliases,
                           force_ports=force_publish, labels=_pairs(labels, "--label"))
     with _progress(len(namespaces), f"connecting to {network_name}") as advance:
         eps = _engine(settings).connect(network_name, list(namespaces), opts, progress=advance)
@@ -526,7 +563,8 @@ def connect(settings: Settings, network_name: str, namespaces: tuple[str, ...], 
         return
     if len(eps) <= 20:
         for e in eps:
-            click.echo(f"{e.netns} {e.ifname} {e.address} (host {e.host_ifname})")
+            addrs = " ".join(a for a in (e.address, e.address6) if a)
+            click.echo(f"{e.netns} {e.ifname} {addrs} (host {e.host_ifname})")
     else:
         click.echo(f"connected {len(eps)} namespaces to {network_name}")
 
@@ -558,7 +596,8 @@ def port() -> None:
 def port_add(settings: Settings, network_name: str, netns: str, specs: tuple[str, ...],
              force: bool) -> None:
     """Publish ports of NS's endpoint on NETWORK."""
-    for pub in _engine(settings).port_add(network_name, netns, nsnet.parse_ports(specs), force):
+    ports = nsnet.parse_ports(specs, ipv6=True)
+    for pub in _engine(settings).port_add(network_name, netns, ports, force):
         click.echo(_port_line(pub))
 
 
@@ -570,7 +609,7 @@ def port_add(settings: Settings, network_name: str, netns: str, specs: tuple[str
 @pass_settings
 def port_rm(settings: Settings, network_name: str, netns: str, specs: tuple[str, ...]) -> None:
     """Stop publishing ports of NS's endpoint on NETWORK."""
-    for pub in _engine(settings).port_rm(network_name, netns, nsnet.parse_ports(specs)):
+    for pub in _engine(settings).port_rm(network_name, netns, nsnet.parse_ports(specs, ipv6=True)):
         click.echo(_port_line(pub))
 
 

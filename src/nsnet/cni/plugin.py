@@ -324,18 +324,34 @@ def engine_for(req: Request) -> Engine:
     return Engine.open(notify=req.log, config=config)
 
 
-def spec_of(conf: dict[str, Any]) -> NetworkSpec:
+def _subnets(conf: dict[str, Any]) -> dict[int, tuple[str, str | None]]:
+    """(subnet, gateway) per address family: ``subnet``/``ipam.subnet``, then
+    the first range of each ``ipam.ranges`` set (host-local's form: one range
+    set per family makes a dual-stack network); the first of a family wins."""
     ipam = conf.get("ipam") or {}
-    subnet = conf.get("subnet") or ipam.get("subnet")
-    gateway = conf.get("gateway") or ipam.get("gateway")
-    ranges = ipam.get("ranges") or []
-    if not subnet and ranges and ranges[0]:
-        subnet, gateway = ranges[0][0].get("subnet"), ranges[0][0].get("gateway", gateway)
-    if not subnet:
+    found = [(conf.get("subnet") or ipam.get("subnet"),
+              conf.get("gateway") or ipam.get("gateway"))]
+    found += [(rs[0].get("subnet"), rs[0].get("gateway", found[0][1] if i == 0 else None))
+              for i, rs in enumerate(ipam.get("ranges") or []) if rs]
+    out: dict[int, tuple[str, str | None]] = {}
+    for subnet, gateway in found:
+        if subnet:
+            out.setdefault(6 if ":" in str(subnet) else 4, (str(subnet), gateway))
+    return out
+
+
+def spec_of(conf: dict[str, Any]) -> NetworkSpec:
+    by_family = _subnets(conf)
+    if not by_family:
         raise CniError(INVALID_CONFIG, "no subnet: set 'subnet' (or ipam.subnet / "
                        "ipam.ranges)")
+    subnet, gateway = by_family.get(4, ("", None))
+    subnet6, gateway6 = by_family.get(6, (None, None))
     try:
-        Pool.parse(str(subnet), gateway, conf.get("ipRange"))
+        if subnet:
+            Pool.parse(subnet, gateway, conf.get("ipRange"))
+        if subnet6:
+            Pool.parse(subnet6, gateway6)
     except InvalidInput as exc:
         raise CniError(INVALID_CONFIG, str(exc)) from None
     masq = conf.get("masquerade", conf.get("ipMasq", True))
@@ -345,11 +361,12 @@ def spec_of(conf: dict[str, Any]) -> NetworkSpec:
     if conf.get("isolation") is False:
         raise CniError(UNSUPPORTED_FIELD, "isolation cannot be turned off: nsnet networks are "
                        "always isolated from each other", "isolation=false")
-    return NetworkSpec(str(conf["name"]), str(subnet), gateway, conf.get("ipRange"),
+    return NetworkSpec(str(conf["name"]), subnet, gateway, conf.get("ipRange"),
                        conf.get("bridge"), conf.get("mtu"), bool(masq),
                        bool(conf.get("internal", False)), bool(conf.get("icc", True)),
                        dns if isinstance(dns, bool) else True,
-                       tuple(conf.get("dnsServers", ())))
+                       tuple(conf.get("dnsServers", ())), ipv6=bool(subnet6),
+                       subnet6=subnet6, gateway6=gateway6, ipv4=bool(subnet))
 
 
 def ensure_network(eng: Engine, conf: dict[str, Any]) -> Network:
@@ -374,11 +391,15 @@ def differences(conf: dict[str, Any], spec: NetworkSpec,
                 net: Network) -> dict[str, tuple[Any, Any]]:
     """The keys the configuration sets to something other than what the
     existing network has (keys it leaves out take the network's)."""
-    pool = Pool.parse(spec.subnet, spec.gateway, spec.ip_range)
+    pool = Pool.parse(spec.subnet, spec.gateway, spec.ip_range) if spec.subnet else None
+    pool6 = Pool.parse(spec.subnet6, spec.gateway6) if spec.subnet6 else None
     asked: dict[str, tuple[Any, Any]] = {
-        "subnet": (net.subnet, str(pool.subnet)),
-        "gateway": (net.gateway, str(pool.gateway) if spec.gateway else None),
-        "ipRange": (net.ip_range, str(pool.ip_range) if spec.ip_range else None),
+        "subnet": (net.subnet, str(pool.subnet) if pool else ""),
+        "gateway": (net.gateway, str(pool.gateway) if pool and spec.gateway else None),
+        "ipRange": (net.ip_range, str(pool.ip_range) if pool and spec.ip_range else None),
+        "subnet (IPv6)": (net.subnet6, str(pool6.subnet) if pool6 else ""),
+        "gateway (IPv6)": (net.gateway6, str(pool6.gateway) if pool6 and spec.gateway6
+                           else None),
         "bridge": (net.bridge, conf.get("bridge")),
         "mtu": (net.mtu, conf.get("mtu")),
         "masquerade": (net.masquerade, conf.get("masquerade", conf.get("ipMasq"))),
@@ -387,8 +408,13 @@ def differences(conf: dict[str, Any], spec: NetworkSpec,
         "dns": (net.dns, conf["dns"] if isinstance(conf.get("dns"), bool) else None),
         "dnsServers": (list(net.dns_servers), conf.get("dnsServers")),
     }
-    return {key: (have, want) for key, (have, want) in asked.items()
-            if want not in (None, "") and have != want}
+    differ = {key: (have, want) for key, (have, want) in asked.items()
+              if want not in (None, "") and have != want}
+    for key in ("subnet", "subnet (IPv6)"):  # a family the configuration leaves out
+        have, want = asked[key]
+        if have and want == "":
+            differ[key] = (have, want)
+    return differ
 
 
 # -------------------------------------------------------------- namespaces
@@ -533,19 +559,28 @@ def _common_version(exe: str, asked: str, environ: Mapping[str, str]) -> str:
 def result(req: Request, net: Network, ep: Any, bridge_mac: str,
            host_mac: str) -> dict[str, Any]:
     old = _vtuple(req.version) < (1, 0, 0)
-    ip: dict[str, Any] = {"address": ep.address, "gateway": net.gateway, "interface": 2}
-    if old:
-        ip["version"] = "4"
+    ips: list[dict[str, Any]] = []
+    routes: list[dict[str, str]] = []
+    for address, gateway, version, default in ((ep.address, net.gateway, "4", "0.0.0.0/0"),
+                                               (ep.address6, net.gateway6, "6", "::/0")):
+        if not address:
+            continue
+        ip: dict[str, Any] = {"address": address, "gateway": gateway, "interface": 2}
+        if old:
+            ip["version"] = version
+        ips.append(ip)
+        if ep.default_route:
+            routes.append({"dst": default, "gw": gateway})
     out: dict[str, Any] = {
         "cniVersion": req.version,
         "interfaces": [{"name": net.bridge, "mac": bridge_mac},
                        {"name": ep.host_ifname, "mac": host_mac},
                        {"name": ep.ifname, "mac": ep.mac, "sandbox": req.netns}],
-        "ips": [ip],
-        "routes": [{"dst": "0.0.0.0/0", "gw": net.gateway}] if ep.default_route else [],
+        "ips": ips,
+        "routes": routes,
     }
     if net.dns:
-        out["dns"] = {"nameservers": [net.gateway]}
+        out["dns"] = {"nameservers": list(net.gateways)}
     return out
 
 
@@ -579,13 +614,16 @@ def cmd_add(req: Request) -> dict[str, Any]:
                               {"type": kind} if kind else {})
         crashpoint("cni:recorded")
         try:
-            static = _static_ip(req)
-            if kind:
+            static, static6 = _static_ips(req)
+            if kind:  # the delegated IPAM's address of each family
                 got = exec_ipam(kind, "ADD", ipam_conf, req.env)
-                static = str(ipaddress.ip_interface(got["ips"][0]["address"]).ip)
+                addrs = [ipaddress.ip_interface(i["address"]).ip for i in got.get("ips", [])]
+                static = next((str(a) for a in addrs if a.version == 4), None)
+                static6 = next((str(a) for a in addrs if a.version == 6), None)
             # force_ports: the runtime allocates host ports (podman binds and
             # holds each one itself before calling the plugin)
-            opts = ConnectOptions(ip=static, mac=_static_mac(req), ifname=req.ifname,
+            opts = ConnectOptions(ip=static, ip6=static6, mac=_static_mac(req),
+                                  ifname=req.ifname,
                                   ports=_ports(req), aliases=_aliases(req), force_ports=True)
             ep = eng.connect(net.name, [name], opts)[0]
             crashpoint("cni:connected")
@@ -602,15 +640,19 @@ def cmd_add(req: Request) -> dict[str, Any]:
         return result(req, net, ep, macs[net.bridge], macs[ep.host_ifname])
 
 
-def _static_ip(req: Request) -> str | None:
+def _static_ips(req: Request) -> tuple[str | None, str | None]:
+    """The requested address of each family (CNI_ARGS IP=, possibly
+    comma-separated, or the ``ips`` capability): (IPv4, IPv6)."""
     ips = (req.conf.get("runtimeConfig") or {}).get("ips") or []
-    text = req.args.get("IP") or (ips[0] if ips else None)
-    if not text:
-        return None
-    try:
-        return str(ipaddress.ip_interface(text).ip)
-    except ValueError:
-        raise CniError(INVALID_CONFIG, f"requested IP {text!r} is not an address") from None
+    texts = req.args["IP"].split(",") if req.args.get("IP") else list(ips)
+    out: dict[int, str] = {}
+    for text in texts:
+        try:
+            ip = ipaddress.ip_interface(str(text).strip()).ip
+        except ValueError:
+            raise CniError(INVALID_CONFIG, f"requested IP {text!r} is not an address") from None
+        out.setdefault(ip.version, str(ip))
+    return out.get(4), out.get(6)
 
 
 def _aliases(req: Request) -> tuple[str, ...]:
@@ -691,8 +733,12 @@ def cmd_check(req: Request) -> None:
         if snap.link(req.ifname) is None:
             raise CniError(PLUGIN_ERROR, f"container interface {req.ifname} not found (in "
                            f"{req.netns or att['netns']})")
-        if ep.address not in {a.cidr for a in snap.addresses_of(req.ifname)}:
-            raise CniError(PLUGIN_ERROR, f"{req.ifname} lacks {ep.address} in the container")
+        have = {a.cidr for a in snap.addresses_of(req.ifname)}
+        if ep.address6:
+            have |= {a.cidr for a in eng.snapshot6(att["netns"]).addresses_of(req.ifname)}
+        for address in (a for a in (ep.address, ep.address6) if a):
+            if address not in have:
+                raise CniError(PLUGIN_ERROR, f"{req.ifname} lacks {address} in the container")
 
 
 def cmd_status(req: Request) -> None:

@@ -19,6 +19,7 @@ import errno
 import os
 import random
 import resource
+import socket
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -199,15 +200,23 @@ class Context:
         finally:
             ns.close()
 
-    def endpoint_view(self, netns: str, ifname: str) -> k.Snapshot:
+    def endpoint_view(self, netns: str, ifname: str, family: int = socket.AF_INET) -> k.Snapshot:
         """Only what a reconcile checks of one endpoint inside (k.endpoint_view)."""
         validate_netns_name(netns)
         try:
-            return k.endpoint_view_at(self.ns_path(netns), ifname)
+            return k.endpoint_view_at(self.ns_path(netns), ifname, family)
         except k.NetlinkError:
             raise
         except OSError:  # no such file, or not a namespace (EINVAL on entering)
             raise NotFound(f"namespace {netns!r} does not exist") from None
+
+    def snapshot6(self, netns: str) -> k.Snapshot:
+        """Links, IPv6 addresses and main-table IPv6 routes of a namespace."""
+        ns = self.open_ns(netns)
+        try:
+            return k.snapshot6(ns)
+        finally:
+            ns.close()
 
     def handed_off(self) -> set[str]:
         """Names of endpoints whose inside another manager (Docker) holds."""
@@ -246,3 +255,25 @@ class Context:
                 k.write_sysctls(self.host, {IP_FORWARD: "1"})
                 self.notify("nsnet: enabled IPv4 forwarding in the host namespace "
                             "(net.ipv4.ip_forward=1)")
+
+    def forwarding6_on(self) -> bool:
+        """IPv6 forwarding in the host namespace (off, too, where the
+        kernel has no IPv6)."""
+        try:
+            return k.read_sysctl(self.host, k.FORWARDING6) == "1"
+        except FileNotFoundError:
+            return False
+
+    def restore_forwarding6_off(self) -> None:
+        """Rollback of the IPv6 network that turned IPv6 forwarding on."""
+        with kernel_errors("restoring net.ipv6.conf.all.forwarding=0"):
+            k.write_sysctls(self.host, {k.FORWARDING6: "0"})
+
+    def ensure_forwarding6(self) -> None:
+        """IPv6 networks that reach out need IPv6 forwarding in the host
+        namespace (the twin of :meth:`ensure_forwarding`)."""
+        with kernel_errors("enabling IPv6 forwarding"):
+            if not self.forwarding6_on():
+                k.write_sysctls(self.host, {k.FORWARDING6: "1"})
+                self.notify("nsnet: enabled IPv6 forwarding in the host namespace "
+                            "(net.ipv6.conf.all.forwarding=1)")

@@ -31,6 +31,7 @@ from ..model import (
     ConnectOptions,
     Endpoint,
     Network,
+    PortMap,
     Published,
     parse_ip,
     validate_dns_name,
@@ -51,7 +52,8 @@ from .context import (
 )
 from .intents import EndpointRef
 
-__all__ = ["ConnectPlan", "Endpoints", "check_connect_options", "inside_name"]
+__all__ = ["ConnectPlan", "Endpoints", "allocate", "check_connect_options", "default_routes",
+           "inside_name", "published"]
 
 
 @dataclass
@@ -69,7 +71,7 @@ class ConnectPlan:
 def check_connect_options(opts: ConnectOptions, count: int) -> ConnectOptions:
     """The options, checked for ``count`` namespaces (pure).  Aliases are
     validated and normalised here, once; planning uses them as they are."""
-    static = [flag for flag, v in (("--ip", opts.ip), ("--mac", opts.mac),
+    static = [flag for flag, v in (("--ip", opts.ip), ("--ip6", opts.ip6), ("--mac", opts.mac),
                                    ("--host-ifname", opts.host_ifname),
                                    ("--publish", opts.ports)) if v]
     if static and count > 1:
@@ -80,8 +82,10 @@ def check_connect_options(opts: ConnectOptions, count: int) -> ConnectOptions:
         validate_ifname(opts.ifname)
     if opts.host_ifname:
         validate_ifname(opts.host_ifname, "host interface name")
-    if opts.ip:
-        parse_ip(opts.ip, "--ip")
+    if opts.ip and parse_ip(opts.ip, "--ip").version != 4:
+        raise InvalidInput(f"--ip {opts.ip} is not an IPv4 address (--ip6 gives the IPv6 one)")
+    if opts.ip6 and parse_ip(opts.ip6, "--ip6").version != 6:
+        raise InvalidInput(f"--ip6 {opts.ip6} is not an IPv6 address")
     return dataclasses.replace(opts, aliases=tuple(validate_dns_name(a) for a in opts.aliases))
 
 
@@ -117,18 +121,58 @@ def host_ends_without_ipv6(ctx: Context, names: list[str]) -> None:
 
 def configure_inside(ns: k.Netns, ep: Endpoint, ipv6_off: bool) -> None:
     """Inside one namespace: IPv6 off on the new interface (unless it was
-    born so), then one batch: lo up, interface up, address, default route."""
+    born so) -- or, on an IPv6 network, quiet IPv6 on (kernel/ipv6.py: no RA,
+    SLAAC, DAD or link-local address) -- then one batch: lo up, interface
+    up, addresses (IPv6 without DAD), default routes."""
     with k.entered(ns.fd):
-        if not ipv6_off:
+        if ep.address6:
+            k.write_sysctls_here(k.ipv6_interface_sysctls(ep.ifname))
+        elif not ipv6_off:
             k.write_sysctls_here({no_ipv6(ep.ifname): "1"})
         rtnl = k.Rtnl()
     with rtnl as rt:
         index = rt.link(ep.ifname).index
-        reqs = [k.req_set_link("lo", up=True), k.req_set_link(index=index, up=True),
-                k.req_add_addr(index, ep.address)]
+        reqs = [k.req_set_link("lo", up=True), k.req_set_link(index=index, up=True)]
+        reqs += [k.req_add_addr(index, a, nodad=":" in a) for a in (ep.address, ep.address6) if a]
         if ep.default_route:
-            reqs.append(k.req_add_route("default", ep.gateway, oif=index))
+            reqs += default_routes(ep, index)
         rt.run(reqs)
+
+
+def default_routes(ep: Endpoint, oif: int = 0) -> list[k.Request]:
+    """The default route of each family the endpoint has, via its gateways."""
+    reqs = [k.req_add_route("default", ep.gateway, oif=oif)] if ep.address else []
+    if ep.address6:
+        reqs.append(k.req_add_route6("default", ep.gateway6, oif=oif))
+    return reqs
+
+
+def allocate(net: Network, used: set[str], count: int, ip: str | None,
+             ip6: str | None) -> list[tuple[str, str]]:
+    """(IPv4 CIDR, IPv6 CIDR) for ``count`` endpoints, "" for a family the
+    network lacks; a static address only for the family it belongs to."""
+    if ip and not net.has_ipv4:
+        raise InvalidInput(f"--ip {ip}: network {net.name!r} has no IPv4 subnet")
+    if ip6 and not net.has_ipv6:
+        raise InvalidInput(f"--ip6 {ip6}: network {net.name!r} has no IPv6 subnet")
+    v4 = [""] * count
+    v6 = [""] * count
+    if net.has_ipv4:
+        pool = Pool.parse(net.subnet, net.gateway, net.ip_range)
+        v4 = [f"{a}/{net.prefixlen}" for a in ([pool.check_static(ip, used)] if ip
+                                               else pool.allocate(used, count))]
+    if net.has_ipv6:
+        pool6 = Pool.parse(net.subnet6, net.gateway6, net.ip_range6)
+        v6 = [f"{a}/{net.prefixlen6}" for a in ([pool6.check_static(ip6, used)] if ip6
+                                                else pool6.allocate(used, count))]
+    return list(zip(v4, v6, strict=True))
+
+
+def published(ep: Endpoint, net: Network, ports: Iterable[PortMap]) -> list[Published]:
+    """The endpoint's mappings, with both of its addresses (the firewall
+    publishes each mapping in the families it serves and the endpoint has)."""
+    return [Published(ep.id, net.name, ep.netns, ep.ip, m, ep.ip6, net.ipv6_mode == "routed")
+            for m in ports]
 
 
 class Endpoints:
@@ -162,9 +206,8 @@ class Endpoints:
         for name in missing:
             if os.path.lexists(ctx.ns_path(name)):
                 raise AlreadyExists(f"{ctx.ns_path(name)} exists and is not a namespace")
-        pool = Pool.parse(net.subnet, net.gateway, net.ip_range)
         used = store.used_addresses(net.id) | {ip for _, ip in net.aux_addresses}
-        ips = ([pool.check_static(opts.ip, used)] if opts.ip else pool.allocate(used, len(names)))
+        ips = allocate(net, used, len(names), opts.ip, opts.ip6)
         host_names = self._host_ifnames(names, opts)
         known = store.namespaces(names)
         foreign = {n for n in names if n not in missing and n not in known}
@@ -175,7 +218,7 @@ class Endpoints:
         endpoints = []
         pristine_lo: set[str] = set()
         now = time.time()
-        for name, ip, host_if in zip(names, ips, host_names, strict=False):
+        for name, (ip, ip6), host_if in zip(names, ips, host_names, strict=False):
             ifname, default_route, pristine = self._inside_names(name, opts, name in missing,
                                                                  by_ns.get(name, []))
             if pristine:
@@ -183,10 +226,10 @@ class Endpoints:
             ep_id = uuid.uuid4().hex
             endpoints.append(Endpoint(
                 ep_id, net.name, name, ifname, host_if or f"veth{ep_id[:7]}",
-                f"{ip}/{net.prefixlen}", self.free_mac(net, opts.mac, macs), net.gateway,
-                default_route, now, opts.aliases, labels(opts.labels)))
-        ports = [Published(e.id, net.name, e.netns, e.ip, m) for e in endpoints
-                 for m in opts.ports]
+                ip, self.free_mac(net, opts.mac, macs), net.gateway if ip else "",
+                default_route, now, opts.aliases, labels(opts.labels), ip6,
+                net.gateway6 if ip6 else ""))
+        ports = [p for e in endpoints for p in published(e, net, opts.ports)]
         return ConnectPlan(net, endpoints, missing, foreign, ports, pristine_lo)
 
     def refuse_taken_links(self, links: Mapping[str, str | None]) -> None:
@@ -290,17 +333,17 @@ class Endpoints:
 
     # ------------------------------------------------------ handed off
     def plan_handoff(self, net: Network, name: str, opts: ConnectOptions) -> Endpoint:
-        pool = Pool.parse(net.subnet, net.gateway, net.ip_range)
         used = self.ctx.store.used_addresses(net.id) | {ip for _, ip in net.aux_addresses}
-        ip = pool.check_static(opts.ip, used) if opts.ip else pool.allocate(used, 1)[0]
+        ((ip, ip6),) = allocate(net, used, 1, opts.ip, opts.ip6)
         ep_id = uuid.uuid4().hex
         peer = opts.ifname or f"nsh{ep_id[:8]}"
         host = self._host_ifnames([name], opts)[0] or f"veth{ep_id[:7]}"
         if self.ctx.rtnl.find_link(peer):
             raise AlreadyExists(f"a link named {peer!r} already exists in the host namespace")
-        return Endpoint(ep_id, net.name, name, peer, host, f"{ip}/{net.prefixlen}",
-                        self.free_mac(net, opts.mac), net.gateway, True, time.time(),
-                        opts.aliases, labels(opts.labels))
+        return Endpoint(ep_id, net.name, name, peer, host, ip,
+                        self.free_mac(net, opts.mac), net.gateway if ip else "", True,
+                        time.time(), opts.aliases, labels(opts.labels), ip6,
+                        net.gateway6 if ip6 else "")
 
     def create_handoff_pair(self, net: Network, ep: Endpoint, attach_index: int) -> None:
         rtnl = self.ctx.rtnl
@@ -354,7 +397,7 @@ class Endpoints:
             try:
                 with kernel_errors(f"moving the default route of {ep.netns!r}"), \
                         k.open_rtnl(ns) as rt:
-                    rt.batch([k.req_add_route("default", rest[0].gateway)])
+                    rt.batch(default_routes(rest[0]))
             finally:
                 ns.close()
             moved.append(rest[0])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
@@ -54,7 +55,7 @@ from .context import (
     unique_ns_names,
 )
 from .dns_sync import DnsSync
-from .endpoints import ConnectPlan, Endpoints, check_connect_options
+from .endpoints import ConnectPlan, Endpoints, check_connect_options, published
 from .firewall_sync import FirewallSync
 from .intents import (
     ConnectIntent,
@@ -71,7 +72,7 @@ from .intents import (
 )
 from .links import Links, P2PLink
 from .namespaces import Namespaces
-from .networks import Networks, plan_network
+from .networks import Networks, plan_network, wants_ula
 from .ports import Ports
 from .probes import CheckResult, Probes
 
@@ -337,6 +338,10 @@ class Engine:
         """Links, addresses and routes of a namespace (the host's if None)."""
         return self.ctx.snapshot(netns)
 
+    def snapshot6(self, netns: str) -> k.Snapshot:
+        """Links, IPv6 addresses and main-table IPv6 routes of a namespace."""
+        return self.ctx.snapshot6(netns)
+
     def host_links(self) -> dict[str, k.Link]:
         """The host namespace's links by name (one dump)."""
         return self.ctx.rtnl.link_by_name()
@@ -359,15 +364,25 @@ class Engine:
         return self.nets.find(name)
 
     def network_create(self, spec: NetworkSpec) -> Network:
-        net = plan_network(spec)
+        net = plan_network(spec) if not wants_ula(spec) else None
         with self.exclusive():
+            if net is None:  # --ipv6 without a subnet: the host's ULA pool picks one
+                with self.store.transaction():
+                    gid = self.store.ula_global_id()
+                net = plan_network(spec, ula_global_id=gid, taken6=self.nets.taken6())
             self.nets.validate(net)
             driver = self.nets.driver(net)
-            was_off = not net.internal and not self.ctx.forwarding_on()
-            with self._intent(NetworkCreateIntent(net.id, net.bridge, was_off)) as scope:
+            routes = not net.internal
+            was_off = routes and net.has_ipv4 and not self.ctx.forwarding_on()
+            was6_off = routes and net.has_ipv6 and not self.ctx.forwarding6_on()
+            with self._intent(NetworkCreateIntent(net.id, net.bridge, was_off,
+                                                  was6_off)) as scope:
                 driver.setup(net)
                 others = self.store.networks(with_endpoints=False)
-                self.fw.apply(fw.network_add(net, others), skeleton=not others)
+                # the first IPv6 network brings the ip6 table's fixed part
+                first6 = net.has_ipv6 and not any(o.has_ipv6 for o in others)
+                cmds = (fw.skeleton6() if first6 and others else []) + fw.network_add(net, others)
+                self.fw.apply(cmds, skeleton=not others, ipv6=net.has_ipv6)
                 crashpoint("network_create:firewall")
                 with self.store.transaction():
                     self.store.add_network(net)
@@ -380,6 +395,8 @@ class Engine:
         self.fw.sync()
         if intent.forwarding_was_off:
             self.ctx.restore_forwarding_off()
+        if intent.forwarding6_was_off:
+            self.ctx.restore_forwarding6_off()
 
     def network_rm(self, name: str, force: bool = False) -> None:
         with self.exclusive():
@@ -502,7 +519,7 @@ class Engine:
                 raise AlreadyExists(f"an endpoint or namespace named {name!r} already exists")
             self.published.check_publishable(net, opts.ports)
             ep = self.endpoints.plan_handoff(net, name, opts)
-            ports = [Published(ep.id, net.name, name, ep.ip, m) for m in opts.ports]
+            ports = published(ep, net, opts.ports)
             intent = ConnectIntent((EndpointRef(ep.id, ep.host_ifname, name),))
             with self._intent(intent) as scope:
                 attach = self.nets.driver(net).attach_index(net)
@@ -667,9 +684,10 @@ class Engine:
         with self.exclusive():
             self.links.remove_route(node, dst)
 
-    def set_forwarding(self, node: str, on: bool) -> None:
-        """IPv4 forwarding inside namespace ``node`` (a topology's router)."""
-        self.links.set_forwarding(node, on)
+    def set_forwarding(self, node: str, on: bool, ipv6: bool = False) -> None:
+        """IPv4 (and with ``ipv6``, IPv6) forwarding inside namespace ``node``
+        (a topology's router)."""
+        self.links.set_forwarding(node, on, ipv6)
 
     def set_link_loss(self, node: str, rules: list[tuple[str, float, str]]) -> None:
         """Random loss on egress interfaces of ``node`` (see :mod:`.links`)."""
@@ -761,8 +779,18 @@ class _ReconcileServices:
     def snapshot(self, netns: str) -> k.Snapshot:
         return self._ctx.snapshot(netns)
 
-    def endpoint_view(self, netns: str, ifname: str) -> k.Snapshot:
-        return self._ctx.endpoint_view(netns, ifname)
+    def endpoint_view(self, netns: str, ifname: str, family: int = socket.AF_INET
+                      ) -> k.Snapshot:
+        return self._ctx.endpoint_view(netns, ifname, family)
+
+    def snapshot6(self, netns: str) -> k.Snapshot:
+        return self._ctx.snapshot6(netns)
+
+    def forwarding6_on(self) -> bool:
+        return self._ctx.forwarding6_on()
+
+    def ensure_forwarding6(self) -> None:
+        self._ctx.ensure_forwarding6()
 
     def network_facts(self, net: Network, links: dict[str, k.Link]) -> list:
         return self._e.nets.driver(net).facts(net, links)

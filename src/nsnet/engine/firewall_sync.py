@@ -14,22 +14,36 @@ from .intents import NetworkRef
 __all__ = ["FirewallSync"]
 
 
+def _family(cmd: dict) -> str | None:
+    """The table family a command acts on (None: a command without one)."""
+    for body in cmd.values():
+        for obj in body.values() if isinstance(body, dict) else ():
+            if isinstance(obj, dict) and "family" in obj:
+                return obj["family"]
+    return None
+
+
 class FirewallSync:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    def apply(self, commands: list[dict], skeleton: bool = False) -> None:
+    def apply(self, commands: list[dict], skeleton: bool = False,
+              ipv6: bool | None = None) -> None:
         """One atomic transaction.  The fixed skeleton is left out unless
         asked for or missing (its idempotent re-add costs the kernel an RCU
         grace period, ~14 ms, per base chain update): a transaction that
-        fails is without effect, and is retried once with the skeleton first."""
+        fails is without effect, and is retried once with the skeleton first
+        -- the ip6 table's too when the commands touch it (``ipv6``: say so
+        rather than have the commands searched)."""
+        if ipv6 is None:
+            ipv6 = any(_family(c) == "ip6" for c in commands)
         if skeleton:
-            self.ctx.firewall.apply(fw.skeleton() + commands)
+            self.ctx.firewall.apply(fw.skeleton(ipv6) + commands)
             return
         try:
             self.ctx.firewall.apply(commands)
         except KernelError:
-            self.ctx.firewall.apply(fw.skeleton() + commands)
+            self.ctx.firewall.apply(fw.skeleton(ipv6) + commands)
 
     def desired(self) -> list[dict]:
         """The transaction that rebuilds nsnet's firewall from the state."""
@@ -77,7 +91,7 @@ class FirewallSync:
         if doomed:
             others = [n for n in nets.values() if n is not doomed]
             if not others:
-                self.ctx.firewall.apply(fw.teardown())
+                self.ctx.firewall.apply(fw.teardown() + fw.teardown6())
             else:
                 self.apply(cmds + fw.network_remove(doomed, others))
         elif cmds:

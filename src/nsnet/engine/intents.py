@@ -85,6 +85,9 @@ class NetworkCreateIntent(Intent):
     # a rollback turns it off again (a network that was never made changes
     # no host-wide setting)
     forwarding_was_off: bool = False
+    # the same for IPv6 forwarding (net.ipv6.conf.all.forwarding), turned on
+    # by the first IPv6 network that is not internal
+    forwarding6_was_off: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,8 @@ def decode(kind: str, payload: dict) -> Intent:
                            create_ns=tuple(payload.get("create_ns", ())))
     if cls is NetworkCreateIntent:
         return NetworkCreateIntent(payload["id"], payload["bridge"],
-                                   bool(payload.get("forwarding_was_off", False)))
+                                   bool(payload.get("forwarding_was_off", False)),
+                                   bool(payload.get("forwarding6_was_off", False)))
     if cls is DeleteIntent:
         net = payload.get("network")
         ref = None if not net else (NetworkRef(*net) if isinstance(net, list)

@@ -94,19 +94,28 @@ class Links:
         self._in_node(node, f"removing link {node}:{ifname}", delete)
 
     def add_route(self, node: str, dst: str, via: str) -> None:
+        """A static route, of the family of ``via`` (IPv6: "default" is ::/0)."""
+        req = k.req_add_route6(dst, via) if ":" in via else k.req_add_route(dst, via)
         self._in_node(node, f"adding route {dst} via {via} in {node!r}",
-                      lambda rt: rt.run([k.req_add_route(dst, via)]))
+                      lambda rt: rt.run([req]))
 
     def remove_route(self, node: str, dst: str) -> None:
+        """``dst`` "default" is IPv4's default route; IPv6's is "::/0"."""
+        req = k.req_del_route6(dst) if ":" in dst else k.req_del_route(dst)
         if self.ctx.ns_exists(node):
             self._in_node(node, f"removing route {dst} in {node!r}",
-                          lambda rt: rt.batch([k.req_del_route(dst)]))
+                          lambda rt: rt.batch([req]))
 
-    def set_forwarding(self, node: str, on: bool) -> None:
+    def set_forwarding(self, node: str, on: bool, ipv6: bool = False) -> None:
+        """IPv4 forwarding inside ``node``; with ``ipv6`` IPv6's too (a node
+        with IPv6 addresses: its interfaces never accept RAs, so router
+        mode changes nothing else there)."""
         ns = self.ctx.open_ns(node)
+        value = "1" if on else "0"
+        values = {"net/ipv4/ip_forward": value} | ({k.FORWARDING6: value} if ipv6 else {})
         try:
             with kernel_errors(f"setting forwarding in {node!r}"):
-                k.write_sysctls(ns, {"net/ipv4/ip_forward": "1" if on else "0"})
+                k.write_sysctls(ns, values)
         finally:
             ns.close()
 

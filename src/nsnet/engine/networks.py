@@ -23,13 +23,14 @@ from .. import kernel as k
 from ..crash import crashpoint
 from ..errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from ..firewall import rules as fw
-from ..ipam import Pool
+from ..ipam import Pool, ipv6_pool
 from ..model import (
     Network,
     NetworkSpec,
     bridge_alias,
     parse_ip,
     validate_ifname,
+    validate_ipv6_mode,
     validate_mtu,
     validate_network_name,
 )
@@ -41,8 +42,10 @@ DEFAULT_MTU = 1500
 
 
 def bridge_sysctls(net: Network) -> dict[str, str]:
-    values = {no_ipv6(net.bridge): "1"}
-    if not net.internal:
+    # An IPv6 network's bridge is its gateway: quiet IPv6 on, with its
+    # link-local address (see kernel/ipv6.py); an IPv4-only one has IPv6 off.
+    values = k.ipv6_gateway_sysctls(net.bridge) if net.has_ipv6 else {no_ipv6(net.bridge): "1"}
+    if not net.internal and net.has_ipv4:
         # The host's own 127.0.0.1 reaches published ports by DNAT to the
         # bridge: the kernel must route a loopback source out of it (then
         # SNATed).  Chosen over a userland proxy: no process or socket per
@@ -51,6 +54,17 @@ def bridge_sysctls(net: Network) -> dict[str, str]:
         # tc loopback guard, which survives an `nft flush ruleset`.
         values[f"net/ipv4/conf/{net.bridge}/route_localnet"] = "1"
     return values
+
+
+def gateway_cidrs(net: Network) -> list[str]:
+    """The bridge's gateway address of each family the network has."""
+    return ([f"{net.gateway}/{net.prefixlen}"] if net.has_ipv4 else []) + \
+        ([f"{net.gateway6}/{net.prefixlen6}"] if net.has_ipv6 else [])
+
+
+def gateway_addresses(net: Network, index: int) -> list[k.Request]:
+    """Requests adding the gateway addresses (IPv6 without DAD: usable at once)."""
+    return [k.req_add_addr(index, cidr, nodad=":" in cidr) for cidr in gateway_cidrs(net)]
 
 
 @dataclass(frozen=True)
@@ -107,12 +121,17 @@ class BridgeDriver:
             crashpoint("bridge:created")
             index = rt.link(net.bridge).index
             self._guard_loopback(index)  # before route_localnet is ever on
+            # written while the bridge is down: its link-local address is
+            # born under them (no DAD), see kernel/ipv6.py
             k.write_sysctls(self.ctx.host, bridge_sysctls(net))
-            rt.run([k.req_add_addr(index, f"{net.gateway}/{net.prefixlen}"),
+            rt.run([*gateway_addresses(net, index),
                     k.req_set_link(index=index, up=True, alias=bridge_alias(net.id))])
             crashpoint("bridge:configured")
         if not net.internal:
-            self.ctx.ensure_forwarding()
+            if net.has_ipv4:
+                self.ctx.ensure_forwarding()
+            if net.has_ipv6:
+                self.ctx.ensure_forwarding6()
 
     def _guard_loopback(self, index: int) -> None:
         """The bridge's tc loopback guard (see :mod:`nsnet.kernel.tc`): it lives
@@ -147,7 +166,7 @@ class BridgeDriver:
         with kernel_errors(f"repairing bridge {net.bridge}"):
             self._guard_loopback(link.index)
             k.write_sysctls(self.ctx.host, bridge_sysctls(net))
-            self.ctx.rtnl.batch([k.req_add_addr(link.index, f"{net.gateway}/{net.prefixlen}")])
+            self.ctx.rtnl.batch(gateway_addresses(net, link.index))
             self.ctx.rtnl.run([k.req_set_link(index=link.index, up=True)])
 
     def facts(self, net: Network, links: dict[str, k.Link]) -> list[DriverFact]:
@@ -159,8 +178,11 @@ class BridgeDriver:
             return [DriverFact(net.bridge, f"a link nsnet did not create holds the name of "
                                f"network {net.name!r}'s bridge: remove or rename it", False)]
         rtnl = self.ctx.rtnl
-        addrs = {a.cidr for a in rtnl.addresses() if a.index == link.index}
-        if f"{net.gateway}/{net.prefixlen}" not in addrs or not link.up:
+        addrs = {a.cidr for a in rtnl.addresses() if a.index == link.index} \
+            if net.has_ipv4 else set()
+        if net.has_ipv6:
+            addrs |= {a.cidr for a in rtnl.addresses(k.INET6) if a.index == link.index}
+        if not set(gateway_cidrs(net)) <= addrs or not link.up:
             return [DriverFact(net.bridge, "gateway address or up state missing: repair", True)]
         if not k.loopback_guarded(rtnl, link.index, fw.LOCALNET_MARK):
             return [DriverFact(net.bridge, "loopback guard (tc filter dropping 127.0.0.0/8) "
@@ -180,14 +202,16 @@ class BridgeDriver:
             return None
 
 
-def aux_addresses(pool: Pool, aux: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    """Docker's --aux-address NAME=IP: inside the subnet, not the gateway,
-    each name and address once; IPAM never hands them out."""
+def aux_addresses(pools: list[Pool], aux: Iterable[tuple[str, str]]
+                  ) -> tuple[tuple[str, str], ...]:
+    """Docker's --aux-address NAME=IP: inside the subnet of its family, not
+    the gateway, each name and address once; IPAM never hands them out."""
     out: dict[str, str] = {}
     for name, text in aux:
         if not name:
             raise InvalidInput(f"--aux-address ={text}: the name is empty (NAME=IP)")
         ip = parse_ip(text, f"--aux-address {name}")
+        pool = next((p for p in pools if p.subnet.version == ip.version), pools[0])
         pool._check_in_subnet(ip, f"--aux-address {name}")
         if ip == pool.gateway:
             raise InvalidInput(f"--aux-address {name}={ip} is the gateway")
@@ -197,33 +221,59 @@ def aux_addresses(pool: Pool, aux: Iterable[tuple[str, str]]) -> tuple[tuple[str
     return tuple(out.items())
 
 
+def wants_ula(spec: NetworkSpec) -> bool:
+    """Whether the spec asks for IPv6 without naming a subnet (the ULA pool picks)."""
+    return spec.ipv6 and not spec.subnet6
+
+
 def plan_network(spec: NetworkSpec, net_id: str | None = None,
-                 now: float | None = None) -> Network:
-    """The network a spec asks for, every field checked (pure: no state, no kernel)."""
+                 now: float | None = None, *, ula_global_id: str | None = None,
+                 taken6: Iterable[str] = ()) -> Network:
+    """The network a spec asks for, every field checked (pure: no state, no
+    kernel).  IPv6 (Docker's rules, see :func:`nsnet.ipam.ipv6_pool`): a
+    spec wanting it with no IPv6 subnet gets the lowest free /64 of the
+    host's ULA prefix (``ula_global_id``), none of ``taken6``."""
     validate_network_name(spec.name)
-    pool = Pool.parse(spec.subnet, spec.gateway, spec.ip_range)
-    if pool.subnet.version != 4:
-        raise InvalidInput(f"subnet {spec.subnet}: IPv6 networks are not supported yet")
+    pool: Pool | None = None
+    if spec.ipv4:
+        if not spec.subnet:
+            raise InvalidInput("an IPv4 --subnet is needed (nsnet has no IPv4 pool), or "
+                               "--no-ipv4 for an IPv6-only network")
+        pool = Pool.parse(spec.subnet, spec.gateway, spec.ip_range)
+        if pool.subnet.version != 4:
+            raise InvalidInput(f"subnet {spec.subnet} is not an IPv4 subnet")
+    elif spec.subnet or spec.gateway or spec.ip_range:
+        raise InvalidInput("an IPv6-only network (--no-ipv4) takes no IPv4 --subnet, "
+                           "--gateway or --ip-range")
+    pool6 = ipv6_pool(spec.subnet6, spec.gateway6, spec.ip_range6, enabled=spec.ipv6,
+                      ipv4=spec.ipv4, ula_global_id=ula_global_id, taken=taken6)
+    mode = validate_ipv6_mode(spec.ipv6_mode)
+    if mode != "nat" and pool6 is None:
+        raise InvalidInput("--ipv6-mode applies to a network with IPv6 (--ipv6 or an IPv6 "
+                           "--subnet)")
     mtu = validate_mtu(spec.mtu) if spec.mtu is not None else DEFAULT_MTU
     servers = tuple(str(parse_ip(ip, "--dns server")) for ip in spec.dns_servers)
-    if any(":" in ip for ip in servers):
-        raise InvalidInput("--dns: IPv6 upstream servers are not supported yet")
     net_id = net_id or uuid.uuid4().hex
     bridge = validate_ifname(spec.bridge or f"br-{net_id[:12]}", "bridge name")
-    return Network(net_id, spec.name, bridge, str(pool.subnet), str(pool.gateway),
-                   str(pool.ip_range), mtu, time.time() if now is None else now,
+    pools = [p for p in (pool, pool6) if p]
+    v4 = (str(pool.subnet), str(pool.gateway), str(pool.ip_range)) if pool else ("", "", "")
+    v6 = (str(pool6.subnet), str(pool6.gateway), str(pool6.ip_range)) if pool6 else ("", "", "")
+    return Network(net_id, spec.name, bridge, *v4, mtu, time.time() if now is None else now,
                    spec.masquerade, spec.internal, spec.icc, spec.dns, servers,
-                   aux_addresses(pool, spec.aux_addresses), labels(spec.labels))
+                   aux_addresses(pools, spec.aux_addresses), labels(spec.labels),
+                   subnet6=v6[0], gateway6=v6[1], ip_range6=v6[2], ipv6_mode=mode)
 
 
 def first_overlap(subnet: str, nets: Iterable[Network],
                   routes: Iterable[tuple[str, str]]) -> str | None:
-    """Why ``subnet`` may not be used: it overlaps a network, or a host
-    route given as (destination, device) -- default routes excluded (pure)."""
+    """Why ``subnet`` may not be used: it overlaps a network (either
+    family), or a host route given as (destination, device) -- default
+    routes excluded (pure)."""
     mine = ipaddress.ip_network(subnet)
     for net in nets:
-        if mine.overlaps(ipaddress.ip_network(net.subnet)):
-            return f"subnet {mine} overlaps network {net.name!r} ({net.subnet})"
+        for theirs in (net.subnet, net.subnet6):
+            if theirs and mine.overlaps(ipaddress.ip_network(theirs)):
+                return f"subnet {mine} overlaps network {net.name!r} ({theirs})"
     for dst, dev in routes:
         if mine.overlaps(ipaddress.ip_network(dst, strict=False)):
             return f"subnet {mine} overlaps route {dst} dev {dev} in the host namespace"
@@ -257,15 +307,32 @@ class Networks:
             raise AlreadyExists(f"network {net.name!r} already exists")
         self.driver(net).validate(net)
         rtnl = self.ctx.rtnl
-        mine = ipaddress.ip_network(net.subnet)
-        clashing = [r for r in rtnl.routes() if not r.is_default
-                    and mine.overlaps(ipaddress.ip_network(r.dst, strict=False))]
+        for subnet in (s for s in (net.subnet, net.subnet6) if s):
+            mine = ipaddress.ip_network(subnet)
+            family = k.INET6 if mine.version == 6 else k.INET
+            clashing = [r for r in rtnl.routes(family) if not r.is_default
+                        and not _kernel_own6(r.dst)
+                        and mine.overlaps(ipaddress.ip_network(r.dst, strict=False))]
 
-        def dev(oif: int) -> str:  # only a clashing route is named: a lookup, not a dump
-            link = rtnl.find_link(index=oif) if oif else None
-            return link.name if link else f"if{oif}"
+            def dev(oif: int) -> str:  # only a clashing route is named: a lookup, not a dump
+                link = rtnl.find_link(index=oif) if oif else None
+                return link.name if link else f"if{oif}"
 
-        why = first_overlap(net.subnet, self.ctx.store.networks(with_endpoints=False),
-                            ((r.dst, dev(r.oif)) for r in clashing))
-        if why:
-            raise Conflict(why)
+            why = first_overlap(subnet, self.ctx.store.networks(with_endpoints=False),
+                                ((r.dst, dev(r.oif)) for r in clashing))
+            if why:
+                raise Conflict(why)
+
+    def taken6(self) -> list[str]:
+        """IPv6 subnets a ULA pick must avoid: other networks' and the host's
+        routes (the kernel's own fe80::/64 and multicast ones aside)."""
+        nets = [n.subnet6 for n in self.ctx.store.networks(with_endpoints=False) if n.subnet6]
+        routes = [r.dst for r in self.ctx.rtnl.routes(k.INET6)
+                  if not r.is_default and not _kernel_own6(r.dst)]
+        return nets + routes
+
+
+def _kernel_own6(dst: str) -> bool:
+    """Link-local and multicast routes every IPv6 interface gets."""
+    net = ipaddress.ip_network(dst, strict=False)
+    return net.version == 6 and (net.is_link_local or net.is_multicast)

@@ -8,20 +8,23 @@ from __future__ import annotations
 
 from .. import kernel as k
 from ..errors import AlreadyExists, Conflict, InvalidInput, NotFound, PoolExhausted
-from ..model import Endpoint, Network, PortMap, Published, first_clash
+from ..model import V6_ANY, Endpoint, Network, PortMap, Published, first_clash
 from .context import Context, kernel_errors
 
 __all__ = ["Ports", "diverts", "match_ephemeral"]
 
 
-def diverts(m: PortMap, lst: k.Listener, gateways: set[str]) -> bool:
+def diverts(m: PortMap, lst: k.Listener, gateways: set[str], ipv6: bool = False) -> bool:
     """Whether mapping ``m`` would take the traffic of host listener ``lst``
-    (same protocol and port already matched)."""
+    (same protocol and port already matched); ``ipv6``: the endpoint's
+    network has IPv6, so the mapping's IPv6 side is DNATed too."""
     addr = lst.address.removeprefix("::ffff:")
-    if ":" in addr and addr != "::":
-        return False  # an IPv6 address: nsnet's DNAT is IPv4 only
     if addr in gateways:
         return False  # nsnet's DNS: traffic to a gateway is never DNATed
+    if ":" in addr and addr != "::":  # a specific IPv6 address
+        return ipv6 and 6 in m.families and m.host_ip in ("", V6_ANY, addr)
+    if m.host_ip == V6_ANY:
+        return ipv6 and addr == "::"
     return not m.host_ip or addr in ("0.0.0.0", "::") or addr == m.host_ip
 
 
@@ -78,11 +81,20 @@ class Ports:
             where = f" (held by {owner.netns!r} on {owner.network!r})" if owner else ""
             raise AlreadyExists(f"port {mine.host_ip or '0.0.0.0'}:{mine.host_port}/"
                                 f"{mine.proto} is already published{where}")
-        local = {a.address for a in self.ctx.rtnl.addresses()} \
-            if any(m.host_ip for m in ports) else set()
-        gateways = self._gateways() if any(m.host_ip for m in ports) else {}
         for m in ports:
-            if m.host_ip and m.host_ip not in local and not m.host_ip.startswith("127."):
+            if 6 not in m.families and not net.has_ipv4:
+                raise InvalidInput(f"cannot publish {m}: network {net.name!r} is IPv6-only "
+                                   "(publish on an IPv6 address, [::], or every address)")
+            if 4 not in m.families and not net.has_ipv6:
+                raise InvalidInput(f"cannot publish {m}: network {net.name!r} has no IPv6")
+        specific = any(m.host_ip not in ("", V6_ANY) for m in ports)
+        rtnl = self.ctx.rtnl
+        local = {a.address for fam in (k.INET, k.INET6)
+                 for a in rtnl.addresses(fam)} if specific else set()
+        gateways = self._gateways() if specific else {}
+        for m in ports:
+            if m.host_ip and m.host_ip != V6_ANY and m.host_ip not in local \
+                    and not m.host_ip.startswith("127."):
                 raise InvalidInput(f"cannot publish on {m.host_ip}: it is not an address of the "
                                    "host namespace")
             if m.host_ip in gateways:
@@ -90,12 +102,14 @@ class Ports:
                                    f"{gateways[m.host_ip]!r} (traffic to a gateway is never "
                                    "a published port's)")
         if not force:
-            self._check_host_listeners(ports)
+            self._check_host_listeners(ports, net.has_ipv6)
 
     def _gateways(self) -> dict[str, str]:
-        return {n.gateway: n.name for n in self.ctx.store.networks(with_endpoints=False)}
+        return {gw: n.name for n in self.ctx.store.networks(with_endpoints=False)
+                for gw in n.gateways}
 
-    def _check_host_listeners(self, ports: tuple[PortMap, ...] | list[PortMap]) -> None:
+    def _check_host_listeners(self, ports: tuple[PortMap, ...] | list[PortMap],
+                              ipv6: bool = False) -> None:
         """A mapping over a host service would divert the service's traffic
         to the endpoint (the DNAT comes first): refuse, naming the listener,
         as Docker's "port is already allocated" -- unless forced.  A bind
@@ -111,7 +125,7 @@ class Ports:
         gateways = set(self._gateways())
         for m in ports:
             for lst in found.get((m.proto, m.host_port), []):
-                if diverts(m, lst, gateways):
+                if diverts(m, lst, gateways, ipv6):
                     owner = k.socket_owner(lst.inode) or f"socket inode {lst.inode}"
                     raise Conflict(f"port {m.host_ip or '0.0.0.0'}:{m.host_port}/{m.proto} is "
                                    f"already in use in the host namespace ({lst.address}:"
@@ -138,7 +152,8 @@ class Ports:
         if adding:
             ports = self.assign_ephemeral(ports)
             self.check_publishable(net, ports, force)
-            return [Published(ep.id, net.name, ep.netns, ep.ip, m) for m in ports]
+            return [Published(ep.id, net.name, ep.netns, ep.ip, m, ep.ip6,
+                              net.ipv6_mode == "routed") for m in ports]
         held = {p.port: p for p in self.ctx.store.published(ep.id)}
         ports = match_ephemeral(ports, held)
         missing = [m for m in ports if m not in held]

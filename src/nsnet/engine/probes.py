@@ -1,4 +1,6 @@
-"""Probes: ping from a namespace, and the all-pairs reachability check."""
+"""Probes: ping from a namespace, and the all-pairs reachability check --
+over ICMPv6 too: an IPv6 address is pinged with ICMPv6 echo, and on a
+dual-stack network a pair counts as reachable only when both families are."""
 
 from __future__ import annotations
 
@@ -40,9 +42,7 @@ class Probes:
 
     def ping(self, netns: str, address: str, count: int = 4, interval: float = 1.0,
              timeout: float = 1.0) -> Iterator[k.Echo]:
-        ip = parse_ip(address)
-        if ip.version != 4:
-            raise InvalidInput("only IPv4 ping is supported for now")
+        ip = parse_ip(address)  # either family: ICMPv6 echo for an IPv6 address
         if count < 1:
             raise InvalidInput("count must be at least 1")
         ns = self.ctx.open_ns(netns)
@@ -62,11 +62,11 @@ class Probes:
             ns = self.ctx.open_ns(src.netns)
             try:
                 with kernel_errors(f"probing from {src.netns!r}"):
-                    ok = k.reachable(ns.fd, [e.ip for e in targets], timeout)
+                    ok = k.reachable(ns.fd, [ip for e in targets for ip in e.ips], timeout)
             finally:
                 ns.close()
-            for dst in targets:
-                reach[(src.netns, dst.netns)] = ok[dst.ip]
+            for dst in targets:  # a dual-stack pair is reachable when both families are
+                reach[(src.netns, dst.netns)] = all(ok[ip] for ip in dst.ips)
             if tidy:
                 self._forget_neighbours(src, targets)
         return CheckResult(net.name, tuple(e.netns for e in mine), reach)
@@ -78,7 +78,8 @@ class Probes:
         The kernel's ARP table is shared by all namespaces and holds at most
         gc_thresh3 (1024) dynamic entries, settable only in the root
         namespace: a full matrix over N endpoints would need N*(N-1)."""
-        pairs = [(src, [t.ip for t in targets])] + [(t, [src.ip]) for t in targets]
+        pairs = [(src, [ip for t in targets for ip in t.ips])] + [(t, list(src.ips))
+                                                                  for t in targets]
         for ep, ips in pairs:
             ns = self.ctx.open_ns(ep.netns)
             try:

@@ -58,7 +58,10 @@ differences from IPv4, each for a reason::
 
 An IPv4-only bridge carries no IPv6 at all (disable_ipv6 on it and its
 endpoints), so the kernel itself keeps IPv6 away from it; the ip6 table's
-isolation covers the IPv6 networks among themselves.
+isolation covers the IPv6 networks among themselves.  The other way round
+needs rules (the kernel has no switch for IPv4 on an interface): an
+IPv6-only bridge is in the ip table's in_from/fwd_in/fwd_out maps with a
+plain drop, so IPv4 an endpoint gives itself goes nowhere.
 
 Published ports never capture traffic addressed to a gateway (nsnet's DNS
 and the host's services as seen from a network), nor anything from an
@@ -330,10 +333,22 @@ def _network_elements(net: Network) -> list[tuple[str, list[Any]]]:
     return out
 
 
+def _ipv4_off_elements(net: Network) -> list[tuple[str, list[Any]]]:
+    """An IPv6-only network's bridge in the ip table: every IPv4 packet
+    from it or into it dropped, to the host too.  Its endpoints have no IPv4
+    address, but one could give itself one: without these, the host would
+    forward that IPv4 (ip_forward is on for the other networks) -- out of
+    even an internal network -- and accept it for its own services."""
+    mark = bridge_alias(net.id)
+    drop = [[_elem(net.bridge, mark), {"drop": None}]]
+    return [("in_from", drop), ("fwd_in", drop), ("fwd_out", drop)]
+
+
 def network_add(net: Network, others: list[Network]) -> list[Cmd]:
     """Commands adding ``net``; ``others`` are the networks already there.
     A network with IPv6 needs the ip6 skeleton (``skeleton(ipv6=True)``)."""
-    cmds = _add_family(net, [*others, net], "ip") if net.has_ipv4 else []
+    cmds = _add_family(net, [*others, net], "ip") if net.has_ipv4 else [
+        c for name, items in _ipv4_off_elements(net) for c in _elements("add", name, items)]
     if net.has_ipv6:
         cmds += _add_family(net, [*others, net], "ip6")
     return cmds + endpoints_add(net)
@@ -361,7 +376,9 @@ def network_remove(net: Network, others: list[Network]) -> list[Cmd]:
         cmds = _remove_family(net, masquerade(others), _network_chains(net),
                               _network_elements(net), "ip", endpoints_remove(net))
     else:
-        cmds = endpoints_remove(net)
+        cmds = endpoints_remove(net) + [
+            c for name, items in _ipv4_off_elements(net)
+            for c in _elements("add", name, items) + _elements("delete", name, items)]
     if net.has_ipv6:
         cmds += _remove_family(net, masquerade6(others), _network_chains6(net),
                                _network_elements6(net), "ip6", [])

@@ -10,6 +10,7 @@ typed readers return dataclasses.
 from __future__ import annotations
 
 import os
+import socket
 
 from .conntrack import forget_udp
 from .icmp import Echo, ping, reachable
@@ -68,8 +69,13 @@ from .tc import (
     req_tbf,
 )
 
+# address families, for the engine's per-family dumps (it imports no socket)
+INET, INET6 = socket.AF_INET, socket.AF_INET6
+
 __all__ = [
     "FORWARDING6",
+    "INET",
+    "INET6",
     "Address",
     "BatchResult",
     "Echo",
@@ -128,6 +134,7 @@ __all__ = [
     "req_set_link",
     "req_tbf",
     "snapshot",
+    "snapshot6",
     "socket_owner",
     "write_sysctls",
 ]
@@ -176,7 +183,7 @@ def snapshot(ns: Netns) -> Snapshot:
         return Snapshot(rt.links(), rt.addresses(), rt.routes())
 
 
-def endpoint_view_at(path: str, ifname: str) -> Snapshot:
+def endpoint_view_at(path: str, ifname: str, family: int = socket.AF_INET) -> Snapshot:
     """:func:`endpoint_view` of the namespace mounted at ``path``, without
     :func:`open_netns`'s checks (entering it is the check: OSError EINVAL
     if ``path`` is no namespace; O_NONBLOCK: a FIFO put there cannot hang
@@ -188,10 +195,10 @@ def endpoint_view_at(path: str, ifname: str) -> Snapshot:
     finally:
         os.close(fd)
     with rt:
-        return _view(rt, ifname)
+        return _view(rt, ifname, family)
 
 
-def endpoint_view(ns: Netns, ifname: str) -> Snapshot:
+def endpoint_view(ns: Netns, ifname: str, family: int = socket.AF_INET) -> Snapshot:
     """What a reconcile checks of one endpoint inside its namespace, as a
     :class:`Snapshot` holding only that: the link ``ifname`` (one request by
     name), its IPv4 addresses and the main table's default routes, the rest
@@ -199,13 +206,19 @@ def endpoint_view(ns: Netns, ifname: str) -> Snapshot:
     dumps, every link decoded with all its attributes) made ``reconcile
     --dry-run`` at 5000 endpoints ~7 s, mostly attribute parsing."""
     with open_rtnl(ns) as rt:
-        return _view(rt, ifname)
+        return _view(rt, ifname, family)
 
 
-def _view(rt: Rtnl, ifname: str) -> Snapshot:
-    found, addresses = rt.link_and_addresses(ifname)  # one round trip
+def _view(rt: Rtnl, ifname: str, family: int) -> Snapshot:
+    found, addresses = rt.link_and_addresses(ifname, family)  # one round trip
     if found is None:
         return Snapshot([], [], [])
     index, flags = found  # the link's other fields are not read: left empty
     link = Link(index, ifname, "", flags, 0, 0, "", "", 0, None)
-    return Snapshot([link], addresses, rt.default_routes())
+    return Snapshot([link], addresses, rt.default_routes(family))
+
+
+def snapshot6(ns: Netns) -> Snapshot:
+    """As :func:`snapshot`, with IPv6 addresses and routes instead."""
+    with open_rtnl(ns) as rt:
+        return Snapshot(rt.links(), rt.addresses(socket.AF_INET6), rt.routes(socket.AF_INET6))

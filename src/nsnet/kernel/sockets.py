@@ -72,13 +72,14 @@ def listeners(ns: Netns, protos: tuple[str, ...] = ("tcp", "udp")) -> list[Liste
 
 
 def busy_ports(ns: Netns, wanted: list[tuple[str, str, int]]) -> set[tuple[str, str, int]]:
-    """Those of ``wanted`` -- (proto, IPv4 address or "" for all, port) -- that
+    """Those of ``wanted`` -- (proto, address of either family or "" for all, port) -- that
     a bind in ``ns`` finds in use (by a server, or by any other socket)."""
     busy = set()
     with entered(ns.fd):
         for proto, address, port in wanted:
             kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-            with socket.socket(socket.AF_INET, kind | socket.SOCK_CLOEXEC) as probe:
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            with socket.socket(family, kind | socket.SOCK_CLOEXEC) as probe:
                 try:
                     probe.bind((address or "0.0.0.0", port))
                 except OSError as exc:

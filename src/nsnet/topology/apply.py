@@ -45,6 +45,8 @@ class Change:
 def _conn_spec(c: Connection) -> dict:
     d = asdict(c)
     d["publish"] = [str(p) for p in c.publish]
+    if not c.ip6:  # as recorded before IPv6: an unchanged file stays unchanged
+        del d["ip6"]
     return d
 
 
@@ -145,10 +147,17 @@ class _Live:
             return all(snap and (lk := snap.link(ifname)) and
                        lk.alias.startswith(f"{ALIAS_PREFIX}link:") for snap, ifname in ends)
         node, dst = key.split(">", 1)
-        snap = self._snap(node)
+        snap = self._snap6(node) if ":" in dst else self._snap(node)
         want = "0.0.0.0/0" if dst == "default" else dst
-        return bool(snap and any(r.dst in (dst, want) or (dst == "default" and r.is_default)
+        default = dst in ("default", "::/0")
+        return bool(snap and any(r.dst in (dst, want) or (default and r.is_default)
                                  for r in snap.routes))
+
+    def _snap6(self, node: str) -> k.Snapshot | None:
+        try:
+            return self.engine.snapshot6(node)
+        except NotFound:
+            return None
 
 
 def _what_changed(old: str, new: str) -> str:
@@ -278,7 +287,7 @@ def _create(engine: Engine, topo: TopologySpec, changes: list[Change],
         engine.ns_add(nodes)
     _connect_all(engine, topo, conns, progress)
     for c in of("node"):
-        engine.set_forwarding(c.key, topo.nodes[c.key].forward)
+        engine.set_forwarding(c.key, topo.nodes[c.key].forward, _has_ipv6(topo, c.key))
         crashpoint("topology:forwarding")
     for c in of("link"):
         link = next(lk for lk in topo.links if lk.key == c.key)
@@ -292,6 +301,14 @@ def _create(engine: Engine, topo: TopologySpec, changes: list[Change],
         crashpoint("topology:route")
 
 
+def _has_ipv6(topo: TopologySpec, node: str) -> bool:
+    """Whether the node has IPv6: a network with it, or an IPv6 route."""
+    spec = topo.nodes[node]
+    return any(topo.networks[c.network].ipv6 or topo.networks[c.network].subnet6
+               for c in spec.connect if c.network in topo.networks) or \
+        any(":" in via for _, via in spec.routes)
+
+
 def _connect_all(engine: Engine, topo: TopologySpec, keys: list[str],
                  progress: Callable[[int, int], None] | None) -> None:
     """One bulk connect per network for plain connections; others one by one."""
@@ -299,9 +316,10 @@ def _connect_all(engine: Engine, topo: TopologySpec, keys: list[str],
     for key in keys:
         node, net = key.split("@", 1)
         conn = next(c for c in topo.nodes[node].connect if c.network == net)
-        if conn.ip or conn.mac or conn.publish or conn.aliases or conn.host_ifname:
+        if conn.ip or conn.ip6 or conn.mac or conn.publish or conn.aliases or conn.host_ifname:
             engine.connect(net, [node], ConnectOptions(
-                ip=conn.ip, mac=conn.mac, ifname=conn.ifname, host_ifname=conn.host_ifname,
+                ip=conn.ip, ip6=conn.ip6, mac=conn.mac, ifname=conn.ifname,
+                host_ifname=conn.host_ifname,
                 ports=conn.publish, aliases=conn.aliases, create=True))
         else:
             plain.setdefault((net, conn.ifname), []).append(node)

@@ -52,6 +52,8 @@ def live_graph(engine: Engine, topology: str | None = None) -> Graph:
     host = engine.snapshot()
     for net in nets:
         addrs = [a.cidr for a in host.addresses_of(net.bridge)]
+        if net.has_ipv6:  # from the record: a host IPv6 dump would list every link-local
+            addrs.append(f"{net.gateway6}/{net.prefixlen6}")
         g.bridges[f"br:{net.bridge}"] = [net.bridge, f"bridge of {net.name}", *addrs]
         for ep in net.endpoints:
             if wanted_ns is not None and ep.netns not in wanted_ns:
@@ -69,6 +71,8 @@ def live_graph(engine: Engine, topology: str | None = None) -> Graph:
                              if t)
             g.edges.append((f"ns:{link['a']}", f"ns:{link['b']}",
                             label + (f"\n{emu}" if emu else "")))
+    # endpoints' IPv6 addresses, from their records (as nsnet set them)
+    v6 = {(e.netns, e.ifname): e.address6 for n in nets for e in n.endpoints if e.address6}
     for name in sorted(names):
         lines = [name]
         try:
@@ -79,7 +83,8 @@ def live_graph(engine: Engine, topology: str | None = None) -> Graph:
             for link in snap.links:
                 if link.name == "lo":
                     continue
-                cidrs = " ".join(a.cidr for a in snap.addresses_of(link.name))
+                cidrs = " ".join([a.cidr for a in snap.addresses_of(link.name)]
+                                 + ([v6[(name, link.name)]] if (name, link.name) in v6 else []))
                 lines.append(f"{link.name} {cidrs}".strip())
         g.namespaces[f"ns:{name}"] = lines
     return g

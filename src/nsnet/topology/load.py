@@ -4,11 +4,11 @@ error naming the file, the line and the field -- before anything is touched.
     name: lab                       # owner of everything below
     networks:
       NAME: {subnet, gateway, ip_range, bridge, mtu, masquerade, internal, icc,
-             dns, dns_servers}
+             dns, dns_servers, subnet6, gateway6, ip_range6, ipv6, ipv6_mode}
     nodes:
       NAME:
-        connect: [{network, ip, mac, ifname, host_ifname, aliases, publish}]
-        routes: [{dst, via}]
+        connect: [{network, ip, ip6, mac, ifname, host_ifname, aliases, publish}]
+        routes: [{dst, via}]          # either family ("default" via an IPv6 address: ::/0)
         forward: true                 # a router (IPv4 forwarding inside)
     links:                          # point-to-point veth pairs, no bridge
       - {a, b, a_ip, b_ip, a_ifname, b_ifname,
@@ -63,6 +63,7 @@ class Connection:
     aliases: tuple[str, ...] = ()
     publish: tuple[PortMap, ...] = ()
     host_ifname: str | None = None  # the veth's host end (the article's veth1)
+    ip6: str | None = None  # a static IPv6 address (a network with IPv6)
 
 
 @dataclass(frozen=True)
@@ -183,8 +184,9 @@ def _kind(node: Any) -> str:
 
 
 NETWORK_KEYS = {"subnet": "", "gateway": "", "ip_range": "", "bridge": "", "mtu": "",
-                "masquerade": "", "internal": "", "icc": "", "dns": "", "dns_servers": ""}
-CONNECT_KEYS = {"network": "", "ip": "", "mac": "", "ifname": "", "host_ifname": "",
+                "masquerade": "", "internal": "", "icc": "", "dns": "", "dns_servers": "",
+                "subnet6": "", "gateway6": "", "ip_range6": "", "ipv6": "", "ipv6_mode": ""}
+CONNECT_KEYS = {"network": "", "ip": "", "ip6": "", "mac": "", "ifname": "", "host_ifname": "",
                 "aliases": "", "publish": ""}
 NODE_KEYS = {"connect": "", "routes": "", "forward": ""}
 ROUTE_KEYS = {"dst": "", "via": ""}
@@ -249,12 +251,15 @@ def _emulation(doc: _Doc, node: Any, path: str) -> Emulation:
 
 def _network(doc: _Doc, name: str, node: Any, path: str) -> NetworkSpec:
     raw = doc.mapping(node, path, NETWORK_KEYS)
-    if "subnet" not in raw:
-        doc.fail(node, f"{path}.subnet", "is required")
+    ipv6 = doc.boolean(raw["ipv6"], f"{path}.ipv6") if "ipv6" in raw else False
+    if "subnet" not in raw and "subnet6" not in raw and not ipv6:
+        doc.fail(node, f"{path}.subnet", "is required (or subnet6 / ipv6: true for an "
+                 "IPv6-only network)")
     text = {k: doc.scalar(raw[k], f"{path}.{k}") for k in ("subnet", "gateway", "ip_range",
                                                            "bridge") if k in raw}
-    doc.check(raw["subnet"], f"{path}.subnet",
-              lambda t: check_bridge_subnet(parse_subnet(t)), text["subnet"])
+    if "subnet" in raw:
+        doc.check(raw["subnet"], f"{path}.subnet",
+                  lambda t: check_bridge_subnet(parse_subnet(t)), text["subnet"])
     if "gateway" in raw:
         doc.check(raw["gateway"], f"{path}.gateway", parse_ip, text["gateway"], "gateway")
     if "ip_range" in raw:
@@ -272,13 +277,21 @@ def _network(doc: _Doc, name: str, node: Any, path: str) -> NetworkSpec:
     mtu = doc.integer(raw["mtu"], f"{path}.mtu") if "mtu" in raw else None
     if mtu is not None and not 68 <= mtu <= 65535:
         doc.fail(raw["mtu"], f"{path}.mtu", f"MTU {mtu} is out of range (68-65535)")
-    from ..ipam import Pool
-
-    doc.check(node, path, Pool.parse, text["subnet"], text.get("gateway"), text.get("ip_range"))
-    return NetworkSpec(name, text["subnet"], text.get("gateway"), text.get("ip_range"),
+    v6 = {k: doc.scalar(raw[k], f"{path}.{k}") for k in ("subnet6", "gateway6", "ip_range6",
+                                                         "ipv6_mode") if k in raw}
+    spec = NetworkSpec(name, text.get("subnet", ""), text.get("gateway"), text.get("ip_range"),
                        text.get("bridge"), mtu, flags.get("masquerade", True),
                        flags.get("internal", False), flags.get("icc", True),
-                       flags.get("dns", True), servers)
+                       flags.get("dns", True), servers, ipv6=ipv6 or "subnet6" in v6,
+                       subnet6=v6.get("subnet6"), gateway6=v6.get("gateway6"),
+                       ip_range6=v6.get("ip_range6"), ipv6_mode=v6.get("ipv6_mode", "nat"),
+                       ipv4="subnet" in text)
+    from ..engine.networks import plan_network
+
+    # every field of both families checked as `network create` checks it (a
+    # ULA pick stands in with a fixed prefix: the real one happens at `up`)
+    doc.check(node, path, lambda: plan_network(spec, ula_global_id="0000000000"))
+    return spec
 
 
 def _connection(doc: _Doc, node: Any, path: str, networks: dict[str, Any]) -> Connection:
@@ -291,11 +304,15 @@ def _connection(doc: _Doc, node: Any, path: str, networks: dict[str, Any]) -> Co
         doc.fail(raw["network"], f"{path}.network", f"unknown network {net!r}"
                  + (f" (did you mean {hint[0]!r}?)" if hint else ""))
     ip = doc.scalar(raw["ip"], f"{path}.ip") if "ip" in raw else None
-    if ip:
-        addr = doc.check(raw["ip"], f"{path}.ip", parse_ip, ip, "ip")
-        if addr not in ipaddress.ip_network(networks[net].subnet):
-            doc.fail(raw["ip"], f"{path}.ip", f"{ip} is outside {net}'s subnet "
-                     f"{networks[net].subnet}")
+    ip6 = doc.scalar(raw["ip6"], f"{path}.ip6") if "ip6" in raw else None
+    for key, text, subnet in (("ip", ip, networks[net].subnet),
+                              ("ip6", ip6, networks[net].subnet6)):
+        if not text:
+            continue
+        addr = doc.check(raw[key], f"{path}.{key}", parse_ip, text, key)
+        if not subnet or addr not in ipaddress.ip_network(subnet):
+            doc.fail(raw[key], f"{path}.{key}", f"{text} is outside {net}'s "
+                     f"{'IPv6 ' if key == 'ip6' else ''}subnet {subnet or '(none)'}")
     mac = doc.scalar(raw["mac"], f"{path}.mac") if "mac" in raw else None
     if mac:
         mac = doc.check(raw["mac"], f"{path}.mac", validate_mac, mac)
@@ -314,11 +331,11 @@ def _connection(doc: _Doc, node: Any, path: str, networks: dict[str, Any]) -> Co
     if "publish" in raw:
         specs = [doc.scalar(p, f"{path}.publish") for p in doc.seq(raw["publish"],
                                                                    f"{path}.publish")]
-        publish = doc.check(raw["publish"], f"{path}.publish", parse_ports, specs)
+        publish = doc.check(raw["publish"], f"{path}.publish", parse_ports, specs, True)
         if publish and networks[net].internal:
             doc.fail(raw["publish"], f"{path}.publish", f"network {net!r} is internal: "
                      "nothing can be published on it")
-    return Connection(net, ip, mac, ifname, aliases, publish, host_if)
+    return Connection(net, ip, mac, ifname, aliases, publish, host_if, ip6)
 
 
 def _node(doc: _Doc, name: str, node: Any, path: str, networks: dict[str, Any]) -> Node:
@@ -344,9 +361,14 @@ def _node(doc: _Doc, name: str, node: Any, path: str, networks: dict[str, Any]) 
             if key not in rr:
                 doc.fail(r, f"{rp}.{key}", "is required")
         dst, via = doc.scalar(rr["dst"], f"{rp}.dst"), doc.scalar(rr["via"], f"{rp}.via")
+        gw = doc.check(rr["via"], f"{rp}.via", parse_ip, via, "via")
+        if dst == "default" and gw.version == 6:
+            dst = "::/0"  # one key per family: "default" is IPv4's
         if dst != "default":
-            doc.check(rr["dst"], f"{rp}.dst", parse_subnet, dst, "dst")
-        doc.check(rr["via"], f"{rp}.via", parse_ip, via, "via")
+            net = doc.check(rr["dst"], f"{rp}.dst", parse_subnet, dst, "dst")
+            if net.version != gw.version:
+                doc.fail(rr["via"], f"{rp}.via", f"{via} and {dst} are of different "
+                         "address families")
         routes.append((dst, via))
     forward = doc.boolean(raw["forward"], f"{path}.forward") if "forward" in raw else False
     return Node(name, conns, tuple(routes), forward)
@@ -455,7 +477,9 @@ def _check_overlaps(doc: _Doc, networks: dict[str, NetworkSpec], node: Any) -> N
         return
     keys = {k.value: k for k, _ in node.value}
     order = {name: i for i, name in enumerate(networks)}
-    nets = sorted(((ipaddress.ip_network(s.subnet), name) for name, s in networks.items()),
+    # every subnet of both families (an IPv6-only network has no IPv4 one)
+    nets = sorted(((ipaddress.ip_network(sub), name) for name, s in networks.items()
+                   for sub in (s.subnet, s.subnet6) if sub),
                   key=lambda item: (item[0].version, int(item[0].network_address),
                                     item[0].prefixlen))
     clashes = []
@@ -463,15 +487,16 @@ def _check_overlaps(doc: _Doc, networks: dict[str, NetworkSpec], node: Any) -> N
     for net, name in nets:
         if widest and widest[0].version == net.version \
                 and int(net.network_address) <= int(widest[0].broadcast_address):
-            clashes.append((name, widest[1]))
+            clashes.append((name, widest[1], net.version))
         if widest is None or widest[0].version != net.version \
                 or int(net.broadcast_address) > int(widest[0].broadcast_address):
             widest = (net, name)
     if clashes:  # report the later one of the file, as a reader meets it
-        a, b = min(((x, y) if order[x] > order[y] else (y, x) for x, y in clashes),
-                   key=lambda pair: order[pair[0]])
-        doc.fail(keys[a], f"networks.{a}.subnet", f"{networks[a].subnet} overlaps network "
-                 f"{b!r} ({networks[b].subnet})")
+        a, b, version = min(((x, y, v) if order[x] > order[y] else (y, x, v)
+                             for x, y, v in clashes), key=lambda c: order[c[0]])
+        key = "subnet6" if version == 6 else "subnet"
+        doc.fail(keys[a], f"networks.{a}.{key}", f"{getattr(networks[a], key)} overlaps "
+                 f"network {b!r} ({getattr(networks[b], key)})")
     bridges: dict[str, str] = {}
     for name, spec in networks.items():
         if spec.bridge and spec.bridge in bridges:

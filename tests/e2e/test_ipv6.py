@@ -1,0 +1,290 @@
+"""Dual-stack and IPv6-only networks end to end (#16), through the CLI.
+
+One sandbox for the module (networks get distinct names and subnets), with
+the outside world of tests/world.py given IPv6 too::
+
+  outside 2001:db8::2 (+198.51.100.2) --veth-- host 2001:db8::1 (+198.51.100.1)
+
+Each promise is tried from outside and the legitimate path shown in the
+same setup: connectivity, NAT egress, routed mode, published ports over
+IPv6, isolation, --internal, DNS AAAA (dig), reconcile after a flush and
+after a kill part-way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+import dnstools
+from conftest import Sandbox
+from world import HOST_IP, OUT_IP, World
+
+HOST6, OUT6 = "2001:db8::1", "2001:db8::2"
+
+
+@pytest.fixture(scope="module")
+def w(tmp_path_factory: pytest.TempPathFactory):
+    box = Sandbox(tmp_path_factory.mktemp("v6"))
+    world = None
+    try:
+        world = World(box)
+        up = box.name("up")
+        box.host("ip", "addr", "add", f"{HOST6}/64", "dev", up, "nodad")
+        world.out("ip", "addr", "add", f"{OUT6}/64", "dev", "eth0", "nodad")
+        yield world
+    finally:
+        if world:
+            world.close()
+        box.close()
+
+
+def inspect(w: World, net: str) -> dict:
+    return json.loads(w.ok("network", "inspect", net))[0]
+
+
+def ip6_of(w: World, net: str, ns: str) -> str:
+    return next(e["address6"].split("/")[0] for e in inspect(w, net)["endpoints"]
+                if e["netns"] == ns)
+
+
+def inside(w: World, ns: str, *argv: str) -> str:
+    return w.box.inside(ns, *argv).stdout
+
+
+def dig(w: World, ns: str, *args: str) -> dict:
+    return dnstools.dig(os.path.join(w.box.netns_dir, ns), *args)
+
+
+def answers(msg: dict) -> list[str]:
+    return sorted(r[-1] for r in msg["ANSWER"])
+
+
+@pytest.fixture(scope="module")
+def dual(w: World) -> tuple[str, str]:
+    """A dual-stack network, two endpoints, one publishing 8080:80."""
+    a, b = w.box.name("da"), w.box.name("db")
+    w.ok("network", "create", "ds", "--subnet", "10.61.0.0/24", "--subnet", "fd00:61::/64")
+    out = w.ok("connect", "ds", a, "--create", "-p", "8080:80", "-p", f"[{HOST6}]:8082:80")
+    assert "fd00:61::2/64" in out and "10.61.0.2/24" in out
+    w.ok("connect", "ds", b, "--create")
+    w.serve_in(a, "tcp", 80)
+    return a, b
+
+
+def test_dual_stack_addresses_routes_and_sysctls(w: World, dual: tuple[str, str]) -> None:
+    a, _ = dual
+    net = inspect(w, "ds")
+    assert (net["subnet"], net["subnet6"], net["gateway6"]) == ("10.61.0.0/24",
+                                                                  "fd00:61::/64", "fd00:61::1")
+    listing = json.loads(w.ok("network", "ls", "--json"))
+    assert any(n["name"] == "ds" and n["subnet6"] == "fd00:61::/64" for n in listing)
+    assert "fd00:61::/64" in w.ok("network", "ls")
+    # at once: no tentative address, a default route via the gateway, no
+    # link-local address (no DAD/RS traffic on the bridge), no RA accepted
+    addrs = inside(w, a, "ip", "-6", "-o", "addr", "show", "dev", "eth0")
+    assert "fd00:61::2/64" in addrs and "tentative" not in addrs and "fe80" not in addrs
+    assert "default via fd00:61::1" in inside(w, a, "ip", "-6", "route")
+    assert inside(w, a, "sysctl", "-n", "net.ipv6.conf.eth0.accept_ra").strip() == "0"
+    bridge = net["bridge"]
+    gw = w.box.host("ip", "-6", "-o", "addr", "show", "dev", bridge).stdout
+    assert "fd00:61::1/64" in gw and "fe80" in gw  # the gateway keeps its link-local
+    assert w.box.host("sysctl", "-n", "net.ipv6.conf.all.forwarding").stdout.strip() == "1"
+
+
+def test_dual_stack_connectivity_nat_and_published_ports(w: World,
+                                                         dual: tuple[str, str]) -> None:
+    a, b = dual
+    got = w.ask_all([
+        (b, "tcp", "fd00:61::2", 80),       # within the network, over IPv6
+        (b, "tcp", "10.61.0.2", 80),        # and IPv4
+        (a, "tcp", OUT6, 7000),             # NAT egress: masqueraded to the host's v6
+        (a, "tcp", OUT_IP, 7000),
+        ("outside", "tcp", HOST6, 8080),    # -p 8080:80 serves both families
+        ("outside", "tcp", HOST_IP, 8080),
+        ("outside", "tcp", HOST6, 8082),    # [HOST_IP6]:8082:80
+        ("outside", "tcp", HOST_IP, 8082),  # ... on that address only
+        ("outside", "tcp", "fd00:61::2", 80),  # unsolicited, straight to the endpoint
+        ("host", "tcp", HOST6, 8080),       # the host's own connection to its v6 address
+    ])
+    assert got[:8] == ["fd00:61::3 80", "10.61.0.3 80", f"{HOST6} 7000", f"{HOST_IP} 7000",
+                       f"{OUT6} 80", f"{OUT_IP} 80", f"{OUT6} 80", None]
+    assert got[8] is None and got[9] is not None
+
+
+def test_loopback6_publish_refused(w: World, dual: tuple[str, str]) -> None:
+    proc = w.box.cli("port", "add", "ds", dual[1], "[::1]:8090:80")
+    assert proc.returncode != 0 and "[::1] cannot be published" in proc.stderr
+
+
+def test_dns_aaaa_and_ptr(w: World, dual: tuple[str, str]) -> None:
+    a, b = dual
+    assert answers(dig(w, b, "@fd00:61::1", a, "AAAA")) == ["fd00:61::2"]
+    assert answers(dig(w, b, "@10.61.0.1", a, "AAAA")) == ["fd00:61::2"]
+    assert answers(dig(w, b, "@fd00:61::1", a, "A")) == ["10.61.0.2"]
+    ptr = dig(w, b, "@fd00:61::1", "-x", "fd00:61::2")
+    assert [r[-1].rstrip(".") for r in ptr["ANSWER"]] == [a]
+
+
+def test_ipv6_only_network_from_the_ula_pool(w: World, dual: tuple[str, str]) -> None:
+    c, d = w.box.name("oc"), w.box.name("od")
+    w.ok("network", "create", "v6o", "--ipv6", "--no-ipv4")
+    net = inspect(w, "v6o")
+    assert net["subnet"] == "" and net["subnet6"].startswith("fd")
+    assert net["subnet6"].endswith("::/64")
+    w.ok("connect", "v6o", c, d, "--create")
+    gw6, ip_c = net["gateway6"], ip6_of(w, "v6o", c)
+    with open(os.path.join(w.box.etc_dir, d, "resolv.conf")) as f:
+        assert [ln for ln in f.read().splitlines() if ln.startswith("nameserver")] == [
+            f"nameserver {gw6}"]
+    assert "inet " not in inside(w, c, "ip", "-o", "addr", "show", "dev", "eth0")
+    w.serve_in(c, "tcp", 90)
+    got = w.ask_all([(d, "tcp", ip_c, 90), (c, "tcp", OUT6, 7000),
+                     (d, "tcp", "fd00:61::2", 80),   # isolation: another network
+                     (dual[1], "tcp", ip_c, 90)])
+    assert got == [f"{ip6_of(w, 'v6o', d)} 90", f"{HOST6} 7000", None, None]
+    assert answers(dig(w, d, f"@{gw6}", c, "AAAA")) == [ip_c]
+    assert answers(dig(w, d, f"@{gw6}", c, "A")) == []
+
+
+def test_routed_mode(w: World) -> None:
+    r = w.box.name("rr")
+    w.ok("network", "create", "rt", "--subnet", "fd00:63::/64", "--no-ipv4",
+         "--ipv6-mode", "routed")
+    w.ok("connect", "rt", r, "--create", "-p", "8081:81")
+    w.serve_in(r, "tcp", 81, 82)
+    w.out("ip", "-6", "route", "add", "fd00:63::/64", "via", HOST6)
+    got = w.ask_all([("outside", "tcp", "fd00:63::2", 81),   # published: open, directly
+                     ("outside", "tcp", "fd00:63::2", 82),   # not published
+                     (r, "tcp", OUT6, 7000)])                # no masquerade
+    assert got == [f"{OUT6} 81", None, "fd00:63::2 7000"]
+    assert "ipv6-routed" in w.ok("network", "ls")
+
+
+def test_internal_over_ipv6(w: World, dual: tuple[str, str]) -> None:
+    i, j = w.box.name("ii"), w.box.name("ij")
+    w.ok("network", "create", "in6", "--subnet", "fd00:64::/64", "--no-ipv4", "--internal")
+    w.ok("connect", "in6", i, j, "--create")
+    w.serve_in(i, "tcp", 93)
+    w.out("ip", "-6", "route", "add", "fd00:64::/64", "via", HOST6)
+    got = w.ask_all([(j, "tcp", "fd00:64::2", 93), (i, "tcp", OUT6, 7000),
+                     (i, "tcp", "fd00:61::2", 80), ("outside", "tcp", "fd00:64::2", 93),
+                     (dual[1], "tcp", "fd00:64::2", 93)])
+    assert got == ["fd00:64::3 93", None, None, None, None]
+    assert answers(dig(w, j, "@fd00:64::1", i, "AAAA")) == ["fd00:64::2"]
+
+
+def test_ipv4_only_network_keeps_ipv6_off(w: World) -> None:
+    v = w.box.name("v4")
+    w.ok("network", "create", "only4", "--subnet", "10.65.0.0/24")
+    w.ok("connect", "only4", v, "--create")
+    assert inside(w, v, "sysctl", "-n", "net.ipv6.conf.eth0.disable_ipv6").strip() == "1"
+    assert inside(w, v, "ip", "-6", "addr", "show", "dev", "eth0").strip() == ""
+    w.ok("network", "rm", "--force", "only4")
+
+
+def test_reconcile_after_flush(w: World, dual: tuple[str, str]) -> None:
+    a, _ = dual
+    w.box.host("nft", "flush", "ruleset")
+    assert w.ask(a, "tcp", OUT6, 7000) is None  # not masqueraded: no way back
+    out = w.ok("reconcile")
+    assert "firewall" in out
+    assert "table ip6 nsnet" in w.ruleset()
+    got = w.ask_all([(a, "tcp", OUT6, 7000), ("outside", "tcp", HOST6, 8080)])
+    assert got == [f"{HOST6} 7000", f"{OUT6} 80"]
+    assert "firewall" not in w.ok("reconcile", "--dry-run")
+
+
+def test_removing_an_endpoint_and_interface_damage(w: World, dual: tuple[str, str]) -> None:
+    """An endpoint whose IPv6 address was removed by hand is recreated by
+    reconcile; disconnect removes its v6 port mappings too."""
+    e = w.box.name("de")
+    w.ok("connect", "ds", e, "--create", "--ip6", "fd00:61::99", "-p", "8085:80")
+    w.serve_in(e, "tcp", 80)
+    w.box.inside(e, "ip", "-6", "addr", "del", "fd00:61::99/64", "dev", "eth0")
+    assert "recreate" in w.ok("reconcile")
+    assert "fd00:61::99/64" in inside(w, e, "ip", "-6", "addr", "show", "dev", "eth0")
+    assert w.ask("outside", "tcp", HOST6, 8085) == f"{OUT6} 80"
+    w.ok("disconnect", "ds", e)
+    assert "8085" not in w.ruleset()
+
+
+@pytest.mark.parametrize("point", ["bridge:configured", "network_create:firewall",
+                                   "connect:inside", "connect:firewall"])
+def test_crash_part_way_is_rolled_back(w: World, point: str) -> None:
+    """Killed part-way through creating an IPv6-only network or connecting
+    to it: the next command rolls it back, leaving nothing of it."""
+    before = w.box.fingerprint()
+    k = w.box.name("ck")
+    env = w.box.env() | {"NSNET_CRASH_AT": point}
+    create = ["network", "create", "crash6", "--subnet", "fd00:66::/64", "--no-ipv4"]
+    if point.startswith("connect"):
+        w.ok(*create)
+        before = w.box.fingerprint()
+        argv = ["connect", "crash6", k, "--create", "-p", "8086:80"]
+    else:
+        argv = create
+    proc = subprocess.run([*w.box.cli_argv(), *argv], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode != 0
+    assert "rolled back" in w.box.cli("reconcile").stderr + w.ok("reconcile")
+    assert w.box.fingerprint() == before
+    if point.startswith("connect"):
+        w.ok("network", "rm", "crash6")
+
+
+def test_ping_and_check_over_icmpv6(w: World, dual: tuple[str, str]) -> None:
+    """ICMPv6 echo by `ping`; `check` probes both families of a dual-stack
+    network: IPv4 alone answering is a failure."""
+    _, b = dual
+    out = w.ok("ping", "-c", "1", b, "fd00:61::2")
+    assert "1 received" in out and "bytes from fd00:61::2" in out
+    assert w.box.cli("ping", "-c", "1", "-W", "0.3", b, "fd00:64::2").returncode == 1
+    assert "0% dropped" in w.ok("check", "ds")
+    w.box.inside(b, "ip", "-6", "addr", "del", "fd00:61::3/64", "dev", "eth0")
+    proc = w.box.cli("check", "ds")
+    assert proc.returncode != 0 and b in proc.stderr
+    w.ok("reconcile")
+    assert "0% dropped" in w.ok("check", "ds")
+
+
+TOPOLOGY6 = """
+name: t6
+networks:
+  tds: {subnet: 10.67.0.0/24, subnet6: "fd00:67::/64"}
+  tv6: {subnet6: "fd00:68::/64", ipv6_mode: routed}
+nodes:
+  ta:
+    connect: [{network: tds, ip6: "fd00:67::a"}, {network: tv6}]
+    forward: true
+  tb:
+    connect: [{network: tds}]
+  tc:
+    connect: [{network: tv6}]
+    routes: [{dst: "fd00:99::/64", via: "fd00:68::1"}]
+"""
+
+
+def test_topology_file_with_ipv6(w: World, tmp_path) -> None:
+    """v6 subnets, static v6 addresses, v6 routes, a v6 router; up twice
+    changes nothing the second time; graph shows the v6 addresses; down."""
+    f = tmp_path / "t6.yaml"
+    f.write_text(TOPOLOGY6)
+    assert "change(s)" in w.ok("up", str(f))
+    assert "nothing changed" in w.ok("up", str(f))
+    assert "1 received" in w.ok("ping", "-c", "1", "tb", "fd00:67::a")
+    assert "fd00:99::/64 via fd00:68::1" in inside(w, "tc", "ip", "-6", "route")
+    assert inside(w, "ta", "sysctl", "-n", "net.ipv6.conf.all.forwarding").strip() == "1"
+    assert "0% dropped" in w.ok("check", "tds")
+    dot = tmp_path / "t6.dot"
+    w.ok("graph", str(f), "-o", str(dot))
+    assert "fd00:67::a/64" in dot.read_text() and "fd00:68::1/64" in dot.read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TOPOLOGY6.replace('ip6: "fd00:67::a"', 'ip6: "fd00:70::a"'))
+    proc = w.box.cli("up", str(bad))
+    assert proc.returncode != 0 and "outside tds's IPv6 subnet" in proc.stderr
+    w.ok("down", str(f))
+    assert "tds" not in w.ok("network", "ls")
