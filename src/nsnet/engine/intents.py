@@ -45,6 +45,7 @@ class EndpointRef:
 class NetworkRef:
     id: str
     bridge: str
+    driver: str = "bridge"  # whose teardown removes it (#17: "overlay")
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class NetworkCreateIntent(Intent):
     # a rollback turns it off again (a network that was never made changes
     # no host-wide setting)
     forwarding_was_off: bool = False
+    driver: str = "bridge"  # whose teardown undoes it (#17: "overlay")
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,8 @@ def decode(kind: str, payload: dict) -> Intent:
                            create_ns=tuple(payload.get("create_ns", ())))
     if cls is NetworkCreateIntent:
         return NetworkCreateIntent(payload["id"], payload["bridge"],
-                                   bool(payload.get("forwarding_was_off", False)))
+                                   bool(payload.get("forwarding_was_off", False)),
+                                   payload.get("driver", "bridge"))
     if cls is DeleteIntent:
         net = payload.get("network")
         ref = None if not net else (NetworkRef(*net) if isinstance(net, list)
