@@ -15,13 +15,19 @@ TEST_TOOLS := ss:iproute2 iptables:iptables /usr/lib/cni/bridge:containernetwork
 
 .PHONY: lab lab-down test test-runtime unit lint bench reliability security-report system-deps \
         test-deps apt-missing runtime-deps clean
-.PHONY: overlay-deps
+.PHONY: overlay-deps demo-overlay
 
 lab: system-deps $(VENV)/.installed
 	$(BIN)/nsnet lab
 
 lab-down: $(VENV)/.installed
 	$(BIN)/nsnet lab --down
+
+# An overlay network across 3 simulated hosts with a real 3-member etcd, on
+# this machine, in a sandbox: join, agent, create, connect, ping, teardown.
+demo-overlay: system-deps $(VENV)/.installed-test
+	@$(MAKE) -s overlay-deps
+	$(BIN)/python examples/overlay_demo.py
 
 # Two pytest-xdist workers: most of a test's time is spent waiting (timeouts
 # of blocked probes, daemons starting, RCU), so two share the 2 cores well;
