@@ -73,6 +73,10 @@ reliability: system-deps test-deps $(VENV)/.installed-test
 	  $(BIN)/python -m pytest -q tests/kernel/test_fuzz.py
 	$(BIN)/python -m bench.reliability --jobs 2 --plant-check --out bench/results/reliability.md
 	$(BIN)/python -m bench.reliability_report bench/results/reliability.md bench/results/fuzz.txt
+	# the overlay (#17): SIGKILL at every crash point of connect/disconnect, and
+	# 3 simulated hosts connecting 100 endpoints each at once
+	NSNET_OVERLAY_CRASH=all NSNET_OVERLAY_CONCURRENT=100 $(BIN)/python -m pytest -q -n 0 \
+	  tests/e2e/test_overlay_driver.py -k "sigkill or concurrently"
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench

@@ -13,7 +13,8 @@ FDB, etcd's keys):
 * ``--internal``: its endpoints reach each other across hosts, nothing else;
   a normal overlay's endpoint leaves through its own host (egress NAT);
 * a host whose agent dies: its entries vanish from the others within its
-  lease's TTL; when its agent returns they come back;
+  lease's TTL, ``nsnet doctor`` names "overlay peer host down"; when its
+  agent returns they come back;
 * quorum lost: connect fails naming the store (exit 11), nothing half-made,
   existing traffic flows; quorum back: connect works without manual steps;
 * 3 hosts connecting concurrently: distinct addresses, all reachable;
@@ -22,6 +23,7 @@ FDB, etcd's keys):
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -224,16 +226,26 @@ def test_a_dead_hosts_entries_go_within_its_ttl_and_come_back(cluster, ov):
     assert wait_for(lambda: pings((h1, "a1", c1))[0], 5)
     stop_agent(cluster.agents["h3"])  # h3 stops renewing: dead to the cluster
     died = time.monotonic()
-    # within the TTL (etcd revokes on its next lease check), plus slack for
-    # a loaded 2-core machine
-    assert wait_for(lambda: mac not in cluster.fdb_macs(h1, "ov"), TTL + 4), cluster.debug(h1)
-    assert time.monotonic() - died <= TTL + 4
+    # within the TTL (etcd revokes on its next lease check; ~TTL+0.5 s on an
+    # idle machine), plus slack: etcd refreshes every lease when a new leader
+    # is elected, and the tests' 500 ms election timeout elects often when
+    # the 2 cores are saturated
+    assert wait_for(lambda: mac not in cluster.fdb_macs(h1, "ov"), TTL + 8), cluster.debug(h1)
+    assert time.monotonic() - died <= TTL + 8
     # its addresses stay its own while it is a member (the rule in keys.py)
     status = json.loads(ok(h1, "cluster", "status", "--json"))
     assert not {h["name"]: h for h in status["hosts"]}["h3"]["alive"]
+    # nsnet doctor names the fault: the overlay peer host is down
+    proc = nsnet(h1, "doctor", "a1", c1, "--json")
+    assert proc.returncode != 0, proc.stdout
+    failure = json.loads(proc.stdout)["failure"]
+    assert failure["name"] == "overlay peer" and "host h3 is down" in failure["cause"]
+    assert "nsnet cluster agent" in failure["fix"]
     cluster.agents["h3"] = start_agent(h3)  # it returns: re-registers, republishes
     assert wait_for(lambda: mac in cluster.fdb_macs(h1, "ov"), TTL + 5)
     assert wait_for(lambda: pings((h1, "a1", c1))[0], 5)
+    proc = nsnet(h1, "doctor", "a1", c1, "--json")  # and the path is whole again
+    assert proc.returncode == 0 and json.loads(proc.stdout)["ok"], proc.stdout
 
 
 def test_quorum_lost_connect_fails_cleanly_traffic_flows(cluster, ov):
@@ -291,3 +303,101 @@ def test_reconcile_remakes_a_deleted_vxlan_device(cluster, ov):
     assert vx in out or "ov" in out
     assert wait_for(lambda: pings((h1, "a1", ov["b1"]))[0], 5)
     assert "vxlan" in h2.run("ip", "-d", "link", "show", vx).stdout
+
+
+def test_disconnect_and_rm_withdraw_from_the_cluster(cluster, ov):
+    h1, h2, h3 = cluster.hosts
+    ok(h1, "network", "create", "ovr", "--driver", "overlay", "--subnet", "10.203.0.0/16",
+       "--no-dns")
+    ok(h1, "connect", "ovr", "ra", "--create")
+    ok(h2, "connect", "ovr", "rb", "--create")
+    rb = ip_of(h2, "ovr", "rb")
+    mac = "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(rb).packed)
+    assert wait_for(lambda: mac in cluster.fdb_macs(h1, "ovr"), 3)
+    cluster.fdb_macs(h2, "ovr")  # (learns h2's device name)
+    # removing it while another host has an endpoint: refused by nothing
+    # locally, but the cluster's network stays (h1's endpoint)
+    ok(h2, "disconnect", "ovr", "rb")
+    assert wait_for(lambda: mac not in cluster.fdb_macs(h1, "ovr"), 3)
+    ok(h2, "network", "rm", "ovr")
+    assert "ovr" in ok(h3, "network", "ls")  # h1 still has an endpoint on it
+    ok(h1, "network", "rm", "-f", "ovr")
+    assert "ovr" not in ok(h3, "network", "ls")  # the last one out removes it cluster-wide
+    proc = nsnet(h3, "network", "inspect", "ovr")
+    assert proc.returncode == 3 and "ovr" in proc.stderr  # NotFound
+    # nothing of it left on the hosts' kernels
+    for h in (h1, h2):
+        assert cluster.vx[(h.name, "ovr")] not in h.run("ip", "-o", "link").stdout
+
+
+def test_an_overlay_needs_a_joined_host(cluster, tmp_path):
+    h1 = cluster.hosts[0]
+    env = dict(env_of(h1), NSNET_STATE_DIR=str(tmp_path / "state"))
+    proc = subprocess.run([sys.executable, "-I", "-m", "nsnet.cli", "network", "create", "lone",
+                           "--driver", "overlay", "--subnet", "10.204.0.0/16"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3 and "cluster join" in proc.stderr, proc.stderr
+    assert "lone" not in h1.run("ip", "-o", "link").stdout
+
+
+def _crash_points(cluster, host, *args: str) -> list[str]:
+    log = os.path.join(os.path.dirname(host.state_dir), "crash.log")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(log)
+    proc = subprocess.run([sys.executable, "-I", "-m", "nsnet.cli", *args],
+                          env=env_of(host) | {"NSNET_CRASH_LOG": log}, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    with open(log) as f:
+        return [line.split()[1] for line in f]
+
+
+def _in_step(cluster, host) -> None:
+    """After a kill and a reconcile: the kernel matches the state, nothing
+    is left to collect, and this host's records in etcd are exactly its
+    endpoints (no orphan key, none missing)."""
+    ok(host, "reconcile")
+    for cmd in (("reconcile", "--dry-run"), ("gc", "--dry-run")):
+        proc = nsnet(host, *cmd)
+        assert proc.returncode == 0, (cmd, proc.stdout, proc.stderr)
+    data = json.loads(ok(host, "network", "inspect", "ov"))[0]
+    local = {e["id"] for e in data["endpoints"]}
+    records = {e["endpoint"] for e in data["cluster"]["endpoints"] if e["host"] == host.name}
+    assert records == local
+
+
+def test_sigkill_at_every_crash_point_of_an_overlay_connect_and_disconnect(cluster, ov):
+    """SIGKILL at each crash point of `connect --create` and `disconnect` on
+    an overlay: after `nsnet reconcile`, 0 leaks on the host and 0 orphan
+    keys in etcd.  make test kills at the overlay's own points;
+    NSNET_OVERLAY_CRASH=all (make reliability) at every one."""
+    h1 = cluster.hosts[0]
+    connect_points = _crash_points(cluster, h1, "connect", "ov", "k0", "--create")
+    disconnect_points = _crash_points(cluster, h1, "disconnect", "ov", "k0")
+    assert "connect:published" in connect_points
+    every = os.environ.get("NSNET_OVERLAY_CRASH") == "all"
+    wanted = {"connect:applied", "connect:published", "delete:links"}  # the overlay's steps
+    for n, label in enumerate(connect_points, 1):
+        if not every and label not in wanted:
+            continue
+        proc = nsnet_env(h1, {"NSNET_CRASH_AT": str(n)}, "connect", "ov", f"k{n}", "--create")
+        assert proc.returncode == -signal.SIGKILL, (label, proc.stderr)
+        _in_step(cluster, h1)
+        if f"k{n}" in ok(h1, "ns", "ls"):  # committed before the kill: undo for the next
+            ok(h1, "ns", "rm", f"k{n}")
+    ok(h1, "connect", "ov", "kd", "--create")
+    for n, label in enumerate(disconnect_points, 1):
+        if not every and label not in wanted:
+            continue
+        if "kd" not in json.dumps(json.loads(ok(h1, "network", "inspect", "ov"))[0]["endpoints"]):
+            ok(h1, "connect", "ov", "kd")
+        proc = nsnet_env(h1, {"NSNET_CRASH_AT": str(n)}, "disconnect", "ov", "kd")
+        assert proc.returncode == -signal.SIGKILL, (label, proc.stderr)
+        _in_step(cluster, h1)
+    ok(h1, "ns", "rm", "kd")
+    _in_step(cluster, h1)
+
+
+def nsnet_env(host, extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-I", "-m", "nsnet.cli", *args],
+                          env=env_of(host) | extra, capture_output=True, text=True, timeout=60)

@@ -482,6 +482,11 @@ class Engine:
                  "endpoints": len(self.overlay.records(n.name))}
                 for n in self.overlay.cluster_networks()]
 
+    def overlay_locate(self, network: str, ip: str) -> dict:
+        """Which host holds ``ip`` of overlay ``network``, alive or not, and
+        whether this host's VXLAN device can reach it (doctor)."""
+        return self.overlay.locate(self.network(network), ip)
+
     def overlay_agent(self, stop, report: Callable[[str], None]) -> None:
         """Run this host's overlay agent until ``stop`` is set (see
         :meth:`nsnet.engine.overlay.OverlayDriver.run_agent`)."""
@@ -529,6 +534,9 @@ class Engine:
         opts = check_connect_options(opts, 1)
         with self.exclusive():
             net = self.network(network)
+            if net.driver == "overlay":  # addresses and records need the connect path
+                raise InvalidInput(f"network {network!r} is an overlay network: attach "
+                                   "namespaces with nsnet connect")
             if name in self.store.namespaces():
                 raise AlreadyExists(f"an endpoint or namespace named {name!r} already exists")
             self.published.check_publishable(net, opts.ports)

@@ -195,6 +195,29 @@ class OverlayDriver:
                 "endpoints": [{"host": r.host, "endpoint": r.name, "ip": r.ip, "mac": r.mac,
                                "vtep": r.vtep} for r in recs]}
 
+    def locate(self, net: Network, ip: str) -> dict:
+        """Where the cluster puts ``ip`` of overlay ``net`` (doctor): the
+        host whose block holds it, whether that host is alive, its record,
+        and whether this host's VXLAN device has the FDB entry for it."""
+        from ..cluster.keys import Keys
+        from ..kernel.vxlan import fdb_entries
+
+        cfg = self.cluster.config
+        keys = Keys(cfg.root)
+        on = self.cluster_network(net.name)
+        block = ipaddress.ip_network(f"{ip}/{on.block}", strict=False)
+        owner = self.cluster.store.get(keys.block(net.name, block))
+        host = owner.json()["host"] if owner else ""
+        alive = bool(host) and self.cluster.store.get(keys.alive(host)) is not None
+        record = next((r for r in self.records(net.name) if r.ip == ip), None)
+        link = self.ctx.rtnl.find_link(vxlan_name(net))
+        fdb = bool(record and link and any(
+            e.mac == record.mac and e.dst == record.vtep
+            for e in fdb_entries(self.ctx.rtnl, link.index)))
+        return {"host": host, "alive": alive, "self": cfg.host, "vxlan": vxlan_name(net),
+                "record": None if record is None else {"mac": record.mac, "vtep": record.vtep},
+                "fdb": fdb}
+
     # ------------------------------------------------------------ driver
     def prepare(self, net: Network) -> Network:
         """What only this host knows: the overlay MTU, from the underlay
