@@ -401,3 +401,33 @@ def test_sigkill_at_every_crash_point_of_an_overlay_connect_and_disconnect(clust
 def nsnet_env(host, extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-I", "-m", "nsnet.cli", *args],
                           env=env_of(host) | extra, capture_output=True, text=True, timeout=60)
+
+
+def _cni_add(host, conf: dict, cid: str, ns: str) -> dict:
+    full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CNI_COMMAND": "ADD",
+            "CNI_CONTAINERID": cid, "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni",
+            "CNI_NETNS": ns_path(host, ns), "NSNET_STORE_TIMEOUT": "1.5"}
+    proc = subprocess.run([sys.executable, "-I", "-m", "nsnet.cni"], input=json.dumps(conf),
+                          capture_output=True, text=True, env=full, timeout=120)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    return json.loads(proc.stdout)
+
+
+def test_cni_overlay_one_pod_network_across_nodes(cluster, ov):
+    """The CNI plugin with "driver": "overlay": pods of two nodes share one
+    network (each node joined the cluster once)."""
+    h1, h2, _ = cluster.hosts
+    ips = {}
+    for h, pod in ((h1, "pod1"), (h2, "pod2")):
+        ok(h, "ns", "add", pod)
+        e = env_of(h)
+        conf = {"cniVersion": "1.0.0", "name": "podnet", "type": "nsnet", "driver": "overlay",
+                "subnet": "10.206.0.0/16", "dns": False, "hostNetns": e["NSNET_HOST_NETNS"],
+                "stateDir": e["NSNET_STATE_DIR"], "netnsDir": e["NSNET_NETNS_DIR"],
+                "etcNetnsDir": e["NSNET_ETC_NETNS_DIR"]}
+        out = _cni_add(h, conf, f"c-{pod}", pod)
+        ips[pod] = out["ips"][0]["address"].split("/")[0]
+    assert ips["pod1"] != ips["pod2"]
+    assert wait_for(lambda: all(pings((h1, "pod1", ips["pod2"]), (h2, "pod2", ips["pod1"]))), 5)
+    view = json.loads(ok(h1, "network", "inspect", "podnet"))[0]["cluster"]
+    assert {e["host"] for e in view["endpoints"]} == {"h1", "h2"}
