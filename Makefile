@@ -15,13 +15,19 @@ TEST_TOOLS := ss:iproute2 iptables:iptables /usr/lib/cni/bridge:containernetwork
 
 .PHONY: lab lab-down test test-runtime unit lint bench reliability security-report system-deps \
         test-deps apt-missing runtime-deps clean
-.PHONY: overlay-deps
+.PHONY: overlay-deps demo-overlay
 
 lab: system-deps $(VENV)/.installed
 	$(BIN)/nsnet lab
 
 lab-down: $(VENV)/.installed
 	$(BIN)/nsnet lab --down
+
+# An overlay network across 3 simulated hosts with a real 3-member etcd, on
+# this machine, in a sandbox: join, agent, create, connect, ping, teardown.
+demo-overlay: system-deps $(VENV)/.installed-test
+	@$(MAKE) -s overlay-deps
+	$(BIN)/python examples/overlay_demo.py
 
 # Two pytest-xdist workers: most of a test's time is spent waiting (timeouts
 # of blocked probes, daemons starting, RCU), so two share the 2 cores well;
@@ -67,6 +73,10 @@ reliability: system-deps test-deps $(VENV)/.installed-test
 	  $(BIN)/python -m pytest -q tests/kernel/test_fuzz.py
 	$(BIN)/python -m bench.reliability --jobs 2 --plant-check --out bench/results/reliability.md
 	$(BIN)/python -m bench.reliability_report bench/results/reliability.md bench/results/fuzz.txt
+	# the overlay (#17): SIGKILL at every crash point of connect/disconnect, and
+	# 3 simulated hosts connecting 100 endpoints each at once
+	NSNET_OVERLAY_CRASH=all NSNET_OVERLAY_CONCURRENT=100 $(BIN)/python -m pytest -q -n 0 \
+	  tests/e2e/test_overlay_driver.py -k "sigkill or concurrently"
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench

@@ -3,7 +3,8 @@ commands (ip, bridge, sysctl, nft) inside the sandbox, and doctor must name
 the broken hop, its cause, and a command that fixes it.  A healthy path
 reports every hop OK, and doctor leaves the kernel as it found it.
 
-Not in the catalogue: "overlay peer host down" -- nsnet has no overlay yet.
+"Overlay peer host down" (#17) needs simulated hosts and etcd: it is tried in
+tests/e2e/test_overlay_driver.py::test_a_dead_hosts_entries_go_within_its_ttl_and_come_back.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def test_docker_plugin_imports_only_the_public_api():
 
 
 # --------------------------------------------------------------- layering
-ENGINE_RESOURCES = {"namespaces", "networks", "endpoints", "ports", "probes", "links"}
+ENGINE_RESOURCES = {"namespaces", "networks", "endpoints", "ports", "probes", "links", "overlay"}
 ENGINE_BELOW = {"context", "intents", "firewall_sync", "dns_sync"}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -328,6 +329,10 @@ def network() -> None:
               help="An address IPAM never hands out (repeatable).")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
               help="Metadata on the network (repeatable; see ls --filter label=).")
+@click.option("-d", "--driver", default="bridge", show_default=True,
+              type=click.Choice(["bridge", "overlay"]),
+              help="overlay: one network across the hosts of the cluster this host joined "
+                   "(VXLAN; see nsnet cluster join).")
 @explainable()
 @pass_settings
 def network_create(settings: Settings, name: str, subnets: tuple[str, ...],
@@ -335,7 +340,7 @@ def network_create(settings: Settings, name: str, subnets: tuple[str, ...],
                    ipv4: bool, ipv6_mode: str, bridge: str | None, mtu: int | None,
                    masquerade: bool, internal: bool, icc: bool, no_dns: bool,
                    dns_servers: tuple[str, ...], aux: tuple[str, ...],
-                   labels: tuple[str, ...]) -> None:
+                   labels: tuple[str, ...], driver: str = "bridge") -> None:
     """Create a bridge network NAME (isolated from other nsnet networks)."""
     subnet, subnet6 = _by_family(subnets, "--subnet")
     gateway, gateway6 = _by_family(gateways, "--gateway")
@@ -346,7 +351,8 @@ def network_create(settings: Settings, name: str, subnets: tuple[str, ...],
     spec = NetworkSpec(name, subnet or "", gateway, ip_range, bridge, mtu, masquerade,
                        internal, icc, not no_dns, dns_servers, _pairs(aux, "--aux-address"),
                        _pairs(labels, "--label"), ipv6=ipv6, subnet6=subnet6,
-                       gateway6=gateway6, ip_range6=ip_range6, ipv6_mode=ipv6_mode, ipv4=ipv4)
+                       gateway6=gateway6, ip_range6=ip_range6, ipv6_mode=ipv6_mode, ipv4=ipv4,
+                       driver=driver)
     click.echo(_engine(settings).network_create(spec).id)
 
 
@@ -371,15 +377,40 @@ def _by_family(values: tuple[str, ...], option: str) -> tuple[str | None, str | 
 def network_ls(settings: Settings, as_json: bool, filters: tuple[str, ...]) -> None:
     """List networks."""
     engine = _engine(settings)
-    if as_json:
-        _print_json([n.to_dict() for n in _filter_networks(engine.networks(), filters)])
-        return
     # the table shows counts only: no endpoint objects built (5000 of them: 0.2 s)
-    nets = _filter_networks(engine.networks(with_endpoints=False), filters)
+    nets = _filter_networks(engine.networks(with_endpoints=as_json), filters)
+    # overlay networks (#17): the cluster's count of endpoints; the cluster's
+    # networks this host does not use yet are listed too (bridge "-")
+    cluster = {c["name"]: c for c in _cluster_networks(engine, filters)}
+    if as_json:
+        out = [n.to_dict() for n in nets]
+        here = {n.name for n in nets}
+        out += [dict(c, driver="overlay") for name, c in cluster.items() if name not in here]
+        _print_json(out)
+        return
     counts = engine.endpoint_counts()
-    _table(["NETWORK ID", "NAME", "BRIDGE", "SUBNET", "GATEWAY", "ENDPOINTS", "OPTIONS"],
-           [[n.id[:12], n.name, n.bridge, ",".join(x for x in (n.subnet, n.subnet6) if x),
-             ",".join(n.gateways), str(counts.get(n.name, 0)), _net_options(n)] for n in nets])
+    rows = [[n.id[:12], n.name, n.bridge, ",".join(x for x in (n.subnet, n.subnet6) if x),
+             ",".join(n.gateways) or "-",
+             str(cluster[n.name]["endpoints"] if n.name in cluster else counts.get(n.name, 0)),
+             _net_options(n)] for n in nets]
+    here = {n.name for n in nets}
+    rows += [["-", name, "-", c["subnet"], "-", str(c["endpoints"]), f"overlay,vni={c['vni']}"]
+             for name, c in cluster.items() if name not in here]
+    _table(["NETWORK ID", "NAME", "BRIDGE", "SUBNET", "GATEWAY", "ENDPOINTS", "OPTIONS"], rows)
+
+
+def _cluster_networks(engine: Any, filters: tuple[str, ...]) -> list[dict]:
+    """The cluster's overlay networks matching name= filters; a store out of
+    reach leaves them out with a warning (the local view still prints)."""
+    if any(not f.startswith(("name=", "driver=overlay")) for f in filters):
+        return []
+    try:
+        found = engine.overlay_networks()
+    except nsnet.StoreUnavailable as exc:
+        click.echo(f"nsnet: overlay networks not listed: {exc}", err=True)
+        return []
+    names = [f.partition("=")[2] for f in filters if f.startswith("name=")]
+    return [c for c in found if not names or any(v in c["name"] for v in names)]
 
 
 def _label_filter(item: str) -> tuple[str, str | None]:
@@ -408,7 +439,7 @@ def _pairs(items: tuple[str, ...], what: str) -> tuple[tuple[str, str], ...]:
 _NETWORK_FILTERS = {
     "name": lambda n, v: v in n.name,
     "id": lambda n, v: n.id.startswith(v),
-    "driver": lambda n, v: v == "bridge",  # every nsnet network is a bridge network
+    "driver": lambda n, v: v == n.driver,
     "label": lambda n, v: _has_label(dict(n.labels), _label_filter(f"label={v}")),
 }
 
@@ -429,6 +460,7 @@ def _net_options(net: nsnet.Network) -> str:
     opts = ["internal"] if net.internal else ([] if net.masquerade else ["no-masquerade"])
     if net.has_ipv6 and net.ipv6_mode != "nat":
         opts.append(f"ipv6-{net.ipv6_mode}")
+    opts = (["overlay"] if net.driver == "overlay" else []) + opts
     return ",".join(opts + ([] if net.icc else ["no-icc"])) or "-"
 
 
@@ -441,12 +473,30 @@ def _net_options(net: nsnet.Network) -> str:
 def network_inspect(settings: Settings, names: tuple[str, ...], template: str | None) -> None:
     """Print networks as JSON."""
     engine = _engine(settings)
-    nets = [engine.network(n).to_dict() for n in names]
+    nets = [_inspect(engine, n) for n in names]
     if template is None:
         _print_json(nets)
         return
     for net in nets:
         click.echo(_render(template, net))
+
+
+def _inspect(engine: Any, name: str) -> dict:
+    """A network as JSON; an overlay's with "cluster": its VNI and every
+    endpoint of every host (which host holds which)."""
+    net = engine.find_network(name)
+    if net is not None and net.driver != "overlay":
+        return net.to_dict()
+    try:
+        view = engine.overlay_view(name)
+    except nsnet.NotFound:
+        if net is None:
+            raise nsnet.NotFound(f"network {name!r} does not exist") from None
+        raise
+    out = net.to_dict() if net is not None else {"name": name, "driver": "overlay",
+                                                  "subnet": view["subnet"], "endpoints": []}
+    out["cluster"] = view
+    return out
 
 
 def _lookup(data: Any, path: str, template: str) -> Any:
@@ -952,13 +1002,21 @@ def cluster_forget(settings: Settings, host: str) -> None:
 @cluster.command("agent")
 @pass_settings
 def cluster_agent(settings: Settings) -> None:
-    """Keep this host's liveness lease renewed (foreground; Ctrl-C stops)."""
-    def report(ok: bool, detail: str) -> None:
-        if not ok:
-            click.echo(f"nsnet: store unavailable, retrying: {detail}", err=True)
+    """Keep this host alive in the cluster and its overlay networks converged
+    (foreground; Ctrl-C or SIGTERM stops): renews the liveness lease,
+    republishes this host's endpoints after an expiry, and programs each
+    overlay network's FDB/neighbour entries from the cluster's records."""
+    import signal
+    import threading
 
-    nsnet.cluster_agent(state_dir=settings.state_dir, host_netns=settings.host_netns,
-                        netns_dir=settings.netns_dir, on_renew=report)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def report(detail: str) -> None:
+        click.echo(f"nsnet: {detail}", err=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _engine(settings).overlay_agent(stop, report)
 
 
 def main() -> None:

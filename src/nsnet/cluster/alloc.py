@@ -40,15 +40,19 @@ class OverlayNetwork:
     vni: int
     subnet: ipaddress.IPv4Network
     block: int  # prefix length of one address block
+    # the network's options every host applies alike (internal, icc,
+    # masquerade, dns): the overlay driver's, opaque here
+    options: tuple[tuple[str, object], ...] = ()
 
     def record(self) -> bytes:
-        return json.dumps({"vni": self.vni, "subnet": str(self.subnet), "block": self.block},
-                          sort_keys=True).encode()
+        return json.dumps({"vni": self.vni, "subnet": str(self.subnet), "block": self.block,
+                           "options": dict(self.options)}, sort_keys=True).encode()
 
     @classmethod
     def from_kv(cls, name: str, kv: KV) -> OverlayNetwork:
         d = kv.json()
-        return cls(name, int(d["vni"]), ipaddress.IPv4Network(d["subnet"]), int(d["block"]))
+        return cls(name, int(d["vni"]), ipaddress.IPv4Network(d["subnet"]), int(d["block"]),
+                   tuple(sorted(d.get("options", {}).items())))
 
     @property
     def reserved(self) -> set[ipaddress.IPv4Address]:
@@ -74,7 +78,8 @@ def _check_subnet(subnet: str, block: int) -> ipaddress.IPv4Network:
 
 
 def create_network(store: Store, name: str, subnet: str, block: int = DEFAULT_BLOCK,
-                   keys: Keys | None = None) -> OverlayNetwork:
+                   keys: Keys | None = None,
+                   options: dict[str, object] | None = None) -> OverlayNetwork:
     """Create an overlay network for the whole cluster, with a fresh VNI.
     Its subnet must not overlap another overlay network's."""
     keys = keys or Keys()
@@ -93,7 +98,7 @@ def create_network(store: Store, name: str, subnet: str, block: int = DEFAULT_BL
         vni = int(counter.value) if counter else VNI_FIRST
         if vni > VNI_LAST:
             vni = VNI_FIRST
-        network = OverlayNetwork(name, vni, net, block)
+        network = OverlayNetwork(name, vni, net, block, tuple(sorted((options or {}).items())))
         guard: list[Compare] = [absent(keys.network(name)), absent(keys.vni(vni)),
                                 unchanged(counter) if counter else absent(keys.vni_next())]
         ops = [Put(keys.network(name), network.record()), Put(keys.vni(vni), name.encode()),

@@ -64,7 +64,7 @@ KNOWN_KEYS = {"cniVersion", "cniVersions", "name", "type", "args", "ipMasq", "ip
               "ipRange", "mtu", "masquerade", "internal", "icc", "isolation", "dnsServers",
               "stateDir", "netnsDir", "etcNetnsDir", "hostNetns", "logFile", "isGateway",
               "isDefaultGateway", "cni.dev/valid-attachments", "cni.dev/attachments",
-              "disableCheck"}
+              "disableCheck", "driver"}  # driver: "bridge" or "overlay" (#17)
 BOOL_KEYS = ("ipMasq", "masquerade", "internal", "icc", "isolation", "isGateway",
              "isDefaultGateway")
 
@@ -366,7 +366,10 @@ def spec_of(conf: dict[str, Any]) -> NetworkSpec:
                        bool(conf.get("internal", False)), bool(conf.get("icc", True)),
                        dns if isinstance(dns, bool) else True,
                        tuple(conf.get("dnsServers", ())), ipv6=bool(subnet6),
-                       subnet6=subnet6, gateway6=gateway6, ipv4=bool(subnet))
+                       subnet6=subnet6, gateway6=gateway6, ipv4=bool(subnet),
+                       # "overlay" (#17): one pod network across the nodes of the
+                       # cluster this node joined (nsnet cluster join)
+                       driver=str(conf.get("driver", "bridge")))
 
 
 def ensure_network(eng: Engine, conf: dict[str, Any]) -> Network:
@@ -407,6 +410,7 @@ def differences(conf: dict[str, Any], spec: NetworkSpec,
         "icc": (net.icc, conf.get("icc")),
         "dns": (net.dns, conf["dns"] if isinstance(conf.get("dns"), bool) else None),
         "dnsServers": (list(net.dns_servers), conf.get("dnsServers")),
+        "driver": (net.driver, conf.get("driver")),
     }
     differ = {key: (have, want) for key, (have, want) in asked.items()
               if want not in (None, "") and have != want}

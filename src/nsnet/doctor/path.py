@@ -682,6 +682,57 @@ def _probe(w: Walk, src: Place, dst_ip: str, port: int | None, proto: str,
 
 
 # ---------------------------------------------------------------- walk
+def _remote_overlay(w: Walk, src: Place, dst: Place) -> Network | None:
+    """The overlay network (#17) of the source whose subnet holds an
+    address no local endpoint has: the destination is on another host."""
+    net = src.net
+    if (net is None or net.driver != "overlay" or dst.kind != "outside" or not dst.ip
+            or ipaddress.ip_address(dst.ip) not in ipaddress.ip_network(net.subnet)):
+        return None
+    return net
+
+
+def _overlay_peer(w: Walk, src: Place, dst: Place, net: Network) -> bool:
+    """The remote end of an overlay path: the host the cluster gives the
+    address to must be alive, have published it, and this host's VXLAN
+    device must hold its FDB entry (the agent programs it)."""
+    ip = dst.ip or ""
+    where = f"{net.name}:{ip}"
+    try:
+        got = w.eng.overlay_locate(net.name, ip)
+    except NotFound as exc:
+        return w.add("overlay peer", where, False, "unknown", str(exc),
+                     "nsnet cluster status")
+    host = got["host"]
+    if not host:
+        return w.add("overlay peer", where, False, "no host holds it",
+                     f"no host of the cluster has claimed the block of {ip} in {net.name}: "
+                     "no endpoint has that address", f"nsnet network inspect {net.name}")
+    if not got["alive"]:
+        return w.add("overlay peer", where, False, f"host {host} down",
+                     f"overlay peer host {host} is down: its liveness lease expired, so the "
+                     f"cluster withdrew its endpoints (its address blocks stay its own)",
+                     f"on {host}: nsnet cluster agent (as a service), then nsnet reconcile")
+    if got["record"] is None:
+        return w.add("overlay peer", where, False, f"not on {host}",
+                     f"host {host} is alive but has no endpoint with address {ip} on "
+                     f"{net.name}", f"nsnet network inspect {net.name}")
+    if not got["fdb"]:
+        return w.add("overlay peer", where, False, "no FDB entry",
+                     f"{got['vxlan']} on this host has no FDB entry for {ip} "
+                     f"({got['record']['mac']} -> {got['record']['vtep']}): its agent is "
+                     "not running or has not caught up", "nsnet cluster agent; nsnet reconcile")
+    w.add("overlay peer", where, True,
+          f"on {host} ({got['record']['vtep']}), FDB {got['record']['mac']} via {got['vxlan']}")
+    replies = [e for e in w.eng.ping(src.label, ip, count=2, interval=0.2, timeout=1)
+               if e.rtt_ms is not None]
+    return w.add("probe", where, bool(replies),
+                 "echo answered" if replies else "no echo reply",
+                 "" if replies else f"the VXLAN path to {got['record']['vtep']} drops it (the "
+                 "underlay between the hosts, or the peer's firewall)",
+                 "" if replies else "nsnet doctor on the peer host")
+
+
 def _source_side(w: Walk, src: Place, dst_ip: str) -> bool:
     return (_interface(w, src, "source") and _address(w, src, "source")
             and _route(w, src, dst_ip))
@@ -708,7 +759,11 @@ def diagnose(engine, src_text: str, dst_text: str) -> Diagnosis:
             raise InvalidInput(f"SRC and DST are both {src.label}: nothing to diagnose")
         if src.kind == "outside" and dst.kind == "outside":
             raise InvalidInput("SRC and DST are both outside the host: nothing to diagnose")
-        if not w.hops:
+        overlay = _remote_overlay(w, src, dst) if not w.hops and port is None else None
+        if overlay is not None:
+            _ = (_interface(w, src, "source") and _address(w, src, "source")
+                 and _host_side(w, src, "source") and _overlay_peer(w, src, dst, overlay))
+        elif not w.hops:
             _walk(w, src, dst, dst_host, port, proto)
         diag.hops = w.hops
         return diag

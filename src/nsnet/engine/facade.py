@@ -72,7 +72,8 @@ from .intents import (
 )
 from .links import Links, P2PLink
 from .namespaces import Namespaces
-from .networks import Networks, plan_network, wants_ula
+from .networks import DriverFact, Networks, plan_network, wants_ula
+from .overlay import OverlayDriver
 from .ports import Ports
 from .probes import CheckResult, Probes
 
@@ -134,6 +135,8 @@ class Engine:
         self.dns_sync = DnsSync(self.ctx, self.journal)
         self.namespaces = Namespaces(self.ctx)
         self.nets = Networks(self.ctx)
+        self.overlay = OverlayDriver(self.ctx, self.nets.bridge, DriverFact)  # #17
+        self.nets.drivers["overlay"] = self.overlay
         self.endpoints = Endpoints(self.ctx)
         self.published = Ports(self.ctx)
         self.probes = Probes(self.ctx)
@@ -193,6 +196,7 @@ class Engine:
         j.roll_forward(DnsIntent, lambda op, intent: self.dns_sync.settle(op, intent))
 
     def close(self) -> None:
+        self.overlay.close()
         self.ctx.close()
 
     def __enter__(self) -> Engine:
@@ -370,13 +374,14 @@ class Engine:
                 with self.store.transaction():
                     gid = self.store.ula_global_id()
                 net = plan_network(spec, ula_global_id=gid, taken6=self.nets.taken6())
+            net = self.nets.prepare(net)
             self.nets.validate(net)
             driver = self.nets.driver(net)
             routes = not net.internal
             was_off = routes and net.has_ipv4 and not self.ctx.forwarding_on()
             was6_off = routes and net.has_ipv6 and not self.ctx.forwarding6_on()
             with self._intent(NetworkCreateIntent(net.id, net.bridge, was_off,
-                                                  was6_off)) as scope:
+                                                  was6_off, net.driver)) as scope:
                 driver.setup(net)
                 others = self.store.networks(with_endpoints=False)
                 # the first IPv6 network brings the ip6 table's fixed part
@@ -391,7 +396,8 @@ class Engine:
         return net
 
     def _rollback_network_create(self, intent: NetworkCreateIntent) -> None:
-        self.nets.driver().teardown(intent.id, intent.bridge, unmarked_too=True)
+        self.nets.driver(kind=intent.driver).teardown(intent.id, intent.bridge,
+                                                      unmarked_too=True)
         self.fw.sync()
         if intent.forwarding_was_off:
             self.ctx.restore_forwarding_off()
@@ -450,9 +456,13 @@ class Engine:
             if any(not m.host_port for m in opts.ports):
                 opts = dataclasses.replace(opts,
                                            ports=self.published.assign_ephemeral(opts.ports))
-            net = self.network(network)
+            net = self._network_here(network)
             self.published.check_publishable(net, opts.ports, opts.force_ports)
             plan = self.endpoints.plan(net, names, opts)
+            if net.driver == "overlay":  # addresses from this host's blocks (#17)
+                plan.endpoints = self.overlay.assign(net, plan.endpoints, opts.ip, opts.mac)
+                plan.ports = [dataclasses.replace(p, ip=e.ip) for p in plan.ports
+                              for e in plan.endpoints if e.id == p.endpoint]
             intent = ConnectIntent(
                 tuple(EndpointRef(e.id, e.host_ifname, e.netns) for e in plan.endpoints),
                 tuple(e.netns for e in plan.endpoints if e.netns in plan.create_ns),
@@ -461,6 +471,9 @@ class Engine:
                 self._apply_connect(plan, scope, progress)
                 crashpoint("connect:applied")
                 self.fw.connect(plan.network, plan.endpoints, plan.ports)
+                if net.driver == "overlay":  # last: remote hosts start sending now
+                    self.overlay.publish(net, plan.endpoints)
+                    crashpoint("connect:published")
                 with self.store.transaction():
                     self.store.add_namespaces((n, self.ns_path(n), n in plan.create_ns)
                                               for n in plan.create_ns | plan.foreign_ns)
@@ -472,7 +485,42 @@ class Engine:
             crashpoint("connect:committed")
             if dns_op:
                 self.dns_sync.settle(dns_op, DnsIntent(tuple(e.netns for e in plan.endpoints)))
+            if net.driver == "overlay":
+                self.overlay.sync(net)  # this host's entries for the other hosts' endpoints
         return plan.endpoints
+
+    def _network_here(self, name: str) -> Network:
+        """The network ``name``; an overlay network of the cluster not yet
+        used on this host is made here first (its bridge and VXLAN device)."""
+        net = self.nets.find(name)
+        if net is None:
+            spec = self.overlay.spec_of(name)
+            if spec is None:
+                raise NotFound(f"network {name!r} does not exist")
+            net = self.network_create(spec)
+            net = self.network(net.name)
+        return net
+
+    def overlay_view(self, name: str) -> dict:
+        """The cluster-wide view of overlay network ``name`` (#17): its VNI
+        and which host holds which endpoint."""
+        return self.overlay.view(name)
+
+    def overlay_networks(self) -> list[dict]:
+        """The cluster's overlay networks (empty when this host joined none)."""
+        return [{"name": n.name, "vni": n.vni, "subnet": str(n.subnet),
+                 "endpoints": len(self.overlay.records(n.name))}
+                for n in self.overlay.cluster_networks()]
+
+    def overlay_locate(self, network: str, ip: str) -> dict:
+        """Which host holds ``ip`` of overlay ``network``, alive or not, and
+        whether this host's VXLAN device can reach it (doctor)."""
+        return self.overlay.locate(self.network(network), ip)
+
+    def overlay_agent(self, stop, report: Callable[[str], None]) -> None:
+        """Run this host's overlay agent until ``stop`` is set (see
+        :meth:`nsnet.engine.overlay.OverlayDriver.run_agent`)."""
+        self.overlay.run_agent(stop, report)
 
     def _apply_connect(self, plan: ConnectPlan, scope: _Scope,
                        progress: Progress | None) -> None:
@@ -491,6 +539,7 @@ class Engine:
         not yet marked), then the namespaces it was creating -- only while
         they hold nothing but ``lo``."""
         self.endpoints.undo_host_ends(intent.endpoints)
+        self.overlay.withdraw_anywhere([r.id for r in intent.endpoints], self.ctx.notify)
         for name in intent.create_ns:
             self.namespaces.remove_if_empty(name)
         for name in getattr(intent, "pristine_lo", ()):
@@ -515,6 +564,9 @@ class Engine:
         opts = check_connect_options(opts, 1)
         with self.exclusive():
             net = self.network(network)
+            if net.driver == "overlay":  # addresses and records need the connect path
+                raise InvalidInput(f"network {network!r} is an overlay network: attach "
+                                   "namespaces with nsnet connect")
             if name in self.store.namespaces():
                 raise AlreadyExists(f"an endpoint or namespace named {name!r} already exists")
             self.published.check_publishable(net, opts.ports)
@@ -587,7 +639,8 @@ class Engine:
         """Remove endpoints, then namespaces, then a network, journaled so a
         crash anywhere is rolled *forward* by the next nsnet."""
         intent = DeleteIntent(tuple(e.id for e in eps), tuple(namespaces),
-                              NetworkRef(network.id, network.bridge) if network else None)
+                              NetworkRef(network.id, network.bridge, network.driver)
+                              if network else None)
         with self.store.transaction():
             op = self.journal.add(intent)
         crashpoint("delete:journaled")
@@ -596,13 +649,15 @@ class Engine:
     def _roll_forward_delete(self, op: int, intent: DeleteIntent) -> None:
         ids = set(intent.endpoints)
         eps = self.store.endpoints_by_id(ids)  # by key, not every endpoint
+        self._withdraw_overlay(eps)
         self.endpoints.delete_host_ends(eps)
         crashpoint("delete:links")
         self.fw.delete(eps, intent.network)
         moved = self.endpoints.move_default_routes(eps)
         self.namespaces.remove(intent.namespaces)
         if intent.network:
-            self.nets.driver().teardown(intent.network.id, intent.network.bridge)
+            self.nets.driver(kind=intent.network.driver).teardown(intent.network.id,
+                                                                  intent.network.bridge)
             crashpoint("delete:bridge")
         with self.store.transaction():
             self.store.remove_endpoints(ids)
@@ -618,6 +673,15 @@ class Engine:
         crashpoint("delete:committed")
         if dns_op:
             self.dns_sync.settle(dns_op, DnsIntent(tuple(touched)))
+
+    def _withdraw_overlay(self, eps: list[Endpoint]) -> None:
+        """Overlay endpoints' records go first: remote hosts stop sending
+        before the kernel objects go (a store out of reach fails the
+        deletion here, journaled: the next command finishes it)."""
+        overlay = {n.name for n in self.store.networks(with_endpoints=False)
+                   if n.driver == "overlay"}
+        for name in overlay & {e.network for e in eps}:
+            self.overlay.withdraw(name, [e.id for e in eps if e.network == name])
 
     def all_endpoints(self) -> list[Endpoint]:
         """Every recorded endpoint (one query)."""

@@ -45,6 +45,7 @@ class EndpointRef:
 class NetworkRef:
     id: str
     bridge: str
+    driver: str = "bridge"  # whose teardown removes it (#17: "overlay")
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class NetworkCreateIntent(Intent):
     # the same for IPv6 forwarding (net.ipv6.conf.all.forwarding), turned on
     # by the first IPv6 network that is not internal
     forwarding6_was_off: bool = False
+    driver: str = "bridge"  # whose teardown undoes it (#17: "overlay")
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,8 @@ def decode(kind: str, payload: dict) -> Intent:
     if cls is NetworkCreateIntent:
         return NetworkCreateIntent(payload["id"], payload["bridge"],
                                    bool(payload.get("forwarding_was_off", False)),
-                                   bool(payload.get("forwarding6_was_off", False)))
+                                   bool(payload.get("forwarding6_was_off", False)),
+                                   payload.get("driver", "bridge"))
     if cls is DeleteIntent:
         net = payload.get("network")
         ref = None if not net else (NetworkRef(*net) if isinstance(net, list)

@@ -39,6 +39,7 @@ from .context import Context, kernel_errors, labels, no_ipv6, random_mac
 __all__ = ["BridgeDriver", "DriverFact", "NetworkDriver", "Networks", "bridge_sysctls"]
 
 DEFAULT_MTU = 1500
+DRIVERS = ("bridge", "overlay")  # overlay: engine/overlay.py, registered by the facade
 
 
 def bridge_sysctls(net: Network) -> dict[str, str]:
@@ -253,6 +254,11 @@ def plan_network(spec: NetworkSpec, net_id: str | None = None,
                            "--subnet)")
     mtu = validate_mtu(spec.mtu) if spec.mtu is not None else DEFAULT_MTU
     servers = tuple(str(parse_ip(ip, "--dns server")) for ip in spec.dns_servers)
+    if spec.driver not in DRIVERS:
+        raise InvalidInput(f"--driver {spec.driver!r}: one of {', '.join(DRIVERS)}")
+    if spec.driver == "overlay" and pool6 is not None:
+        raise InvalidInput("IPv6 on overlay networks is not supported yet: give the overlay "
+                           "an IPv4 --subnet only")
     net_id = net_id or uuid.uuid4().hex
     bridge = validate_ifname(spec.bridge or f"br-{net_id[:12]}", "bridge name")
     pools = [p for p in (pool, pool6) if p]
@@ -261,7 +267,8 @@ def plan_network(spec: NetworkSpec, net_id: str | None = None,
     return Network(net_id, spec.name, bridge, *v4, mtu, time.time() if now is None else now,
                    spec.masquerade, spec.internal, spec.icc, spec.dns, servers,
                    aux_addresses(pools, spec.aux_addresses), labels(spec.labels),
-                   subnet6=v6[0], gateway6=v6[1], ip_range6=v6[2], ipv6_mode=mode)
+                   subnet6=v6[0], gateway6=v6[1], ip_range6=v6[2], ipv6_mode=mode,
+                   driver=spec.driver)
 
 
 def first_overlap(subnet: str, nets: Iterable[Network],
@@ -284,10 +291,22 @@ class Networks:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.bridge = BridgeDriver(ctx)
+        # driver name -> driver; the facade registers the overlay's (#17)
+        self.drivers: dict[str, NetworkDriver] = {"bridge": self.bridge}
 
-    def driver(self, net: Network | None = None) -> NetworkDriver:
-        """The driver of ``net`` (a bridge: the only type today)."""
-        return self.bridge
+    def driver(self, net: Network | None = None, kind: str = "") -> NetworkDriver:
+        """The driver of ``net`` (or named ``kind``; the bridge's by default)."""
+        name = net.driver if net is not None else (kind or "bridge")
+        driver = self.drivers.get(name)
+        if driver is None:
+            raise InvalidInput(f"network driver {name!r} is not available")
+        return driver
+
+    def prepare(self, net: Network) -> Network:
+        """``net`` with what only its driver knows on this host filled in
+        (an overlay's MTU comes from the underlay's)."""
+        prepare = getattr(self.driver(net), "prepare", None)
+        return prepare(net) if prepare else net
 
     def list(self, with_endpoints: bool = True) -> list[Network]:
         return self.ctx.store.networks(with_endpoints)

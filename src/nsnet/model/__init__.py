@@ -146,6 +146,7 @@ class NetworkSpec:
     ip_range6: str | None = None
     ipv6_mode: str = "nat"
     ipv4: bool = True  # False: an IPv6-only network (Docker's --ipv4=false)
+    driver: str = "bridge"  # "overlay": spans the hosts of a cluster (#17)
 
 
 Pairs = tuple[tuple[str, str], ...]
@@ -174,6 +175,7 @@ class Network:
     gateway6: str = ""
     ip_range6: str = ""
     ipv6_mode: str = "nat"
+    driver: str = "bridge"  # the NetworkDriver that makes it ("bridge" or "overlay")
 
     @property
     def prefixlen(self) -> int:

@@ -38,7 +38,8 @@ from .trust import ensure_trusted_dir, open_private
 
 __all__ = ["StateLock", "Store"]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
+# v8 (overlay, #17): networks.driver ('bridge' for every older network).
 # v7 (IPv6, #16): networks.subnet6/gateway6/ip_range6/ipv6_mode, endpoints.address6.
 # An IPv6-only network's endpoints have address '' (no IPv4), so "one address
 # per network" is a partial unique index per family (address != '') instead
@@ -73,7 +74,8 @@ CREATE TABLE IF NOT EXISTS networks(
     dns INTEGER NOT NULL DEFAULT 1, dns_servers TEXT NOT NULL DEFAULT '',
     aux_addresses TEXT NOT NULL DEFAULT '', labels TEXT NOT NULL DEFAULT '',
     subnet6 TEXT NOT NULL DEFAULT '', gateway6 TEXT NOT NULL DEFAULT '',
-    ip_range6 TEXT NOT NULL DEFAULT '', ipv6_mode TEXT NOT NULL DEFAULT 'nat');
+    ip_range6 TEXT NOT NULL DEFAULT '', ipv6_mode TEXT NOT NULL DEFAULT 'nat',
+    driver TEXT NOT NULL DEFAULT 'bridge');
 """ + _ENDPOINTS + """
 CREATE TABLE IF NOT EXISTS ports(
     endpoint_id TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
@@ -130,7 +132,7 @@ def _marks(chunk: tuple[str, ...]) -> str:
 
 _NETWORK_COLUMNS = ("id, name, bridge, subnet, gateway, ip_range, mtu, created, masquerade, "
                     "internal, icc, dns, dns_servers, aux_addresses, labels, subnet6, gateway6, "
-                    "ip_range6, ipv6_mode")
+                    "ip_range6, ipv6_mode, driver")
 
 
 def _split(text: str) -> tuple[str, ...]:
@@ -233,6 +235,8 @@ class Store:
                         ("networks", "gateway6", "TEXT NOT NULL DEFAULT ''"),
                         ("networks", "ip_range6", "TEXT NOT NULL DEFAULT ''"),
                         ("networks", "ipv6_mode", "TEXT NOT NULL DEFAULT 'nat'")]
+        if version < 8:  # v8: network drivers (overlay, #17)
+            columns += [("networks", "driver", "TEXT NOT NULL DEFAULT 'bridge'")]
         # the endpoints table was rebuilt with all its columns (v7)
         have = {t: {r[1] for r in self.db.execute(f"PRAGMA table_info({t})")}
                 for t in ("networks", "endpoints")}
@@ -307,13 +311,13 @@ class Store:
     def add_network(self, net: Network) -> None:
         try:
             self.db.execute(f"INSERT INTO networks({_NETWORK_COLUMNS}) VALUES(?, ?, ?, ?, ?, ?, "
-                            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             (net.id, net.name, net.bridge, net.subnet, net.gateway,
                              net.ip_range, net.mtu, net.created, int(net.masquerade),
                              int(net.internal), int(net.icc), int(net.dns),
                              ",".join(net.dns_servers), _pairs_text(net.aux_addresses),
                              _pairs_text(net.labels), net.subnet6, net.gateway6,
-                             net.ip_range6, net.ipv6_mode))
+                             net.ip_range6, net.ipv6_mode, net.driver))
         except sqlite3.IntegrityError:
             raise AlreadyExists(f"network {net.name!r} (or bridge {net.bridge!r}) already "
                                 "exists") from None
@@ -327,7 +331,8 @@ class Store:
     def _network(row: tuple, eps: tuple[Endpoint, ...] = ()) -> Network:
         return Network(*row[:8], bool(row[8]), bool(row[9]), bool(row[10]), bool(row[11]),
                        _split(row[12]), _pairs(row[13]), _pairs(row[14]), endpoints=eps,
-                       subnet6=row[15], gateway6=row[16], ip_range6=row[17], ipv6_mode=row[18])
+                       subnet6=row[15], gateway6=row[16], ip_range6=row[17], ipv6_mode=row[18],
+                       driver=row[19])
 
     def networks(self, with_endpoints: bool = True) -> list[Network]:
         """Every network; ``with_endpoints=False`` leaves their endpoints out

@@ -1,0 +1,570 @@
+"""The overlay network driver (#17): one network spanning the hosts of a cluster.
+
+On every host that uses it, an overlay network is what a bridge network is
+-- a Linux bridge holding the gateway address, with the same firewall,
+published ports and egress NAT through the local host (the
+:class:`~nsnet.engine.networks.BridgeDriver` makes that part) -- plus a
+VXLAN device (the network's VNI, learning off, ARP proxy) enslaved to the
+bridge.  What hosts must agree on lives in etcd (:mod:`nsnet.cluster`):
+the network and its VNI, address blocks, one record per endpoint.
+
+The order of a connect (the facade composes it, journal first):
+
+1. plan: addresses from this host's blocks (:class:`~nsnet.cluster.alloc.
+   BlockAllocator`: a store round trip only to read the host's blocks or
+   claim a new one -- and a store without quorum refuses here, before
+   anything is journaled or made);
+2. journal the intent, make the veths (as on a bridge network);
+3. publish the endpoint records on the host's liveness lease, last: a
+   failure rolls the kernel back, and the rollback withdraws whatever of
+   the records did reach the store;
+4. after the commit: program this host's FDB/neighbour entries from the
+   records of the other hosts (the agent keeps them so afterwards).
+
+Disconnect withdraws the records first (remote hosts stop sending), then
+removes the kernel objects.  The agent (``nsnet cluster agent``,
+:meth:`OverlayDriver.run_agent`) renews the host's lease, republishes its
+records after an expiry, and watches each local overlay network's records
+to keep the VXLAN device's entries equal to them.
+
+Endpoint MACs are derived from their address (02:42 + the IPv4 address, as
+Docker does): addresses are unique in the cluster, so MACs are too, and a
+host's FDB entry never points at two VTEPs.
+
+Each host's bridge holds the network's gateway address (a distributed
+gateway, as Calico's): an endpoint's traffic leaves through its own host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import ipaddress
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from .. import kernel as k
+from ..errors import AlreadyExists, InvalidInput, NotFound, NsnetError, StoreUnavailable
+from ..model import Endpoint, Network, NetworkSpec, bridge_alias
+from .context import Context, kernel_errors
+
+__all__ = ["OverlayDriver", "overlay_mac", "vxlan_name"]
+
+OPTIONS = ("internal", "icc", "masquerade", "dns")
+
+
+def vxlan_name(net: Network | str) -> str:
+    """The VXLAN device of a network on this host: ``vx-`` + 12 of its id."""
+    net_id = net if isinstance(net, str) else net.id
+    return f"vx-{net_id[:12]}"
+
+
+def overlay_mac(ip: str) -> str:
+    """02:42 + the IPv4 address (pure): unique wherever the address is."""
+    return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+
+
+class _Cluster:
+    """This host's membership (STATE_DIR/cluster.json) and a store client,
+    opened on first use."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._config = None
+        self._store = None
+        self.round_trips = 0  # store requests made by this process (bench)
+
+    @property
+    def config(self):
+        from ..cluster.membership import ClusterConfig
+
+        if self._config is None:
+            try:
+                self._config = ClusterConfig.load(self.ctx.store.state_dir)
+            except NotFound:
+                raise NotFound("overlay networks need this host to join a cluster first "
+                               "(nsnet cluster join --store etcd://... --advertise IP)") from None
+        return self._config
+
+    def joined(self) -> bool:
+        try:
+            return bool(self.config)
+        except NotFound:
+            return False
+
+    @property
+    def store(self):
+        if self._store is None:
+            from ..cluster.api import _open
+
+            self._store = _Counting(_open(self.config, self.ctx.host_netns, self.ctx.netns_dir),
+                                    self)
+        return self._store
+
+    def reload(self) -> None:
+        """Read cluster.json again (the agent may have renewed the lease)."""
+        self._config = None
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+class _Counting:
+    """A store that counts the requests it forwards (the bench reports
+    etcd round trips per endpoint)."""
+
+    def __init__(self, inner, owner: _Cluster) -> None:
+        self._inner, self._owner = inner, owner
+
+    def __getattr__(self, name: str):
+        value = getattr(self._inner, name)
+        if name in ("get", "get_prefix", "put", "delete", "txn", "lease_grant",
+                    "lease_keepalive", "lease_revoke"):
+            def counted(*args, **kwargs):
+                self._owner.round_trips += 1
+                return value(*args, **kwargs)
+            return counted
+        return value
+
+
+class OverlayDriver:
+    """The NetworkDriver of ``driver="overlay"`` networks; the bridge part
+    is delegated to the bridge driver given."""
+
+    def __init__(self, ctx: Context, bridge, fact: Callable) -> None:
+        # the bridge driver and networks.DriverFact, handed in by the facade
+        # (a resource imports no other resource)
+        self.ctx = ctx
+        self.bridge = bridge
+        self.fact = fact
+        self.cluster = _Cluster(ctx)
+
+    def close(self) -> None:
+        self.cluster.close()
+
+    # ------------------------------------------------------- cluster view
+    def cluster_network(self, name: str):
+        from ..cluster import alloc
+
+        return alloc.get_network(self.cluster.store, name)
+
+    def spec_of(self, name: str) -> NetworkSpec | None:
+        """The spec that makes the cluster's overlay network ``name`` on this
+        host, or None when this host joined no cluster or it has none such."""
+        if not self.cluster.joined():
+            return None
+        try:
+            on = self.cluster_network(name)
+        except NotFound:
+            return None
+        opts = dict(on.options)
+        return NetworkSpec(name, str(on.subnet), masquerade=bool(opts.get("masquerade", True)),
+                           internal=bool(opts.get("internal", False)),
+                           icc=bool(opts.get("icc", True)), dns=bool(opts.get("dns", True)),
+                           driver="overlay")
+
+    def records(self, name: str) -> list:
+        """Every endpoint record of network ``name`` (all hosts)."""
+        from ..cluster.keys import Keys
+        from ..cluster.registry import EndpointRecord
+
+        keys = Keys(self.cluster.config.root)
+        kvs, _ = self.cluster.store.get_prefix(keys.endpoints(name))
+        return [EndpointRecord.from_kv(keys, kv) for kv in kvs]
+
+    def cluster_networks(self) -> list:
+        from ..cluster import alloc
+        from ..cluster.keys import Keys
+
+        if not self.cluster.joined():
+            return []
+        keys = Keys(self.cluster.config.root)
+        kvs, _ = self.cluster.store.get_prefix(keys.networks())
+        return [alloc.OverlayNetwork.from_kv(keys.last(kv.key), kv) for kv in kvs]
+
+    def view(self, name: str) -> dict:
+        """The cluster-wide view of one overlay network: VNI, and which host
+        holds which endpoint."""
+        on = self.cluster_network(name)
+        recs = sorted(self.records(name), key=lambda r: (r.host, r.ip))
+        return {"vni": on.vni, "subnet": str(on.subnet), "block": on.block,
+                "store": self.cluster.store.name, "host": self.cluster.config.host,
+                "endpoints": [{"host": r.host, "endpoint": r.name, "ip": r.ip, "mac": r.mac,
+                               "vtep": r.vtep} for r in recs]}
+
+    def locate(self, net: Network, ip: str) -> dict:
+        """Where the cluster puts ``ip`` of overlay ``net`` (doctor): the
+        host whose block holds it, whether that host is alive, its record,
+        and whether this host's VXLAN device has the FDB entry for it."""
+        from ..cluster.keys import Keys
+        from ..kernel.vxlan import fdb_entries
+
+        cfg = self.cluster.config
+        keys = Keys(cfg.root)
+        on = self.cluster_network(net.name)
+        block = ipaddress.ip_network(f"{ip}/{on.block}", strict=False)
+        owner = self.cluster.store.get(keys.block(net.name, block))
+        host = owner.json()["host"] if owner else ""
+        alive = bool(host) and self.cluster.store.get(keys.alive(host)) is not None
+        record = next((r for r in self.records(net.name) if r.ip == ip), None)
+        link = self.ctx.rtnl.find_link(vxlan_name(net))
+        fdb = bool(record and link and any(
+            e.mac == record.mac and e.dst == record.vtep
+            for e in fdb_entries(self.ctx.rtnl, link.index)))
+        return {"host": host, "alive": alive, "self": cfg.host, "vxlan": vxlan_name(net),
+                "record": None if record is None else {"mac": record.mac, "vtep": record.vtep},
+                "fdb": fdb}
+
+    # ------------------------------------------------------------ driver
+    def prepare(self, net: Network) -> Network:
+        """What only this host knows: the overlay MTU, from the underlay
+        device holding the advertised address (minus VXLAN's 50 bytes)."""
+        from ..kernel.vxlan import overlay_mtu
+
+        if net.has_ipv6:
+            raise InvalidInput("overlay networks are IPv4 only (for now)")
+        if net.aux_addresses or net.ip_range != net.subnet:
+            raise InvalidInput("--aux-address and --ip-range do not apply to overlay networks "
+                               "(addresses come from the cluster's blocks)")
+        mtu = overlay_mtu(self._underlay().mtu)
+        if net.mtu != 1500 and net.mtu > mtu:  # 1500: the default, not a user's choice
+            raise InvalidInput(f"--mtu {net.mtu}: an overlay on this underlay carries at "
+                               f"most {mtu}")
+        return dataclasses.replace(net, mtu=min(net.mtu, mtu) if net.mtu != 1500 else mtu)
+
+    def _underlay(self) -> k.Link:
+        advertise = self.cluster.config.advertise
+        rtnl = self.ctx.rtnl
+        for addr in rtnl.addresses():
+            if addr.address == advertise:
+                link = rtnl.find_link(index=addr.index)
+                if link is not None:
+                    return link
+        raise NotFound(f"no interface of the host holds the advertised underlay address "
+                       f"{advertise} (nsnet cluster join --advertise)")
+
+    def validate(self, net: Network) -> None:
+        self.bridge.validate(net)
+        if self.ctx.rtnl.find_link(vxlan_name(net)):
+            raise AlreadyExists(f"a link named {vxlan_name(net)!r} already exists")
+        try:
+            on = self.cluster_network(net.name)
+        except NotFound:
+            return
+        if str(on.subnet) != net.subnet:  # same subnet: this host joins the network
+            raise AlreadyExists(f"overlay network {net.name!r} exists in cluster "
+                                f"{self.cluster.store.name} with subnet {on.subnet}")
+
+    def setup(self, net: Network) -> None:
+        """The cluster's network (made here if new: a VNI by transaction),
+        then the bridge, then the VXLAN device on it."""
+        from ..cluster import alloc
+
+        made = False
+        try:
+            on = self.cluster_network(net.name)
+        except NotFound:
+            opts = {o: getattr(net, o) for o in OPTIONS}
+            on = alloc.create_network(self.cluster.store, net.name, net.subnet, options=opts)
+            made = True
+        try:
+            self.bridge.setup(net)
+            self._make_vxlan(net, on.vni)
+        except BaseException:
+            if made:  # nobody else can have used it yet: no endpoint without us
+                with contextlib.suppress(NsnetError):
+                    alloc.delete_network(self.cluster.store, net.name)
+            raise
+
+    def _make_vxlan(self, net: Network, vni: int) -> int:
+        from ..kernel.vxlan import VxlanSpec, req_new_vxlan
+
+        rt = self.ctx.rtnl
+        with kernel_errors(f"creating VXLAN device {vxlan_name(net)}"):
+            br = rt.link(net.bridge).index
+            spec = VxlanSpec(vxlan_name(net), vni, self.cluster.config.advertise,
+                             self._underlay().index, mtu=net.mtu, master=br)
+            rt.run([req_new_vxlan(spec)])
+            index = rt.link(vxlan_name(net)).index
+            rt.run([k.req_set_link(index=index, up=True, alias=bridge_alias(net.id))])
+        return index
+
+    def teardown(self, net_id: str, device: str, unmarked_too: bool = False) -> None:
+        """The VXLAN device (marked as the bridge is), the bridge; and the
+        cluster's network when no host has an endpoint on it any more."""
+        net = self.ctx.store.network_by_id(net_id)
+        link = self.ctx.rtnl.find_link(vxlan_name(net_id))
+        marks = {bridge_alias(net_id)} | ({""} if unmarked_too else set())
+        if link and link.kind == "vxlan" and link.alias in marks:
+            with kernel_errors(f"deleting VXLAN device {link.name}"):
+                self.ctx.rtnl.run([k.req_del_link(index=link.index)])
+        self.bridge.teardown(net_id, device, unmarked_too)
+        if net is not None and net.driver == "overlay":
+            self._forget_if_unused(net.name)
+
+    def _forget_if_unused(self, name: str) -> None:
+        """Best effort: a network with endpoints elsewhere, or a store out of
+        reach, stays in the cluster (``network rm`` again, from any host)."""
+        from ..cluster import alloc
+
+        with contextlib.suppress(NsnetError):
+            alloc.delete_network(self.cluster.store, name)
+
+    def attach_index(self, net: Network) -> int:
+        return self.bridge.attach_index(net)
+
+    def repair(self, net: Network) -> None:
+        """Bridge, VXLAN device, this host's records in the store, and the
+        FDB/neighbour entries: all as the cluster says."""
+        self.bridge.repair(net)
+        on = self.cluster_network(net.name)
+        link = self.ctx.rtnl.find_link(vxlan_name(net))
+        if link is None:
+            self._make_vxlan(net, on.vni)
+        elif not link.up:
+            self.ctx.rtnl.run([k.req_set_link(index=link.index, up=True)])
+        self.republish(net)
+        self.sync(net)
+
+    def facts(self, net: Network, links: dict[str, k.Link]):
+        fact = self.fact
+        out = list(self.bridge.facts(net, links))
+        vx = links.get(vxlan_name(net))
+        if vx is None or not vx.up:
+            out.append(fact(vxlan_name(net), f"VXLAN device of overlay network "
+                            f"{net.name!r} missing or down: recreate", True))
+            return out
+        try:
+            self.cluster_network(net.name)
+            why = self._drift(net, vx.index)
+        except NotFound:
+            why, repair = (f"overlay network {net.name!r} is gone from the cluster: "
+                           "nsnet network rm it here"), False
+        except StoreUnavailable as exc:
+            why, repair = (f"cannot compare overlay network {net.name!r} with the "
+                           f"cluster: {exc}"), False
+        else:
+            repair = True
+        if why:
+            out.append(fact(net.name, why, repair))
+        return out
+
+    def _drift(self, net: Network, vx_index: int) -> str:
+        """How this host differs from the cluster: its own records (missing,
+        or orphans of a rolled-back connect) and its FDB/neighbour entries."""
+        from ..cluster.registry import desired_entries
+        from ..kernel.vxlan import fdb_entries, permanent_neighbours
+
+        cfg = self.cluster.config
+        recs = self.records(net.name)
+        mine = {r.name: r for r in recs if r.host == cfg.host}
+        want = {e.id for e in self.ctx.store.endpoints("e.network_id=?", (net.id,))}
+        if set(mine) != want:
+            return (f"records of this host in the cluster differ from its endpoints "
+                    f"({len(set(mine) - want)} extra, {len(want - set(mine))} missing): "
+                    "republish")
+        desired = desired_entries(recs, cfg.host, cfg.advertise)
+        fdb = {(e.mac, e.dst) for e in fdb_entries(self.ctx.rtnl, vx_index)}
+        if fdb != set(desired.fdb) or permanent_neighbours(self.ctx.rtnl, vx_index) != set(
+                desired.neigh):
+            return "FDB/neighbour entries differ from the cluster's endpoints: reprogram"
+        return ""
+
+    # --------------------------------------------------------- endpoints
+    def assign(self, net: Network, eps: list[Endpoint], static_ip: str | None,
+               static_mac: str | None) -> list[Endpoint]:
+        """The endpoints with addresses from this host's blocks (claiming a
+        block by transaction when they are full) and MACs from the addresses."""
+        from ..cluster.alloc import BlockAllocator
+
+        if static_ip or static_mac:
+            raise InvalidInput("--ip and --mac do not apply to overlay networks (addresses "
+                               "come from this host's blocks of the cluster's subnet)")
+        cfg = self.cluster.config
+        allocator = BlockAllocator(self.cluster.store, self.cluster_network(net.name),
+                                   cfg.host)
+        used = {ipaddress.IPv4Address(ip) for ip in self.ctx.store.used_addresses(net.id)}
+        out = []
+        for ep in eps:
+            ip = allocator.allocate(used)
+            used.add(ip)
+            out.append(dataclasses.replace(ep, address=f"{ip}/{net.prefixlen}",
+                                           mac=overlay_mac(str(ip))))
+        return out
+
+    def _record(self, net: Network, ep: Endpoint):
+        from ..cluster.registry import EndpointRecord
+
+        cfg = self.cluster.config
+        return EndpointRecord(net.name, cfg.host, ep.id, ep.ip, ep.mac, cfg.advertise)
+
+    def publish(self, net: Network, eps: list[Endpoint]) -> None:
+        """The endpoints' records, on the host's liveness lease (renewed or
+        re-made here if it lapsed: no agent ran for a while)."""
+        from ..cluster import membership, registry
+        from ..cluster.keys import Keys
+
+        cfg = self.cluster.config
+        recs = [self._record(net, e) for e in eps]
+        try:
+            registry.publish_many(self.cluster.store, recs, cfg.lease, Keys(cfg.root))
+        except NotFound:  # the lease expired (no agent): register again, once
+            lease, _ = membership.renew(self.cluster.store, cfg.host, cfg.lease, cfg.advertise,
+                                        Keys(cfg.root))
+            cfg.lease = lease
+            cfg.save(self.ctx.store.state_dir)
+            registry.publish_many(self.cluster.store, recs, lease, Keys(cfg.root))
+
+    def withdraw(self, network: str, ids: Iterable[str]) -> None:
+        """Remove this host's records of ``ids`` (one transaction per 64)."""
+        from ..cluster.keys import Keys
+        from ..cluster.store import Delete
+
+        cfg = self.cluster.config
+        keys = Keys(cfg.root)
+        ids = list(ids)
+        for i in range(0, len(ids), 64):
+            self.cluster.store.txn([], [Delete(keys.endpoint(network, cfg.host, ep_id))
+                                        for ep_id in ids[i:i + 64]])
+
+    def withdraw_anywhere(self, ids: Iterable[str], notify: Callable[[str], None]) -> None:
+        """A rollback's part: records of ``ids`` on any local overlay network,
+        best effort (a store out of reach: reconcile removes them later)."""
+        ids = list(ids)
+        nets = [n for n in self.ctx.store.networks(with_endpoints=False)
+                if n.driver == "overlay"]
+        if not ids or not nets or not self.cluster.joined():
+            return
+        try:
+            for net in nets:
+                self.withdraw(net.name, ids)
+        except StoreUnavailable as exc:
+            notify(f"nsnet: could not withdraw the endpoint records of a rolled-back "
+                   f"connect ({exc}); nsnet reconcile removes them once the store answers")
+
+    def republish(self, net: Network) -> None:
+        """This host's records = its endpoints (extra ones withdrawn)."""
+        cfg = self.cluster.config
+        eps = self.ctx.store.endpoints("e.network_id=?", (net.id,))
+        have = {r.name for r in self.records(net.name) if r.host == cfg.host}
+        self.withdraw(net.name, have - {e.id for e in eps})
+        self.publish(net, eps)
+
+    def sync(self, net: Network) -> list[str]:
+        """Program the VXLAN device from the records of the other hosts."""
+        from ..cluster.registry import VxlanApplier, desired_entries
+
+        cfg = self.cluster.config
+        link = self.ctx.rtnl.find_link(vxlan_name(net))
+        if link is None:
+            raise NotFound(f"VXLAN device {vxlan_name(net)!r} of overlay network "
+                           f"{net.name!r} is missing (nsnet reconcile)")
+        desired = desired_entries(self.records(net.name), cfg.host, cfg.advertise)
+        with kernel_errors(f"programming {vxlan_name(net)}"):
+            return VxlanApplier(self.ctx.rtnl, link.index).sync_from_kernel().apply(desired)
+
+    # ------------------------------------------------------------- agent
+    def run_agent(self, stop: threading.Event, report: Callable[[str], None],
+                  scan_every: float = 0.5) -> None:
+        """Renew the lease every TTL/3 (re-register and republish after an
+        expiry), and keep a watcher per local overlay network programming
+        its VXLAN device, until ``stop`` is set."""
+        from ..cluster import membership
+        from ..cluster.keys import Keys
+
+        cfg = self.cluster.config
+        watchers: dict[str, _NetWatch] = {}
+        next_renew = 0.0
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                if now >= next_renew:
+                    try:
+                        cfg = self._reread_config(cfg)
+                        lease, renewed = membership.renew(self.cluster.store, cfg.host,
+                                                          cfg.lease, cfg.advertise,
+                                                          Keys(cfg.root))
+                        next_renew = now + cfg.ttl / 3
+                        if not renewed:
+                            cfg.lease = lease
+                            cfg.save(self.ctx.store.state_dir)
+                            self._republish_all(report)
+                            report("lease expired: registered again, records republished")
+                    except StoreUnavailable as exc:
+                        report(f"store unavailable, retrying: {exc}")
+                        next_renew = now + 1.0
+                self._rescan(watchers, report)
+                stop.wait(scan_every)
+        finally:
+            for w in watchers.values():
+                w.stop()
+
+    def _reread_config(self, cfg):
+        from ..cluster.membership import ClusterConfig
+
+        fresh = ClusterConfig.load(self.ctx.store.state_dir)  # a CLI may have re-registered
+        return fresh if fresh.lease else cfg
+
+    def _republish_all(self, report: Callable[[str], None]) -> None:
+        self.cluster.reload()
+        for net in self.ctx.store.networks(with_endpoints=False):
+            if net.driver == "overlay":
+                try:
+                    self.publish(net, self.ctx.store.endpoints("e.network_id=?", (net.id,)))
+                except NsnetError as exc:
+                    report(f"republishing {net.name}: {exc}")
+
+    def _rescan(self, watchers: dict[str, _NetWatch], report: Callable[[str], None]) -> None:
+        """Start a watcher for each local overlay network (or its device
+        remade: a new index), stop those of networks gone."""
+        nets = {n.name: n for n in self.ctx.store.networks(with_endpoints=False)
+                if n.driver == "overlay"}
+        links = self.ctx.rtnl.links_named([vxlan_name(n) for n in nets.values()])
+        for name in list(watchers):
+            net = nets.get(name)
+            link = links.get(vxlan_name(net)) if net else None
+            if link is None or link.index != watchers[name].index:
+                watchers.pop(name).stop()
+        for name, net in nets.items():
+            link = links.get(vxlan_name(net))
+            if name in watchers or link is None:
+                continue
+            try:
+                watchers[name] = _NetWatch(self, net, link.index, report)
+            except NsnetError as exc:
+                report(f"watching {name}: {exc}")
+
+
+class _NetWatch:
+    """One local overlay network followed by the agent: a registry watcher
+    feeding an applier with a netlink socket of its own (watch callbacks
+    run on the watch's thread)."""
+
+    def __init__(self, driver: OverlayDriver, net: Network, index: int,
+                 report: Callable[[str], None]) -> None:
+        from ..cluster.keys import Keys
+        from ..cluster.registry import RegistryWatcher, VxlanApplier
+
+        cfg = driver.cluster.config
+        self.index = index
+        self.report = report
+        self.rt = k.open_rtnl(driver.ctx.host)
+        self.applier = VxlanApplier(self.rt, index).sync_from_kernel()
+        self.watcher = RegistryWatcher(driver.cluster.store, net.name, cfg.host, self._apply,
+                                       local_vtep=cfg.advertise, keys=Keys(cfg.root))
+        try:
+            self.watcher.start()
+        except BaseException:
+            self.rt.close()
+            raise
+
+    def _apply(self, desired) -> None:
+        for failure in self.applier.apply(desired):
+            self.report(failure)
+
+    def stop(self) -> None:
+        self.watcher.stop()
+        self.rt.close()

@@ -1,0 +1,105 @@
+"""The overlay driver's decisions that need no kernel (#17): names, MACs,
+the driver field, intents across versions, address assignment from the
+host's blocks over the in-memory store (no duplicates across hosts, one
+store round trip per block, not per endpoint)."""
+
+from __future__ import annotations
+
+import ipaddress
+from types import SimpleNamespace
+
+import pytest
+
+from nsnet.cluster import alloc, membership
+from nsnet.cluster.store import MemoryStore
+from nsnet.engine.intents import NetworkCreateIntent, NetworkRef, decode, encode
+from nsnet.engine.networks import plan_network
+from nsnet.engine.overlay import OverlayDriver, overlay_mac, vxlan_name
+from nsnet.errors import InvalidInput
+from nsnet.model import Endpoint, NetworkSpec
+
+
+def test_vxlan_names_fit_an_interface_name_and_macs_follow_addresses():
+    assert len(vxlan_name("f" * 32)) == 15 and vxlan_name("0123456789abcdef") == "vx-0123456789ab"
+    assert overlay_mac("10.200.0.66") == "02:42:0a:c8:00:42"
+    # distinct addresses, distinct MACs (what keeps one FDB entry per MAC)
+    macs = {overlay_mac(str(ip)) for ip in ipaddress.ip_network("10.200.0.0/22")}
+    assert len(macs) == 1024
+
+
+def test_the_driver_is_planned_and_checked():
+    net = plan_network(NetworkSpec("ov", "10.200.0.0/16", driver="overlay"))
+    assert net.driver == "overlay"
+    assert plan_network(NetworkSpec("br", "10.9.0.0/24")).driver == "bridge"
+    with pytest.raises(InvalidInput, match="--driver"):
+        plan_network(NetworkSpec("x", "10.9.0.0/24", driver="macvlan"))
+
+
+def test_intents_of_older_journals_mean_the_bridge_driver():
+    old = decode("network_create", {"id": "n1", "bridge": "br-n1", "forwarding_was_off": True})
+    assert old == NetworkCreateIntent("n1", "br-n1", True, "bridge")
+    new = NetworkCreateIntent("n2", "br-n2", False, "overlay")
+    assert decode(*encode(new)) == new
+    ref = decode("delete", {"endpoints": [], "namespaces": [], "network": ["n3", "br-n3"]})
+    assert ref.network == NetworkRef("n3", "br-n3", "bridge")
+
+
+class _LocalStore:
+    """The host's SQLite store, as much of it as ``assign`` reads."""
+
+    def __init__(self, used: set[str]) -> None:
+        self.used, self.state_dir = used, "/nonexistent"
+
+    def used_addresses(self, net_id: str) -> set[str]:
+        return self.used
+
+
+def _driver(store: MemoryStore, host: str, used: set[str]) -> OverlayDriver:
+    ctx = SimpleNamespace(store=_LocalStore(used), host_netns=None, netns_dir="/run/netns")
+    driver = OverlayDriver(ctx, bridge=None, fact=None)  # type: ignore[arg-type]
+    driver.cluster._config = membership.ClusterConfig("etcd://x:2379", host, "198.51.100.1")
+    driver.cluster._store = store
+    return driver
+
+
+def _eps(n: int) -> list[Endpoint]:
+    return [Endpoint(f"e{i}", "ov", f"ns{i}", "eth0", f"v{i}", "10.200.0.9/16",
+                     "02:00:00:00:00:01", "10.200.0.1", True, 0.0) for i in range(n)]
+
+
+def test_assign_takes_addresses_from_the_hosts_blocks_without_duplicates():
+    store = MemoryStore()
+    alloc.create_network(store, "ov", "10.200.0.0/16")
+    net = plan_network(NetworkSpec("ov", "10.200.0.0/16", driver="overlay"))
+    a = _driver(store, "h1", set()).assign(net, _eps(70), None, None)
+    b = _driver(store, "h2", set()).assign(net, _eps(5), None, None)
+    ips = [e.ip for e in a + b]
+    assert len(set(ips)) == 75
+    assert "10.200.0.0" not in ips and "10.200.0.1" not in ips  # network, gateway
+    blocks = {str(ipaddress.ip_network(f"{ip}/26", strict=False)) for ip in ips}
+    assert blocks == {"10.200.0.0/26", "10.200.0.64/26", "10.200.0.128/26"}  # h1 2, h2 1
+    assert all(e.mac == overlay_mac(e.ip) and e.address.endswith("/16") for e in a + b)
+
+
+def test_assign_skips_addresses_in_use_and_pays_store_trips_per_block_not_endpoint():
+    store = MemoryStore()
+    alloc.create_network(store, "ov", "10.200.0.0/16")
+    net = plan_network(NetworkSpec("ov", "10.200.0.0/16", driver="overlay"))
+    driver = _driver(store, "h1", {"10.200.0.2", "10.200.0.3"})
+    calls = []
+    for name in ("get", "get_prefix", "txn", "put"):
+        real = getattr(store, name)
+        setattr(store, name, lambda *a, _r=real, _n=name, **kw: calls.append(_n) or _r(*a, **kw))
+    eps = driver.assign(net, _eps(300), None, None)
+    assert "10.200.0.2" not in {e.ip for e in eps} and len({e.ip for e in eps}) == 300
+    claims = calls.count("txn")
+    assert claims == 5  # 300 addresses (+2 used, +2 reserved) in five /26 blocks
+    assert len(calls) <= 3 + 2 * claims  # not one round trip per endpoint
+
+
+def test_static_addresses_are_refused_on_an_overlay():
+    store = MemoryStore()
+    alloc.create_network(store, "ov", "10.200.0.0/16")
+    net = plan_network(NetworkSpec("ov", "10.200.0.0/16", driver="overlay"))
+    with pytest.raises(InvalidInput, match="--ip"):
+        _driver(store, "h1", set()).assign(net, _eps(1), "10.200.0.7", None)
