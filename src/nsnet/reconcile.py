@@ -17,7 +17,6 @@ never imports the engine, so there is no import cycle.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
@@ -120,7 +119,7 @@ class Services(Protocol):
     def host_links(self) -> list[k.Link]: ...
     def ns_exists(self, name: str) -> bool: ...
     def snapshot(self, netns: str) -> k.Snapshot: ...
-    def endpoint_view(self, netns: str, ifname: str, family: int = ...) -> k.Snapshot: ...
+    def endpoint_view(self, netns: str, ifname: str, version: int = 4) -> k.Snapshot: ...
     def snapshot6(self, netns: str) -> k.Snapshot: ...
     def network_facts(self, net: Network, links: dict[str, k.Link]) -> list: ...
     def forwarding_on(self) -> bool: ...
@@ -307,10 +306,10 @@ def _inside_ok(svc: Services, ep: Endpoint) -> bool:
     """The inside end is up with its address and default route of each
     family the endpoint has (IPv6 ones read only for IPv6 endpoints): only
     that link, its addresses and the default routes are read."""
-    wanted = ([(socket.AF_INET, ep.address, ep.gateway)] if ep.address else []) + \
-        ([(socket.AF_INET6, ep.address6, ep.gateway6)] if ep.address6 else [])
-    for family, address, gateway in wanted:
-        snap = svc.endpoint_view(ep.netns, ep.ifname, family)
+    wanted = ([(4, ep.address, ep.gateway)] if ep.address else []) + \
+        ([(6, ep.address6, ep.gateway6)] if ep.address6 else [])
+    for version, address, gateway in wanted:
+        snap = svc.endpoint_view(ep.netns, ep.ifname, version)
         link = snap.link(ep.ifname)
         if link is None or not link.up or address not in {
                 a.cidr for a in snap.addresses_of(ep.ifname)}:

@@ -249,7 +249,7 @@ class FakeServices:
     def snapshot(self, netns):
         return self.inside[netns]
 
-    def endpoint_view(self, netns, ifname):
+    def endpoint_view(self, netns, ifname, version=4):
         return self.inside[netns]
 
     def network_facts(self, net, links):

@@ -37,8 +37,8 @@ def test_the_driver_is_planned_and_checked():
 
 def test_intents_of_older_journals_mean_the_bridge_driver():
     old = decode("network_create", {"id": "n1", "bridge": "br-n1", "forwarding_was_off": True})
-    assert old == NetworkCreateIntent("n1", "br-n1", True, "bridge")
-    new = NetworkCreateIntent("n2", "br-n2", False, "overlay")
+    assert old == NetworkCreateIntent("n1", "br-n1", True, False, "bridge")
+    new = NetworkCreateIntent("n2", "br-n2", False, False, "overlay")
     assert decode(*encode(new)) == new
     ref = decode("delete", {"endpoints": [], "namespaces": [], "network": ["n3", "br-n3"]})
     assert ref.network == NetworkRef("n3", "br-n3", "bridge")

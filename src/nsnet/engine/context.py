@@ -19,7 +19,6 @@ import errno
 import os
 import random
 import resource
-import socket
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -200,11 +199,11 @@ class Context:
         finally:
             ns.close()
 
-    def endpoint_view(self, netns: str, ifname: str, family: int = socket.AF_INET) -> k.Snapshot:
+    def endpoint_view(self, netns: str, ifname: str, version: int = 4) -> k.Snapshot:
         """Only what a reconcile checks of one endpoint inside (k.endpoint_view)."""
         validate_netns_name(netns)
         try:
-            return k.endpoint_view_at(self.ns_path(netns), ifname, family)
+            return k.endpoint_view_at(self.ns_path(netns), ifname, version)
         except k.NetlinkError:
             raise
         except OSError:  # no such file, or not a namespace (EINVAL on entering)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
@@ -843,9 +842,8 @@ class _ReconcileServices:
     def snapshot(self, netns: str) -> k.Snapshot:
         return self._ctx.snapshot(netns)
 
-    def endpoint_view(self, netns: str, ifname: str, family: int = socket.AF_INET
-                      ) -> k.Snapshot:
-        return self._ctx.endpoint_view(netns, ifname, family)
+    def endpoint_view(self, netns: str, ifname: str, version: int = 4) -> k.Snapshot:
+        return self._ctx.endpoint_view(netns, ifname, version)
 
     def snapshot6(self, netns: str) -> k.Snapshot:
         return self._ctx.snapshot6(netns)

@@ -183,7 +183,7 @@ def snapshot(ns: Netns) -> Snapshot:
         return Snapshot(rt.links(), rt.addresses(), rt.routes())
 
 
-def endpoint_view_at(path: str, ifname: str, family: int = socket.AF_INET) -> Snapshot:
+def endpoint_view_at(path: str, ifname: str, version: int = 4) -> Snapshot:
     """:func:`endpoint_view` of the namespace mounted at ``path``, without
     :func:`open_netns`'s checks (entering it is the check: OSError EINVAL
     if ``path`` is no namespace; O_NONBLOCK: a FIFO put there cannot hang
@@ -195,10 +195,10 @@ def endpoint_view_at(path: str, ifname: str, family: int = socket.AF_INET) -> Sn
     finally:
         os.close(fd)
     with rt:
-        return _view(rt, ifname, family)
+        return _view(rt, ifname, version)
 
 
-def endpoint_view(ns: Netns, ifname: str, family: int = socket.AF_INET) -> Snapshot:
+def endpoint_view(ns: Netns, ifname: str, version: int = 4) -> Snapshot:
     """What a reconcile checks of one endpoint inside its namespace, as a
     :class:`Snapshot` holding only that: the link ``ifname`` (one request by
     name), its IPv4 addresses and the main table's default routes, the rest
@@ -206,10 +206,11 @@ def endpoint_view(ns: Netns, ifname: str, family: int = socket.AF_INET) -> Snaps
     dumps, every link decoded with all its attributes) made ``reconcile
     --dry-run`` at 5000 endpoints ~7 s, mostly attribute parsing."""
     with open_rtnl(ns) as rt:
-        return _view(rt, ifname, family)
+        return _view(rt, ifname, version)
 
 
-def _view(rt: Rtnl, ifname: str, family: int) -> Snapshot:
+def _view(rt: Rtnl, ifname: str, version: int) -> Snapshot:
+    family = socket.AF_INET6 if version == 6 else socket.AF_INET
     found, addresses = rt.link_and_addresses(ifname, family)  # one round trip
     if found is None:
         return Snapshot([], [], [])
