@@ -20,9 +20,9 @@ import dataclasses
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from .. import kernel as k
-from .. import reconcile as rc
 from ..config import DEFAULT_ETC_NETNS_DIR, DEFAULT_NETNS_DIR, DEFAULT_STATE_DIR, Config
 from ..crash import crashpoint
 from ..dns import DnsControl, wants_dns
@@ -74,6 +74,9 @@ from .namespaces import Namespaces
 from .networks import Networks, plan_network
 from .ports import Ports
 from .probes import CheckResult, Probes
+
+if TYPE_CHECKING:  # imported where used: reconcile is ~5% of every command's start
+    from .. import reconcile as rc
 
 __all__ = ["Engine"]
 
@@ -686,13 +689,19 @@ class Engine:
     # ------------------------------------------------------ reconcile / gc
     def reconcile(self, dry_run: bool = False) -> list[rc.Action]:
         """Make the kernel match the state store (see :mod:`nsnet.reconcile`)."""
+        from .. import reconcile as rc
+
         return self._plan_and_apply(rc.plan_reconcile, dry_run)
 
     def gc(self, dry_run: bool = False) -> list[rc.Action]:
         """Remove nsnet-marked objects that no record claims."""
+        from .. import reconcile as rc
+
         return self._plan_and_apply(rc.plan_gc, dry_run)
 
     def _plan_and_apply(self, planner, dry_run: bool) -> list[rc.Action]:
+        from .. import reconcile as rc
+
         with self.ctx.lock:
             done = [] if dry_run else self._recovered_actions()
             services = _ReconcileServices(self)
@@ -702,6 +711,8 @@ class Engine:
         return done + actions
 
     def _recovered_actions(self) -> list[rc.Action]:
+        from .. import reconcile as rc
+
         done, self._recovered = self._recovered + self.recover(), []
         return [rc.Interrupted("journal", what) for what in done]
 
