@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from .. import kernel as k
 from ..config import DEFAULT_ETC_NETNS_DIR, DEFAULT_NETNS_DIR, DEFAULT_STATE_DIR, Config
 from ..crash import crashpoint
-from ..dns import DnsControl, wants_dns
+from ..dns import DnsControl
 from ..errors import AlreadyExists, Conflict, InvalidInput, NotFound, NsnetError
 from ..firewall import FirewallDriver
 from ..firewall import rules as fw
@@ -778,7 +778,9 @@ class _ReconcileServices:
         return self._e.dns_sync.drift()
 
     def dns_wanted(self) -> bool:
-        return wants_dns(self._ctx.store.networks())
+        # by counts: no 5000 endpoint objects to learn that one exists
+        counts = self._ctx.store.endpoint_counts()
+        return any(n.dns and counts.get(n.name) for n in self._ctx.store.networks(False))
 
     def dns_pid(self) -> int | None:
         return self._ctx.dns.pid()
