@@ -154,7 +154,10 @@ class Observed:
 
 
 def observe(svc: Services) -> Observed:
-    return Observed(svc.networks(), svc.endpoints(), svc.host_links(), svc.owned_namespaces(),
+    nets = svc.networks()
+    # every endpoint belongs to a network: taken from them, not read again
+    eps = [e for n in nets for e in n.endpoints]
+    return Observed(nets, eps, svc.host_links(), svc.owned_namespaces(),
                     svc.handed_off(), svc.pending_intents())
 
 

@@ -132,22 +132,29 @@ def _print_json(data: Any) -> None:
 
 
 def _table(columns: list[str], rows: list[list[str]]) -> None:
+    width = None if sys.stdout.isatty() else 200
+    if (width is None and len(rows) > _RICH_ROWS) or width is not None:
+        text = _plain_table(columns, rows, width or _terminal_width())
+        if text is not None:
+            click.echo(text)
+            return
+    # rich only when it renders (its import is ~0.1 s of a short command)
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    width = None if sys.stdout.isatty() else 200
-    if (width is None and len(rows) > _RICH_ROWS) or width is not None:
-        text = _plain_table(columns, rows, width or Console().width)
-        if text is not None:
-            click.echo(text)
-            return
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for col in columns:
         table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(*row)
     Console(width=width).print(table)
+
+
+def _terminal_width() -> int:
+    from rich.console import Console
+
+    return Console().width
 
 
 _RICH_ROWS = 500  # on a terminal, rich renders up to this many rows (bold header)

@@ -20,12 +20,12 @@ import dataclasses
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from .. import kernel as k
-from .. import reconcile as rc
 from ..config import DEFAULT_ETC_NETNS_DIR, DEFAULT_NETNS_DIR, DEFAULT_STATE_DIR, Config
 from ..crash import crashpoint
-from ..dns import DnsControl, wants_dns
+from ..dns import DnsControl
 from ..errors import AlreadyExists, Conflict, InvalidInput, NotFound, NsnetError
 from ..firewall import FirewallDriver
 from ..firewall import rules as fw
@@ -75,6 +75,9 @@ from .networks import DriverFact, Networks, plan_network, wants_ula
 from .overlay import OverlayDriver
 from .ports import Ports
 from .probes import CheckResult, Probes
+
+if TYPE_CHECKING:  # imported where used: reconcile is ~5% of every command's start
+    from .. import reconcile as rc
 
 __all__ = ["Engine"]
 
@@ -777,13 +780,19 @@ class Engine:
     # ------------------------------------------------------ reconcile / gc
     def reconcile(self, dry_run: bool = False) -> list[rc.Action]:
         """Make the kernel match the state store (see :mod:`nsnet.reconcile`)."""
+        from .. import reconcile as rc
+
         return self._plan_and_apply(rc.plan_reconcile, dry_run)
 
     def gc(self, dry_run: bool = False) -> list[rc.Action]:
         """Remove nsnet-marked objects that no record claims."""
+        from .. import reconcile as rc
+
         return self._plan_and_apply(rc.plan_gc, dry_run)
 
     def _plan_and_apply(self, planner, dry_run: bool) -> list[rc.Action]:
+        from .. import reconcile as rc
+
         with self.ctx.lock:
             done = [] if dry_run else self._recovered_actions()
             services = _ReconcileServices(self)
@@ -793,6 +802,8 @@ class Engine:
         return done + actions
 
     def _recovered_actions(self) -> list[rc.Action]:
+        from .. import reconcile as rc
+
         done, self._recovered = self._recovered + self.recover(), []
         return [rc.Interrupted("journal", what) for what in done]
 
@@ -867,7 +878,9 @@ class _ReconcileServices:
         return self._e.dns_sync.drift()
 
     def dns_wanted(self) -> bool:
-        return wants_dns(self._ctx.store.networks())
+        # by counts: no 5000 endpoint objects to learn that one exists
+        counts = self._ctx.store.endpoint_counts()
+        return any(n.dns and counts.get(n.name) for n in self._ctx.store.networks(False))
 
     def dns_pid(self) -> int | None:
         return self._ctx.dns.pid()

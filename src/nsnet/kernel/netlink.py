@@ -15,6 +15,7 @@ import errno as _errno
 import os
 import socket
 import struct
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -244,7 +245,11 @@ class Netlink:
         return acks
 
     def _recv(self) -> Iterator[tuple[int, int, int, bytes]]:
-        data = self.sock.recv(1 << 20)
+        # into a reused buffer, then copied at its size: recv(1 MB) allocates
+        # a fresh megabyte per call, 32 us against 9 for a small dump (a
+        # reconcile makes 10,000 of those)
+        buf = _recv_buffer()
+        data = bytes(memoryview(buf)[: self.sock.recv_into(buf)])
         offset = 0
         while offset + _HDR.size <= len(data):
             length, mtype, flags, seq, _pid = _HDR.unpack_from(data, offset)
@@ -332,6 +337,17 @@ class Netlink:
                     err, detail = _decode_error(flags, rbody)
                     raise NetlinkError(err, what, detail)
                 return Reply(mtype, rbody)
+
+
+_LOCAL = threading.local()
+
+
+def _recv_buffer() -> bytearray:
+    """This thread's receive buffer (1 MB, as the socket's reads)."""
+    buf = getattr(_LOCAL, "buf", None)
+    if buf is None:
+        buf = _LOCAL.buf = bytearray(1 << 20)
+    return buf
 
 
 def _decode_error(flags: int, body: bytes) -> tuple[int, str]:
