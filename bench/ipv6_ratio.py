@@ -21,7 +21,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
 
 def main(n: int, rounds: int) -> None:
     from conftest import Sandbox
-
     from nsnet import ConnectOptions, NetworkSpec
 
     box = Sandbox(pathlib.Path(tempfile.mkdtemp(prefix="v6ratio")))
