@@ -63,7 +63,8 @@ SCENARIO: list[list[str]] = [
     ["network", "create", "e", "--subnet", "fd00:e::/64", "--no-ipv4", "--ipv6-mode", "routed"],
     ["connect", "e", "q1", "q4", "--create"],
     ["disconnect", "d", "q2"],
-    ["network", "rm", "--force", "d", "e"],
+    ["network", "rm", "--force", "d"],  # one per step: a multi-name rm removes them in
+    ["network", "rm", "--force", "e"],  # turn, so a kill between them is neither world
     ["connect", "a", *LATER, "--create"],
     ["network", "rm", "--force", "a"],
     ["ns", "rm", *FIRST[:3], *FIRST[10:], *LATER, "m1", "m2", "p1", "p2", "p3",

@@ -265,18 +265,23 @@ nodes:
   tc:
     connect: [{network: tv6}]
     routes: [{dst: "fd00:99::/64", via: "fd00:68::1"}]
+links:
+  - {a: ta, b: tc, a_ip: "fd00:6a::1/64", b_ip: "fd00:6a::2/64", emulation: {rate: 10mbit}}
 """
 
 
 def test_topology_file_with_ipv6(w: World, tmp_path) -> None:
-    """v6 subnets, static v6 addresses, v6 routes, a v6 router; up twice
-    changes nothing the second time; graph shows the v6 addresses; down."""
+    """v6 subnets, static v6 addresses, v6 routes, a v6 router, a v6
+    point-to-point link; up twice changes nothing the second time; graph
+    shows the v6 addresses; down."""
     f = tmp_path / "t6.yaml"
     f.write_text(TOPOLOGY6)
     assert "change(s)" in w.ok("up", str(f))
     assert "nothing changed" in w.ok("up", str(f))
     assert "1 received" in w.ok("ping", "-c", "1", "tb", "fd00:67::a")
     assert "fd00:99::/64 via fd00:68::1" in inside(w, "tc", "ip", "-6", "route")
+    link = w.ok("ping", "-c", "1", "ta", "fd00:6a::2")  # the point-to-point link, over v6
+    assert "1 received" in link and "fe80" not in inside(w, "ta", "ip", "-6", "addr")
     assert inside(w, "ta", "sysctl", "-n", "net.ipv6.conf.all.forwarding").strip() == "1"
     assert "0% dropped" in w.ok("check", "tds")
     dot = tmp_path / "t6.dot"

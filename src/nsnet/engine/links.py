@@ -59,8 +59,14 @@ class Links:
                 ra.run([k.req_new_veth(k.VethSpec(link.a.ifname, link.b.ifname, b.fd))])
                 crashpoint("topology:link-veth")
                 ia, ib = ra.link(link.a.ifname).index, rb.link(link.b.ifname).index
-                ra.run([k.req_set_link(index=ia, up=True), k.req_add_addr(ia, link.a.address)])
-                rb.run([k.req_set_link(index=ib, up=True), k.req_add_addr(ib, link.b.address)])
+                v6 = ":" in link.a.address
+                if v6:  # quiet IPv6 on both ends, written while they are down
+                    k.write_sysctls(a, k.ipv6_interface_sysctls(link.a.ifname))
+                    k.write_sysctls(b, k.ipv6_interface_sysctls(link.b.ifname))
+                ra.run([k.req_set_link(index=ia, up=True),
+                        k.req_add_addr(ia, link.a.address, nodad=v6)])
+                rb.run([k.req_set_link(index=ib, up=True),
+                        k.req_add_addr(ib, link.b.address, nodad=v6)])
                 crashpoint("topology:link-addresses")
                 for rt, index, end in ((ra, ia, link.a), (rb, ib, link.b)):
                     if end.netem:  # one netem qdisc: delay, jitter and rate

@@ -11,7 +11,7 @@ error naming the file, the line and the field -- before anything is touched.
         routes: [{dst, via}]          # either family ("default" via an IPv6 address: ::/0)
         forward: true                 # a router (IPv4 forwarding inside)
     links:                          # point-to-point veth pairs, no bridge
-      - {a, b, a_ip, b_ip, a_ifname, b_ifname,
+      - {a, b, a_ip, b_ip, a_ifname, b_ifname,       # a_ip/b_ip of either family
          emulation: {rate, delay, jitter, loss, a_to_b: {...}, b_to_a: {...}}}
 """
 
@@ -395,8 +395,8 @@ def _link(doc: _Doc, node: Any, path: str, nodes: dict[str, Any]) -> Link:
         except ValueError:
             doc.fail(raw[key], f"{path}.{key}", f"{text!r} is not ADDRESS/PREFIX "
                      "(e.g. 10.0.12.1/30)")
-        if "/" not in text or iface.version != 4:
-            doc.fail(raw[key], f"{path}.{key}", f"{text!r} must be an IPv4 ADDRESS/PREFIX")
+        if "/" not in text:
+            doc.fail(raw[key], f"{path}.{key}", f"{text!r} must be an ADDRESS/PREFIX")
         ips[key] = iface
     if ips["a_ip"].network != ips["b_ip"].network or ips["a_ip"].ip == ips["b_ip"].ip:
         doc.fail(raw["b_ip"], f"{path}.b_ip", f"{ips['b_ip']} and {ips['a_ip']} must be "
