@@ -126,9 +126,12 @@ class Cluster:
             self.agents[h.name] = start_agent(h)
 
     def close(self) -> None:
+        from nsnet.dns import stop_daemons
+
         for proc in self.agents.values():
             stop_agent(proc)
         for h in self.hosts:
+            stop_daemons(h.state_dir)  # the embedded DNS servers (by their pid files)
             unmount_all(env_of(h)["NSNET_NETNS_DIR"])
 
     def debug(self, host) -> str:
@@ -431,3 +434,28 @@ def test_cni_overlay_one_pod_network_across_nodes(cluster, ov):
     assert wait_for(lambda: all(pings((h1, "pod1", ips["pod2"]), (h2, "pod2", ips["pod1"]))), 5)
     view = json.loads(ok(h1, "network", "inspect", "podnet"))[0]["cluster"]
     assert {e["host"] for e in view["endpoints"]} == {"h1", "h2"}
+
+
+def test_dns_names_every_endpoint_from_any_host(cluster, ov):
+    """Embedded DNS on an overlay: each host's server answers the names of
+    the network's endpoints on every host (the agent keeps them)."""
+    h1, h2, h3 = cluster.hosts
+    ok(h1, "network", "create", "ovd", "--driver", "overlay", "--subnet", "10.207.0.0/16")
+    ok(h1, "connect", "ovd", "da", "--create", "--alias", "web")
+    ok(h2, "connect", "ovd", "db", "--create")
+    ok(h3, "connect", "ovd", "dc", "--create")
+    ips = {"da": ip_of(h1, "ovd", "da"), "db": ip_of(h2, "ovd", "db"),
+           "dc": ip_of(h3, "ovd", "dc")}
+
+    def resolve(host, ns: str, name: str) -> str:
+        out = subprocess.run(["nsenter", f"--net={ns_path(host, ns)}", "dig", "+short",
+                              "+time=1", "+tries=1", "@10.207.0.1", name],
+                             capture_output=True, text=True).stdout.split()
+        return out[0] if out else ""
+
+    for host, ns in ((h1, "da"), (h2, "db"), (h3, "dc")):
+        for name, ip in ips.items():
+            assert wait_for(lambda h=host, s=ns, n=name, a=ip: resolve(h, s, n) == a, 5), (ns, name)
+    assert wait_for(lambda: resolve(h3, "dc", "web") == ips["da"], 5)  # an alias too
+    ok(h1, "disconnect", "ovd", "da")  # gone from the other hosts' DNS with its record
+    assert wait_for(lambda: resolve(h2, "db", "da") == "", 5)

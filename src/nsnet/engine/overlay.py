@@ -399,7 +399,8 @@ class OverlayDriver:
         from ..cluster.registry import EndpointRecord
 
         cfg = self.cluster.config
-        return EndpointRecord(net.name, cfg.host, ep.id, ep.ip, ep.mac, cfg.advertise)
+        return EndpointRecord(net.name, cfg.host, ep.id, ep.ip, ep.mac, cfg.advertise,
+                              (ep.netns, *ep.aliases) if net.dns else ())
 
     def publish(self, net: Network, eps: list[Endpoint]) -> None:
         """The endpoints' records, on the host's liveness lease (renewed or
@@ -462,9 +463,22 @@ class OverlayDriver:
         if link is None:
             raise NotFound(f"VXLAN device {vxlan_name(net)!r} of overlay network "
                            f"{net.name!r} is missing (nsnet reconcile)")
-        desired = desired_entries(self.records(net.name), cfg.host, cfg.advertise)
+        records = self.records(net.name)
+        desired = desired_entries(records, cfg.host, cfg.advertise)
+        self.store_names(net, records)
         with kernel_errors(f"programming {vxlan_name(net)}"):
             return VxlanApplier(self.ctx.rtnl, link.index).sync_from_kernel().apply(desired)
+
+    def store_names(self, net: Network, records: Iterable) -> bool:
+        """The other hosts' endpoint names of ``net`` into the local state,
+        where the embedded DNS reads them; True if they changed."""
+        host = self.cluster.config.host
+        names = {(n, r.ip) for r in records if r.host != host for n in r.names}
+        if not net.dns or names == self.ctx.store.remote_names(net.id):
+            return False
+        with self.ctx.store.transaction():
+            self.ctx.store.set_remote_names(net.id, names)
+        return True
 
     # ------------------------------------------------------------- agent
     def run_agent(self, stop: threading.Event, report: Callable[[str], None],
@@ -497,6 +511,7 @@ class OverlayDriver:
                         report(f"store unavailable, retrying: {exc}")
                         next_renew = now + 1.0
                 self._rescan(watchers, report)
+                self._names(watchers, report)
                 stop.wait(scan_every)
         finally:
             for w in watchers.values():
@@ -516,6 +531,21 @@ class OverlayDriver:
                     self.publish(net, self.ctx.store.endpoints("e.network_id=?", (net.id,)))
                 except NsnetError as exc:
                     report(f"republishing {net.name}: {exc}")
+
+    def _names(self, watchers: dict[str, _NetWatch], report: Callable[[str], None]) -> None:
+        """Remote endpoint names for the DNS, written by this (the main)
+        thread: the watches only note the records."""
+        nets = {n.name: n for n in self.ctx.store.networks(with_endpoints=False)}
+        for name, w in watchers.items():
+            net = nets.get(name)
+            if net is not None and w.changed.is_set():
+                w.changed.clear()
+                try:
+                    with w.watcher.lock:
+                        records = list(w.watcher.records.values())
+                    self.store_names(net, records)
+                except NsnetError as exc:
+                    report(f"names of {name}: {exc}")
 
     def _rescan(self, watchers: dict[str, _NetWatch], report: Callable[[str], None]) -> None:
         """Start a watcher for each local overlay network (or its device
@@ -553,6 +583,7 @@ class _NetWatch:
         self.report = report
         self.rt = k.open_rtnl(driver.ctx.host)
         self.applier = VxlanApplier(self.rt, index).sync_from_kernel()
+        self.changed = threading.Event()  # records changed: names to store
         self.watcher = RegistryWatcher(driver.cluster.store, net.name, cfg.host, self._apply,
                                        local_vtep=cfg.advertise, keys=Keys(cfg.root))
         try:
@@ -562,6 +593,7 @@ class _NetWatch:
             raise
 
     def _apply(self, desired) -> None:
+        self.changed.set()
         for failure in self.applier.apply(desired):
             self.report(failure)
 
