@@ -459,3 +459,32 @@ def test_dns_names_every_endpoint_from_any_host(cluster, ov):
     assert wait_for(lambda: resolve(h3, "dc", "web") == ips["da"], 5)  # an alias too
     ok(h1, "disconnect", "ovd", "da")  # gone from the other hosts' DNS with its record
     assert wait_for(lambda: resolve(h2, "db", "da") == "", 5)
+
+
+SERVER = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 80)); s.listen(4); print("ready", flush=True)
+for _ in range(2):
+    c, _ = s.accept(); c.sendall(b"hello from " + sys.argv[1].encode()); c.close()
+"""
+
+
+def test_published_port_on_the_host_where_the_endpoint_lives(cluster, ov):
+    """-p on an overlay endpoint publishes on its own host: h2's underlay
+    address reaches it from h1's host namespace."""
+    h1, h2, _ = cluster.hosts
+    ok(h2, "connect", "ov", "pub", "--create", "-p", "8080:80")
+    srv = subprocess.Popen(["nsenter", f"--net={ns_path(h2, 'pub')}", sys.executable, "-I",
+                            "-c", SERVER, "pub"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout.readline().strip() == "ready"
+        got = h1.run(sys.executable, "-I", "-c",
+                     f"import socket; s = socket.create_connection(('{h2.ip}', 8080), "
+                     "timeout=3); print(s.recv(100).decode())").stdout.strip()
+        assert got == "hello from pub"
+    finally:
+        if srv.poll() is None:
+            srv.kill()  # by PID
+        srv.wait()
