@@ -15,7 +15,8 @@ FDB, etcd's keys):
 * a host whose agent dies: its entries vanish from the others within its
   lease's TTL, ``nsnet doctor`` names "overlay peer host down"; when its
   agent returns they come back;
-* quorum lost: connect fails naming the store (exit 11), nothing half-made,
+* one etcd member killed: connect and traffic go on; quorum lost: connect
+  fails naming the store (exit 11), nothing half-made,
   existing traffic flows; quorum back: connect works without manual steps;
 * 3 hosts connecting concurrently: distinct addresses, all reachable;
 * reconcile remakes a deleted VXLAN device and its entries.
@@ -253,9 +254,16 @@ def test_a_dead_hosts_entries_go_within_its_ttl_and_come_back(cluster, ov):
 
 def test_quorum_lost_connect_fails_cleanly_traffic_flows(cluster, ov):
     h1, h2, h3 = cluster.hosts
+    h3.member.kill()  # one member of three: everything keeps working
+    try:
+        ok(h2, "connect", "ov", "m1", "--create")
+        m1 = ip_of(h2, "ov", "m1")
+        assert wait_for(lambda: pings((h1, "a1", m1))[0], 5)
+    except BaseException:
+        h3.member.start()
+        raise
     links_before = h1.run("ip", "-o", "link").stdout.count("\n")
-    for h in (h2, h3):
-        h.member.kill()
+    h2.member.kill()  # and a second: quorum lost
     try:
         proc = nsnet(h1, "connect", "ov", "q1", "--create")
         assert proc.returncode == 11, proc.stderr
