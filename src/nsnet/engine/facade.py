@@ -455,8 +455,8 @@ class Engine:
             crashpoint("connect:committed")
             if dns_op:
                 self.dns_sync.settle(dns_op, DnsIntent(tuple(e.netns for e in plan.endpoints)))
-            if net.driver == "overlay":
-                self.overlay.sync(net)  # this host's entries for the other hosts' endpoints
+            if net.driver == "overlay":  # this host's entries for the other hosts' endpoints
+                self.overlay.sync_after_commit(net)
         return plan.endpoints
 
     def _network_here(self, name: str) -> Network:

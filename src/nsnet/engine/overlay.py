@@ -469,6 +469,17 @@ class OverlayDriver:
         with kernel_errors(f"programming {vxlan_name(net)}"):
             return VxlanApplier(self.ctx.rtnl, link.index).sync_from_kernel().apply(desired)
 
+    def sync_after_commit(self, net: Network) -> None:
+        """:meth:`sync` once a connect committed: a store or kernel error now
+        is a notice, not the command's failure (the agent, or reconcile,
+        programs the entries later)."""
+        try:
+            for failure in self.sync(net):
+                self.ctx.notify(f"nsnet: programming {vxlan_name(net)}: {failure}")
+        except NsnetError as exc:
+            self.ctx.notify(f"nsnet: connected; the entries for other hosts' endpoints are "
+                            f"left to the agent ({exc})")
+
     def store_names(self, net: Network, records: Iterable) -> bool:
         """The other hosts' endpoint names of ``net`` into the local state,
         where the embedded DNS reads them; True if they changed."""
