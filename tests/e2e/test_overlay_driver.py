@@ -496,3 +496,21 @@ def test_published_port_on_the_host_where_the_endpoint_lives(cluster, ov):
         if srv.poll() is None:
             srv.kill()  # by PID
         srv.wait()
+
+
+def test_a_host_cut_off_from_the_underlay_is_removed_then_restored(cluster, ov):
+    """h3's underlay port down: its lease expires (its etcd member is in the
+    minority), the others drop its entries; link back up: its agent
+    registers again and republishes, the entries and traffic come back."""
+    h1, _, h3 = cluster.hosts
+    ok(h3, "connect", "ov", "cut1", "--create")
+    ip = ip_of(h3, "ov", "cut1")
+    mac = "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+    assert wait_for(lambda: mac in cluster.fdb_macs(h1, "ov"), 5)
+    cluster.world.u("ip", "link", "set", "u3", "down")
+    try:
+        assert wait_for(lambda: mac not in cluster.fdb_macs(h1, "ov"), TTL + 8)
+    finally:
+        cluster.world.u("ip", "link", "set", "u3", "up")
+    assert wait_for(lambda: mac in cluster.fdb_macs(h1, "ov"), 20), cluster.debug(h3)
+    assert wait_for(lambda: pings((h1, "a1", ip))[0], 5)
