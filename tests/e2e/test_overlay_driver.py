@@ -336,6 +336,20 @@ def test_disconnect_and_rm_withdraw_from_the_cluster(cluster, ov):
     assert "ovr" not in ok(h3, "network", "ls")  # the last one out removes it cluster-wide
     proc = nsnet(h3, "network", "inspect", "ovr")
     assert proc.returncode == 3 and "ovr" in proc.stderr  # NotFound
+    # from a host that never used it: removed from the cluster, refused
+    # while another host has endpoints on it
+    ok(h1, "network", "create", "ovs", "--driver", "overlay", "--subnet", "10.208.0.0/16",
+       "--no-dns")
+    ok(h1, "connect", "ovs", "sa", "--create")
+    proc = nsnet(h3, "network", "rm", "ovs")
+    assert proc.returncode == 5 and "h1" in proc.stderr, proc.stderr  # Conflict
+    ok(h1, "disconnect", "ovs", "sa")
+    ok(h3, "network", "rm", "ovs")
+    assert "ovs" not in ok(h3, "network", "ls")
+    # h1 still has its (empty) bridge for it: reconcile says so, rm clears it
+    proc = nsnet(h1, "reconcile", "--dry-run")
+    assert proc.returncode != 0 and "gone from the cluster" in proc.stdout
+    ok(h1, "network", "rm", "ovs")
     # nothing of it left on the hosts' kernels
     for h in (h1, h2):
         assert cluster.vx[(h.name, "ovr")] not in h.run("ip", "-o", "link").stdout

@@ -305,6 +305,13 @@ class OverlayDriver:
         if net is not None and net.driver == "overlay":
             self._forget_if_unused(net.name)
 
+    def delete_cluster_network(self, name: str) -> None:
+        """Remove the cluster's overlay network ``name`` (its VNI, every
+        host's blocks); refused while any host has an endpoint on it."""
+        from ..cluster import alloc
+
+        alloc.delete_network(self.cluster.store, name)
+
     def _forget_if_unused(self, name: str) -> None:
         """Best effort: a network with endpoints elsewhere, or a store out of
         reach, stays in the cluster (``network rm`` again, from any host)."""
