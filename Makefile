@@ -60,6 +60,8 @@ bench: system-deps test-deps $(VENV)/.installed-bench
 	$(PYTHON) -m venv .venv-pyroute2 && .venv-pyroute2/bin/pip install -q pyroute2  # measured only
 	$(BIN)/python -m bench.claims --pyroute2-venv .venv-pyroute2 --out bench/results/claims.md
 	$(BIN)/python -m bench.scale --before bench/results/scale-before.json  # 5 x 1000, stars
+	@$(MAKE) -s overlay-deps
+	$(BIN)/python -m bench.overlay  # 3 simulated hosts + etcd: convergence, iperf3, bulk, scale
 
 # The adversarial suite's catalogue: attack, promise, result.
 security-report: system-deps test-deps $(VENV)/.installed-test

@@ -15,7 +15,8 @@ FDB, etcd's keys):
 * a host whose agent dies: its entries vanish from the others within its
   lease's TTL, ``nsnet doctor`` names "overlay peer host down"; when its
   agent returns they come back;
-* quorum lost: connect fails naming the store (exit 11), nothing half-made,
+* one etcd member killed: connect and traffic go on; quorum lost: connect
+  fails naming the store (exit 11), nothing half-made,
   existing traffic flows; quorum back: connect works without manual steps;
 * 3 hosts connecting concurrently: distinct addresses, all reachable;
 * reconcile remakes a deleted VXLAN device and its entries.
@@ -126,9 +127,12 @@ class Cluster:
             self.agents[h.name] = start_agent(h)
 
     def close(self) -> None:
+        from nsnet.dns import stop_daemons
+
         for proc in self.agents.values():
             stop_agent(proc)
         for h in self.hosts:
+            stop_daemons(h.state_dir)  # the embedded DNS servers (by their pid files)
             unmount_all(env_of(h)["NSNET_NETNS_DIR"])
 
     def debug(self, host) -> str:
@@ -250,9 +254,16 @@ def test_a_dead_hosts_entries_go_within_its_ttl_and_come_back(cluster, ov):
 
 def test_quorum_lost_connect_fails_cleanly_traffic_flows(cluster, ov):
     h1, h2, h3 = cluster.hosts
+    h3.member.kill()  # one member of three: everything keeps working
+    try:
+        ok(h2, "connect", "ov", "m1", "--create")
+        m1 = ip_of(h2, "ov", "m1")
+        assert wait_for(lambda: pings((h1, "a1", m1))[0], 5)
+    except BaseException:
+        h3.member.start()
+        raise
     links_before = h1.run("ip", "-o", "link").stdout.count("\n")
-    for h in (h2, h3):
-        h.member.kill()
+    h2.member.kill()  # and a second: quorum lost
     try:
         proc = nsnet(h1, "connect", "ov", "q1", "--create")
         assert proc.returncode == 11, proc.stderr
@@ -325,6 +336,20 @@ def test_disconnect_and_rm_withdraw_from_the_cluster(cluster, ov):
     assert "ovr" not in ok(h3, "network", "ls")  # the last one out removes it cluster-wide
     proc = nsnet(h3, "network", "inspect", "ovr")
     assert proc.returncode == 3 and "ovr" in proc.stderr  # NotFound
+    # from a host that never used it: removed from the cluster, refused
+    # while another host has endpoints on it
+    ok(h1, "network", "create", "ovs", "--driver", "overlay", "--subnet", "10.208.0.0/16",
+       "--no-dns")
+    ok(h1, "connect", "ovs", "sa", "--create")
+    proc = nsnet(h3, "network", "rm", "ovs")
+    assert proc.returncode == 5 and "h1" in proc.stderr, proc.stderr  # Conflict
+    ok(h1, "disconnect", "ovs", "sa")
+    ok(h3, "network", "rm", "ovs")
+    assert "ovs" not in ok(h3, "network", "ls")
+    # h1 still has its (empty) bridge for it: reconcile says so, rm clears it
+    proc = nsnet(h1, "reconcile", "--dry-run")
+    assert proc.returncode != 0 and "gone from the cluster" in proc.stdout
+    ok(h1, "network", "rm", "ovs")
     # nothing of it left on the hosts' kernels
     for h in (h1, h2):
         assert cluster.vx[(h.name, "ovr")] not in h.run("ip", "-o", "link").stdout
@@ -431,3 +456,75 @@ def test_cni_overlay_one_pod_network_across_nodes(cluster, ov):
     assert wait_for(lambda: all(pings((h1, "pod1", ips["pod2"]), (h2, "pod2", ips["pod1"]))), 5)
     view = json.loads(ok(h1, "network", "inspect", "podnet"))[0]["cluster"]
     assert {e["host"] for e in view["endpoints"]} == {"h1", "h2"}
+
+
+def test_dns_names_every_endpoint_from_any_host(cluster, ov):
+    """Embedded DNS on an overlay: each host's server answers the names of
+    the network's endpoints on every host (the agent keeps them)."""
+    h1, h2, h3 = cluster.hosts
+    ok(h1, "network", "create", "ovd", "--driver", "overlay", "--subnet", "10.207.0.0/16")
+    ok(h1, "connect", "ovd", "da", "--create", "--alias", "web")
+    ok(h2, "connect", "ovd", "db", "--create")
+    ok(h3, "connect", "ovd", "dc", "--create")
+    ips = {"da": ip_of(h1, "ovd", "da"), "db": ip_of(h2, "ovd", "db"),
+           "dc": ip_of(h3, "ovd", "dc")}
+
+    def resolve(host, ns: str, name: str) -> str:
+        out = subprocess.run(["nsenter", f"--net={ns_path(host, ns)}", "dig", "+short",
+                              "+time=1", "+tries=1", "@10.207.0.1", name],
+                             capture_output=True, text=True).stdout.split()
+        return out[0] if out else ""
+
+    for host, ns in ((h1, "da"), (h2, "db"), (h3, "dc")):
+        for name, ip in ips.items():
+            assert wait_for(lambda h=host, s=ns, n=name, a=ip: resolve(h, s, n) == a, 5), (ns, name)
+    assert wait_for(lambda: resolve(h3, "dc", "web") == ips["da"], 5)  # an alias too
+    ok(h1, "disconnect", "ovd", "da")  # gone from the other hosts' DNS with its record
+    assert wait_for(lambda: resolve(h2, "db", "da") == "", 5)
+
+
+SERVER = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 80)); s.listen(4); print("ready", flush=True)
+for _ in range(2):
+    c, _ = s.accept(); c.sendall(b"hello from " + sys.argv[1].encode()); c.close()
+"""
+
+
+def test_published_port_on_the_host_where_the_endpoint_lives(cluster, ov):
+    """-p on an overlay endpoint publishes on its own host: h2's underlay
+    address reaches it from h1's host namespace."""
+    h1, h2, _ = cluster.hosts
+    ok(h2, "connect", "ov", "pub", "--create", "-p", "8080:80")
+    srv = subprocess.Popen(["nsenter", f"--net={ns_path(h2, 'pub')}", sys.executable, "-I",
+                            "-c", SERVER, "pub"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout.readline().strip() == "ready"
+        got = h1.run(sys.executable, "-I", "-c",
+                     f"import socket; s = socket.create_connection(('{h2.ip}', 8080), "
+                     "timeout=3); print(s.recv(100).decode())").stdout.strip()
+        assert got == "hello from pub"
+    finally:
+        if srv.poll() is None:
+            srv.kill()  # by PID
+        srv.wait()
+
+
+def test_a_host_cut_off_from_the_underlay_is_removed_then_restored(cluster, ov):
+    """h3's underlay port down: its lease expires (its etcd member is in the
+    minority), the others drop its entries; link back up: its agent
+    registers again and republishes, the entries and traffic come back."""
+    h1, _, h3 = cluster.hosts
+    ok(h3, "connect", "ov", "cut1", "--create")
+    ip = ip_of(h3, "ov", "cut1")
+    mac = "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+    assert wait_for(lambda: mac in cluster.fdb_macs(h1, "ov"), 5)
+    cluster.world.u("ip", "link", "set", "u3", "down")
+    try:
+        assert wait_for(lambda: mac not in cluster.fdb_macs(h1, "ov"), TTL + 8)
+    finally:
+        cluster.world.u("ip", "link", "set", "u3", "up")
+    assert wait_for(lambda: mac in cluster.fdb_macs(h1, "ov"), 20), cluster.debug(h3)
+    assert wait_for(lambda: pings((h1, "a1", ip))[0], 5)

@@ -15,9 +15,9 @@ grow one of its own).
 
 Nothing here creates a kernel object by itself except
 :class:`registry.VxlanApplier` (through nsnet.kernel); the overlay network
-driver (validate/setup/teardown, the engine's seam) composes these parts.
-tests/overlay_world.py's ``HostOverlay`` composes them by hand, in the
-order the driver is meant to keep:
+driver, :mod:`nsnet.engine.overlay` (behind the engine's NetworkDriver
+seam), composes these parts, and so does tests/overlay_world.py's
+``HostOverlay`` by hand, in the order the driver keeps:
 
 * validate: the host joined (ClusterConfig), the network exists in the
   store (alloc.get_network), the underlay MTU leaves room (overlay_mtu);

@@ -34,16 +34,20 @@ class EndpointRecord:
     ip: str
     mac: str
     vtep: str
+    names: tuple[str, ...] = ()  # DNS names (namespace, aliases): other hosts' DNS serves them
 
     def value(self) -> bytes:
-        return json.dumps({"ip": self.ip, "mac": self.mac, "vtep": self.vtep, "host": self.host},
-                          sort_keys=True).encode()
+        d = {"ip": self.ip, "mac": self.mac, "vtep": self.vtep, "host": self.host}
+        if self.names:
+            d["names"] = list(self.names)
+        return json.dumps(d, sort_keys=True).encode()
 
     @classmethod
     def from_kv(cls, keys: Keys, kv: KV) -> EndpointRecord:
         net, host, name = kv.key[len(keys.root) + len("endpoints/"):].split("/")
         d = json.loads(kv.value)
-        return cls(net, host, name, d["ip"], d["mac"], d["vtep"])
+        return cls(net, host, name, d["ip"], d["mac"], d["vtep"],
+                   tuple(str(n) for n in d.get("names", ())))
 
 
 def _check_record(rec: EndpointRecord) -> None:

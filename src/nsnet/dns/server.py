@@ -181,6 +181,14 @@ def load_zones(db: sqlite3.Connection, default_upstreams: list[str],
                 zone.names.setdefault(n, []).extend(ips)
             for ip in ips:
                 zone.ptr[ip] = netns
+        try:  # an overlay's endpoints on other hosts (#17), kept by the overlay agent
+            remote = db.execute("SELECT name, address FROM remote_names WHERE network_id=? "
+                                "ORDER BY name", (net_id,)).fetchall()
+        except sqlite3.Error:  # a store made before the table
+            remote = []
+        for n, address in remote:
+            zone.names.setdefault(n.lower(), []).append(address)
+            zone.ptr.setdefault(address, n)
         for gw in zone.gateways:
             zones[gw] = zone
         if versions.get(net_id) is not None:

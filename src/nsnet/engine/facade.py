@@ -423,6 +423,14 @@ class Engine:
             raise InvalidInput("no network name given")
         with self.exclusive():
             known = self.store.endpoint_counts()  # name -> endpoints, not every endpoint
+            # an overlay network this host does not use: removed from the cluster
+            # (refused while any host has endpoints on it) -- #17
+            cluster = [n for n in names if n not in known and self.overlay.spec_of(n)]
+            names = [n for n in names if n not in cluster]
+            for name in cluster:
+                self.overlay.delete_cluster_network(name)
+            if not names:
+                return
             missing = [n for n in names if n not in known]
             if missing:
                 raise NotFound(refusal(missing, "does not exist", "do not exist", names,
@@ -487,8 +495,8 @@ class Engine:
             crashpoint("connect:committed")
             if dns_op:
                 self.dns_sync.settle(dns_op, DnsIntent(tuple(e.netns for e in plan.endpoints)))
-            if net.driver == "overlay":
-                self.overlay.sync(net)  # this host's entries for the other hosts' endpoints
+            if net.driver == "overlay":  # this host's entries for the other hosts' endpoints
+                self.overlay.sync_after_commit(net)
         return plan.endpoints
 
     def _network_here(self, name: str) -> Network:

@@ -305,6 +305,13 @@ class OverlayDriver:
         if net is not None and net.driver == "overlay":
             self._forget_if_unused(net.name)
 
+    def delete_cluster_network(self, name: str) -> None:
+        """Remove the cluster's overlay network ``name`` (its VNI, every
+        host's blocks); refused while any host has an endpoint on it."""
+        from ..cluster import alloc
+
+        alloc.delete_network(self.cluster.store, name)
+
     def _forget_if_unused(self, name: str) -> None:
         """Best effort: a network with endpoints elsewhere, or a store out of
         reach, stays in the cluster (``network rm`` again, from any host)."""
@@ -399,7 +406,8 @@ class OverlayDriver:
         from ..cluster.registry import EndpointRecord
 
         cfg = self.cluster.config
-        return EndpointRecord(net.name, cfg.host, ep.id, ep.ip, ep.mac, cfg.advertise)
+        return EndpointRecord(net.name, cfg.host, ep.id, ep.ip, ep.mac, cfg.advertise,
+                              (ep.netns, *ep.aliases) if net.dns else ())
 
     def publish(self, net: Network, eps: list[Endpoint]) -> None:
         """The endpoints' records, on the host's liveness lease (renewed or
@@ -462,9 +470,33 @@ class OverlayDriver:
         if link is None:
             raise NotFound(f"VXLAN device {vxlan_name(net)!r} of overlay network "
                            f"{net.name!r} is missing (nsnet reconcile)")
-        desired = desired_entries(self.records(net.name), cfg.host, cfg.advertise)
+        records = self.records(net.name)
+        desired = desired_entries(records, cfg.host, cfg.advertise)
+        self.store_names(net, records)
         with kernel_errors(f"programming {vxlan_name(net)}"):
             return VxlanApplier(self.ctx.rtnl, link.index).sync_from_kernel().apply(desired)
+
+    def sync_after_commit(self, net: Network) -> None:
+        """:meth:`sync` once a connect committed: a store or kernel error now
+        is a notice, not the command's failure (the agent, or reconcile,
+        programs the entries later)."""
+        try:
+            for failure in self.sync(net):
+                self.ctx.notify(f"nsnet: programming {vxlan_name(net)}: {failure}")
+        except NsnetError as exc:
+            self.ctx.notify(f"nsnet: connected; the entries for other hosts' endpoints are "
+                            f"left to the agent ({exc})")
+
+    def store_names(self, net: Network, records: Iterable) -> bool:
+        """The other hosts' endpoint names of ``net`` into the local state,
+        where the embedded DNS reads them; True if they changed."""
+        host = self.cluster.config.host
+        names = {(n, r.ip) for r in records if r.host != host for n in r.names}
+        if not net.dns or names == self.ctx.store.remote_names(net.id):
+            return False
+        with self.ctx.store.transaction():
+            self.ctx.store.set_remote_names(net.id, names)
+        return True
 
     # ------------------------------------------------------------- agent
     def run_agent(self, stop: threading.Event, report: Callable[[str], None],
@@ -497,6 +529,7 @@ class OverlayDriver:
                         report(f"store unavailable, retrying: {exc}")
                         next_renew = now + 1.0
                 self._rescan(watchers, report)
+                self._names(watchers, report)
                 stop.wait(scan_every)
         finally:
             for w in watchers.values():
@@ -516,6 +549,21 @@ class OverlayDriver:
                     self.publish(net, self.ctx.store.endpoints("e.network_id=?", (net.id,)))
                 except NsnetError as exc:
                     report(f"republishing {net.name}: {exc}")
+
+    def _names(self, watchers: dict[str, _NetWatch], report: Callable[[str], None]) -> None:
+        """Remote endpoint names for the DNS, written by this (the main)
+        thread: the watches only note the records."""
+        nets = {n.name: n for n in self.ctx.store.networks(with_endpoints=False)}
+        for name, w in watchers.items():
+            net = nets.get(name)
+            if net is not None and w.changed.is_set():
+                w.changed.clear()
+                try:
+                    with w.watcher.lock:
+                        records = list(w.watcher.records.values())
+                    self.store_names(net, records)
+                except NsnetError as exc:
+                    report(f"names of {name}: {exc}")
 
     def _rescan(self, watchers: dict[str, _NetWatch], report: Callable[[str], None]) -> None:
         """Start a watcher for each local overlay network (or its device
@@ -553,6 +601,7 @@ class _NetWatch:
         self.report = report
         self.rt = k.open_rtnl(driver.ctx.host)
         self.applier = VxlanApplier(self.rt, index).sync_from_kernel()
+        self.changed = threading.Event()  # records changed: names to store
         self.watcher = RegistryWatcher(driver.cluster.store, net.name, cfg.host, self._apply,
                                        local_vtep=cfg.advertise, keys=Keys(cfg.root))
         try:
@@ -562,6 +611,7 @@ class _NetWatch:
             raise
 
     def _apply(self, desired) -> None:
+        self.changed.set()
         for failure in self.applier.apply(desired):
             self.report(failure)
 

@@ -105,7 +105,19 @@ CREATE TRIGGER IF NOT EXISTS zone_ep_changed AFTER UPDATE ON endpoints BEGIN
     INSERT INTO zone_versions VALUES(NEW.network_id, 1)
     ON CONFLICT(network_id) DO UPDATE SET version=version+1; END;
 CREATE TRIGGER IF NOT EXISTS zone_net_removed AFTER DELETE ON networks BEGIN
-    DELETE FROM zone_versions WHERE network_id=OLD.id; END;
+    DELETE FROM zone_versions WHERE network_id=OLD.id;
+    DELETE FROM remote_names WHERE network_id=OLD.id; END;
+-- overlay networks (#17): names of endpoints on other hosts, for the
+-- embedded DNS; kept by the overlay agent from the cluster's records
+CREATE TABLE IF NOT EXISTS remote_names(
+    network_id TEXT NOT NULL, name TEXT NOT NULL, address TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS remote_names_by_network ON remote_names(network_id);
+CREATE TRIGGER IF NOT EXISTS zone_remote_added AFTER INSERT ON remote_names BEGIN
+    INSERT INTO zone_versions VALUES(NEW.network_id, 1)
+    ON CONFLICT(network_id) DO UPDATE SET version=version+1; END;
+CREATE TRIGGER IF NOT EXISTS zone_remote_removed AFTER DELETE ON remote_names BEGIN
+    INSERT INTO zone_versions VALUES(OLD.network_id, 1)
+    ON CONFLICT(network_id) DO UPDATE SET version=version+1; END;
 CREATE TABLE IF NOT EXISTS journal(
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT NOT NULL,
     created REAL NOT NULL);
@@ -522,6 +534,17 @@ class Store:
         """Every MAC on this network's bridge (by index: O(its endpoints))."""
         rows = self.db.execute("SELECT mac FROM endpoints WHERE network_id=?", (network_id,))
         return {r[0] for r in rows}
+
+    def remote_names(self, network_id: str) -> set[tuple[str, str]]:
+        """(name, address) of an overlay network's endpoints on other hosts."""
+        return set(self.db.execute("SELECT name, address FROM remote_names WHERE network_id=?",
+                                   (network_id,)))
+
+    def set_remote_names(self, network_id: str, names: set[tuple[str, str]]) -> None:
+        """Replace them (inside the caller's transaction)."""
+        self.db.execute("DELETE FROM remote_names WHERE network_id=?", (network_id,))
+        self.db.executemany("INSERT INTO remote_names VALUES(?, ?, ?)",
+                            [(network_id, n, a) for n, a in sorted(names)])
 
     def used_addresses(self, network_id: str) -> set[str]:
         """Addresses of both families in use on the network (the allocator
