@@ -419,9 +419,12 @@ class OverlayDriver:
         recs = [self._record(net, e) for e in eps]
         try:
             registry.publish_many(self.cluster.store, recs, cfg.lease, Keys(cfg.root))
-        except NotFound:  # the lease expired (no agent): register again, once
-            lease, _ = membership.renew(self.cluster.store, cfg.host, cfg.lease, cfg.advertise,
-                                        Keys(cfg.root))
+        except NotFound:  # the lease expired: the agent may have registered again
+            # meanwhile (its lease is in the saved config: use it if alive);
+            # else register again, once
+            fresh = self._reread_config(cfg)
+            lease, _ = membership.renew(self.cluster.store, cfg.host, fresh.lease,
+                                        cfg.advertise, Keys(cfg.root))
             cfg.lease = lease
             cfg.save(self.ctx.store.state_dir)
             registry.publish_many(self.cluster.store, recs, lease, Keys(cfg.root))
