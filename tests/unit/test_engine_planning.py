@@ -13,7 +13,7 @@ from nsnet.engine.context import refusal, unique_ns_names
 from nsnet.engine.endpoints import check_connect_options, inside_name
 from nsnet.engine.networks import DriverFact, first_overlap, plan_network
 from nsnet.engine.ports import assign_ephemeral, match_ephemeral
-from nsnet.errors import AlreadyExists, InvalidInput, PoolExhausted
+from nsnet.errors import AlreadyExists, InvalidInput, NotFound, PoolExhausted
 from nsnet.kernel import Link, Snapshot
 from nsnet.model import ConnectOptions, Endpoint, Network, NetworkSpec, PortMap, Published
 
@@ -242,6 +242,8 @@ class FakeServices:
         return self.inside[netns]
 
     def endpoint_view(self, netns, ifname):
+        if netns not in self.mounted:  # as the engine's: entering it fails
+            raise NotFound(f"namespace {netns!r} does not exist")
         return self.inside[netns]
 
     def network_facts(self, net, links):
