@@ -291,10 +291,36 @@ def test_reconcile_of_a_healthy_state_plans_nothing():
     assert rc.plan_reconcile(svc) == []
 
 
+def test_reconcile_does_not_stat_a_namespace_it_has_read():
+    """Entering the namespace proves it exists: a healthy endpoint costs no
+    separate existence check (5000 of them were ~0.1 s)."""
+    ep = _ep("ns1", "e1", "veth1")
+    svc = FakeServices(nets=[_front(ep)], mounted={"ns1"}, owned={"ns1"},
+                       links=[_link(5, "br-front", "bridge", alias="nsnet:net:id-front"),
+                              _link(6, "veth1", master=5, alias="nsnet:ep:e1")],
+                       inside={"ns1": _healthy_inside()})
+    asked = []
+    svc.ns_exists = lambda name: asked.append(name) or name in svc.mounted
+    assert rc.plan_reconcile(svc) == [] and asked == []
+
+
 @pytest.mark.parametrize("case, svc_kw, kinds", [
     ("owned namespace gone (a reboot)", {"mounted": set(), "owned": {"ns1"}},
      ["netns", "endpoint"]),
     ("foreign namespace gone", {"mounted": set(), "owned": set()}, ["release", "firewall"]),
+    # host end in place: the inside is read first, and its failure decides
+    ("owned namespace gone, host end still there", {
+        "mounted": set(), "owned": {"ns1"}, "inside": {"ns1": _healthy_inside()},
+        "links": [_link(5, "br-front", "bridge"),
+                  _link(6, "veth1", master=5, alias="nsnet:ep:e1")]}, ["netns", "endpoint"]),
+    ("foreign namespace gone, host end still there", {
+        "mounted": set(), "owned": set(), "inside": {"ns1": _healthy_inside()},
+        "links": [_link(5, "br-front", "bridge"),
+                  _link(6, "veth1", master=5, alias="nsnet:ep:e1")]}, ["release", "firewall"]),
+    ("inside broken, host end in place", {
+        "mounted": {"ns1"}, "owned": {"ns1"}, "inside": {"ns1": Snapshot([], [], [])},
+        "links": [_link(5, "br-front", "bridge"),
+                  _link(6, "veth1", master=5, alias="nsnet:ep:e1")]}, ["endpoint"]),
     ("host end missing", {"mounted": {"ns1"}, "owned": {"ns1"},
                           "links": [_link(5, "br-front", "bridge")]}, ["endpoint"]),
     ("host end name held by someone else", {
