@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 from . import kernel as k
+from .errors import NotFound
 from .model import ALIAS_PREFIX, Endpoint, Network, veth_alias
 
 __all__ = ["Action", "Blocked", "DnsDrift", "EnableForwarding", "Interrupted", "Observed",
@@ -266,6 +267,16 @@ def _check_network(svc: Services, net: Network, links: dict[str, k.Link]) -> lis
 
 def _check_endpoint(svc: Services, net: Network, ep: Endpoint, links: dict[str, k.Link],
                     owned: set[str]) -> list[Action]:
+    host = links.get(ep.host_ifname)
+    bridge = links.get(net.bridge)
+    if host and bridge and host.alias == veth_alias(ep.id) and \
+            host.master == bridge.index and host.up:
+        # the usual case first: reading the inside enters the namespace, which
+        # proves it exists (one stat fewer per endpoint: ~0.1 s of 5000)
+        try:
+            return [] if _inside_ok(svc, ep) else [_recreate(net, ep)]
+        except NotFound:
+            pass  # gone: the checks below say what to do
     if not svc.ns_exists(ep.netns):
         if ep.netns in owned:
             return [RecreateNamespace(ep.netns, "owned namespace is missing: recreate",
@@ -274,16 +285,18 @@ def _check_endpoint(svc: Services, net: Network, ep: Endpoint, links: dict[str, 
                                      f"with {ep.address}", net.name, ep.id)]
         return [ReleaseEndpoint(f"{ep.netns}/{ep.ifname}", f"namespace not created by nsnet "
                                 f"is gone: release {ep.ip} on {net.name}", ep.id)]
-    host = links.get(ep.host_ifname)
-    bridge = links.get(net.bridge)
     if host and host.alias != veth_alias(ep.id):
         return [Blocked(ep.host_ifname, "a link nsnet did not create holds this "
                         "endpoint's host interface name")]
     if host and bridge and host.master == bridge.index and host.up and \
             _inside_ok(svc, ep):
         return []
-    return [RecreateEndpoint(f"{ep.netns}/{ep.ifname}", f"missing or broken: recreate on "
-                             f"{net.name} with {ep.address}", net.name, ep.id)]
+    return [_recreate(net, ep)]
+
+
+def _recreate(net: Network, ep: Endpoint) -> RecreateEndpoint:
+    return RecreateEndpoint(f"{ep.netns}/{ep.ifname}", f"missing or broken: recreate on "
+                            f"{net.name} with {ep.address}", net.name, ep.id)
 
 
 def _check_handoff(svc: Services, net: Network, ep: Endpoint, links: dict[str, k.Link],

@@ -13,7 +13,7 @@ from nsnet.engine.context import refusal, unique_ns_names
 from nsnet.engine.endpoints import check_connect_options, inside_name
 from nsnet.engine.networks import DriverFact, first_overlap, plan_network
 from nsnet.engine.ports import assign_ephemeral, match_ephemeral
-from nsnet.errors import AlreadyExists, InvalidInput, PoolExhausted
+from nsnet.errors import AlreadyExists, InvalidInput, NotFound, PoolExhausted
 from nsnet.kernel import Link, Snapshot
 from nsnet.model import ConnectOptions, Endpoint, Network, NetworkSpec, PortMap, Published
 
@@ -250,6 +250,8 @@ class FakeServices:
         return self.inside[netns]
 
     def endpoint_view(self, netns, ifname, version=4):
+        if netns not in self.mounted:  # as the engine's: entering it fails
+            raise NotFound(f"namespace {netns!r} does not exist")
         return self.inside[netns]
 
     def network_facts(self, net, links):
@@ -297,10 +299,36 @@ def test_reconcile_of_a_healthy_state_plans_nothing():
     assert rc.plan_reconcile(svc) == []
 
 
+def test_reconcile_does_not_stat_a_namespace_it_has_read():
+    """Entering the namespace proves it exists: a healthy endpoint costs no
+    separate existence check (5000 of them were ~0.1 s)."""
+    ep = _ep("ns1", "e1", "veth1")
+    svc = FakeServices(nets=[_front(ep)], mounted={"ns1"}, owned={"ns1"},
+                       links=[_link(5, "br-front", "bridge", alias="nsnet:net:id-front"),
+                              _link(6, "veth1", master=5, alias="nsnet:ep:e1")],
+                       inside={"ns1": _healthy_inside()})
+    asked = []
+    svc.ns_exists = lambda name: asked.append(name) or name in svc.mounted
+    assert rc.plan_reconcile(svc) == [] and asked == []
+
+
 @pytest.mark.parametrize("case, svc_kw, kinds", [
     ("owned namespace gone (a reboot)", {"mounted": set(), "owned": {"ns1"}},
      ["netns", "endpoint"]),
     ("foreign namespace gone", {"mounted": set(), "owned": set()}, ["release", "firewall"]),
+    # host end in place: the inside is read first, and its failure decides
+    ("owned namespace gone, host end still there", {
+        "mounted": set(), "owned": {"ns1"}, "inside": {"ns1": _healthy_inside()},
+        "links": [_link(5, "br-front", "bridge"),
+                  _link(6, "veth1", master=5, alias="nsnet:ep:e1")]}, ["netns", "endpoint"]),
+    ("foreign namespace gone, host end still there", {
+        "mounted": set(), "owned": set(), "inside": {"ns1": _healthy_inside()},
+        "links": [_link(5, "br-front", "bridge"),
+                  _link(6, "veth1", master=5, alias="nsnet:ep:e1")]}, ["release", "firewall"]),
+    ("inside broken, host end in place", {
+        "mounted": {"ns1"}, "owned": {"ns1"}, "inside": {"ns1": Snapshot([], [], [])},
+        "links": [_link(5, "br-front", "bridge"),
+                  _link(6, "veth1", master=5, alias="nsnet:ep:e1")]}, ["endpoint"]),
     ("host end missing", {"mounted": {"ns1"}, "owned": {"ns1"},
                           "links": [_link(5, "br-front", "bridge")]}, ["endpoint"]),
     ("host end name held by someone else", {
