@@ -509,7 +509,7 @@ class OverlayDriver:
 
         cfg = self.cluster.config
         watchers: dict[str, _NetWatch] = {}
-        next_renew = 0.0
+        next_renew = next_resync = 0.0
         try:
             while not stop.is_set():
                 now = time.monotonic()
@@ -529,6 +529,14 @@ class OverlayDriver:
                         report(f"store unavailable, retrying: {exc}")
                         next_renew = now + 1.0
                 self._rescan(watchers, report)
+                if now >= next_resync:  # bounded staleness, whatever the watches do
+                    next_resync = now + max(1.0, cfg.ttl / 2)
+                    for name, w in watchers.items():
+                        try:
+                            if w.resync():
+                                report(f"{name}: the watch had missed changes: restarted")
+                        except NsnetError as exc:
+                            report(f"re-reading {name}: {exc}")
                 self._names(watchers, report)
                 stop.wait(scan_every)
         finally:
@@ -609,6 +617,21 @@ class _NetWatch:
         except BaseException:
             self.rt.close()
             raise
+
+    def resync(self) -> bool:
+        """Re-read the records (and program them); if they differ from what
+        the watch delivered, restart the watch: its stream may hang on a
+        member the network cut off (no reset reaches a dead path).  Returns
+        whether it had to."""
+        with self.watcher.lock:
+            before = dict(self.watcher.records)
+        self.watcher._list()
+        with self.watcher.lock:
+            missed = before != self.watcher.records
+        if missed:
+            self.watcher.stop()
+            self.watcher.start()
+        return missed
 
     def _apply(self, desired) -> None:
         self.changed.set()
