@@ -302,7 +302,12 @@ def test_three_hosts_connecting_concurrently(cluster, ov):
     first = {h.name: ip_of(h, "ov", names[h.name][-1]) for h in cluster.hosts}
     probes = [(h, names[h.name][0], first[o.name]) for h in cluster.hosts
               for o in cluster.hosts if o is not h]
-    assert wait_for(lambda: all(pings(*probes)), 8)
+    if not wait_for(lambda: all(pings(*probes)), 8):
+        got = pings(*probes)
+        fdb = {h.name: len(cluster.fdb_macs(h, "ov")) for h in cluster.hosts}
+        bad = [(p[0].name, p[1], p[2]) for p, g in zip(probes, got, strict=True) if not g]
+        pytest.fail(f"unanswered: {bad}; FDB entries per host: {fdb}; {len(ips)} endpoints\n"
+                    + cluster.debug(cluster.hosts[0])[:1500])
 
 
 def test_reconcile_remakes_a_deleted_vxlan_device(cluster, ov):

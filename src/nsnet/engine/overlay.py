@@ -45,7 +45,14 @@ import time
 from collections.abc import Callable, Iterable
 
 from .. import kernel as k
-from ..errors import AlreadyExists, InvalidInput, NotFound, NsnetError, StoreUnavailable
+from ..errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    NsnetError,
+    StoreUnavailable,
+)
 from ..model import Endpoint, Network, NetworkSpec, bridge_alias
 from .context import Context, kernel_errors
 
@@ -419,12 +426,25 @@ class OverlayDriver:
         recs = [self._record(net, e) for e in eps]
         try:
             registry.publish_many(self.cluster.store, recs, cfg.lease, Keys(cfg.root))
-        except NotFound:  # the lease expired (no agent): register again, once
+            return
+        except NotFound:  # the lease expired: the agent may have registered again
+            self.cluster.reload()
+        cfg = self.cluster.config
+        try:
+            registry.publish_many(self.cluster.store, recs, cfg.lease, Keys(cfg.root))
+            return
+        except NotFound:  # no agent (or a stalled one): register again here
+            pass
+        try:
             lease, _ = membership.renew(self.cluster.store, cfg.host, cfg.lease, cfg.advertise,
                                         Keys(cfg.root))
+        except Conflict:  # the agent did, this very moment: its lease is on disk
+            self.cluster.reload()
+            lease = self.cluster.config.lease
+        else:
             cfg.lease = lease
             cfg.save(self.ctx.store.state_dir)
-            registry.publish_many(self.cluster.store, recs, lease, Keys(cfg.root))
+        registry.publish_many(self.cluster.store, recs, lease, Keys(cfg.root))
 
     def withdraw(self, network: str, ids: Iterable[str]) -> None:
         """Remove this host's records of ``ids`` (one transaction per 64)."""
@@ -528,6 +548,9 @@ class OverlayDriver:
                     except StoreUnavailable as exc:
                         report(f"store unavailable, retrying: {exc}")
                         next_renew = now + 1.0
+                    except Conflict as exc:  # a command registered again meanwhile:
+                        report(f"{exc}; re-reading cluster.json")  # its lease is on disk
+                        next_renew = now + 0.2
                 self._rescan(watchers, report)
                 if now >= next_resync:  # bounded staleness, whatever the watches do
                     next_resync = now + max(1.0, cfg.ttl / 2)
