@@ -533,8 +533,11 @@ def test_a_host_cut_off_from_the_underlay_is_removed_then_restored(cluster, ov):
     mac = "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
     assert wait_for(lambda: mac in cluster.fdb_macs(h1, "ov"), 5)
     cluster.world.u("ip", "link", "set", "u3", "down")
-    try:
-        assert wait_for(lambda: mac not in cluster.fdb_macs(h1, "ov"), TTL + 8)
+    try:  # TTL + 2 s alone; under make test's two worlds on 2 loaded cores,
+        # the majority's leader election after the cut (leases are refreshed
+        # on a new leader) has taken over 11 s: see the report
+        assert wait_for(lambda: mac not in cluster.fdb_macs(h1, "ov"), TTL + 15), \
+            cluster.debug(h1)
     finally:
         cluster.world.u("ip", "link", "set", "u3", "up")
     assert wait_for(lambda: mac in cluster.fdb_macs(h1, "ov"), 20), cluster.debug(h3)
