@@ -28,6 +28,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -302,7 +303,17 @@ def test_three_hosts_connecting_concurrently(cluster, ov):
     first = {h.name: ip_of(h, "ov", names[h.name][-1]) for h in cluster.hosts}
     probes = [(h, names[h.name][0], first[o.name]) for h in cluster.hosts
               for o in cluster.hosts if o is not h]
-    assert wait_for(lambda: all(pings(*probes)), 8)
+    # 20 s: under make test's two workers (two worlds, six agents on two
+    # loaded cores) one agent was once seen 8+ s behind (see the report)
+    if not wait_for(lambda: all(pings(*probes)), 20):
+        got = pings(*probes)
+        fdb = {h.name: len(cluster.fdb_macs(h, "ov")) for h in cluster.hosts}
+        agents = {n: (p.poll(), pathlib.Path(f"/proc/{p.pid}/wchan").read_text()
+                      if p.poll() is None else "") for n, p in cluster.agents.items()}
+        bad = [(p[0].name, p[1], p[2]) for p, g in zip(probes, got, strict=True) if not g]
+        pytest.fail(f"unanswered: {bad}; FDB entries per host: {fdb}; {len(ips)} endpoints; "
+                    f"agents (exit, wchan): {agents}\n"
+                    + "\n".join(cluster.debug(h)[:700] for h in cluster.hosts))
 
 
 def test_reconcile_remakes_a_deleted_vxlan_device(cluster, ov):
@@ -522,8 +533,11 @@ def test_a_host_cut_off_from_the_underlay_is_removed_then_restored(cluster, ov):
     mac = "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
     assert wait_for(lambda: mac in cluster.fdb_macs(h1, "ov"), 5)
     cluster.world.u("ip", "link", "set", "u3", "down")
-    try:
-        assert wait_for(lambda: mac not in cluster.fdb_macs(h1, "ov"), TTL + 8)
+    try:  # TTL + 2 s alone; under make test's two worlds on 2 loaded cores,
+        # the majority's leader election after the cut (leases are refreshed
+        # on a new leader) has taken over 11 s: see the report
+        assert wait_for(lambda: mac not in cluster.fdb_macs(h1, "ov"), TTL + 15), \
+            cluster.debug(h1)
     finally:
         cluster.world.u("ip", "link", "set", "u3", "up")
     assert wait_for(lambda: mac in cluster.fdb_macs(h1, "ov"), 20), cluster.debug(h3)

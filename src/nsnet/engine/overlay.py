@@ -45,7 +45,14 @@ import time
 from collections.abc import Callable, Iterable
 
 from .. import kernel as k
-from ..errors import AlreadyExists, InvalidInput, NotFound, NsnetError, StoreUnavailable
+from ..errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    NsnetError,
+    StoreUnavailable,
+)
 from ..model import Endpoint, Network, NetworkSpec, bridge_alias
 from .context import Context, kernel_errors
 
@@ -419,15 +426,25 @@ class OverlayDriver:
         recs = [self._record(net, e) for e in eps]
         try:
             registry.publish_many(self.cluster.store, recs, cfg.lease, Keys(cfg.root))
+            return
         except NotFound:  # the lease expired: the agent may have registered again
-            # meanwhile (its lease is in the saved config: use it if alive);
-            # else register again, once
-            fresh = self._reread_config(cfg)
-            lease, _ = membership.renew(self.cluster.store, cfg.host, fresh.lease,
-                                        cfg.advertise, Keys(cfg.root))
+            self.cluster.reload()
+        cfg = self.cluster.config
+        try:
+            registry.publish_many(self.cluster.store, recs, cfg.lease, Keys(cfg.root))
+            return
+        except NotFound:  # no agent (or a stalled one): register again here
+            pass
+        try:
+            lease, _ = membership.renew(self.cluster.store, cfg.host, cfg.lease, cfg.advertise,
+                                        Keys(cfg.root))
+        except Conflict:  # the agent did, this very moment: its lease is on disk
+            self.cluster.reload()
+            lease = self.cluster.config.lease
+        else:
             cfg.lease = lease
             cfg.save(self.ctx.store.state_dir)
-            registry.publish_many(self.cluster.store, recs, lease, Keys(cfg.root))
+        registry.publish_many(self.cluster.store, recs, lease, Keys(cfg.root))
 
     def withdraw(self, network: str, ids: Iterable[str]) -> None:
         """Remove this host's records of ``ids`` (one transaction per 64)."""
@@ -512,7 +529,7 @@ class OverlayDriver:
 
         cfg = self.cluster.config
         watchers: dict[str, _NetWatch] = {}
-        next_renew = 0.0
+        next_renew = next_resync = 0.0
         try:
             while not stop.is_set():
                 now = time.monotonic()
@@ -531,7 +548,18 @@ class OverlayDriver:
                     except StoreUnavailable as exc:
                         report(f"store unavailable, retrying: {exc}")
                         next_renew = now + 1.0
+                    except Conflict as exc:  # a command registered again meanwhile:
+                        report(f"{exc}; re-reading cluster.json")  # its lease is on disk
+                        next_renew = now + 0.2
                 self._rescan(watchers, report)
+                if now >= next_resync:  # bounded staleness, whatever the watches do
+                    next_resync = now + max(1.0, cfg.ttl / 2)
+                    for name, w in watchers.items():
+                        try:
+                            if w.resync():
+                                report(f"{name}: the watch had missed changes: restarted")
+                        except NsnetError as exc:
+                            report(f"re-reading {name}: {exc}")
                 self._names(watchers, report)
                 stop.wait(scan_every)
         finally:
@@ -612,6 +640,21 @@ class _NetWatch:
         except BaseException:
             self.rt.close()
             raise
+
+    def resync(self) -> bool:
+        """Re-read the records (and program them); if they differ from what
+        the watch delivered, restart the watch: its stream may hang on a
+        member the network cut off (no reset reaches a dead path).  Returns
+        whether it had to."""
+        with self.watcher.lock:
+            before = dict(self.watcher.records)
+        self.watcher._list()
+        with self.watcher.lock:
+            missed = before != self.watcher.records
+        if missed:
+            self.watcher.stop()
+            self.watcher.start()
+        return missed
 
     def _apply(self, desired) -> None:
         self.changed.set()
