@@ -137,7 +137,9 @@ def main(runs: int, seconds: int) -> None:
         for fam in ("v6", "v4"):
             print(f"median {fam}: nsnet {med[f'nsnet {fam}'] / 1e9:.2f} Gbit/s, hand "
                   f"{med[f'hand {fam}'] / 1e9:.2f} Gbit/s, ratio "
-                  f"{med[f'nsnet {fam}'] / med[f'hand {fam}']:.3f}")
+                  f"{med[f'nsnet {fam}'] / med[f'hand {fam}']:.3f}; per-round ratios "
+                  + " ".join(f"{n / h:.2f}" for n, h in zip(got[f"nsnet {fam}"],
+                                                           got[f"hand {fam}"], strict=True)))
     finally:
         holder.kill()
         holder.wait()
