@@ -169,6 +169,14 @@ class Walk:
 
     # ------------------------------------------------------------ resolve
     def resolve(self, text: str) -> Place:
+        place = self._resolve(text)
+        mine = [e for e in self.eps if e.netns == place.label] if place.kind == "ns" else []
+        if mine and not any(e.address for e in mine):  # on IPv6-only networks only (#16)
+            raise InvalidInput(f"{text}: its endpoints have IPv6 addresses only; doctor "
+                               "diagnoses IPv4 paths only (for now): try nsnet ping/check")
+        return place
+
+    def _resolve(self, text: str) -> Place:
         if text == "host":
             return Place("host", "host")
         if text == "outside":
