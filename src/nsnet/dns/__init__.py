@@ -219,15 +219,31 @@ def stop_spawned(state_dir: str, wait: float = WAIT) -> None:
     try:
         with open(path, "rb") as f:
             text = f.read(32).strip()
+            written = os.fstat(f.fileno()).st_mtime
     except (FileNotFoundError, NotADirectoryError):
         return
     pid = int(text) if text.isdigit() else 0
-    if pid and _serves(pid, state_dir):
+    if pid and (_serves(pid, state_dir) or _started_by(pid, written)):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         _wait_gone(pid, wait)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def _started_by(pid: int, written: float) -> bool:
+    """Whether ``pid`` is the very process whose PID was written at
+    ``written`` (epoch seconds): it already ran then (a PID is never reused
+    while its process lives).  Needed between fork and exec, when the child
+    still shows its parent's command line."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ticks = int(f.read().rsplit(") ", 1)[1].split()[19])  # field 22: starttime
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return False
+    return boot + ticks / os.sysconf("SC_CLK_TCK") <= written + 1.0  # btime: whole seconds
 
 
 def _serves(pid: int, state_dir: str) -> bool:
