@@ -858,14 +858,8 @@ class _ReconcileServices:
     def ns_exists(self, name: str) -> bool:
         return self._ctx.ns_exists(name)
 
-    def snapshot(self, netns: str) -> k.Snapshot:
-        return self._ctx.snapshot(netns)
-
     def endpoint_view(self, netns: str, ifname: str, version: int = 4) -> k.Snapshot:
         return self._ctx.endpoint_view(netns, ifname, version)
-
-    def snapshot6(self, netns: str) -> k.Snapshot:
-        return self._ctx.snapshot6(netns)
 
     def forwarding6_on(self) -> bool:
         return self._ctx.forwarding6_on()
