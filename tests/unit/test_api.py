@@ -146,3 +146,17 @@ def test_callers_use_narrow_engine_methods_not_its_handles():
         for path in paths:
             found = re.findall(r"\b(?:engine|eng)\.(?:store|rtnl|ctx)\b", path.read_text())
             assert not found, (path, found)
+
+
+def test_connect_planning_reads_nothing_itself():
+    """#15: connect is planned by a pure function of what was observed once
+    (Endpoints.observe); it reaches neither the store, the kernel nor the
+    context."""
+    import ast
+
+    tree = ast.parse(_engine_module("endpoints").read_text())
+    (fn,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "plan_connect"]
+    names = {n.id for stmt in fn.body for n in ast.walk(stmt) if isinstance(n, ast.Name)}
+    attrs = {n.attr for stmt in fn.body for n in ast.walk(stmt) if isinstance(n, ast.Attribute)}
+    assert not names & {"k", "os", "time", "uuid", "self", "ctx", "store"}, names
+    assert not attrs & {"store", "rtnl", "ctx", "snapshot", "ns_exists"}, attrs

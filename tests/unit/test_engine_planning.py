@@ -10,11 +10,16 @@ import pytest
 from nsnet import reconcile as rc
 from nsnet.engine import intents
 from nsnet.engine.context import refusal, unique_ns_names
-from nsnet.engine.endpoints import check_connect_options, inside_name
+from nsnet.engine.endpoints import (
+    ConnectFacts,
+    check_connect_options,
+    inside_name,
+    plan_connect,
+)
 from nsnet.engine.networks import DriverFact, first_overlap, plan_network
 from nsnet.engine.ports import assign_ephemeral, match_ephemeral
-from nsnet.errors import AlreadyExists, InvalidInput, NotFound, PoolExhausted
-from nsnet.kernel import Link, Snapshot
+from nsnet.errors import AlreadyExists, Conflict, InvalidInput, NotFound, PoolExhausted
+from nsnet.kernel import Address, Link, Route, Snapshot
 from nsnet.model import ConnectOptions, Endpoint, Network, NetworkSpec, PortMap, Published
 
 
@@ -409,3 +414,243 @@ def test_network_plan_dual_stack_and_ipv6_only():
     assert ula.subnet6 == "fd01:2345:6789:1::/64"
     with pytest.raises(InvalidInput, match="no unique-local prefix"):
         plan_network(NetworkSpec("d", "10.4.0.0/24", ipv6=True))
+
+
+# ------------------------------------------------------------------ connect
+# plan_connect: every decision of a connect from (network, names, options,
+# facts observed once), with ids and MACs from counters, not randomness.
+def _counter(fmt):
+    it = iter(range(1, 1 << 20))
+    return lambda: fmt.format(next(it))
+
+
+def _plan(net, names, opts=ConnectOptions(), facts=ConnectFacts(), macs=None):
+    return plan_connect(net, list(names), opts, facts, now=7.0,
+                        new_id=_counter("{:07x}" + "f" * 25),
+                        new_mac=macs or _counter("02:00:00:00:00:{:02x}"))
+
+
+def _dual(**kw) -> Network:
+    return _net(subnet6="fd00:1::/64", gateway6="fd00:1::1", ip_range6="fd00:1::/64", **kw)
+
+
+def _v6only() -> Network:
+    return Network("id-six", "six", "br-six", "", "", "", 1500, 0.0, subnet6="fd00:6::/64",
+                   gateway6="fd00:6::1", ip_range6="fd00:6::/64")
+
+
+def _inside(*links, routes=(), addresses=()) -> Snapshot:
+    return Snapshot(list(links), list(addresses), list(routes))
+
+
+def _default_route(oif=2) -> Route:
+    return Route("default", "10.9.0.1", oif, 4, 0, None)
+
+
+def _other(netns, ifname="eth0", default_route=True) -> Endpoint:  # on another network
+    return Endpoint("o-" + netns + ifname, "back", netns, ifname, "vethother", "10.9.0.2/24",
+                    "02:00:00:00:01:01", "10.9.0.1", default_route, 0.0)
+
+
+def _exists(*names) -> dict:
+    """Facts of existing, recorded namespaces holding only lo (up)."""
+    return {"exists": frozenset(names), "recorded": frozenset(names),
+            "inside": {n: _inside(_link(1, "lo")) for n in names}}
+
+
+@pytest.mark.parametrize("net, opts, used, want", [
+    (_net(), ConnectOptions(create=True), (), [("10.1.0.2/24", "")]),
+    (_net(), ConnectOptions(create=True), ("10.1.0.2", "10.1.0.3"), [("10.1.0.4/24", "")]),
+    (_net(aux_addresses=(("router", "10.1.0.2"),)), ConnectOptions(create=True), (),
+     [("10.1.0.3/24", "")]),
+    (_net(), ConnectOptions(create=True, ip="10.1.0.77"), ("10.1.0.2",),
+     [("10.1.0.77/24", "")]),
+    (_dual(), ConnectOptions(create=True), ("10.1.0.2", "fd00:1::2"),
+     [("10.1.0.3/24", "fd00:1::3/64")]),
+    (_dual(), ConnectOptions(create=True, ip6="fd00:1::99"), (),
+     [("10.1.0.2/24", "fd00:1::99/64")]),
+    (_v6only(), ConnectOptions(create=True), (), [("", "fd00:6::2/64")]),
+])
+def test_connect_address_choice(net, opts, used, want):
+    plan = _plan(net, ["a"], opts, ConnectFacts(used=frozenset(used)))
+    ep = plan.endpoints[0]
+    assert [(ep.address, ep.address6)] == want
+    assert (ep.gateway, ep.gateway6) == (net.gateway if ep.address else "",
+                                         net.gateway6 if ep.address6 else "")
+
+
+def test_connect_addresses_of_a_batch_are_distinct_and_in_order():
+    plan = _plan(_dual(), ["a", "b", "c"], ConnectOptions(create=True),
+                 ConnectFacts(used=frozenset({"10.1.0.3", "fd00:1::2"})))
+    assert [(e.netns, e.address, e.address6) for e in plan.endpoints] == [
+        ("a", "10.1.0.2/24", "fd00:1::3/64"), ("b", "10.1.0.4/24", "fd00:1::4/64"),
+        ("c", "10.1.0.5/24", "fd00:1::5/64")]
+
+
+@pytest.mark.parametrize("net, opts, used, exc, error", [
+    (_net(), ConnectOptions(ip="10.1.0.5"), ("10.1.0.5",), Conflict,
+     "address 10.1.0.5 is already in use on this network"),
+    (_net(aux_addresses=(("r", "10.1.0.5"),)), ConnectOptions(ip="10.1.0.5"), (), Conflict,
+     "address 10.1.0.5 is already in use on this network"),
+    (_net(), ConnectOptions(ip="10.1.0.1"), (), Conflict, "is the gateway of subnet"),
+    (_net(), ConnectOptions(ip="10.2.0.5"), (), InvalidInput, "outside subnet 10.1.0.0/24"),
+    (_dual(), ConnectOptions(ip6="fd00:1::5"), ("fd00:1::5",), Conflict,
+     "address fd00:1::5 is already in use on this network"),
+    (_net(), ConnectOptions(ip6="fd00:1::5"), (), InvalidInput,
+     "--ip6 fd00:1::5: network 'front' has no IPv6 subnet"),
+    (_v6only(), ConnectOptions(ip="10.1.0.5"), (), InvalidInput,
+     "--ip 10.1.0.5: network 'six' has no IPv4 subnet"),
+])
+def test_connect_static_address_refusals(net, opts, used, exc, error):
+    facts = ConnectFacts(used=frozenset(used), **_exists("a"))
+    with pytest.raises(exc, match=error):
+        _plan(net, ["a"], opts, facts)
+
+
+def test_connect_pool_exhausted():
+    net = _net(subnet="10.1.0.0/30")
+    with pytest.raises(PoolExhausted, match="is exhausted"):
+        _plan(net, ["a", "b"], ConnectOptions(create=True))
+
+
+@pytest.mark.parametrize("case, opts, mine, inside, want", [
+    ("created namespace", ConnectOptions(create=True), (), None, ("eth0", True)),
+    ("empty existing namespace", ConnectOptions(), (), _inside(_link(1, "lo")), ("eth0", True)),
+    ("on another network, recorded with the default route", ConnectOptions(),
+     (_other("a"),), _inside(_link(1, "lo"), _link(2, "eth0")), ("eth1", False)),
+    ("on another network without the default route", ConnectOptions(),
+     (_other("a", default_route=False),), _inside(_link(1, "lo"), _link(2, "eth0")),
+     ("eth1", True)),
+    ("a recorded endpoint not (yet) in the kernel still takes its name", ConnectOptions(),
+     (_other("a", "eth0", default_route=False),), _inside(_link(1, "lo")), ("eth1", True)),
+    ("someone else's interface and default route", ConnectOptions(), (),
+     _inside(_link(1, "lo"), _link(2, "eth0"), _link(3, "eth1"), routes=[_default_route()]),
+     ("eth2", False)),
+    ("a gap is reused", ConnectOptions(), (),
+     _inside(_link(1, "lo"), _link(2, "eth1")), ("eth0", True)),
+    ("--ifname", ConnectOptions(ifname="net1"), (_other("a"),),
+     _inside(_link(1, "lo"), _link(2, "eth0")), ("net1", False)),
+])
+def test_connect_inside_name_and_default_route(case, opts, mine, inside, want):
+    facts = ConnectFacts(exists=frozenset() if inside is None else frozenset({"a"}),
+                         endpoints={"a": mine} if mine else {},
+                         inside={"a": inside} if inside else {}, recorded=frozenset({"a"}))
+    ep = _plan(_net(), ["a"], opts, facts).endpoints[0]
+    assert (ep.ifname, ep.default_route) == want, case
+
+
+@pytest.mark.parametrize("mine, inside", [
+    ((_other("a", "net1"),), _inside(_link(1, "lo"))),  # recorded
+    ((), _inside(_link(1, "lo"), _link(2, "net1"))),  # in the kernel only
+])
+def test_connect_inside_name_taken_is_refused(mine, inside):
+    facts = ConnectFacts(exists=frozenset({"a"}), endpoints={"a": mine}, inside={"a": inside})
+    with pytest.raises(AlreadyExists, match="namespace 'a' already has an interface 'net1'"):
+        _plan(_net(), ["a"], ConnectOptions(ifname="net1"), facts)
+
+
+@pytest.mark.parametrize("lo, addresses, want", [
+    (_link(1, "lo", up=False), [], {"a"}),
+    (_link(1, "lo", up=True), [], set()),
+    (_link(1, "lo", up=False), [Address(1, "127.0.0.1", 8)], set()),
+    (_link(1, "lo", up=False), [Address(2, "10.9.0.2", 24)], {"a"}),  # not lo's address
+])
+def test_connect_pristine_lo(lo, addresses, want):
+    facts = ConnectFacts(exists=frozenset({"a"}), inside={"a": _inside(lo, addresses=addresses)})
+    assert _plan(_net(), ["a"], ConnectOptions(), facts).pristine_lo == want
+
+
+def test_connect_created_namespaces_have_no_pristine_lo_and_are_not_foreign():
+    facts = ConnectFacts(exists=frozenset({"old", "mine"}), recorded=frozenset({"mine"}),
+                         inside={"old": _inside(_link(1, "lo", up=False)),
+                                 "mine": _inside(_link(1, "lo"))})
+    plan = _plan(_net(), ["new", "old", "mine"], ConnectOptions(create=True), facts)
+    assert (plan.create_ns, plan.foreign_ns, plan.pristine_lo) == ({"new"}, {"old"}, {"old"})
+
+
+@pytest.mark.parametrize("names, connected, facts, opts, exc, error", [
+    (["a"], ["a"], ConnectFacts(), ConnectOptions(), AlreadyExists,
+     "^namespace 'a' is already connected to network 'front'$"),
+    (["a", "b", "c"], ["a", "c"], ConnectFacts(), ConnectOptions(create=True), AlreadyExists,
+     "^namespaces 'a', 'c' are already connected to network 'front'; nothing was connected "
+     r"\('b' left as they were: all or nothing\)$"),
+    (["a"], [], ConnectFacts(), ConnectOptions(), NotFound,
+     r"^namespace 'a' does not exist \(create it with 'nsnet ns add a' or pass --create\)$"),
+    (["x", "b", "a"], [], ConnectFacts(exists=frozenset({"x"})), ConnectOptions(), NotFound,
+     "^namespaces 'a', 'b' do not exist; nothing was connected \\('x' left as they were: "
+     r"all or nothing\) \(create it with 'nsnet ns add a' or pass --create\)$"),
+    (["a"], [], ConnectFacts(not_namespace={"a": "/run/netns/a"}),
+     ConnectOptions(create=True), AlreadyExists, "^/run/netns/a exists and is not a namespace$"),
+])
+def test_connect_refusals(names, connected, facts, opts, exc, error):
+    net = _front(*(_ep(n, "e" + n, "veth" + n) for n in connected))
+    with pytest.raises(exc, match=error):
+        _plan(net, names, opts, facts)
+
+
+def test_connect_refusals_come_before_what_they_make_moot():
+    """Already connected is said even where the others are missing."""
+    net = _front(_ep("a", "ea", "vetha"))
+    with pytest.raises(AlreadyExists, match="already connected"):
+        _plan(net, ["a", "b"], ConnectOptions(), ConnectFacts())
+
+
+@pytest.mark.parametrize("present, adding, ok", [(1000, 23, True), (1000, 24, False),
+                                                 (0, 1024, False)])
+def test_connect_bridge_port_limit(present, adding, ok):
+    net = _front(*(_ep(f"p{i}", f"e{i}", f"v{i}") for i in range(present)),
+                 subnet="10.0.0.0/16")
+    names = [f"n{i}" for i in range(adding)]
+    if ok:
+        assert len(_plan(net, names, ConnectOptions(create=True)).endpoints) == adding
+    else:
+        with pytest.raises(PoolExhausted, match=f"would need {present + adding} bridge ports; "
+                           "a Linux bridge holds at most 1023"):
+            _plan(net, names, ConnectOptions(create=True))
+
+
+@pytest.mark.parametrize("opts, user, macs, exc, want", [
+    (ConnectOptions(create=True, mac="02:AA:00:00:00:01"), None, (), None, "02:aa:00:00:00:01"),
+    (ConnectOptions(create=True, mac="02:AA:00:00:00:01"), "web", ("02:aa:00:00:00:01",),
+     Conflict, "MAC address 02:aa:00:00:00:01 is already used by 'web' on network 'front'"),
+    (ConnectOptions(create=True, mac="02:aa:00:00:00:01"), None, ("02:aa:00:00:00:01",),
+     Conflict, "is already used by 'another endpoint' on network 'front'"),
+    (ConnectOptions(create=True), None, ("02:00:00:00:00:01", "02:00:00:00:00:02"), None,
+     "02:00:00:00:00:03"),  # random MACs already on the bridge are drawn again
+])
+def test_connect_mac_choice_and_clashes(opts, user, macs, exc, want):
+    facts = ConnectFacts(mac_user=user, macs=frozenset(macs))
+    if exc:
+        with pytest.raises(exc, match=want):
+            _plan(_net(), ["a"], opts, facts)
+    else:
+        assert _plan(_net(), ["a"], opts, facts).endpoints[0].mac == want
+
+
+def test_connect_random_macs_of_one_batch_never_repeat():
+    draws = iter(["02:00:00:00:00:01"] * 3 + ["02:00:00:00:00:02"])
+    plan = _plan(_net(), ["a", "b"], ConnectOptions(create=True), macs=lambda: next(draws))
+    assert [e.mac for e in plan.endpoints] == ["02:00:00:00:00:01", "02:00:00:00:00:02"]
+
+
+@pytest.mark.parametrize("alias, owner", [("nsnet:ep:x", "nsnet"), ("", "someone else"),
+                                          ("docker", "someone else")])
+def test_connect_host_ifname_taken(alias, owner):
+    facts = ConnectFacts(host_link_alias=alias)
+    with pytest.raises(AlreadyExists, match=f"a link named 'vx' already exists in the host "
+                       rf"namespace \(created by {owner}\)"):
+        _plan(_net(), ["a"], ConnectOptions(create=True, host_ifname="vx"), facts)
+
+
+def test_connect_plan_contents():
+    """Names, ids, options and published ports as the plan records them."""
+    opts = ConnectOptions(create=True, host_ifname="vx", aliases=("web",),
+                          labels=(("k", "1"), ("k", "2")), ports=(_pm(host_port=8080),))
+    plan = _plan(_dual(), ["a"], opts)
+    (ep,) = plan.endpoints
+    assert (ep.id, ep.network, ep.host_ifname, ep.created, ep.aliases, ep.labels) == (
+        "0000001" + "f" * 25, "front", "vx", 7.0, ("web",), (("k", "2"),))
+    assert [(p.endpoint, p.ip, p.ip6, p.port.host_port) for p in plan.ports] == [
+        (ep.id, "10.1.0.2", "fd00:1::2", 8080)]
+    plain = _plan(_net(), ["a", "b"], ConnectOptions(create=True))
+    assert [e.host_ifname for e in plain.endpoints] == ["veth0000001", "veth0000002"]

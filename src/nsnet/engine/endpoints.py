@@ -7,10 +7,14 @@ batch brings them up, one batch per namespace configures the inside, and
 teardown deletes all host ends of an operation with a single RTM_DELLINK
 by (transient) link group.
 
-Planning (:meth:`Endpoints.plan`) decides every name, address, MAC and
-default route before the kernel is touched; the pure decisions are module
-functions (:func:`inside_name`, :func:`check_connect_options`), table-tested
-in tests/unit without root.
+Planning a connect is two steps.  :meth:`Endpoints.observe` reads, once,
+everything the decisions depend on -- the records of the named namespaces
+and of this network, whether each name is a namespace, and each existing
+namespace's links, addresses and routes -- into one :class:`ConnectFacts`
+(O(the names connected + this network), never the whole state).
+:func:`plan_connect` then decides every name, address, MAC, default route
+and refusal from (network, names, options, facts) alone, before the kernel
+is touched: a pure function, table-tested in tests/unit without root.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import dataclasses
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from .. import kernel as k
@@ -52,8 +57,9 @@ from .context import (
 )
 from .intents import EndpointRef
 
-__all__ = ["ConnectPlan", "Endpoints", "allocate", "check_connect_options", "default_routes",
-           "inside_name", "published"]
+__all__ = ["ConnectFacts", "ConnectPlan", "Endpoints", "allocate", "check_connect_options",
+           "choose_mac", "default_routes", "host_ifnames", "inside_name", "inside_plan",
+           "plan_connect", "published"]
 
 
 @dataclass
@@ -66,6 +72,26 @@ class ConnectPlan:
     foreign_ns: set[str]
     ports: list[Published] = field(default_factory=list)
     pristine_lo: set[str] = field(default_factory=set)  # existing, lo down, no address
+
+
+@dataclass(frozen=True)
+class ConnectFacts:
+    """What a connect's decisions depend on, observed once before planning
+    (:meth:`Endpoints.observe`): the store's records of the named namespaces
+    and of this network, and the kernel's view of the named namespaces.
+    Names already on the network are not observed (planning refuses them)."""
+
+    exists: AbstractSet[str] = frozenset()  # names that are mounted namespaces
+    # missing names whose path is taken by something else: name -> that path
+    not_namespace: Mapping[str, str] = field(default_factory=dict)
+    recorded: AbstractSet[str] = frozenset()  # names nsnet has a namespace record of
+    # recorded endpoints of the named namespaces (on other networks)
+    endpoints: Mapping[str, tuple[Endpoint, ...]] = field(default_factory=dict)
+    inside: Mapping[str, k.Snapshot] = field(default_factory=dict)  # each existing one's
+    used: AbstractSet[str] = frozenset()  # addresses recorded on this network (both families)
+    macs: AbstractSet[str] = frozenset()  # MACs recorded on this network's bridge
+    mac_user: str | None = None  # the namespace holding --mac on this network
+    host_link_alias: str | None = None  # alias of the host link named --host-ifname; None: none
 
 
 def check_connect_options(opts: ConnectOptions, count: int) -> ConnectOptions:
@@ -101,6 +127,114 @@ def inside_name(netns: str, wanted: str | None, present: set[str],
     while f"eth{n}" in present:
         n += 1
     return f"eth{n}", not has_default
+
+
+def inside_plan(netns: str, wanted: str | None, mine: Iterable[Endpoint],
+                snap: k.Snapshot | None) -> tuple[str, bool, bool]:
+    """Interface name inside the namespace, whether it gets the default
+    route, and whether an existing namespace's lo is pristine (down, no
+    address: configuring the inside brings it up), from its recorded
+    endpoints on other networks (``mine``) and, for an existing namespace,
+    its links, addresses and routes (``snap``; None: created by this
+    connect) (pure)."""
+    mine = list(mine)
+    present: set[str] = {e.ifname for e in mine}
+    has_default = any(e.default_route for e in mine)
+    pristine = False
+    if snap is not None:
+        present |= {lk.name for lk in snap.links}
+        has_default = has_default or any(r.is_default for r in snap.routes)
+        lo = snap.link("lo")
+        pristine = bool(lo and not lo.up and not any(a.index == lo.index
+                                                     for a in snap.addresses))
+    return (*inside_name(netns, wanted, present, has_default), pristine)
+
+
+def host_ifnames(count: int, wanted: str | None, alias: str | None) -> list[str | None]:
+    """The host end names asked for (None: nsnet names it), refusing a name
+    a host link already has (``alias``: that link's; None: no such link)
+    (pure)."""
+    if not wanted:
+        return [None] * count
+    if alias is not None:
+        owner = "nsnet" if alias.startswith(ALIAS_PREFIX) else "someone else"
+        raise AlreadyExists(f"a link named {wanted!r} already exists in the host "
+                            f"namespace (created by {owner})")
+    return [wanted]
+
+
+def choose_mac(net: Network, wanted: str | None, user: str | None, used: set[str],
+               new_mac: Callable[[], str] = random_mac) -> str:
+    """``wanted``, or a random one, not used on this bridge yet: two ports with
+    one MAC make the bridge flap its forwarding entry.  ``user``: the
+    namespace recorded with ``wanted`` on this network; ``used``: the
+    bridge's MACs, which the chosen one joins (so a batch never repeats one)
+    (pure but for ``new_mac``)."""
+    if wanted:
+        mac = wanted.lower()
+        if user or mac in used:
+            raise Conflict(f"MAC address {mac} is already used by "
+                           f"{user or 'another endpoint'!r} on network {net.name!r}")
+    else:
+        mac = new_mac()
+        while mac in used:
+            mac = new_mac()
+    used.add(mac)
+    return mac
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def plan_connect(net: Network, names: list[str], opts: ConnectOptions, facts: ConnectFacts,
+                 *, now: float, new_id: Callable[[], str] = _new_id,
+                 new_mac: Callable[[], str] = random_mac) -> ConnectPlan:
+    """Every decision of a connect of ``names`` to ``net``, from what was
+    observed (pure: the only inputs besides the arguments are ``new_id`` and
+    ``new_mac``, fresh random ids and MACs).  Refusals come in this order:
+    already connected, bridge port limit, missing namespaces, a path that is
+    not a namespace, addresses, host interface name, inside interface name,
+    MAC."""
+    taken = {e.netns for e in net.endpoints}
+    already = [n for n in names if n in taken]
+    if already:
+        raise AlreadyExists(refusal(already, f"is already connected to network "
+                                    f"{net.name!r}", f"are already connected to network "
+                                    f"{net.name!r}", names, "connected"))
+    if len(net.endpoints) + len(names) > MAX_BRIDGE_PORTS:
+        raise PoolExhausted(f"network {net.name!r} would need {len(net.endpoints) + len(names)}"
+                            f" bridge ports; a Linux bridge holds at most {MAX_BRIDGE_PORTS}")
+    missing = {n for n in names if n not in facts.exists}
+    if missing and not opts.create:
+        first = sorted(missing)[0]
+        raise NotFound(refusal(sorted(missing), "does not exist", "do not exist", names,
+                               "connected") + f" (create it with 'nsnet ns add {first}' "
+                       "or pass --create)")
+    for name in sorted(missing):
+        if name in facts.not_namespace:
+            raise AlreadyExists(f"{facts.not_namespace[name]} exists and is not a namespace")
+    used = set(facts.used) | {ip for _, ip in net.aux_addresses}
+    ips = allocate(net, used, len(names), opts.ip, opts.ip6)
+    host_names = host_ifnames(len(names), opts.host_ifname, facts.host_link_alias)
+    foreign = {n for n in names if n not in missing and n not in facts.recorded}
+    macs = set(facts.macs)
+    endpoints = []
+    pristine_lo: set[str] = set()
+    for name, (ip, ip6), host_if in zip(names, ips, host_names, strict=False):
+        ifname, default_route, pristine = inside_plan(
+            name, opts.ifname, facts.endpoints.get(name, ()),
+            None if name in missing else facts.inside[name])
+        if pristine:
+            pristine_lo.add(name)
+        ep_id = new_id()
+        endpoints.append(Endpoint(
+            ep_id, net.name, name, ifname, host_if or f"veth{ep_id[:7]}",
+            ip, choose_mac(net, opts.mac, facts.mac_user, macs, new_mac),
+            net.gateway if ip else "", default_route, now, opts.aliases, labels(opts.labels),
+            ip6, net.gateway6 if ip6 else ""))
+    ports = [p for e in endpoints for p in published(e, net, opts.ports)]
+    return ConnectPlan(net, endpoints, missing, foreign, ports, pristine_lo)
 
 
 def host_ends_without_ipv6(ctx: Context, names: list[str]) -> None:
@@ -187,50 +321,33 @@ class Endpoints:
         return ep
 
     def plan(self, net: Network, names: list[str], opts: ConnectOptions) -> ConnectPlan:
+        """Observe, then decide (:func:`plan_connect`)."""
+        return plan_connect(net, names, opts, self.observe(net, names, opts), now=time.time())
+
+    def observe(self, net: Network, names: list[str], opts: ConnectOptions) -> ConnectFacts:
+        """Everything :func:`plan_connect` reads, read once: by index in the
+        store (these names' records and endpoints, this network's addresses
+        and MACs) and by name in the kernel (is each a namespace; the links,
+        addresses and routes inside each existing one; the --host-ifname
+        link).  Names already on the network are skipped: they are refused."""
         ctx, store = self.ctx, self.ctx.store
         taken = {e.netns for e in net.endpoints}
-        already = [n for n in names if n in taken]
-        if already:
-            raise AlreadyExists(refusal(already, f"is already connected to network "
-                                        f"{net.name!r}", f"are already connected to network "
-                                        f"{net.name!r}", names, "connected"))
-        if len(net.endpoints) + len(names) > MAX_BRIDGE_PORTS:
-            raise PoolExhausted(f"network {net.name!r} would need {len(net.endpoints) + len(names)}"
-                                f" bridge ports; a Linux bridge holds at most {MAX_BRIDGE_PORTS}")
-        missing = {n for n in names if not ctx.ns_exists(n)}
-        if missing and not opts.create:
-            first = sorted(missing)[0]
-            raise NotFound(refusal(sorted(missing), "does not exist", "do not exist", names,
-                                   "connected") + f" (create it with 'nsnet ns add {first}' "
-                           "or pass --create)")
-        for name in missing:
-            if os.path.lexists(ctx.ns_path(name)):
-                raise AlreadyExists(f"{ctx.ns_path(name)} exists and is not a namespace")
-        used = store.used_addresses(net.id) | {ip for _, ip in net.aux_addresses}
-        ips = allocate(net, used, len(names), opts.ip, opts.ip6)
-        host_names = self._host_ifnames(names, opts)
-        known = store.namespaces(names)
-        foreign = {n for n in names if n not in missing and n not in known}
+        todo = [n for n in names if n not in taken]
+        exists = {n for n in todo if ctx.ns_exists(n)}
+        not_namespace = {n: ctx.ns_path(n) for n in todo
+                         if n not in exists and os.path.lexists(ctx.ns_path(n))}
+        used = store.used_addresses(net.id)  # O(this network)
+        recorded = set(store.namespaces(todo))  # these names only, by key
         by_ns: dict[str, list[Endpoint]] = {}
-        for ep in store.endpoints_of_namespaces(names):  # by index: these names only
+        for ep in store.endpoints_of_namespaces(todo):  # by index: these names only
             by_ns.setdefault(ep.netns, []).append(ep)
         macs = store.macs(net.id)  # the bridge's MACs: one query, O(this network)
-        endpoints = []
-        pristine_lo: set[str] = set()
-        now = time.time()
-        for name, (ip, ip6), host_if in zip(names, ips, host_names, strict=False):
-            ifname, default_route, pristine = self._inside_names(name, opts, name in missing,
-                                                                 by_ns.get(name, []))
-            if pristine:
-                pristine_lo.add(name)
-            ep_id = uuid.uuid4().hex
-            endpoints.append(Endpoint(
-                ep_id, net.name, name, ifname, host_if or f"veth{ep_id[:7]}",
-                ip, self.free_mac(net, opts.mac, macs), net.gateway if ip else "",
-                default_route, now, opts.aliases, labels(opts.labels), ip6,
-                net.gateway6 if ip6 else ""))
-        ports = [p for e in endpoints for p in published(e, net, opts.ports)]
-        return ConnectPlan(net, endpoints, missing, foreign, ports, pristine_lo)
+        mac_user = store.mac_user(net.id, opts.mac) if opts.mac else None
+        inside = {n: ctx.snapshot(n) for n in todo if n in exists}
+        return ConnectFacts(frozenset(exists), not_namespace, frozenset(recorded),
+                            {n: tuple(eps) for n, eps in by_ns.items()}, inside,
+                            frozenset(used), frozenset(macs), mac_user,
+                            self._host_link_alias(opts.host_ifname))
 
     def refuse_taken_links(self, links: Mapping[str, str | None]) -> None:
         """Refuse, before anything is changed, a host link name already in use
@@ -243,53 +360,22 @@ class Endpoints:
                 raise AlreadyExists(f"a link named {name!r} already exists and was not "
                                     "created by nsnet; nothing was changed")
 
-    def free_mac(self, net: Network, mac: str | None, used: set[str] | None = None) -> str:
-        """``mac``, or a random one, not used on this bridge yet: two ports with
-        one MAC make the bridge flap its forwarding entry.  ``used``: the
-        bridge's MACs read once by the caller (a chosen MAC joins it, so a
-        batch never repeats one either); else one index lookup."""
+    def free_mac(self, net: Network, mac: str | None) -> str:
+        """``mac``, or a random one, not used on this bridge yet (one index
+        lookup per candidate, not the bridge's MACs: a single endpoint)."""
         store = self.ctx.store
         if mac:
-            user = store.mac_user(net.id, mac)
-            if user or (used is not None and mac.lower() in used):
-                raise Conflict(f"MAC address {mac.lower()} is already used by "
-                               f"{user or 'another endpoint'!r} on network {net.name!r}")
-            mac = mac.lower()
-        else:
+            return choose_mac(net, mac, store.mac_user(net.id, mac), set())
+        mac = random_mac()
+        while store.mac_user(net.id, mac):
             mac = random_mac()
-            while mac in used if used is not None else store.mac_user(net.id, mac):
-                mac = random_mac()
-        if used is not None:
-            used.add(mac)
         return mac
 
-    def _host_ifnames(self, names: list[str], opts: ConnectOptions) -> list[str | None]:
-        if not opts.host_ifname:
-            return [None] * len(names)
-        link = self.ctx.rtnl.find_link(opts.host_ifname)
-        if link:
-            owner = "nsnet" if link.alias.startswith(ALIAS_PREFIX) else "someone else"
-            raise AlreadyExists(f"a link named {opts.host_ifname!r} already exists in the host "
-                                f"namespace (created by {owner})")
-        return [opts.host_ifname]
-
-    def _inside_names(self, netns: str, opts: ConnectOptions, fresh: bool,
-                      mine: list[Endpoint]) -> tuple[str, bool, bool]:
-        """Interface name inside the namespace, whether it gets the default
-        route, and whether an existing namespace's lo is pristine (down, no
-        address: configuring the inside brings it up); ``mine`` are its
-        recorded endpoints on other networks."""
-        present: set[str] = {e.ifname for e in mine}
-        has_default = any(e.default_route for e in mine)
-        pristine = False
-        if not fresh:
-            snap = self.ctx.snapshot(netns)
-            present |= {lk.name for lk in snap.links}
-            has_default = has_default or any(r.is_default for r in snap.routes)
-            lo = snap.link("lo")
-            pristine = bool(lo and not lo.up and not any(a.index == lo.index
-                                                         for a in snap.addresses))
-        return (*inside_name(netns, opts.ifname, present, has_default), pristine)
+    def _host_link_alias(self, name: str | None) -> str | None:
+        """The alias of the host link named ``name`` ("" if it has none;
+        None: no such link, or no name asked for)."""
+        link = self.ctx.rtnl.find_link(name) if name else None
+        return link.alias if link else None
 
     # ------------------------------------------------------------- apply
     def attach(self, plan: ConnectPlan, attach_index: int, steps: Steps | None = None,
@@ -337,7 +423,8 @@ class Endpoints:
         ((ip, ip6),) = allocate(net, used, 1, opts.ip, opts.ip6)
         ep_id = uuid.uuid4().hex
         peer = opts.ifname or f"nsh{ep_id[:8]}"
-        host = self._host_ifnames([name], opts)[0] or f"veth{ep_id[:7]}"
+        host = host_ifnames(1, opts.host_ifname,
+                            self._host_link_alias(opts.host_ifname))[0] or f"veth{ep_id[:7]}"
         if self.ctx.rtnl.find_link(peer):
             raise AlreadyExists(f"a link named {peer!r} already exists in the host namespace")
         return Endpoint(ep_id, net.name, name, peer, host, ip,
