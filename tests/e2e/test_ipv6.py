@@ -21,6 +21,7 @@ import pytest
 
 import dnstools
 from conftest import Sandbox
+from icmp6sniff import MLD, NS, RS, Sniffer, solicited_node
 from world import HOST_IP, OUT_IP, World
 
 HOST6, OUT6 = "2001:db8::1", "2001:db8::2"
@@ -93,6 +94,46 @@ def test_dual_stack_addresses_routes_and_sysctls(w: World, dual: tuple[str, str]
     gw = w.box.host("ip", "-6", "-o", "addr", "show", "dev", bridge).stdout
     assert "fd00:61::1/64" in gw and "fe80" in gw  # the gateway keeps its link-local
     assert w.box.host("sysctl", "-n", "net.ipv6.conf.all.forwarding").stdout.strip() == "1"
+
+
+def test_namespaces_created_on_a_dual_stack_network_are_born_quiet(w: World) -> None:
+    """connect --create on a dual-stack network: the namespaces are created
+    with quiet IPv6 defaults and the interfaces born with them (no
+    per-interface write).  The bridge sees no router solicitation, no DAD
+    probe and no link-local address from the endpoints; their only
+    multicast reports are the joins of their own addresses' solicited-node
+    groups (the kernel reports those from ::, having no link-local address:
+    what lets neighbour solicitations reach them) -- and they reach each
+    other over IPv6 at once."""
+    from nsnet import kernel as k
+
+    w.ok("network", "create", "quiet", "--subnet", "10.66.0.0/24", "--subnet", "fd00:66::/64")
+    a, b = w.box.name("qa"), w.box.name("qb")
+    host = k.open_netns(w.box.host_path)
+    sniffer = Sniffer(host, inspect(w, "quiet")["bridge"])
+    try:
+        w.ok("connect", "quiet", a, b, "--create")
+        sniffer.drain(2.5)  # an RS would come ~1 s after the interface is up
+        gateway = {src for src in (s for _t, s in sniffer.seen) if src.startswith("fe80:")}
+        assert len(gateway) <= 1  # the bridge's own link-local (it keeps one)
+        mine = [(t, src) for t, src in sniffer.seen if src not in gateway]
+        assert not [t for t, _src in mine if t in (RS, NS) or (t in MLD and t != 143)], mine
+        joined = {g for src, groups in sniffer.reports if src == "::" for g in groups}
+        assert {src for src, _g in sniffer.reports} <= gateway | {"::"}, sniffer.reports
+        assert joined == {solicited_node("fd00:66::2"), solicited_node("fd00:66::3")}, joined
+        for ns in (a, b):
+            for conf in ("eth0", "default"):
+                got = [inside(w, ns, "sysctl", "-n", f"net.ipv6.conf.{conf}.{key}").strip()
+                       for key in ("accept_ra", "autoconf", "accept_dad", "addr_gen_mode",
+                                   "disable_ipv6")]
+                assert got == ["0", "0", "0", "1", "0"], (ns, conf, got)
+            addrs = inside(w, ns, "ip", "-6", "-o", "addr", "show", "dev", "eth0")
+            assert "fe80" not in addrs and "tentative" not in addrs, addrs
+        assert "1 received" in inside(w, a, "ping", "-6", "-c", "1", "-W", "3", "fd00:66::3")
+    finally:
+        sniffer.close()
+        host.close()
+        w.ok("network", "rm", "--force", "quiet")
 
 
 def test_dual_stack_connectivity_nat_and_published_ports(w: World,

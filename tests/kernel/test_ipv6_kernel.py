@@ -7,54 +7,15 @@ duplicate address detection."""
 from __future__ import annotations
 
 import ipaddress
-import select
 import socket
-import struct
 import time
 
 import pytest
 
+from icmp6sniff import NS, RA, RS, Sniffer
 from nsnet import kernel as k
 
-ETH_P_ALL, ETH_P_IPV6 = 0x0003, 0x86DD
-RS, RA, NS = 133, 134, 135
 V6_OFF_BY_DEFAULT = {"net/ipv6/conf/default/disable_ipv6": "1"}  # as nsnet makes namespaces
-
-
-class Sniffer:
-    """Every frame the bridge device sees (snooping off: all multicast is
-    flooded to it), as (ICMPv6 type, IPv6 source) pairs."""
-
-    def __init__(self, host: k.Netns, bridge: str) -> None:
-        with k.entered(host.fd):  # every interface of the host (the bridge may be down yet)
-            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        self.bridge = bridge
-        self.seen: list[tuple[int, str]] = []
-
-    def drain(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            if not select.select([self.sock], [], [], left)[0]:
-                break
-            frame, (ifname, *_rest) = self.sock.recvfrom(65535)
-            icmp = _icmpv6(frame) if ifname == self.bridge else None
-            if icmp:
-                self.seen.append(icmp)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def _icmpv6(frame: bytes) -> tuple[int, str] | None:
-    if len(frame) < 54 or struct.unpack_from("!H", frame, 12)[0] != ETH_P_IPV6:
-        return None
-    ip = frame[14:]
-    nh, offset = ip[6], 40
-    while nh == 0 and offset + 2 <= len(ip):  # hop-by-hop options (MLD carries one)
-        nh, offset = ip[offset], offset + (ip[offset + 1] + 1) * 8
-    if nh != 58 or offset >= len(ip):
-        return None
-    return ip[offset], socket.inet_ntop(socket.AF_INET6, ip[8:24])
 
 
 @pytest.fixture

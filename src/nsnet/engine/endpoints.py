@@ -46,6 +46,7 @@ from ..model import (
 )
 from .context import (
     CHUNK,
+    IPV6_DEFAULT_OFF,
     MAX_BRIDGE_PORTS,
     Context,
     Steps,
@@ -57,7 +58,8 @@ from .context import (
 )
 from .intents import EndpointRef
 
-__all__ = ["ConnectFacts", "ConnectPlan", "Endpoints", "allocate", "check_connect_options",
+__all__ = ["ConnectFacts", "ConnectPlan", "Endpoints", "allocate", "born_with",
+           "check_connect_options",
            "choose_mac", "default_routes", "host_ifnames", "inside_name", "inside_plan",
            "plan_connect", "published"]
 
@@ -253,17 +255,29 @@ def host_ends_without_ipv6(ctx: Context, names: list[str]) -> None:
             k.write_sysctls(ctx.host, {no_ipv6(name): "1" for name in names})
 
 
-def configure_inside(ns: k.Netns, ep: Endpoint, ipv6_off: bool) -> None:
-    """Inside one namespace: IPv6 off on the new interface (unless it was
-    born so) -- or, on an IPv6 network, quiet IPv6 on (kernel/ipv6.py: no RA,
-    SLAAC, DAD or link-local address) -- then one batch: lo up, interface
-    up, addresses (IPv6 without DAD), default routes."""
+def born_with(net: Network) -> dict[str, str]:
+    """The IPv6 defaults of a namespace created for an endpoint on ``net``,
+    written before the endpoint's interface is made in it, so that the
+    interface is born as ``net`` wants it and needs no write of its own:
+    IPv6 off (IPv4-only networks), or on and quiet (kernel/ipv6.py: no RA,
+    SLAAC, DAD or link-local address)."""
+    return k.ipv6_quiet_default_sysctls() if net.has_ipv6 else {IPV6_DEFAULT_OFF: "1"}
+
+
+def configure_inside(ns: k.Netns, ep: Endpoint, born_ready: bool) -> None:
+    """Inside one namespace: unless the interface was born so (``born_ready``:
+    its namespace was created by this connect, with :func:`born_with` its
+    network), IPv6 off on it -- or, on an IPv6 network, quiet IPv6 on -- then
+    one batch: lo up, interface up, addresses (IPv6 without DAD), default
+    routes."""
     with k.entered(ns.fd):
-        if ep.address6:
+        if born_ready:
+            pass  # IPv4-only: born without IPv6; IPv6: born quiet
+        elif ep.address6:
             k.write_sysctls_here(k.ipv6_interface_sysctls(ep.ifname))
-        elif not ipv6_off:
+        else:
             k.write_sysctls_here({no_ipv6(ep.ifname): "1"})
-        rtnl = k.Rtnl()
+        rtnl = k.Rtnl()  # a socket of this namespace
     with rtnl as rt:
         index = rt.link(ep.ifname).index
         reqs = [k.req_set_link("lo", up=True), k.req_set_link(index=index, up=True)]
@@ -409,7 +423,7 @@ class Endpoints:
             crashpoint("connect:host-up")
             for ep, ns in zip(chunk, handles, strict=True):
                 with kernel_errors(f"configuring {ep.ifname} in namespace {ep.netns!r}"):
-                    configure_inside(ns, ep, ipv6_off=ep.netns in plan.create_ns)
+                    configure_inside(ns, ep, born_ready=ep.netns in plan.create_ns)
                 crashpoint("connect:inside")
                 if steps:
                     steps.advance()

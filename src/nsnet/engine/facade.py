@@ -54,7 +54,7 @@ from .context import (
     unique_ns_names,
 )
 from .dns_sync import DnsSync
-from .endpoints import ConnectPlan, Endpoints, check_connect_options, published
+from .endpoints import ConnectPlan, Endpoints, born_with, check_connect_options, published
 from .firewall_sync import FirewallSync
 from .intents import (
     ConnectIntent,
@@ -536,11 +536,11 @@ class Engine:
                        progress: Progress | None) -> None:
         steps = Steps(len(plan.create_ns) + len(plan.endpoints), progress)
         if plan.create_ns:
-            # IPv4-only: interfaces made in these namespaces are born without
-            # IPv6, so no autoconfiguration traffic floods the bridge and no
-            # per-interface sysctl write is needed later.
+            # interfaces made in these namespaces are born as the network wants
+            # them (IPv6 off, or on and quiet): no autoconfiguration traffic
+            # floods the bridge and no per-interface sysctl write is needed.
             self.namespaces.create(list(scope.intent.create_ns),  # type: ignore[attr-defined]
-                                   {IPV6_DEFAULT_OFF: "1"}, steps, taken=scope.spare)
+                                   born_with(plan.network), steps, taken=scope.spare)
         attach = self.nets.driver(plan.network).attach_index(plan.network)
         self.endpoints.attach(plan, attach, steps)
 

@@ -19,6 +19,7 @@ from .ipv6 import (
     ipv6_gateway_sysctls,
     ipv6_interface_sysctls,
     ipv6_off_sysctls,
+    ipv6_quiet_default_sysctls,
 )
 from .netlink import BatchResult, NetlinkError, Request
 from .netns import (
@@ -103,6 +104,7 @@ __all__ = [
     "ipv6_gateway_sysctls",
     "ipv6_interface_sysctls",
     "ipv6_off_sysctls",
+    "ipv6_quiet_default_sysctls",
     "is_netns_mount",
     "list_netns",
     "listeners",

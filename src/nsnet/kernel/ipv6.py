@@ -30,6 +30,19 @@ router never solicits anyway) and accept_dad=0 keep that address quiet too.
 A bridge must be created down and switched on after these are written, or
 its link-local address is born under the namespace's defaults (with DAD).
 
+A namespace nsnet creates for an IPv6 network is instead born quiet: the
+same values are written once to its ``net/ipv6/conf/default`` (what a
+device copies, all of it, when it is registered in the namespace:
+ipv6_add_dev), before the endpoint's interface is created inside it, so
+the interface is born with them and needs no write of its own
+(:func:`ipv6_quiet_default_sysctls`).  Only ``lo`` predates them (a
+loopback does no DAD and sends no RS).  Where ``all`` has a say it needs no
+write in a new namespace: DAD runs if either ``all`` or the interface asks
+(max of the two) and ``all/accept_dad`` is 0 there (as nsnet's addresses
+are IFA_F_NODAD anyway); accept_ra, autoconf and addr_gen_mode are per
+interface.  Interfaces made before those defaults (a namespace that
+existed before the connect) get the per-interface writes.
+
 IPv4-only networks keep IPv6 off entirely (interfaces born with it
 disabled: the measured reason is in the engine's connect path), so none of
 this applies to them.  Keys are paths under /proc/sys, for
@@ -39,7 +52,8 @@ the order given).
 
 from __future__ import annotations
 
-__all__ = ["FORWARDING6", "ipv6_gateway_sysctls", "ipv6_interface_sysctls", "ipv6_off_sysctls"]
+__all__ = ["FORWARDING6", "ipv6_gateway_sysctls", "ipv6_interface_sysctls", "ipv6_off_sysctls",
+           "ipv6_quiet_default_sysctls"]
 
 # The host routes between its IPv6 networks and the outside (the IPv4 twin
 # is net/ipv4/ip_forward).  "all" switches every interface to router mode,
@@ -53,6 +67,13 @@ def ipv6_interface_sysctls(ifname: str) -> dict[str, str]:
     conf = f"net/ipv6/conf/{ifname}"
     return {f"{conf}/accept_ra": "0", f"{conf}/autoconf": "0", f"{conf}/accept_dad": "0",
             f"{conf}/addr_gen_mode": "1", f"{conf}/disable_ipv6": "0"}
+
+
+def ipv6_quiet_default_sysctls() -> dict[str, str]:
+    """The namespace's defaults for interfaces created in it from now on:
+    quiet IPv6, on (written in a namespace being created, before its
+    endpoint's interface exists)."""
+    return ipv6_interface_sysctls("default")
 
 
 def ipv6_gateway_sysctls(bridge: str) -> dict[str, str]:
