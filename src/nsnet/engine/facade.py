@@ -804,7 +804,8 @@ class Engine:
         with self.ctx.lock:
             done = [] if dry_run else self._recovered_actions()
             services = _ReconcileServices(self)
-            actions = planner(services)
+            with self.ctx.inside_views():
+                actions = planner(services)
             if not dry_run and actions:
                 rc.apply(services, actions)
         return done + actions
