@@ -117,7 +117,7 @@ def test_without_strict_checking_the_decoding_filters_the_same():
 
 def test_an_ipv6_inside():
     snap, _ = _read(REPLIES["v6"])
-    assert [a.cidr for a in snap.addresses_of("eth0")][0] == "fd00:1::2/64"
+    assert snap.addresses_of("eth0")[0].cidr == "fd00:1::2/64"
     assert all(a.cidr.startswith("fe80:") for a in snap.addresses_of("eth0")[1:])  # its own
     assert [(rt.dst, rt.gateway) for rt in snap.routes] == [("default", "fd00:1::1")]
 
