@@ -19,6 +19,7 @@ import errno
 import os
 import random
 import resource
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -149,6 +150,7 @@ class Context:
         self.dns = dns
         self._firewall = firewall
         self._rtnl: k.Rtnl | None = None
+        self._reader: tuple[int, k.InsideReader] | None = None  # (its thread, it)
 
     def close(self) -> None:
         if self._rtnl:
@@ -199,10 +201,24 @@ class Context:
         finally:
             ns.close()
 
+    @contextmanager
+    def inside_views(self) -> Iterator[None]:
+        """While open, :meth:`endpoint_view` reads every namespace through one
+        :class:`k.InsideReader` (reconcile reads thousands in a row; the
+        reader belongs to this thread, which is the one that reads)."""
+        with k.InsideReader() as reader:
+            self._reader = (threading.get_ident(), reader)
+            try:
+                yield
+            finally:
+                self._reader = None
+
     def endpoint_view(self, netns: str, ifname: str, version: int = 4) -> k.Snapshot:
         """Only what a reconcile checks of one endpoint inside (k.endpoint_view)."""
         validate_netns_name(netns)
         try:
+            if self._reader is not None and self._reader[0] == threading.get_ident():
+                return self._reader[1].view(self.ns_path(netns), ifname, version)
             return k.endpoint_view_at(self.ns_path(netns), ifname, version)
         except k.NetlinkError:
             raise

@@ -45,17 +45,20 @@ class FirewallSync:
         except KernelError:
             self.ctx.firewall.apply(fw.skeleton(ipv6) + commands)
 
-    def desired(self) -> list[dict]:
-        """The transaction that rebuilds nsnet's firewall from the state."""
-        return fw.full(self.ctx.store.networks(), self.ctx.store.published())
+    def desired(self, networks: list[Network] | None = None) -> list[dict]:
+        """The transaction that rebuilds nsnet's firewall from the state
+        (``networks``: the state's networks with their endpoints, if the
+        caller read them already -- reconcile did, for 5000 endpoints)."""
+        nets = self.ctx.store.networks() if networks is None else networks
+        return fw.full(nets, self.ctx.store.published())
 
-    def differences(self) -> list[str]:
+    def differences(self, networks: list[Network] | None = None) -> list[str]:
         """Objects of nsnet's tables whose *content* differs from the state
         (a same-count edit too: a rule's verdict, a map element's value).
         The driver compares the live tables with the kernel's own rendering
         of :meth:`desired` (see :mod:`nsnet.firewall`); off the hot path:
         reconcile, its dry run and the sync after a rollback only."""
-        return self.ctx.firewall.drift(self.desired())
+        return self.ctx.firewall.drift(self.desired(networks))
 
     def sync(self) -> None:
         """Rebuild the firewall if it drifted (after rollbacks; O(state))."""

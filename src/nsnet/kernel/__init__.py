@@ -9,7 +9,6 @@ typed readers return dataclasses.
 
 from __future__ import annotations
 
-import os
 import socket
 
 from .conntrack import forget_udp
@@ -69,6 +68,7 @@ from .tc import (
     req_netem,
     req_tbf,
 )
+from .views import InsideReader, Snapshot
 
 # address families, for the engine's per-family dumps (it imports no socket)
 INET, INET6 = socket.AF_INET, socket.AF_INET6
@@ -80,6 +80,7 @@ __all__ = [
     "Address",
     "BatchResult",
     "Echo",
+    "InsideReader",
     "Link",
     "Listener",
     "NetemSpec",
@@ -161,64 +162,28 @@ def read_sysctl(ns: Netns, key: str) -> str:
         return read_sysctl_here(key)
 
 
-class Snapshot:
-    """Links, IPv4 addresses and main-table IPv4 routes of one namespace."""
-
-    def __init__(self, links: list[Link], addresses: list[Address], routes: list[Route]):
-        self.links = links
-        self.addresses = addresses
-        self.routes = routes
-
-    def link(self, name: str) -> Link | None:
-        return next((lk for lk in self.links if lk.name == name), None)
-
-    def name_of(self, index: int) -> str:
-        return next((lk.name for lk in self.links if lk.index == index), f"if{index}")
-
-    def addresses_of(self, name: str) -> list[Address]:
-        link = self.link(name)
-        return [a for a in self.addresses if link and a.index == link.index]
-
-
 def snapshot(ns: Netns) -> Snapshot:
     with open_rtnl(ns) as rt:
         return Snapshot(rt.links(), rt.addresses(), rt.routes())
 
 
 def endpoint_view_at(path: str, ifname: str, version: int = 4) -> Snapshot:
-    """:func:`endpoint_view` of the namespace mounted at ``path``, without
-    :func:`open_netns`'s checks (entering it is the check: OSError EINVAL
-    if ``path`` is no namespace; O_NONBLOCK: a FIFO put there cannot hang
-    it) -- a reconcile does this 5000 times."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    try:
-        with entered(fd):
-            rt = Rtnl()
-    finally:
-        os.close(fd)
-    with rt:
-        return _view(rt, ifname, version)
+    """:func:`endpoint_view` of the namespace mounted at ``path`` (OSError
+    EINVAL if ``path`` is no namespace).  Many in a row: one
+    :class:`InsideReader` for all (see :mod:`nsnet.kernel.views`)."""
+    with InsideReader() as reader:
+        return reader.view(path, ifname, version)
 
 
 def endpoint_view(ns: Netns, ifname: str, version: int = 4) -> Snapshot:
     """What a reconcile checks of one endpoint inside its namespace, as a
     :class:`Snapshot` holding only that: the link ``ifname`` (one request by
-    name), its IPv4 addresses and the main table's default routes, the rest
-    of each dump skipped undecoded.  A full snapshot per endpoint (three
-    dumps, every link decoded with all its attributes) made ``reconcile
-    --dry-run`` at 5000 endpoints ~7 s, mostly attribute parsing."""
-    with open_rtnl(ns) as rt:
-        return _view(rt, ifname, version)
-
-
-def _view(rt: Rtnl, ifname: str, version: int) -> Snapshot:
-    family = socket.AF_INET6 if version == 6 else socket.AF_INET
-    found, addresses = rt.link_and_addresses(ifname, family)  # one round trip
-    if found is None:
-        return Snapshot([], [], [])
-    index, flags = found  # the link's other fields are not read: left empty
-    link = Link(index, ifname, "", flags, 0, 0, "", "", 0, None)
-    return Snapshot([link], addresses, rt.default_routes(family))
+    name), its addresses of the family and the main table's default routes.
+    A full snapshot per endpoint (three dumps, every link decoded with all
+    its attributes) made ``reconcile --dry-run`` at 5000 endpoints ~7 s,
+    mostly attribute parsing."""
+    with InsideReader() as reader:
+        return reader.view_in(ns.fd, ifname, version)
 
 
 def snapshot6(ns: Netns) -> Snapshot:

@@ -277,33 +277,6 @@ class Netlink:
                     raise NetlinkError(err, "dump", detail)
                 out.append(Reply(mtype, rbody))
 
-    def get_then_dump(self, get_type: int, get_body: bytes, dump_type: int,
-                      dump_body: bytes) -> tuple[Reply | int, list[Reply]]:
-        """One request answered by one message, and a dump, sent together
-        (one round trip: the kernel answers the first before starting the
-        dump): the first's reply (or errno) and the dump's messages."""
-        DUMPS[dump_type] += 1
-        gseq, gframe = self._frame(Request(get_type, 0, get_body), 0)
-        dseq, dframe = self._frame(Request(dump_type, NLM_F_DUMP, dump_body), 0)
-        self.sock.sendall(gframe + dframe)
-        got: Reply | int | None = None
-        out: list[Reply] = []
-        while True:
-            for mtype, flags, rseq, rbody in self._recv():
-                if rseq == gseq:
-                    got = _decode_error(flags, rbody)[0] if mtype == NLMSG_ERROR \
-                        else Reply(mtype, rbody)
-                elif rseq == dseq:
-                    if mtype == NLMSG_DONE:
-                        assert got is not None
-                        return got, out
-                    if mtype == NLMSG_ERROR:
-                        err, detail = _decode_error(flags, rbody)
-                        if err == _errno.EINTR:  # interrupted by a change: again
-                            return self.get_then_dump(get_type, get_body, dump_type, dump_body)
-                        raise NetlinkError(err, "dump", detail)
-                    out.append(Reply(mtype, rbody))
-
     def get_many(self, msg_type: int, bodies: list[bytes]) -> list[Reply | int]:
         """Many single (non-dump) requests, pipelined like :meth:`batch`:
         each one's reply, or its errno.  For looking up N named objects
