@@ -251,7 +251,13 @@ UNEXPECTED = [
     ("NetworkDriver.CreateNetwork", {"NetworkID": NET_ID, "IPv4Data": [
         {"Pool": "10.79.0.7/24"}]}, "host bits"),
     ("NetworkDriver.CreateNetwork", {"NetworkID": NET_ID, "IPv4Data": [
-        {"Pool": "10.79.0.0/24"}], "IPv6Data": [{"Pool": "fd00::/64"}]}, "IPv4-only"),
+        {"Pool": "10.79.0.0/24"}], "IPv6Data": [{"Pool": "10.80.0.0/24"}]},
+     "not an IPv6 CIDR"),
+    ("NetworkDriver.CreateNetwork", {"NetworkID": NET_ID, "IPv6Data": [
+        {"Pool": "fd00:79::/64"}, {"Pool": "fd00:80::/64"}]}, "one IPv6 subnet"),
+    ("NetworkDriver.CreateNetwork", {"NetworkID": NET_ID, "IPv4Data": [
+        {"Pool": "10.79.0.0/24"}], "IPv6Data": [{"Pool": "fd00:79::/64",
+                                                 "Gateway": "10.79.0.1/24"}]}, "IPv6 address"),
     ("NetworkDriver.CreateNetwork", {"NetworkID": NET_ID, "IPv4Data": [
         {"Pool": "10.79.0.0/24", "Gateway": "10.80.0.1/24"}]}, "outside subnet"),
     ("NetworkDriver.CreateNetwork", {"NetworkID": NET_ID, "IPv4Data": [
@@ -286,7 +292,11 @@ UNEXPECTED = [
     ("IpamDriver.RequestPool", {"AddressSpace": "elsewhere", "Pool": "10.79.0.0/24"},
      "address space"),
     ("IpamDriver.RequestPool", {"AddressSpace": "nsnet-local", "Pool": "10.79.0.0/24",
-                                "V6": True}, "IPv4-only"),
+                                "V6": True}, "not an IPv6 CIDR"),
+    ("IpamDriver.RequestPool", {"AddressSpace": "nsnet-local", "Pool": "fd00:79::/64",
+                                "V6": False}, "not an IPv4 CIDR"),
+    ("IpamDriver.RequestPool", {"AddressSpace": "nsnet-local", "Pool": "fd00:79::/127",
+                                "V6": True}, "too small"),
     ("IpamDriver.RequestPool", {"AddressSpace": "nsnet-local", "Pool": "banana"}, "CIDR"),
     ("IpamDriver.RequestPool", {"AddressSpace": "nsnet-local", "Pool": "10.79.0.0/24",
                                 "SubPool": "10.80.0.0/25"}, "not inside"),
@@ -337,7 +347,10 @@ def test_unexpected_requests_on_a_live_network_change_nothing(sandbox, plugin) -
          "outside subnet"),
         ("NetworkDriver.CreateEndpoint", {"NetworkID": NET_ID, "EndpointID": EP2_ID,
                                           "Interface": {"AddressIPv6": "fd00::2/64"}},
-         "IPv4-only"),
+         "IPv6"),  # an IPv4-only network has no IPv6 address to give
+        ("NetworkDriver.CreateEndpoint", {"NetworkID": NET_ID, "EndpointID": EP2_ID,
+                                          "Interface": {"AddressIPv6": "10.81.0.9/24"}},
+         "not an IPv6 address"),
         ("NetworkDriver.CreateEndpoint", {"NetworkID": NET_ID, "EndpointID": EP2_ID,
                                           "Interface": {"MacAddress": "zz"}}, "MAC"),
         ("NetworkDriver.CreateEndpoint", {"NetworkID": NET_ID, "EndpointID": EP2_ID,
@@ -579,3 +592,147 @@ def test_check_skips_handed_off_endpoints(sandbox, plugin) -> None:
     assert table.returncode == 0 and "between 2 endpoints" in table.stdout, table.stdout
     assert handed not in table.stdout and "(2/2 received)" in table.stdout, table.stdout
     assert box.cli("ns", "rm", a, b).returncode == 0
+
+
+# ------------------------------------------------------ IPv6 (issue #16)
+def _pool(p: Plugin, subnet: str, v6: bool) -> tuple[str, str, str]:
+    """RequestPool and the gateway's RequestAddress, as libnetwork does per family."""
+    pool = p.ok("IpamDriver.RequestPool", {"AddressSpace": "nsnet-local", "Pool": subnet,
+                                           "SubPool": "", "Options": {}, "V6": v6})
+    gw = p.ok("IpamDriver.RequestAddress", {"PoolID": pool["PoolID"], "Address": "",
+                                            "Options": {"RequestAddressType":
+                                                        "com.docker.network.gateway"}})
+    return pool["PoolID"], pool["Pool"], gw["Address"]
+
+
+def _delete_all(p: Plugin, ep_ids: list[str], held: list[tuple[str, str]],
+                pools: list[str]) -> None:
+    for ep_id in ep_ids:
+        p.ok("NetworkDriver.Leave", {"NetworkID": NET_ID, "EndpointID": ep_id})
+        p.ok("NetworkDriver.DeleteEndpoint", {"NetworkID": NET_ID, "EndpointID": ep_id})
+    p.ok("NetworkDriver.DeleteNetwork", {"NetworkID": NET_ID})
+    for pool_id, addr in held:
+        p.ok("IpamDriver.ReleaseAddress", {"PoolID": pool_id, "Address": addr})
+    for pool_id in pools:
+        p.ok("IpamDriver.ReleasePool", {"PoolID": pool_id})
+
+
+def test_dual_stack_network_lifecycle_leaves_nothing(sandbox, plugin) -> None:
+    """`docker network create -d nsnet --ipam-driver nsnet --ipv6 --subnet
+    10.92.0.0/24 --subnet fd00:92::/64`: both pools, both addresses, both
+    gateways at Join, `-p 8080:80` published for both families."""
+    box = sandbox
+    before = box.fingerprint()
+    pool4, _, gw4 = _pool(plugin, "10.92.0.0/24", False)
+    pool6, subnet6, gw6 = _pool(plugin, "fd00:92::/64", True)
+    assert (subnet6, gw6) == ("fd00:92::/64", "fd00:92::1/64")
+    plugin.ok("NetworkDriver.CreateNetwork", {
+        "NetworkID": NET_ID, "Options": {"com.docker.network.enable_ipv6": True,
+                                         "com.docker.network.generic": {"nsnet.name": "dual"}},
+        "IPv4Data": [{"AddressSpace": "nsnet-local", "Pool": "10.92.0.0/24", "Gateway": gw4}],
+        "IPv6Data": [{"AddressSpace": "nsnet-local", "Pool": "fd00:92::/64", "Gateway": gw6}]})
+    [net] = _nsnet_networks(box)
+    assert (net["subnet"], net["gateway"], net["subnet6"], net["gateway6"]) == (
+        "10.92.0.0/24", "10.92.0.1", "fd00:92::/64", "fd00:92::1"), net
+    a4 = plugin.ok("IpamDriver.RequestAddress", {"PoolID": pool4, "Address": ""})["Address"]
+    a6 = plugin.ok("IpamDriver.RequestAddress", {"PoolID": pool6, "Address": ""})["Address"]
+    assert (a4, a6) == ("10.92.0.2/24", "fd00:92::2/64")
+    # Docker's --ip6: the address it asks for is the one the endpoint gets
+    b6 = plugin.ok("IpamDriver.RequestAddress", {"PoolID": pool6,
+                                                 "Address": "fd00:92::99"})["Address"]
+    assert b6 == "fd00:92::99/64"
+    assert plugin.ok("NetworkDriver.CreateEndpoint", {
+        "NetworkID": NET_ID, "EndpointID": EP_ID, "Options": {},
+        "Interface": {"Address": a4, "AddressIPv6": b6, "MacAddress": ""}}).get(
+            "Interface", {}).keys() == {"MacAddress"}
+    [ep] = _nsnet_networks(box)[0]["endpoints"]
+    assert (ep["address"], ep["address6"]) == (a4, b6)
+    # an address Docker's IPAM did not give is still checked against nsnet's
+    assert "in use" in plugin.err("IpamDriver.RequestAddress",
+                                  {"PoolID": pool6, "Address": "fd00:92::1"})
+    joined = plugin.ok("NetworkDriver.Join", {"NetworkID": NET_ID, "EndpointID": EP_ID,
+                                              "SandboxKey": "/x", "Options": {}})
+    assert (joined["Gateway"], joined["GatewayIPv6"]) == ("10.92.0.1", "fd00:92::1")
+    plugin.ok("NetworkDriver.ProgramExternalConnectivity", {
+        "NetworkID": NET_ID, "EndpointID": EP_ID, "Options": {PORTMAP_KEY: [
+            {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8080,
+             "HostPortEnd": 8080},
+            {"Proto": 6, "IP": "", "Port": 81, "HostIP": "::", "HostPort": 8081,
+             "HostPortEnd": 8081}]}})
+    ports = {(p["host_ip"], p["host_port"]) for p in
+             json.loads(box.cli("port", "ls", "--json").stdout)}
+    assert ports == {("0.0.0.0", 8080), ("::", 8081)}, ports  # 0.0.0.0: both families
+    # nsnet's rules publish both families: the v6 ones in the ip6 table
+    ruleset6 = box.host("nft", "list", "table", "ip6", "nsnet").stdout
+    assert "8080" in ruleset6 and "8081" in ruleset6 and "fd00:92::99" in ruleset6
+    plugin.ok("NetworkDriver.RevokeExternalConnectivity", {"NetworkID": NET_ID,
+                                                           "EndpointID": EP_ID})
+    _delete_all(plugin, [EP_ID], [(pool4, a4), (pool6, a6), (pool6, b6), (pool4, gw4),
+                                  (pool6, gw6)], [pool4, pool6])
+    assert box.fingerprint() == before
+    assert box.cli("reconcile", "--dry-run").returncode == 0
+    assert plugin.state() == {"endpoints": {}, "networks": {}, "pools": {}}
+
+
+def test_ipv6_without_a_subnet_gets_a_ula_64(sandbox, plugin) -> None:
+    """`--ipv6` alone: nsnet's IPAM picks a /64 of the host's unique-local
+    prefix, the one `nsnet network create --ipv6` would, never a taken one."""
+    first = plugin.ok("IpamDriver.RequestPool", {"AddressSpace": "nsnet-local", "Pool": "",
+                                                 "V6": True})
+    second = plugin.ok("IpamDriver.RequestPool", {"AddressSpace": "nsnet-local", "Pool": "",
+                                                  "V6": True})
+    import ipaddress
+
+    nets = [ipaddress.ip_network(a["Pool"]) for a in (first, second)]
+    assert all(n.prefixlen == 64 and n.subnet_of(ipaddress.ip_network("fd00::/8"))
+               for n in nets), nets
+    assert nets[0] != nets[1] and nets[0].supernet(16) == nets[1].supernet(16)
+    for pool in (first, second):
+        plugin.ok("IpamDriver.ReleasePool", {"PoolID": pool["PoolID"]})
+
+
+def test_ipv6_only_network_as_docker_28_sends_it(sandbox, plugin) -> None:
+    """`docker network create --ipv4=false --ipv6` (Docker 28): no IPv4Data,
+    enable_ipv4 false; the endpoint has an IPv6 address and gateway only."""
+    box = sandbox
+    before = box.fingerprint()
+    pool6, _, gw6 = _pool(plugin, "fd00:93::/64", True)
+    plugin.ok("NetworkDriver.CreateNetwork", {
+        "NetworkID": NET_ID, "Options": {"com.docker.network.enable_ipv6": True,
+                                         "com.docker.network.enable_ipv4": False},
+        "IPv4Data": [], "IPv6Data": [{"Pool": "fd00:93::/64", "Gateway": gw6}]})
+    [net] = _nsnet_networks(box)
+    assert (net["subnet"], net["subnet6"]) == ("", "fd00:93::/64"), net
+    answer = plugin.ok("NetworkDriver.CreateEndpoint", {
+        "NetworkID": NET_ID, "EndpointID": EP_ID, "Interface": {}})["Interface"]
+    assert answer["AddressIPv6"] == "fd00:93::2/64" and "Address" not in answer
+    joined = plugin.ok("NetworkDriver.Join", {"NetworkID": NET_ID, "EndpointID": EP_ID,
+                                              "SandboxKey": "/x"})
+    assert joined["GatewayIPv6"] == "fd00:93::1" and "Gateway" not in joined
+    _delete_all(plugin, [EP_ID], [(pool6, gw6)], [pool6])
+    assert box.fingerprint() == before
+    assert plugin.state() == {"endpoints": {}, "networks": {}, "pools": {}}
+
+
+def test_dual_stack_with_dockers_default_ipam(sandbox, plugin) -> None:
+    """`--ipam-driver default`: Docker's own IPAM gives pools and addresses;
+    nsnet takes them as given (no sub-pool, no answer that changes them)."""
+    box = sandbox
+    plugin.ok("NetworkDriver.CreateNetwork", {
+        "NetworkID": NET_ID, "Options": {"com.docker.network.enable_ipv6": True},
+        "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "10.94.0.0/24",
+                      "Gateway": "10.94.0.1/24"}],
+        "IPv6Data": [{"AddressSpace": "LocalDefault", "Pool": "fd00:94::/64",
+                      "Gateway": "fd00:94::1/64"}]})
+    answer = plugin.ok("NetworkDriver.CreateEndpoint", {
+        "NetworkID": NET_ID, "EndpointID": EP_ID,
+        "Interface": {"Address": "10.94.0.2/24", "AddressIPv6": "fd00:94::2/64",
+                      "MacAddress": "02:42:0a:5e:00:02"}})
+    assert answer == {}
+    [ep] = _nsnet_networks(box)[0]["endpoints"]
+    assert (ep["address"], ep["address6"]) == ("10.94.0.2/24", "fd00:94::2/64")
+    joined = plugin.ok("NetworkDriver.Join", {"NetworkID": NET_ID, "EndpointID": EP_ID,
+                                              "SandboxKey": "/x"})
+    assert (joined["Gateway"], joined["GatewayIPv6"]) == ("10.94.0.1", "fd00:94::1")
+    _delete_all(plugin, [EP_ID], [], [])
+    assert _nsnet_networks(box) == []

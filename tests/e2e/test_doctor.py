@@ -319,6 +319,154 @@ def test_dns_server_down_for_a_name(lan):
     assert doctor(lan.box, "a", "b")["ok"]
 
 
+# ------------------------------------------------------------ IPv6 (#16)
+OUT6, HOST6 = "2001:db8::2", "2001:db8::1"
+A6, B6, GW6 = "fd00:77::2", "fd00:77::3", "fd00:77::1"
+
+
+def _world6(world) -> None:
+    """The outside world of IPv6 too, as tests/e2e/test_ipv6.py has it."""
+    world.box.host("ip", "addr", "add", f"{HOST6}/64", "dev", world.box.name("up"), "nodad")
+    world.out("ip", "addr", "add", f"{OUT6}/64", "dev", "eth0", "nodad")
+
+
+@pytest.fixture
+def lan6(world):
+    """front as a dual-stack network (+ fd00:77::/64): a at ::2, b at ::3
+    serving TCP 80 on both families, published as host port 8080."""
+    _world6(world)
+    world.ok("network", "create", "front", "--subnet", SUBNET, "--subnet", "fd00:77::/64")
+    world.ok("connect", "front", "a", "--create")
+    world.ok("connect", "front", "b", "--create", "-p", "8080:80")
+    world.serve_in("b", "tcp", 80)
+    return world
+
+
+@pytest.fixture
+def only6(world):
+    """An IPv6-only network: a and b, b serving TCP 80."""
+    _world6(world)
+    world.ok("network", "create", "six", "--no-ipv4", "--subnet", "fd00:78::/64")
+    world.ok("connect", "six", "a", "b", "--create")
+    world.serve_in("b", "tcp", 80)
+    return world
+
+
+def _families(data: dict) -> list[int]:
+    return sorted({h["family"] for h in data["hops"]})
+
+
+@pytest.mark.parametrize("args", [("a", "b"), ("a", "b:80"), ("a", B6), ("a", OUT6),
+                                  ("host", "b"), (f"[{HOST6}]:8080", None),
+                                  ("outside", "b:80")])
+def test_healthy_dual_stack_path_walks_both_families(lan6, args):
+    args = ("host", args[0]) if args[1] is None else args
+    data = doctor(lan6.box, *args)
+    assert data["ok"], json.dumps(data, indent=1)
+    six = [h for h in data["hops"] if h["family"] == 6]
+    assert [h["name"] for h in six][-2:] == ["firewall", "probe"]
+    by_address = any(a.count(":") > 1 for a in args)  # an IPv6 address, not NAME:PORT
+    assert _families(data) == ([6] if by_address else [4, 6]), data["families"]
+
+
+def test_ipv6_only_namespaces_are_walked_over_ipv6(only6):
+    for args in (("a", "b"), ("a", "b:80"), ("b", "a"), ("a", "fd00:78::3")):
+        data = doctor(only6.box, *args)
+        assert data["ok"] and _families(data) == [6], json.dumps(data, indent=1)
+    text = only6.box.cli("doctor", "a", "b:80")
+    assert text.returncode == 0 and "v6 source address" in text.stdout, text.stdout
+    # IPv4 asked of namespaces that have none: refused plainly
+    assert only6.box.cli("doctor", "-4", "a", "b").returncode == 2
+
+
+def test_family_option_walks_one_family(lan6):
+    assert _families(doctor(lan6.box, "--family", "6", "a", "b")) == [6]
+    assert _families(doctor(lan6.box, "-4", "a", "b")) == [4]
+    assert lan6.box.cli("doctor", "-4", "a", B6).returncode == 2  # an IPv6 address
+
+
+def test_v6_address_removed_inside(lan6):
+    lan6.box.inside("a", "ip", "-6", "addr", "del", f"{A6}/64", "dev", "eth0")
+    fail = failure(lan6.box, "a", "b")
+    assert (fail["name"], fail["family"]) == ("source address", 6)
+    assert f"{A6}/64" in fail["cause"]
+    assert fail["fix"] == f"nsnet ns exec a -- ip addr add {A6}/64 dev eth0 nodad"
+    run_fix(lan6.box, fail["fix"])
+    assert doctor(lan6.box, "a", "b")["ok"]
+
+
+def test_v6_default_route_removed(lan6):
+    lan6.box.inside("a", "ip", "-6", "route", "del", "default")
+    fail = failure(lan6.box, "a", OUT6)
+    assert (fail["name"], fail["family"]) == ("route lookup", 6)
+    assert "default route" in fail["cause"]
+    assert fail["fix"] == f"nsnet ns exec a -- ip -6 route add default via {GW6} dev eth0"
+    run_fix(lan6.box, fail["fix"])
+    assert doctor(lan6.box, "a", OUT6)["ok"]
+    assert doctor(lan6.box, "a", OUT)["ok"]  # IPv4 never depended on it
+
+
+def test_v6_forwarding_off(lan6):
+    lan6.box.host("sysctl", "-qw", "net.ipv6.conf.all.forwarding=0")
+    fail = failure(lan6.box, "a", OUT6)
+    assert (fail["name"], fail["family"]) == ("host forwarding", 6)
+    assert "IPv6 forwarding is off" in fail["cause"]
+    assert fail["fix"].endswith("sysctl -w net.ipv6.conf.all.forwarding=1")
+    run_fix(lan6.box, fail["fix"])
+    assert doctor(lan6.box, "a", OUT6)["ok"]
+
+
+def test_flushed_ip6_table_is_named(lan6):
+    """nsnet's ip6 table flushed to its drop policies: doctor names the
+    chain and sends the user to reconcile."""
+    box = lan6.box
+    box.host("nft", "flush", "table", "ip6", "nsnet")
+    assert doctor(box, "a", OUT)["ok"]  # the ip table is intact
+    fail = failure(box, "a", OUT6)
+    assert (fail["name"], fail["family"]) == ("firewall", 6)
+    assert "ip6 nsnet" in fail["cause"] and fail["fix"] == "nsnet reconcile"
+    run_fix(box, fail["fix"])
+    assert doctor(box, "a", OUT6)["ok"]
+
+
+def test_foreign_ip6_drop_rule_is_named(lan6):
+    box = lan6.box
+    box.host("nft", "add", "table", "ip6", "foreign")
+    box.host("nft", "add", "chain", "ip6", "foreign", "block",
+             "{ type filter hook forward priority 0; }")
+    box.host("nft", "add", "rule", "ip6", "foreign", "block", "ip6", "daddr", OUT6, "drop")
+    assert doctor(box, "a", OUT)["ok"]  # IPv4 passes
+    fail = failure(box, "a", OUT6)
+    assert (fail["name"], fail["family"]) == ("firewall", 6)
+    assert "ip6 foreign" in fail["cause"] and "chain block" in fail["cause"]
+    assert fail["fix"].startswith("nft delete rule ip6 foreign block handle ")
+    run_fix(box, fail["fix"])
+    assert doctor(box, "a", OUT6)["ok"]
+    box.host("nft", "delete", "table", "ip6", "foreign")
+
+
+def test_interface_down_on_an_ipv6_only_network(only6):
+    only6.box.inside("b", "ip", "link", "set", "eth0", "down")
+    fail = failure(only6.box, "a", "b")
+    assert (fail["name"], fail["family"]) == ("destination interface", 6)
+    assert fail["fix"] == "nsnet ns exec b -- ip link set eth0 up"
+
+
+def test_v6_address_removed_on_an_ipv6_only_network(only6):
+    only6.box.inside("b", "ip", "-6", "addr", "del", "fd00:78::3/64", "dev", "eth0")
+    fail = failure(only6.box, "a", "b:80")
+    assert (fail["name"], fail["family"]) == ("destination address", 6)
+    assert fail["fix"] == "nsnet ns exec b -- ip addr add fd00:78::3/64 dev eth0 nodad"
+
+
+def test_aaaa_name_lookup_is_checked(lan6):
+    names = [(h["name"], h["family"]) for h in doctor(lan6.box, "a", "b")["hops"]]
+    assert ("name", 4) in names and ("name", 6) in names
+    lan6.box.stop_dns()
+    fail = failure(lan6.box, "a", "b")
+    assert fail["name"] == "name" and "does not answer" in fail["cause"]
+
+
 # ------------------------------------------------------------ promises
 def test_doctor_changes_nothing(lan):
     """Read-only: the kernel state (links, addresses, routes, nft ruleset,

@@ -47,7 +47,7 @@ cleanup() {
     echo "=== dockerd log"; grep -v 'level=info' "$T/dockerd.log" | tail -40 || true
   fi
   if [ -f "$T/dockerd.pid" ] && kill -0 "$(cat "$T/dockerd.pid")" 2>/dev/null; then
-    "${DOCKER[@]}" rm -f web client >/dev/null 2>&1 || true
+    "${DOCKER[@]}" rm -f web client web6 client6 dflt6 >/dev/null 2>&1 || true
     stop_dockerd
   fi
   [ -f "$T/plugin.pid" ] && kill -TERM "$(cat "$T/plugin.pid")" 2>/dev/null || true
@@ -62,6 +62,12 @@ ip_of() {  # container network -> address
 from_outside() {
   timeout 10 ip netns exec outside busybox wget -q -O- "http://198.51.100.1:$1/index.html"
 }
+from_outside6() {
+  timeout 10 ip netns exec outside busybox wget -q -O- "http://[2001:db8:64::1]:$1/index.html"
+}
+ip6_of() {  # container network -> IPv6 address
+  "${DOCKER[@]}" inspect -f "{{(index .NetworkSettings.Networks \"$2\").GlobalIPv6Address}}" "$1"
+}
 
 # an "outside" namespace, as another host on a documentation network
 ip netns add outside
@@ -69,6 +75,7 @@ ip link add out0 type veth peer name out1 netns outside
 ip addr add 198.51.100.1/24 dev out0 && ip link set out0 up
 ip -n outside addr add 198.51.100.2/24 dev out1
 ip -n outside link set out1 up && ip -n outside link set lo up
+ip addr add 2001:db8:64::1/64 dev out0 nodad && ip -n outside addr add 2001:db8:64::2/64 dev out1 nodad
 
 start_plugin
 start_dockerd
@@ -76,7 +83,7 @@ step "dockerd $("${DOCKER[@]}" version -f '{{.Server.Version}}'), client $("${DO
 
 # a local image from busybox-static: no registry
 cp /bin/busybox "$T/rootfs/bin/busybox"
-for c in sh ping nslookup httpd wget sleep cat ip; do ln -sf busybox "$T/rootfs/bin/$c"; done
+for c in sh ping ping6 nslookup httpd wget sleep cat ip; do ln -sf busybox "$T/rootfs/bin/$c"; done
 echo nsnet-ok >"$T/rootfs/www/index.html"
 tar -C "$T/rootfs" -cf "$T/rootfs.tar" .
 "${DOCKER[@]}" import "$T/rootfs.tar" bb:latest >/dev/null
@@ -150,6 +157,51 @@ import json, sys; print([n["name"] for n in json.load(sys.stdin) if n["subnet"] 
 "${DOCKER[@]}" network rm dnet2 >/dev/null
 "${NSNET[@]}" reconcile --dry-run
 
+step "dual-stack: --ipv6 --subnet 10.95.0.0/24 --subnet fd00:95::/64 (issue #16)"
+"${DOCKER[@]}" network create -d nsnet --ipam-driver nsnet --ipv6 --subnet 10.95.0.0/24 \
+  --subnet fd00:95::/64 -o nsnet.name=d6net d6net >/dev/null
+# (Docker 20.10 shows a remote IPAM's gateways on the endpoints, not in .IPAM.Config)
+"${DOCKER[@]}" network inspect -f '{{.EnableIPv6}} {{range .IPAM.Config}}{{.Subnet}};{{end}}' \
+  d6net | grep -qx "true 10.95.0.0/24;fd00:95::/64;" || fail "inspect: no IPv6 subnet"
+"${NSNET[@]}" network inspect d6net | grep -q '"subnet6": "fd00:95::/64"' || fail "nsnet: no subnet6"
+"${DOCKER[@]}" run -d --name web6 --network d6net -p 8086:80 bb:latest \
+  httpd -f -p 80 -h /www >/dev/null
+"${DOCKER[@]}" run -d --name client6 --network d6net --ip6 fd00:95::66 bb:latest \
+  sleep 100000 >/dev/null
+W4=$(ip_of web6 d6net) W6=$(ip6_of web6 d6net) C6=$(ip6_of client6 d6net)
+echo "web6 $W4 $W6 client6 $(ip_of client6 d6net) $C6"
+[ "$W6" = fd00:95::2 ] && [ -n "$W4" ] || fail "web6 should have both addresses"
+[ "$C6" = fd00:95::66 ] || fail "--ip6"
+"${DOCKER[@]}" inspect -f '{{(index .NetworkSettings.Networks "d6net").IPv6Gateway}}' client6 \
+  | grep -qx fd00:95::1 || fail "inspect: no IPv6 gateway"
+"${DOCKER[@]}" exec client6 ip -o addr show eth0 | grep -q "fd00:95::66/64" || fail "eth0 v6"
+"${DOCKER[@]}" exec client6 ip -6 route | grep -q "default via fd00:95::1" || fail "v6 route"
+"${DOCKER[@]}" exec client6 ping6 -c1 -W2 "$W6" >/dev/null || fail "ping6 web6"
+"${DOCKER[@]}" exec web6 ping6 -c1 -W2 "$C6" >/dev/null || fail "ping6 client6"
+"${DOCKER[@]}" exec client6 ping6 -c1 -W2 fd00:95::1 >/dev/null || fail "ping6 the gateway"
+"${DOCKER[@]}" exec client6 nslookup web6 127.0.0.11 | grep -q "$W6" || fail "AAAA for web6"
+"${DOCKER[@]}" exec client6 ping6 -c1 -W2 web6 >/dev/null || fail "ping6 by name"
+"${DOCKER[@]}" exec client6 wget -q -O- "http://[$W6]:80/index.html" | grep -qx nsnet-ok
+from_outside 8086 | grep -qx nsnet-ok || fail "-p 8086:80 over IPv4"
+from_outside6 8086 | grep -qx nsnet-ok || fail "-p 8086:80 over IPv6"
+"${DOCKER[@]}" rm -f web6 client6 >/dev/null
+"${DOCKER[@]}" network rm d6net >/dev/null
+"${NSNET[@]}" network ls --json | grep -q d6net && fail "d6net left in nsnet"
+[ -z "$(ip -6 route show fd00:95::/64)" ] || fail "fd00:95::/64 route left"
+
+step "dual-stack with Docker's default IPAM (--ipam-driver default)"
+"${DOCKER[@]}" network create -d nsnet --ipam-driver default --ipv6 --subnet 10.96.0.0/24 \
+  --subnet fd00:96::/64 -o nsnet.name=dflt6 dflt6 >/dev/null
+"${DOCKER[@]}" run -d --name dflt6 --network dflt6 bb:latest sleep 100000 >/dev/null
+D6=$(ip6_of dflt6 dflt6)
+echo "dflt6 $(ip_of dflt6 dflt6) $D6"
+[ -n "$D6" ] && [ -n "$(ip_of dflt6 dflt6)" ] || fail "default IPAM: both addresses"
+"${NSNET[@]}" network inspect dflt6 | grep -q "\"$D6/64\"" || fail "nsnet has not Docker's v6 address"
+"${DOCKER[@]}" exec dflt6 ping6 -c1 -W2 fd00:96::1 >/dev/null || fail "ping6 the gateway"
+"${DOCKER[@]}" rm -f dflt6 >/dev/null
+"${DOCKER[@]}" network rm dflt6 >/dev/null
+"${NSNET[@]}" reconcile --dry-run
+
 check_survived() {
   [ "$(ip_of web dnet)" = "$WEB_IP" ] && [ "$(ip_of client dnet)" = "$CLIENT_IP" ] \
     || fail "addresses changed"
@@ -190,6 +242,8 @@ assert names == ["outside"], f"namespace records left: {names}"'  # outside: ip 
 [ "$("${NSNET[@]}" port ls --json)" = "[]" ] || fail "published port left"
 "${NSNET[@]}" reconcile --dry-run
 links=$(ip -o link | grep -Ev ': (lo|out0)[:@]' || true)
+[ -z "$(ip -6 route | grep -v -e '^fe80' -e '^2001:db8:64::/64' -e '^multicast' || true)" ] \
+  || fail "IPv6 routes left: $(ip -6 route)"
 [ -z "$links" ] || fail "links left: $links"
 nft list tables | grep -q nsnet && fail "nsnet's nft tables left"
 "$PY" -c '

@@ -885,10 +885,15 @@ def _print_matrix(result: nsnet.CheckResult) -> None:
 @click.option("--kernel", "kernel", is_flag=True,
               help="Which kernel features nsnet can use here, and what each missing one "
                    "disables.")
+@click.option("--family", type=click.Choice(["4", "6"]),
+              help="Walk the IPv4 or the IPv6 path only (default: the family of the "
+                   "addresses given, else both on dual-stack).")
+@click.option("-4", "family", flag_value="4", help="--family 4.")
+@click.option("-6", "family", flag_value="6", help="--family 6.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_settings
 def doctor(settings: Settings, src: str | None, dst: str | None, kernel: bool,
-           as_json: bool) -> None:
+           family: str | None, as_json: bool) -> None:
     """Why can't SRC reach DST?  Walk the path hop by hop (OK/FAIL; the first
     failure with its cause and the command that fixes it).  SRC and DST are
     namespaces, endpoints, aliases, addresses, 'host' or 'outside'."""
@@ -906,13 +911,14 @@ def doctor(settings: Settings, src: str | None, dst: str | None, kernel: bool,
         return
     if not src or not dst:
         raise click.UsageError("give SRC and DST (or --kernel)")
-    diag = nsnet.diagnose(_engine(settings), src, dst)
+    diag = nsnet.diagnose(_engine(settings), src, dst, int(family) if family else None)
     if as_json:
         _print_json(diag.to_dict())
     else:
         click.echo(f"nsnet doctor {src} -> {dst}")
         for hop in diag.hops:
-            click.echo(f"  {'OK  ' if hop.ok else 'FAIL'}  {hop.name:<20} {hop.where:<28} "
+            tag = f"v{hop.family} " if len(diag.families) > 1 or hop.family == 6 else ""
+            click.echo(f"  {'OK  ' if hop.ok else 'FAIL'}  {tag}{hop.name:<20} {hop.where:<28} "
                        f"{hop.detail}")
         if diag.failure:
             click.echo(f"cause: {diag.failure.cause}")

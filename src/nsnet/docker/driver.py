@@ -33,10 +33,14 @@ from .store import PluginStore
 
 __all__ = ["Driver", "PluginError"]
 
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+
 # libnetwork's option keys (netlabel)
 GENERIC = "com.docker.network.generic"
 INTERNAL = "com.docker.network.internal"
 ENABLE_IPV6 = "com.docker.network.enable_ipv6"
+ENABLE_IPV4 = "com.docker.network.enable_ipv4"  # false: IPv6-only (Docker 28's --ipv4=false)
 PORTMAP = "com.docker.network.portmap"
 EXPOSED = "com.docker.network.endpoint.exposedports"
 GATEWAY_REQUEST = "com.docker.network.gateway"
@@ -150,13 +154,7 @@ class Driver:
         net_id = _id(body, "NetworkID")
         if net_id in self.store.networks:
             raise PluginError(f"network {net_id[:12]} already exists in nsnet")
-        if _list(body, "IPv6Data") or _options(body).get(ENABLE_IPV6) is True:
-            raise PluginError("nsnet networks are IPv4-only: drop --ipv6")
-        data = _list(body, "IPv4Data")
-        if len(data) != 1 or not isinstance(data[0], dict):
-            raise PluginError(f"an nsnet network has exactly one IPv4 subnet; Docker sent "
-                              f"{len(data)}")
-        spec = self._spec(net_id, data[0], _options(body))
+        spec = self._spec(net_id, *_ipam_data(body), _options(body))
         self.store.networks[net_id] = {"name": spec.name, "phase": "creating"}
         self.store.save()
         try:
@@ -170,11 +168,10 @@ class Driver:
         self.store.save()
         return {}
 
-    def _spec(self, net_id: str, ipv4: dict[str, Any], options: dict[str, Any]) -> NetworkSpec:
-        subnet = _cidr(ipv4.get("Pool"), "IPv4Data.Pool")
-        gateway = ipv4.get("Gateway") or None
-        if gateway is not None:
-            gateway = str(_address(gateway, "IPv4Data.Gateway"))
+    def _spec(self, net_id: str, ipv4: dict[str, Any] | None, ipv6: dict[str, Any] | None,
+              options: dict[str, Any]) -> NetworkSpec:
+        v4 = self._family_fields(ipv4, 4) if ipv4 else {}
+        v6 = self._family_fields(ipv6, 6) if ipv6 else {}
         internal = options.get(INTERNAL, False)
         if not isinstance(internal, bool):
             raise PluginError(f"option {INTERNAL} must be true or false, not {internal!r}")
@@ -187,18 +184,32 @@ class Driver:
             raise PluginError(f"option {GENERIC} must be an object of -o KEY=VALUE options")
         for key, value in generic.items():
             fields.update(_bridge_option(key, value))
-        aux = ipv4.get("AuxAddresses")
+        aux = {**v4.get("aux", {}), **v6.get("aux", {})}
+        return NetworkSpec(fields["name"], v4.get("subnet", ""), v4.get("gateway"),
+                           v4.get("range"), fields.get("bridge"), fields.get("mtu"),
+                           fields.get("masquerade", True), internal, fields.get("icc", True),
+                           fields.get("dns", False), fields.get("dns_servers", ()),
+                           tuple(aux.items()), ipv6=bool(v6), subnet6=v6.get("subnet"),
+                           gateway6=v6.get("gateway"), ip_range6=v6.get("range"),
+                           ipv4=bool(v4))
+
+    def _family_fields(self, data: dict[str, Any], version: int) -> dict[str, Any]:
+        """One IPv4Data / IPv6Data entry -> subnet, gateway, range (the
+        sub-pool when nsnet's IPAM holds the pool) and aux addresses."""
+        what = f"IPv{version}Data"
+        subnet = _cidr(data.get("Pool"), f"{what}.Pool", version)
+        gateway = data.get("Gateway") or None
+        if gateway is not None:
+            gateway = str(_address(gateway, f"{what}.Gateway", version))
+        aux = data.get("AuxAddresses")
         aux = {} if aux is None else aux
         if not isinstance(aux, dict):
-            raise PluginError("IPv4Data.AuxAddresses must be an object of NAME: IP")
+            raise PluginError(f"{what}.AuxAddresses must be an object of NAME: IP")
         pool = self._pool_of_subnet(str(subnet))
-        return NetworkSpec(fields["name"], str(subnet), gateway,
-                           pool["range"] if pool and pool["range"] != pool["subnet"] else None,
-                           fields.get("bridge"), fields.get("mtu"), fields.get("masquerade", True),
-                           internal, fields.get("icc", True), fields.get("dns", False),
-                           fields.get("dns_servers", ()),
-                           tuple((str(k), str(_address(v, f"aux address {k}")))
-                                 for k, v in aux.items()))
+        return {"subnet": str(subnet), "gateway": gateway,
+                "range": pool["range"] if pool and pool["range"] != pool["subnet"] else None,
+                "aux": {str(k): str(_address(v, f"aux address {k}", version))
+                        for k, v in aux.items()}}
 
     def delete_network(self, body: dict[str, Any]) -> dict[str, Any]:
         net_id = _id(body, "NetworkID")
@@ -244,12 +255,12 @@ class Driver:
         iface = {} if iface is None else iface
         if not isinstance(iface, dict):
             raise PluginError("Interface must be an object")
-        if iface.get("AddressIPv6"):
-            raise PluginError("nsnet networks are IPv4-only: no IPv6 address can be given")
         address, mac = iface.get("Address") or "", iface.get("MacAddress") or ""
-        if not isinstance(address, str) or not isinstance(mac, str):
-            raise PluginError("Interface.Address and Interface.MacAddress must be strings")
-        ip = str(_address(address, "Interface.Address")) if address else None
+        address6 = iface.get("AddressIPv6") or ""
+        if not all(isinstance(v, str) for v in (address, address6, mac)):
+            raise PluginError("Interface.Address, AddressIPv6 and MacAddress must be strings")
+        ip = str(_address(address, "Interface.Address", 4)) if address else None
+        ip6 = str(_address(address6, "Interface.AddressIPv6", 6)) if address6 else None
         _options(body)
         name = f"docker-{ep_id[:12]}"
         self.store.endpoints[ep_id] = {"network": net["name"], "name": name,
@@ -258,7 +269,8 @@ class Driver:
         self.store.save()
         try:
             with self.engine() as eng:
-                ep = eng.connect_handoff(net["name"], name, ConnectOptions(ip=ip, mac=mac or None))
+                ep = eng.connect_handoff(net["name"], name,
+                                         ConnectOptions(ip=ip, ip6=ip6, mac=mac or None))
         except BaseException:
             del self.store.endpoints[ep_id]
             self.store.save()
@@ -266,8 +278,10 @@ class Driver:
         self.store.endpoints[ep_id]["phase"] = "ready"
         self.store.save()
         answer: dict[str, str] = {}
-        if not address:  # Docker rejects an answer that changes what it gave
+        if not address and ep.address:  # Docker rejects an answer that changes what it gave
             answer["Address"] = ep.address
+        if not address6 and ep.address6:
+            answer["AddressIPv6"] = ep.address6
         if not mac:
             answer["MacAddress"] = ep.mac
         return {"Interface": answer} if answer else {}
@@ -335,7 +349,10 @@ class Driver:
         if net.internal:  # as Docker's bridge: no way out, so no default route
             answer["DisableGatewayService"] = True
         else:
-            answer["Gateway"] = net.gateway
+            if net.has_ipv4:
+                answer["Gateway"] = net.gateway
+            if net.has_ipv6:
+                answer["GatewayIPv6"] = net.gateway6
         return answer
 
     def leave(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -421,35 +438,41 @@ class Driver:
         if space not in ADDRESS_SPACES.values():
             raise PluginError(f"address space {space!r} is not nsnet's "
                               f"({', '.join(ADDRESS_SPACES.values())})")
-        if body.get("V6"):
-            raise PluginError("nsnet networks are IPv4-only: no IPv6 pool")
+        version = 6 if body.get("V6") else 4
         for key in ("Pool", "SubPool"):
             if not isinstance(body.get(key, ""), str):
                 raise PluginError(f"{key} must be a CIDR string")
         _options(body)
-        subnet = _cidr(body["Pool"], "Pool") if body.get("Pool") else self._free_subnet()
-        if subnet.prefixlen > 30:
-            raise PluginError(f"pool {subnet} is too small: a network needs at least a /30")
-        sub = _cidr(body["SubPool"], "SubPool") if body.get("SubPool") else subnet
+        subnet = _cidr(body["Pool"], "Pool", version) if body.get("Pool") else \
+            self._free_subnet(version)
+        if subnet.prefixlen > subnet.max_prefixlen - 2:
+            raise PluginError(f"pool {subnet} is too small: a network needs at least a "
+                              f"/{subnet.max_prefixlen - 2}")
+        sub = _cidr(body["SubPool"], "SubPool", version) if body.get("SubPool") else subnet
         if not sub.subnet_of(subnet):
             raise PluginError(f"sub-pool {sub} is not inside pool {subnet}")
         for pid, pool in self.store.pools.items():
-            if ipaddress.ip_network(pool["subnet"]).overlaps(subnet):
+            held = ipaddress.ip_network(pool["subnet"])
+            if held.version == subnet.version and held.overlaps(subnet):
                 raise PluginError(f"pool {subnet} overlaps pool {pool['subnet']} ({pid})")
         pool_id = f"{space}/{subnet}" + (f"/{sub}" if sub != subnet else "")
         self.store.pools[pool_id] = {"subnet": str(subnet), "range": str(sub), "addresses": {}}
         self.store.save()
         return {"PoolID": pool_id, "Pool": str(subnet), "Data": {}}
 
-    def _free_subnet(self) -> ipaddress.IPv4Network:
+    def _free_subnet(self, version: int) -> Net:
         taken = [ipaddress.ip_network(p["subnet"]) for p in self.store.pools.values()]
+        if version == 6:  # a /64 of the host's unique-local prefix, as `--ipv6` alone gets
+            with self.engine() as eng:
+                return ipaddress.IPv6Network(eng.ula_subnet([str(t) for t in taken
+                                                             if t.version == 6]))
         with self.engine() as eng:
-            taken += [ipaddress.ip_network(n.subnet) for n in eng.networks()]
+            taken += [ipaddress.ip_network(n.subnet) for n in eng.networks() if n.subnet]
             taken += [ipaddress.ip_network(r.dst, strict=False) for r in eng.snapshot().routes
                       if not r.is_default]
         for text in AUTO_POOLS:
             net = ipaddress.IPv4Network(text)
-            if not any(net.overlaps(t) for t in taken):
+            if not any(t.version == 4 and net.overlaps(t) for t in taken):
                 return net
         raise PluginError("every default pool is taken: give --subnet")
 
@@ -466,10 +489,10 @@ class Driver:
         address = body.get("Address") or ""
         if not isinstance(address, str):
             raise PluginError("Address must be a string")
-        subnet = ipaddress.IPv4Network(pool["subnet"])
+        subnet = ipaddress.ip_network(pool["subnet"])
         is_gateway = options.get("RequestAddressType") == GATEWAY_REQUEST
         if address:
-            ip = _address(address, "Address")
+            ip = _address(address, "Address", subnet.version)
             self._check_free(pool, subnet, ip)
         elif is_gateway:
             ip = subnet.network_address + 1
@@ -480,39 +503,37 @@ class Driver:
         self.store.save()
         return {"Address": f"{ip}/{subnet.prefixlen}", "Data": {}}
 
-    def _check_free(self, pool: dict[str, Any], subnet: ipaddress.IPv4Network,
-                    ip: ipaddress.IPv4Address) -> None:
-        if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address):
+    def _check_free(self, pool: dict[str, Any], subnet: Net, ip: Addr) -> None:
+        if ip not in subnet or ip in _reserved(subnet):
             raise PluginError(f"address {ip} is not a host address of pool {subnet}")
         if str(ip) in pool["addresses"] or str(ip) in self._used_by_nsnet(subnet):
             raise PluginError(f"address {ip} is already in use in pool {subnet}")
 
-    def _lowest_free(self, pool: dict[str, Any], subnet: ipaddress.IPv4Network
-                     ) -> ipaddress.IPv4Address:
+    def _lowest_free(self, pool: dict[str, Any], subnet: Net) -> Addr:
         used = set(pool["addresses"]) | self._used_by_nsnet(subnet)
-        rng = ipaddress.IPv4Network(pool["range"])
-        for ip in rng:
-            if ip not in (subnet.network_address, subnet.broadcast_address) and \
-                    str(ip) not in used:
+        rng = ipaddress.ip_network(pool["range"])
+        reserved = _reserved(subnet)
+        for ip in rng:  # lazily: a /64 is never walked past its first free address
+            if ip not in reserved and str(ip) not in used:
                 return ip
         raise PluginError(f"no free address in {rng}")
 
-    def _used_by_nsnet(self, subnet: ipaddress.IPv4Network) -> set[str]:
+    def _used_by_nsnet(self, subnet: Net) -> set[str]:
         """Addresses nsnet itself gave out on the network of this pool
         (endpoints connected with `nsnet connect`), and its gateway."""
         with self.engine() as eng:
             net: Network | None = next((n for n in eng.networks()
-                                        if n.subnet == str(subnet)), None)
+                                        if str(subnet) in (n.subnet, n.subnet6)), None)
         if net is None:
             return set()
-        return {e.ip for e in net.endpoints} | {net.gateway}
+        return {ip for e in net.endpoints for ip in e.ips} | set(net.gateways)
 
     def release_address(self, body: dict[str, Any]) -> dict[str, Any]:
         pool = self.store.pools[self._pool_id(body)]
         address = body.get("Address")
         if not isinstance(address, str) or not address:
             raise PluginError("Address must name the address to release")
-        ip = str(_address(address, "Address"))
+        ip = str(_address(address, "Address", ipaddress.ip_network(pool["subnet"]).version))
         if ip not in pool["addresses"]:
             raise PluginError(f"address {ip} is not allocated in pool {pool['subnet']}")
         del pool["addresses"][ip]
@@ -555,25 +576,51 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-def _cidr(text: Any, what: str) -> ipaddress.IPv4Network:
+def _ipam_data(body: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """CreateNetwork's IPv4Data and IPv6Data: at most one pool each, at
+    least one in all; IPv6 needs EnableIPv6 unless a v6 pool came anyway
+    (Docker 20.10 sends one only with --ipv6)."""
+    v4, v6 = _list(body, "IPv4Data"), _list(body, "IPv6Data")
+    options = _options(body)
+    if options.get(ENABLE_IPV4) is False:  # Docker 28's --ipv4=false still sends no v4 pool
+        v4 = []
+    if len(v4) > 1 or len(v6) > 1 or not (v4 or v6) or \
+            not all(isinstance(d, dict) for d in v4 + v6):
+        raise PluginError(f"an nsnet network has exactly one IPv4 subnet and/or one IPv6 "
+                          f"subnet; Docker sent {len(v4)} and {len(v6)}")
+    if options.get(ENABLE_IPV6) is False and v6:
+        raise PluginError("Docker sent an IPv6 pool for a network without --ipv6")
+    return (v4[0] if v4 else None), (v6[0] if v6 else None)
+
+
+def _cidr(text: Any, what: str, version: int) -> Net:
     try:
         net = ipaddress.ip_network(str(text), strict=True)
     except ValueError:
         raise PluginError(f"{what} {text!r} is not a CIDR without host bits") from None
-    if not isinstance(net, ipaddress.IPv4Network) or "/" not in str(text):
-        raise PluginError(f"{what} {text!r} is not an IPv4 CIDR (nsnet is IPv4-only)")
+    if net.version != version or "/" not in str(text):
+        raise PluginError(f"{what} {text!r} is not an IPv{version} CIDR")
     return net
 
 
-def _address(text: Any, what: str) -> ipaddress.IPv4Address:
-    """An address, with or without /prefix (libnetwork sends both forms)."""
+def _address(text: Any, what: str, version: int | None = None) -> Addr:
+    """An address of ``version`` (any if None), with or without /prefix
+    (libnetwork sends both forms)."""
     try:
         ip = ipaddress.ip_interface(str(text)).ip
     except ValueError:
         raise PluginError(f"{what} {text!r} is not an IP address") from None
-    if not isinstance(ip, ipaddress.IPv4Address):
-        raise PluginError(f"{what} {text!r} is not IPv4 (nsnet is IPv4-only)")
+    if version is not None and ip.version != version:
+        raise PluginError(f"{what} {text!r} is not an IPv{version} address")
     return ip
+
+
+def _reserved(subnet: Net) -> tuple[Addr, ...]:
+    """Never handed out: the network address (IPv6: the subnet-router
+    anycast) and the IPv4 broadcast."""
+    if subnet.version == 6:
+        return (subnet.network_address,)
+    return subnet.network_address, subnet.broadcast_address
 
 
 def _bridge_option(key: str, value: Any) -> dict[str, Any]:
@@ -618,7 +665,10 @@ def _port_requests(value: Any) -> list[tuple[str, str, int, int, int]]:
         host_ip = b.get("HostIP") or ""
         if not isinstance(host_ip, str):
             raise PluginError("HostIP must be a string")
-        host_ip = "" if host_ip in ("0.0.0.0", "") else str(_address(host_ip, "HostIP"))
+        # 0.0.0.0: every address (nsnet's "" serves both families, as Docker's
+        # -p does); "::" every IPv6 one only
+        host_ip = "" if host_ip in ("0.0.0.0", "") else "::" if host_ip == "::" else \
+            str(_address(host_ip, "HostIP"))
         last = max(last, first)
         out.append((proto, host_ip, first, last, port))
     return out

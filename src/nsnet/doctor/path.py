@@ -30,8 +30,9 @@ from . import trace
 
 FORWARDING = 3  # bridge port STP state
 # the source address an input route lookup uses for "outside" (a
-# documentation address: only looked up, never sent to)
+# documentation address: only looked up, never sent to), per family
 OUTSIDE_PROBE_SRC = "203.0.113.1"
+OUTSIDE_PROBE_SRC6 = "2001:db8:ffff::1"
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Hop:
     detail: str
     cause: str = ""
     fix: str = ""
+    family: int = 4  # the IP version of the walk the hop belongs to
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,6 +56,7 @@ class Diagnosis:
     port: int | None
     proto: str
     hops: list[Hop] = field(default_factory=list)
+    families: tuple[int, ...] = (4,)  # walked in this order (both on dual-stack)
 
     @property
     def ok(self) -> bool:
@@ -66,7 +69,8 @@ class Diagnosis:
     def to_dict(self) -> dict:
         first = self.failure
         return {"src": self.src, "dst": self.dst, "port": self.port, "proto": self.proto,
-                "ok": self.ok, "hops": [h.to_dict() for h in self.hops],
+                "families": list(self.families), "ok": self.ok,
+                "hops": [h.to_dict() for h in self.hops],
                 "failure": first.to_dict() if first else None}
 
 
@@ -112,15 +116,14 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-def _ip_of(ep: Endpoint) -> str:
-    return ep.address.split("/")[0]
-
-
 class Walk:
-    """State of one diagnosis: open namespaces and netlink sockets, reused."""
+    """State of one diagnosis: open namespaces and netlink sockets, reused.
+    ``family`` is the IP version being walked: every address, subnet,
+    gateway, route and sysctl below is read through it."""
 
-    def __init__(self, engine) -> None:
+    def __init__(self, engine, family: int = 4) -> None:
         self.eng = engine
+        self.family = family
         self.nets = {n.name: n for n in engine.networks()}
         self.eps = engine.all_endpoints()
         self._ns: dict[str, k.Netns] = {}
@@ -159,8 +162,39 @@ class Walk:
 
     def add(self, name: str, where: str, ok: bool, detail: str, cause: str = "",
             fix: str = "") -> bool:
-        self.hops.append(Hop(name, where, ok, detail, cause, fix))
+        self.hops.append(Hop(name, where, ok, detail, cause, fix, self.family))
         return ok
+
+    # ------------------------------------------------------------ family
+    @property
+    def v6(self) -> bool:
+        return self.family == 6
+
+    def cidr_of(self, ep: Endpoint) -> str:
+        return ep.address6 if self.v6 else ep.address
+
+    def ip_of(self, ep: Endpoint) -> str:
+        return self.cidr_of(ep).split("/")[0]
+
+    def subnet(self, net: Network) -> str:
+        return net.subnet6 if self.v6 else net.subnet
+
+    def gateway(self, net: Network) -> str:
+        return net.gateway6 if self.v6 else net.gateway
+
+    def addresses(self, ns: str) -> list[k.Address]:
+        """The namespace's addresses of this family (IPv6: link-local aside)."""
+        found = self.rt(ns).addresses(k.INET6 if self.v6 else k.INET)
+        return [a for a in found if not a.address.startswith("fe80:")]
+
+    @property
+    def ip_cmd(self) -> str:
+        """``ip`` as the fix commands spell it for this family."""
+        return "ip -6" if self.v6 else "ip"
+
+    @property
+    def outside_src(self) -> str:
+        return OUTSIDE_PROBE_SRC6 if self.v6 else OUTSIDE_PROBE_SRC
 
     def net_of_bridge(self, index: int) -> Network | None:
         host = self.links("host")
@@ -171,9 +205,9 @@ class Walk:
     def resolve(self, text: str) -> Place:
         place = self._resolve(text)
         mine = [e for e in self.eps if e.netns == place.label] if place.kind == "ns" else []
-        if mine and not any(e.address for e in mine):  # on IPv6-only networks only (#16)
-            raise InvalidInput(f"{text}: its endpoints have IPv6 addresses only; doctor "
-                               "diagnoses IPv4 paths only (for now): try nsnet ping/check")
+        if mine and not any(self.cidr_of(e) for e in mine):
+            raise InvalidInput(f"{text}: its endpoints have no IPv{self.family} address: "
+                               f"diagnose IPv{10 - self.family} (--family {10 - self.family})")
         return place
 
     def _resolve(self, text: str) -> Place:
@@ -182,12 +216,11 @@ class Walk:
         if text == "outside":
             return Place("outside", "outside")
         if _is_ip(text):
-            if ipaddress.ip_address(text).version != 4:
-                raise InvalidInput(f"{text}: doctor diagnoses IPv4 paths only (for now)")
-            ep = next((e for e in self.eps if _ip_of(e) == text), None)
+            text = str(ipaddress.ip_address(text))  # fd00:0::2 is fd00::2
+            ep = next((e for e in self.eps if self.ip_of(e) == text), None)
             if ep:
                 return Place("ns", ep.netns, text, ep, self._net(ep))
-            local = {a.address for a in self.rt("host").addresses()}
+            local = {a.address for a in self.addresses("host")}
             if text in local:
                 return Place("host", "host", text)
             return Place("outside", text, text)
@@ -195,14 +228,14 @@ class Walk:
                    if text in (e.id, e.host_ifname)
                    or (len(text) >= 6 and e.id.startswith(text))), None)
         if ep:
-            return Place("ns", ep.netns, _ip_of(ep), ep, self._net(ep))
+            return Place("ns", ep.netns, self.ip_of(ep), ep, self._net(ep))
         if "/" not in text and (any(e.netns == text for e in self.eps)
                                 or self.eng.ns_exists(text)):
             return Place("ns", text, by_name=True)
-        alias = [e for e in self.eps if text in e.aliases]
+        alias = [e for e in self.eps if text in e.aliases and self.cidr_of(e)]
         if alias:
-            return Place("ns", alias[0].netns, _ip_of(alias[0]), alias[0], self._net(alias[0]),
-                         by_name=True)
+            return Place("ns", alias[0].netns, self.ip_of(alias[0]), alias[0],
+                         self._net(alias[0]), by_name=True)
         raise NotFound(f"{text!r} is not a namespace, endpoint, alias or address nsnet knows "
                        "(or 'host' / 'outside')")
 
@@ -213,16 +246,18 @@ class Walk:
     def pick_endpoints(self, src: Place, dst: Place) -> None:
         """For namespaces given by name: the endpoints of a shared network,
         else the source's default-route endpoint and the destination's first."""
-        s_eps = [e for e in self.eps if e.netns == src.label] if src.kind == "ns" else []
-        d_eps = [e for e in self.eps if e.netns == dst.label] if dst.kind == "ns" else []
+        s_eps = [e for e in self.eps if e.netns == src.label and self.cidr_of(e)] \
+            if src.kind == "ns" else []
+        d_eps = [e for e in self.eps if e.netns == dst.label and self.cidr_of(e)] \
+            if dst.kind == "ns" else []
         if src.kind == "ns" and src.ep is None and s_eps:
             shared = [e for e in s_eps if e.network in {d.network for d in d_eps}]
             src.ep = (shared or [e for e in s_eps if e.default_route] or s_eps)[0]
-            src.ip, src.net = _ip_of(src.ep), self._net(src.ep)
+            src.ip, src.net = self.ip_of(src.ep), self._net(src.ep)
         if dst.kind == "ns" and dst.ep is None and d_eps:
             same = [e for e in d_eps if src.ep and e.network == src.ep.network]
             dst.ep = (same or d_eps)[0]
-            dst.ip, dst.net = _ip_of(dst.ep), self._net(dst.ep)
+            dst.ip, dst.net = self.ip_of(dst.ep), self._net(dst.ep)
 
 
 # ---------------------------------------------------------------- hops
@@ -251,13 +286,16 @@ def _address(w: Walk, place: Place, role: str) -> bool:
     ep, ns = place.ep, place.label
     assert ep is not None
     link = w.links(ns)[ep.ifname]
-    have = [a.cidr for a in w.rt(ns).addresses() if a.index == link.index]
-    if ep.address not in have:
+    want = w.cidr_of(ep)
+    have = [a.cidr for a in w.addresses(ns) if a.index == link.index]
+    if want not in have:
+        # IPv6: nodad, as nsnet adds it (no duplicate address detection wait)
         return w.add(f"{role} address", f"{ns}:{ep.ifname}", False,
                      f"has {', '.join(have) or 'no address'}",
-                     f"{ep.ifname} in {ns} lost its address {ep.address}",
-                     w.in_ns(ns, f"ip addr add {ep.address} dev {ep.ifname}"))
-    return w.add(f"{role} address", f"{ns}:{ep.ifname}", True, ep.address)
+                     f"{ep.ifname} in {ns} lost its address {want}",
+                     w.in_ns(ns, f"ip addr add {want} dev {ep.ifname}"
+                             + (" nodad" if w.v6 else "")))
+    return w.add(f"{role} address", f"{ns}:{ep.ifname}", True, want)
 
 
 def _route(w: Walk, src: Place, dst_ip: str) -> bool:
@@ -270,23 +308,25 @@ def _route(w: Walk, src: Place, dst_ip: str) -> bool:
     except k.NetlinkError as exc:
         return w.add("route lookup", where, False, f"ip route get {dst_ip}: {exc.strerror}",
                      f"{ns} has no route to {dst_ip} (its default route is missing)",
-                     w.in_ns(ns, f"ip route add default via {src.net.gateway} dev {ep.ifname}"))
+                     w.in_ns(ns, f"{w.ip_cmd} route add default via {w.gateway(src.net)} "
+                                 f"dev {ep.ifname}"))
     oif = next((n for n, lk in w.links(ns).items() if lk.index == ans.oif), str(ans.oif))
     seen = f"{dst_ip} dev {oif}" + (f" via {ans.gateway}" if ans.gateway else "")
     if ans.type in ("unreachable", "blackhole", "prohibit"):
         return w.add("route lookup", where, False, f"{dst_ip}: {ans.type}",
                      f"{ns}'s route to {dst_ip} is of type {ans.type}",
-                     w.in_ns(ns, f"ip route del {dst_ip}"))
-    in_subnet = ipaddress.ip_address(dst_ip) in ipaddress.ip_network(src.net.subnet)
+                     w.in_ns(ns, f"{w.ip_cmd} route del {dst_ip}"))
+    gateway = w.gateway(src.net)
+    in_subnet = ipaddress.ip_address(dst_ip) in ipaddress.ip_network(w.subnet(src.net))
     if in_subnet and oif != ep.ifname:
         return w.add("route lookup", where, False, seen,
                      f"{ns} routes {dst_ip} out of {oif}, not {ep.ifname} on {src.net.name}",
-                     w.in_ns(ns, f"ip route show match {dst_ip}"))
-    if not in_subnet and ans.gateway and ans.gateway != src.net.gateway and oif == ep.ifname:
+                     w.in_ns(ns, f"{w.ip_cmd} route show match {dst_ip}"))
+    if not in_subnet and ans.gateway and ans.gateway != gateway and oif == ep.ifname:
         return w.add("route lookup", where, False, seen,
                      f"{ns}'s route to {dst_ip} goes via {ans.gateway}, which is not "
-                     f"{src.net.name}'s gateway {src.net.gateway}",
-                     w.in_ns(ns, f"ip route replace default via {src.net.gateway} "
+                     f"{src.net.name}'s gateway {gateway}",
+                     w.in_ns(ns, f"{w.ip_cmd} route replace default via {gateway} "
                                  f"dev {ep.ifname}"))
     return w.add("route lookup", where, True, seen)
 
@@ -401,7 +441,7 @@ def _who_has(w: Walk, mac: str) -> str:
 def _neighbour(w: Walk, src: Place, target: str, expect_mac: str | None, owner: str) -> bool:
     ep = src.ep
     assert ep is not None
-    macs = arp_probe(w.ns(src.label).fd, ep.ifname, target, _ip_of(ep), ep.mac)
+    macs = arp_probe(w.ns(src.label).fd, ep.ifname, target, w.ip_of(ep), ep.mac)
     where = f"{src.label}:{ep.ifname}"
     if not macs:
         return w.add("neighbour", where, False, f"no ARP reply for {target}",
@@ -433,7 +473,7 @@ def _policy(w: Walk, src: Place, dst: Place) -> bool:
                          f"network {s.name} was created with --no-icc: its endpoints cannot "
                          "talk to each other (only to the gateway)",
                          f"nsnet network rm {s.name} --force && nsnet network create {s.name} "
-                         f"--subnet {s.subnet} --icc  (then reconnect)")
+                         f"--subnet {w.subnet(s)} --icc  (then reconnect)")
         return w.add("policy", f"network {s.name}", True, "same network, icc on")
     if s and d and dst.kind == "ns":
         return w.add("policy", f"{s.name} -> {d.name}", False, "different networks",
@@ -445,23 +485,24 @@ def _policy(w: Walk, src: Place, dst: Place) -> bool:
                      f"network {net.name} is --internal: nothing leaves or enters it but its "
                      "own endpoints and the gateway",
                      f"nsnet network rm {net.name} --force && nsnet network create {net.name} "
-                     f"--subnet {net.subnet}  (without --internal, then reconnect)")
+                     f"--subnet {w.subnet(net)}  (without --internal, then reconnect)")
     return w.add("policy", f"network {net.name if net else '-'}", True, "allowed")
 
 
 def _forwarding(w: Walk, src_ip: str, dst_ip: str, iif: str) -> bool:
     """The host forwards: ip_forward, and the kernel's input route lookup as
     if the packet arrived on ``iif`` (this applies rp_filter: EXDEV)."""
-    fwd = k.read_sysctl(w.eng.host, "net/ipv4/ip_forward")
-    if fwd != "1":
-        return w.add("host forwarding", "host", False, "net.ipv4.ip_forward = 0",
-                     "IP forwarding is off in the host, so it routes nothing between "
-                     "interfaces", w.on_host("sysctl -w net.ipv4.ip_forward=1"))
+    key = "net.ipv6.conf.all.forwarding" if w.v6 else "net.ipv4.ip_forward"
+    if k.read_sysctl(w.eng.host, key.replace(".", "/")) != "1":
+        return w.add("host forwarding", "host", False, f"{key} = 0",
+                     f"IP{'v6' if w.v6 else ''} forwarding is off in the host, so it routes "
+                     "nothing between interfaces", w.on_host(f"sysctl -w {key}=1"))
     link = w.links("host").get(iif)
     try:
         ans = w.rt("host").route_get(dst_ip, src=src_ip, iif=link.index if link else 0)
     except k.NetlinkError as exc:
-        if exc.errno in (errno.EXDEV, errno.EINVAL) and _rp_filter(w, "host", iif):
+        if exc.errno in (errno.EXDEV, errno.EINVAL) and not w.v6 and \
+                _rp_filter(w, "host", iif):
             return w.add("host forwarding", "host", False, f"rp_filter drops {src_ip} on {iif}",
                          f"reverse-path filtering (rp_filter) in the host drops packets from "
                          f"{src_ip} arriving on {iif}: its route back to {src_ip} leaves by "
@@ -470,8 +511,8 @@ def _forwarding(w: Walk, src_ip: str, dst_ip: str, iif: str) -> bool:
                                    f"net.ipv4.conf.{iif}.rp_filter=2"))
         return w.add("host forwarding", "host", False, f"{exc.strerror}",
                      f"the host cannot route {dst_ip} for a packet arriving on {iif} "
-                     f"({exc.strerror})", w.on_host(f"ip route get {dst_ip} from {src_ip} "
-                                                    f"iif {iif}"))
+                     f"({exc.strerror})", w.on_host(f"{w.ip_cmd} route get {dst_ip} from "
+                                                    f"{src_ip} iif {iif}"))
     out = next((n for n, lk in w.links("host").items() if lk.index == ans.oif), str(ans.oif))
     if ans.type not in ("unicast", "local"):
         return w.add("host forwarding", "host", False, f"{dst_ip}: {ans.type}",
@@ -499,7 +540,8 @@ def _input_route(w: Walk, dst: Place, src_ip: str) -> bool:
     except k.NetlinkError as exc:
         # a reverse-path failure: EXDEV from fib_validate_source, or EINVAL
         # ("martian source") once ip_route_input has handled it
-        if exc.errno in (errno.EXDEV, errno.EINVAL) and _rp_filter(w, dst.label, ep.ifname):
+        if exc.errno in (errno.EXDEV, errno.EINVAL) and not w.v6 and \
+                _rp_filter(w, dst.label, ep.ifname):
             back, stray = _route_back(w, dst, src_ip, link.index)
             # a stray more specific route sends the replies astray too: remove
             # it; otherwise (real asymmetric routing) loose mode is the fix
@@ -529,7 +571,8 @@ def _route_back(w: Walk, dst: Place, src_ip: str, arrival: int) -> tuple[str, st
         return "", None
     names = {lk.index: n for n, lk in w.links(dst.label).items()}
     src = ipaddress.ip_address(src_ip)
-    routes = [r for r in w.rt(dst.label).routes() if r.dst != "default"
+    routes = [r for r in w.rt(dst.label).routes(k.INET6 if w.v6 else k.INET)
+              if r.dst != "default"
               and src in ipaddress.ip_network(r.dst, strict=False)]
     mine = [r for r in routes if r.oif == oif]
     connected = [r for r in routes if r.oif == arrival]
@@ -542,26 +585,31 @@ def _route_back(w: Walk, dst: Place, src_ip: str, arrival: int) -> tuple[str, st
 def _listener(w: Walk, dst: Place, port: int, proto: str) -> bool:
     assert dst.ip is not None
     socks = listeners(w.ns(dst.label).fd)
+    # a v6 wildcard socket takes IPv4 too (bindv6only off); a v4 one never IPv6
+    wild = ("::",) if w.v6 else ("0.0.0.0", "::", f"::ffff:{dst.ip}")
     found = [s for s in socks if s.proto == proto and s.port == port
-             and s.ip in (dst.ip, "0.0.0.0", "::", f"::ffff:{dst.ip}")]
+             and s.ip in (dst.ip, *wild)]
     if not found:
         # what does listen there: a mapping to the wrong port shows at once
         others = sorted({f"{s.port}/{s.proto}" for s in socks if s.proto == proto
-                         and s.ip in (dst.ip, "0.0.0.0", "::", f"::ffff:{dst.ip}")})
+                         and s.ip in (dst.ip, *wild)})
         seen = f"listening: {', '.join(others)}" if others else f"nothing on {proto}"
         return w.add("listener", f"{dst.label}", False, seen,
                      f"nothing listens on {dst.ip}:{port}/{proto} in {dst.label}"
                      + (f" (it listens on {', '.join(others)})" if others else ""),
-                     w.in_ns(dst.label, f"SERVER  # start it on 0.0.0.0 or {dst.ip}, "
+                     w.in_ns(dst.label, f"SERVER  # start it on {wild[0]} or {dst.ip}, "
                                         f"port {port}/{proto}"))
     return w.add("listener", f"{dst.label}", True, f"{found[0].ip}:{port}/{proto}")
 
 
-def _dns_query(name: str) -> tuple[int, bytes]:
+QTYPE = {4: 1, 6: 28}  # A, AAAA
+
+
+def _dns_query(name: str, qtype: int = 1) -> tuple[int, bytes]:
     qid = random.randrange(1 << 16)
     q = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
     q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
-    return qid, q + struct.pack("!HH", 1, 1)
+    return qid, q + struct.pack("!HH", qtype, 1)
 
 
 def _name(w: Walk, src: Place, dst: Place, name: str) -> bool:
@@ -577,16 +625,17 @@ def _name(w: Walk, src: Place, dst: Place, name: str) -> bool:
     if not servers:
         return w.add("name", src.label, True, f"{path} names no server: not resolved by name")
     server = servers[0]
-    _qid, query = _dns_query(name)
+    _qid, query = _dns_query(name, QTYPE[w.family])
     answer = udp_exchange(w.ns(src.label).fd, server, 53, query, timeout=2.0)
-    ours = src.net is not None and server == src.net.gateway and src.net.dns
+    ours = src.net is not None and server in src.net.gateways and src.net.dns
     if isinstance(answer, str):
         why = " (nsnet's embedded DNS server is not running)" if ours and \
             w.eng.dns.pid() is None else ""
         return w.add("name", f"{src.label} -> {server}:53", False, f"{answer}",
                      f"the DNS server {server} in {src.label}'s resolv.conf does not answer "
                      f"for {name!r}{why}", "nsnet reconcile" if ours else "")
-    ips = [str(rr.rdata) for rr in DNSRecord.parse(answer).rr if rr.rtype == 1]
+    ips = [str(ipaddress.ip_address(str(rr.rdata))) for rr in DNSRecord.parse(answer).rr
+           if rr.rtype == QTYPE[w.family]]
     if dst.ip and dst.ip not in ips:
         return w.add("name", f"{src.label} -> {server}:53", False,
                      f"{name} -> {', '.join(ips) or 'no address'}",
@@ -606,7 +655,9 @@ def _published(w: Walk, dst: Place, port: int | None, proto: str
               "from outside, an endpoint is reached only through a published port "
               "(unsolicited traffic to its address is dropped); give DST as HOST_IP:PORT", "")
         return None
-    pubs = w.eng.ports()
+    # those reaching an address of this family, on host addresses of it
+    pubs = [p for p in w.eng.ports() if (p.ip6 if w.v6 else p.ip)
+            and (not p.port.host_ip or (":" in p.port.host_ip) == w.v6)]
     if dst.kind == "ns":
         match = [p for p in pubs if p.netns == dst.label and p.port.port == port
                  and p.port.proto == proto]
@@ -619,19 +670,21 @@ def _published(w: Walk, dst: Place, port: int | None, proto: str
             return None
     else:
         match = [p for p in pubs if p.port.host_port == port and p.port.proto == proto
-                 and p.port.host_ip in ("", dst.ip)]
+                 and p.port.host_ip in ("", dst.ip, *(("::",) if w.v6 else ()))]
         if not match:
             w.add("published port", f"{dst.ip}:{port}/{proto}", False, "not published",
                   f"no nsnet published port maps {dst.ip or 'the host'}:{port}/{proto} to "
                   "an endpoint", f"nsnet port add NETWORK NS {port}:PORT/{proto}")
             return None
     pub = match[0]
-    host_ip = dst.ip if dst.kind == "host" and dst.ip else (pub.port.host_ip or _uplink_ip(w))
+    pub_ip = pub.ip6 if w.v6 else pub.ip
+    host_ip = dst.ip if dst.kind == "host" and dst.ip else (
+        pub.port.host_ip if pub.port.host_ip not in ("", "::") else _uplink_ip(w))
     w.add("published port", f"host:{pub.port.host_port}/{proto}", True,
           f"{pub.port.host_ip or '*'}:{pub.port.host_port} -> {pub.netns} "
-          f"{pub.ip}:{pub.port.port}")
+          f"{pub_ip}:{pub.port.port}")
     ep = next(e for e in w.eps if e.id == pub.endpoint)
-    return Place("ns", pub.netns, pub.ip, ep, w._net(ep)), pub.port.port, \
+    return Place("ns", pub.netns, pub_ip, ep, w._net(ep)), pub.port.port, \
         f"{host_ip}:{pub.port.host_port}"
 
 
@@ -671,6 +724,8 @@ def _probe(w: Walk, src: Place, dst_ip: str, port: int | None, proto: str,
               f"nft table {v.family} {v.table}, chain {v.chain} {v.verdict}s the probe "
               f"({what}){' -- nsnet policy' if ours else ''}",
               fix if v.where == "host" or ours else w.in_ns(v.where, fix))
+    elif not _probe_answered(result, proto) and _nsnet_rules_drifted(w):
+        pass  # the hop names nsnet's own table, flushed or edited by hand
     else:
         seen = len({(v.where, v.family, v.table, v.chain) for v in verdicts})
         untraced = f"; not traced: {'; '.join(traced.errors)}" if traced.errors else ""
@@ -682,11 +737,31 @@ def _probe(w: Walk, src: Place, dst_ip: str, port: int | None, proto: str,
                 "the forward hook was not exercised" + (
                     f": {', '.join(skipped)} not evaluated" if skipped else "")
         w.add("firewall", "path", True, f"no drop verdict ({seen} chain(s) traced){untraced}")
-    good = result in ("reply", "open") or (proto == "udp" and result == "timeout")
-    cause = "" if good or drops else \
+    good = _probe_answered(result, proto)
+    cause = "" if good or drops or not w.hops[-1].ok else \
         f"the probe from {src.label} to {dst_ip} got '{result}' and no check above explains it"
     w.add("probe", f"{src.label} -> {dst_ip}" + (f":{port}/{proto}" if port else ""),
           good, result, cause, "")
+
+
+def _probe_answered(result: str, proto: str) -> bool:
+    return result in ("reply", "open") or (proto == "udp" and result == "timeout")
+
+
+def _nsnet_rules_drifted(w: Walk) -> bool:
+    """A probe lost with no drop verdict: nsnet's own table of this family
+    not as its state says (flushed: no NAT, no DNAT) explains it; True once
+    a failed hop says so."""
+    family = "ip6" if w.v6 else "ip"
+    diffs = [d for d in w.eng.firewall_differences() if ('"ip6"' in d) == w.v6]
+    if not diffs:
+        return False
+    w.add("firewall", f"host: table {family} nsnet", False,
+          f"{len(diffs)} object(s) differ from nsnet's state",
+          f"nft table {family} nsnet is not what nsnet's state says ({diffs[0][:100]}"
+          f"{', ...' if len(diffs) > 1 else ''}): flushed or edited by hand, so its NAT "
+          "and published ports are gone", "nsnet reconcile")
+    return True
 
 
 # ---------------------------------------------------------------- walk
@@ -695,7 +770,8 @@ def _remote_overlay(w: Walk, src: Place, dst: Place) -> Network | None:
     address no local endpoint has: the destination is on another host."""
     net = src.net
     if (net is None or net.driver != "overlay" or dst.kind != "outside" or not dst.ip
-            or ipaddress.ip_address(dst.ip) not in ipaddress.ip_network(net.subnet)):
+            or not w.subnet(net)
+            or ipaddress.ip_address(dst.ip) not in ipaddress.ip_network(w.subnet(net))):
         return None
     return net
 
@@ -750,33 +826,78 @@ def _host_side(w: Walk, place: Place, role: str) -> bool:
     return _veth_peer(w, place, role) and _bridge_port(w, place, role)
 
 
-def diagnose(engine, src_text: str, dst_text: str) -> Diagnosis:
-    """Walk SRC -> DST[:PORT[/proto]] and report every hop."""
+def diagnose(engine, src_text: str, dst_text: str, family: int | None = None) -> Diagnosis:
+    """Walk SRC -> DST[:PORT[/proto]] and report every hop, for ``family``
+    (4 or 6) or, when None, for the family of the addresses given, else for
+    every family both ends have (IPv4 then IPv6 on dual-stack; the second
+    walk only if the first found nothing broken)."""
     dst_host, port, proto = parse_target(dst_text)
+    if family not in (None, 4, 6):
+        raise InvalidInput(f"family {family} is not 4 or 6")
     w = Walk(engine)
     try:
-        src, dst = w.resolve(src_text), w.resolve(dst_host)
-        w.pick_endpoints(src, dst)
-        diag = Diagnosis(src_text, dst_text, port, proto)
-        for place, role in ((src, "source"), (dst, "destination")):
-            if place.kind == "ns" and place.ep is None:
-                w.add(f"{role} endpoint", place.label, False, "not connected",
-                      f"namespace {place.label} is on no nsnet network",
-                      f"nsnet connect NETWORK {place.label}")
-        if src.kind == dst.kind == "ns" and src.label == dst.label:
-            raise InvalidInput(f"SRC and DST are both {src.label}: nothing to diagnose")
-        if src.kind == "outside" and dst.kind == "outside":
-            raise InvalidInput("SRC and DST are both outside the host: nothing to diagnose")
-        overlay = _remote_overlay(w, src, dst) if not w.hops and port is None else None
-        if overlay is not None:
-            _ = (_interface(w, src, "source") and _address(w, src, "source")
-                 and _host_side(w, src, "source") and _overlay_peer(w, src, dst, overlay))
-        elif not w.hops:
-            _walk(w, src, dst, dst_host, port, proto)
+        families = _families(w, src_text, dst_host, family)
+        diag = Diagnosis(src_text, dst_text, port, proto, families=families)
+        for version in families:
+            w.family = version
+            _diagnose_family(w, src_text, dst_host, port, proto)
+            if not all(h.ok for h in w.hops):
+                break
         diag.hops = w.hops
         return diag
     finally:
         w.close()
+
+
+def _families(w: Walk, src_text: str, dst_host: str, family: int | None) -> tuple[int, ...]:
+    """The IP versions to walk (see :func:`diagnose`)."""
+    given = {ipaddress.ip_address(t).version for t in (src_text, dst_host) if _is_ip(t)}
+    if len(given) > 1:
+        raise InvalidInput(f"{src_text} and {dst_host} are addresses of different families")
+    if given and family and family not in given:
+        raise InvalidInput(f"--family {family}, but an IPv{given.pop()} address was given")
+    if given or family:
+        return (family or given.pop(),)
+    shared = {4, 6}
+    for text in (src_text, dst_host):
+        eps = [e for e in w.eps if text in (e.netns, e.id, e.host_ifname) or text in e.aliases
+               or (len(text) >= 6 and e.id.startswith(text))]
+        if eps:
+            shared &= {v for e in eps for v, a in ((4, e.address), (6, e.address6)) if a}
+    if not shared:
+        raise InvalidInput(f"{src_text} and {dst_host} share no IP family (one is IPv4-only, "
+                           "the other IPv6-only)")
+    # only the namespaces' families: "host" and "outside" alone walk IPv4
+    return tuple(sorted(shared)) if shared != {4, 6} or _any_ns(w, src_text, dst_host) else (4,)
+
+
+def _any_ns(w: Walk, *texts: str) -> bool:
+    return any(text in (e.netns, e.id, e.host_ifname) or text in e.aliases
+               for text in texts for e in w.eps)
+
+
+def _diagnose_family(w: Walk, src_text: str, dst_host: str, port: int | None,
+                     proto: str) -> None:
+    """One family's walk; its hops are added to ``w``."""
+    start = len(w.hops)
+    src, dst = w.resolve(src_text), w.resolve(dst_host)
+    w.pick_endpoints(src, dst)
+    for place, role in ((src, "source"), (dst, "destination")):
+        if place.kind == "ns" and place.ep is None:
+            w.add(f"{role} endpoint", place.label, False, "not connected",
+                  f"namespace {place.label} is on no nsnet network",
+                  f"nsnet connect NETWORK {place.label}")
+    if src.kind == dst.kind == "ns" and src.label == dst.label:
+        raise InvalidInput(f"SRC and DST are both {src.label}: nothing to diagnose")
+    if src.kind == "outside" and dst.kind == "outside":
+        raise InvalidInput("SRC and DST are both outside the host: nothing to diagnose")
+    fresh = len(w.hops) == start
+    overlay = _remote_overlay(w, src, dst) if fresh and port is None else None
+    if overlay is not None:
+        _ = (_interface(w, src, "source") and _address(w, src, "source")
+             and _host_side(w, src, "source") and _overlay_peer(w, src, dst, overlay))
+    elif fresh:
+        _walk(w, src, dst, dst_host, port, proto)
 
 
 def _walk(w: Walk, src: Place, dst: Place, dst_name: str, port: int | None, proto: str
@@ -784,7 +905,7 @@ def _walk(w: Walk, src: Place, dst: Place, dst_name: str, port: int | None, prot
     checks: list[Callable[[], bool]] = []
     places: list[tuple[str, k.Netns, bool]] = [("host", w.eng.host, True)]
     if dst.kind == "host" and not dst.ip:  # "host": its address facing the source
-        dst.ip = src.net.gateway if src.kind == "ns" and src.net else _uplink_ip(w)
+        dst.ip = w.gateway(src.net) if src.kind == "ns" and src.net else _uplink_ip(w)
     probe_ip, probe_port = dst.ip or "", port
     inbound = src.kind == "outside" and dst.kind in ("ns", "host")
     if (dst.kind == "host" and port is not None) or inbound:
@@ -808,10 +929,11 @@ def _walk(w: Walk, src: Place, dst: Place, dst_name: str, port: int | None, prot
     elif src.kind == "ns" and dst.kind == "outside":
         net = src.net
         assert net is not None
-        checks.append(lambda: _neighbour(w, src, net.gateway, None, f"the gateway of {net.name}"))
+        if not w.v6:  # IPv6 neighbours are found by NDP, which doctor does not probe
+            checks.append(lambda: _neighbour(w, src, net.gateway, None,
+                                             f"the gateway of {net.name}"))
         checks.append(lambda: _forwarding(w, src.ip or "", dst.ip or "", net.bridge))
-        checks.append(lambda: w.add("nat", "host", True, "masquerade" if net.masquerade else
-                                    f"no masquerade: the outside needs a route to {net.subnet}"))
+        checks.append(lambda: w.add("nat", "host", True, _nat_mode(w, net)))
     if src.kind == "ns" and dst.kind == "ns" and dst.by_name and src.net and src.net.dns:
         # the query goes to the gateway and names the destination: once the
         # path itself is known good, a failure here is the name service's
@@ -824,10 +946,10 @@ def _walk(w: Walk, src: Place, dst: Place, dst_name: str, port: int | None, prot
         sources = [src.ip or ""]
     else:  # the host sends for itself and for "outside" (doctor owns no outside peer)
         prober = Place("host", "host")
-        sources = [a.address for a in w.rt("host").addresses()]
+        sources = [a.address for a in w.addresses("host")]
     targets = {probe_ip, dst.ip or ""} - {""}
     if dst.net:
-        sources.append(dst.net.gateway)  # published ports SNAT the host's own traffic to it
+        sources.append(w.gateway(dst.net))  # published ports SNAT the host's own traffic to it
     pairs = [(a, b) for a in sources for b in targets] + [(b, a) for a in sources
                                                           for b in targets]
     _probe(w, prober, probe_ip, probe_port, proto, places, pairs,
@@ -850,11 +972,11 @@ def _destination_checks(w: Walk, src: Place, dst: Place, port: int | None, proto
         if src.net and dst.net and src.net.name == dst.net.name:
             checks.append(lambda: _vlan(w, src, dst))
     if src.kind == "outside":
-        checks.append(lambda: _forwarding(w, OUTSIDE_PROBE_SRC, dst.ip or "", _uplink(w)))
-    src_ip = src.ip if src.kind == "ns" else OUTSIDE_PROBE_SRC if src.kind == "outside" \
-        else (dst.net.gateway if dst.net else "")
+        checks.append(lambda: _forwarding(w, w.outside_src, dst.ip or "", _uplink(w)))
+    src_ip = src.ip if src.kind == "ns" else w.outside_src if src.kind == "outside" \
+        else (w.gateway(dst.net) if dst.net else "")
     checks.append(lambda: _input_route(w, dst, src_ip or ""))
-    if src.kind == "ns" and src.net and dst.net and src.net.name == dst.net.name:
+    if src.kind == "ns" and src.net and dst.net and src.net.name == dst.net.name and not w.v6:
         owner = f"{dst.label}'s {dst.ep.ifname}" if dst.ep else dst.label
         checks.append(lambda: _neighbour(w, src, dst.ip or "", dst.ep.mac if dst.ep else None,
                                          owner))
@@ -869,15 +991,22 @@ def _uplink(w: Walk) -> str:
     links = w.links("host")
     names = {lk.index: n for n, lk in links.items()}
     with contextlib.suppress(k.NetlinkError):
-        return names.get(w.rt("host").route_get(OUTSIDE_PROBE_SRC).oif, "lo")
+        return names.get(w.rt("host").route_get(w.outside_src).oif, "lo")
     bridges = {n.bridge for n in w.nets.values()}
-    for a in w.rt("host").addresses():
-        if names.get(a.index) not in bridges and not a.address.startswith("127."):
+    for a in w.addresses("host"):
+        if names.get(a.index) not in bridges and not ipaddress.ip_address(a.address).is_loopback:
             return names[a.index]
     return "lo"
 
 
 def _uplink_ip(w: Walk) -> str:
     index = w.links("host").get(_uplink(w))
-    addrs = [a.address for a in w.rt("host").addresses() if index and a.index == index.index]
-    return addrs[0] if addrs else "127.0.0.1"
+    addrs = [a.address for a in w.addresses("host") if index and a.index == index.index]
+    return addrs[0] if addrs else "::1" if w.v6 else "127.0.0.1"
+
+
+def _nat_mode(w: Walk, net: Network) -> str:
+    if w.v6 and net.ipv6_mode == "routed":
+        return f"routed: no NAT, the outside needs a route to {net.subnet6}"
+    return "masquerade" if net.masquerade else \
+        f"no masquerade: the outside needs a route to {w.subnet(net)}"

@@ -1,6 +1,6 @@
 """nft verdicts on doctor's own probe, as the kernel reports them.
 
-For each namespace on the path, a temporary table ``ip nsnetdoc<pid>`` (and
+For each namespace on the path, a temporary table ``inet nsnetdoc<pid>`` (and
 ``bridge nsnetdoc<pid>`` where a bridge forwards) marks packets between the
 two endpoints with ``meta nftrace set 1`` at the first priority of
 prerouting and output; ``nft monitor trace`` in that namespace then prints
@@ -50,14 +50,20 @@ def _nft(ns: k.Netns, args: list[str], text: str | None = None) -> subprocess.Co
 
 
 def _tables(pairs: list[tuple[str, str]], bridge: bool) -> str:
-    marks = "".join(f"ip saddr {s} ip daddr {d} meta nftrace set 1\n" for s, d in pairs)
+    """inet (and bridge) tables marking each (src, dst) pair, of either family."""
+    marks = "".join(f"{_l3(s)} saddr {s} {_l3(d)} daddr {d} meta nftrace set 1\n"
+                    for s, d in pairs if _l3(s) == _l3(d))
     chains = (f"chain pre {{ type filter hook prerouting priority -500; {marks} }}\n"
               f"chain out {{ type filter hook output priority -500; {marks} }}")
-    text = f"table ip {TABLE} {{\n{chains}\n}}\n"
+    text = f"table inet {TABLE} {{\n{chains}\n}}\n"
     if bridge:
         text += (f"table bridge {TABLE} {{\nchain pre {{ type filter hook prerouting "
                  f"priority -500; {marks} }}\n}}\n")
     return text
+
+
+def _l3(ip: str) -> str:
+    return "ip6" if ":" in ip else "ip"
 
 
 def _parse(where: str, output: str) -> list[Verdict]:
@@ -98,7 +104,7 @@ def traced(places: list[tuple[str, k.Netns, bool]], pairs: list[tuple[str, str]]
         for label, ns, bridge in places:
             # noted before it exists: an interruption while nft runs must
             # still delete it (deleting a table that is not there is harmless)
-            added.append((ns, ["ip", "bridge"] if bridge else ["ip"]))
+            added.append((ns, ["inet", "bridge"] if bridge else ["inet"]))
             try:
                 made = _nft(ns, ["-f", "-"], _tables(pairs, bridge))
             except FileNotFoundError:

@@ -397,6 +397,17 @@ class Engine:
             crashpoint("network_create:committed")
         return net
 
+    def ula_subnet(self, taken: Iterable[str] = ()) -> str:
+        """The /64 of the host's unique-local pool ``--ipv6`` without a subnet
+        would get now (another IPAM, Docker's plugin, asks it for a pool):
+        overlapping no network's, no host route's and none of ``taken``."""
+        from ..ipam.ula import pick_subnet
+
+        with self.exclusive():
+            with self.store.transaction():
+                gid = self.store.ula_global_id()
+            return str(pick_subnet(gid, [*self.nets.taken6(), *taken]))
+
     def _rollback_network_create(self, intent: NetworkCreateIntent) -> None:
         self.nets.driver(kind=intent.driver).teardown(intent.id, intent.bridge,
                                                       unmarked_too=True)
