@@ -400,6 +400,63 @@ def _in_step(cluster, host) -> None:
     local = {e["id"] for e in data["endpoints"]}
     records = {e["endpoint"] for e in data["cluster"]["endpoints"] if e["host"] == host.name}
     assert records == local
+    assert_no_orphan_keys(cluster)
+
+
+def etcd_keys(cluster) -> dict[str, bytes]:
+    """Every key of the cluster's root in etcd, with its value (etcdctl, from
+    h1's namespace: a real client, not nsnet's)."""
+    import base64
+
+    h1 = cluster.hosts[0]
+    eps = ",".join(f"http://{h.ip}:2379" for h in cluster.hosts)
+    out = h1.run("env", "ETCDCTL_API=3", "etcdctl", "--endpoints", eps, "get", "--prefix",
+                 "/nsnet/v1/", "-w", "json").stdout
+    kvs = json.loads(out).get("kvs", [])
+    return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", ""))
+            for kv in kvs}
+
+
+def justified_keys(cluster, keys: dict[str, bytes]) -> set[str]:
+    """The keys the hosts' surviving records justify (the rules of
+    nsnet/cluster/keys.py): members and liveness of the hosts; a network
+    (and its VNI) some host has; a block (both indexes) of a host that has
+    its network; an endpoint record of an endpoint its host has."""
+    root = "/nsnet/v1/"
+    local: dict[str, dict[str, set[str]]] = {}  # host -> overlay network -> endpoint ids
+    for h in cluster.hosts:
+        nets = json.loads(ok(h, "network", "ls", "--json"))
+        local[h.name] = {n["name"]: {e["id"] for e in n["endpoints"]} for n in nets
+                         if n.get("driver") == "overlay" and "id" in n}
+    used = {n for nets in local.values() for n in nets}
+
+    def owner(net: str, block: str) -> str:
+        return json.loads(keys.get(f"{root}blocks/{net}/{block}", b"{}")).get("host", "")
+
+    rules = {
+        "vni-next": lambda p, v: True,
+        "members": lambda p, v: p[1] in local,
+        "alive": lambda p, v: p[1] in local,
+        "networks": lambda p, v: p[1] in used,
+        "vni": lambda p, v: v.decode() in used and f"{root}networks/{v.decode()}" in keys,
+        "blocks": lambda p, v: p[1] in local.get(json.loads(v)["host"], {}),
+        "hostblocks": lambda p, v: p[2] in local.get(p[1], {}) and owner(p[2], p[3]) == p[1],
+        "endpoints": lambda p, v: p[3] in local.get(p[2], {}).get(p[1], set()),
+    }
+    justified = set()
+    for key, value in keys.items():
+        part = key[len(root):].split("/")
+        rule = rules.get(part[0])
+        if rule is not None and rule(part, value):
+            justified.add(key)
+    return justified
+
+
+def assert_no_orphan_keys(cluster) -> None:
+    """Every key in etcd is justified by some host's records (0 orphans)."""
+    keys = etcd_keys(cluster)
+    orphans = set(keys) - justified_keys(cluster, keys)
+    assert not orphans, sorted(orphans)
 
 
 def test_sigkill_at_every_crash_point_of_an_overlay_connect_and_disconnect(cluster, ov):
@@ -432,6 +489,87 @@ def test_sigkill_at_every_crash_point_of_an_overlay_connect_and_disconnect(clust
         _in_step(cluster, h1)
     ok(h1, "ns", "rm", "kd")
     _in_step(cluster, h1)
+
+
+def _link_names(host) -> set[str]:
+    return {line.split(":")[1].strip().split("@")[0]
+            for line in host.run("ip", "-o", "link").stdout.splitlines()}
+
+
+def _local_networks(host) -> set[str]:
+    """The networks ``host`` has itself (not the cluster's others)."""
+    return {n["name"] for n in json.loads(ok(host, "network", "ls", "--json")) if "id" in n}
+
+
+def _kill_at(host, n: int, label: str, *args: str) -> None:
+    proc = nsnet_env(host, {"NSNET_CRASH_AT": str(n)}, *args)
+    assert proc.returncode == -signal.SIGKILL, (label, proc.stdout, proc.stderr)
+
+
+def _settled(cluster, host, label: str) -> None:
+    """After a kill: reconcile, then nothing left to do or collect on the
+    host, no orphan key in etcd."""
+    ok(host, "reconcile")
+    for cmd in (("reconcile", "--dry-run"), ("gc", "--dry-run")):
+        proc = nsnet(host, *cmd)
+        assert proc.returncode == 0, (label, cmd, proc.stdout, proc.stderr)
+    assert_no_orphan_keys(cluster)
+
+
+def _overlay_crash_wanted(label: str, sample: set[str]) -> bool:
+    return os.environ.get("NSNET_OVERLAY_CRASH") == "all" or label in sample
+
+
+def test_sigkill_at_every_crash_point_of_an_overlay_network_create_and_rm(cluster, ov):
+    """SIGKILL at each crash point of `network create --driver overlay` and
+    of `network rm` (the last host out, and a host leaving while another
+    still has endpoints on it): after `nsnet reconcile`, 0 leaks on the
+    host and 0 orphan keys in etcd -- the key set is what the hosts'
+    surviving records justify, whether the crash was rolled back or
+    forward.  make test kills at a sample; NSNET_OVERLAY_CRASH=all (make
+    reliability) at every point."""
+    h1, h2, _ = cluster.hosts
+    create = ("network", "create", "ovk", "--driver", "overlay", "--subnet", "10.209.0.0/16",
+              "--no-dns")
+    links = _link_names(h1)
+    points = _crash_points(cluster, h1, *create)
+    assert "overlay:cluster-network" in points
+    ok(h1, "connect", "ovk", "kk", "--create")
+    rm_points = _crash_points(cluster, h1, "network", "rm", "-f", "ovk")
+    assert "ovk" not in ok(h2, "network", "ls")  # the last one out: gone cluster-wide
+    # the sample: the cluster's network made (nothing local yet), the
+    # kernel's half made; the cluster's network gone (or h1's blocks given
+    # back) with the local record still there
+    sample = {"overlay:cluster-network", "overlay:vxlan", "delete:bridge"}
+    for n, label in enumerate(points, 1):
+        if not _overlay_crash_wanted(label, sample):
+            continue
+        _kill_at(h1, n, label, *create)
+        _settled(cluster, h1, f"create {label}")
+        if "ovk" in ok(h1, "network", "ls"):  # committed before the kill: undo for the next
+            ok(h1, "network", "rm", "ovk")
+        assert "ovk" not in ok(h2, "network", "ls"), label  # rolled back: cluster-wide too
+        assert _link_names(h1) <= links, (label, _link_names(h1) - links)  # no bridge, VXLAN
+    # network rm, the last host out (the network goes from the cluster),
+    # then with h2 still holding an endpoint (it stays; h1's blocks go)
+    for other in (False, True):
+        for n, label in enumerate(rm_points, 1):
+            if not _overlay_crash_wanted(label, sample):
+                continue
+            if "ovk" not in _local_networks(h1):
+                ok(h1, *create)
+            ok(h1, "connect", "ovk", "kk")
+            if other and "k2" not in ok(h2, "ns", "ls"):
+                ok(h2, "connect", "ovk", "k2", "--create")
+            _kill_at(h1, n, label, "network", "rm", "-f", "ovk")
+            _settled(cluster, h1, f"rm {label} (other={other})")
+            assert "ovk" not in _local_networks(h1), label  # rolled forward
+            assert _link_names(h1) <= links, (label, _link_names(h1) - links)
+            assert ("ovk" in ok(h2, "network", "ls")) == other, label  # the cluster's
+    ok(h2, "network", "rm", "-f", "ovk")
+    for h, ns in ((h1, "kk"), (h2, "k2")):
+        ok(h, "ns", "rm", ns)
+    assert_no_orphan_keys(cluster)
 
 
 def nsnet_env(host, extra: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
