@@ -37,6 +37,7 @@ import time
 import pytest
 
 from nsnet.cluster.store import wait_for
+from nsnet.engine.overlay import overlay_mac
 from overlay_world import OverlayWorld
 
 pytestmark = pytest.mark.skipif(
@@ -325,6 +326,58 @@ def test_reconcile_remakes_a_deleted_vxlan_device(cluster, ov):
     assert vx in out or "ov" in out
     assert wait_for(lambda: pings((h1, "a1", ov["b1"]))[0], 5)
     assert "vxlan" in h2.run("ip", "-d", "link", "show", vx).stdout
+
+
+def reboot(host) -> None:
+    """What a reboot does to a simulated host: its processes (agent killed
+    by the caller, DNS servers), namespaces, links but the underlay NIC,
+    nftables rules and forwarding all gone; its state directory kept."""
+    from nsnet.dns import stop_daemons
+    from nsnet.kernel import remove_netns
+
+    stop_daemons(host.state_dir)
+    netns_dir = env_of(host)["NSNET_NETNS_DIR"]
+    for name in os.listdir(netns_dir):
+        remove_netns(os.path.join(netns_dir, name))
+    for name in _link_names(host) - {"lo", "eth0"}:
+        host.run("ip", "link", "del", name, check=False)  # (a veth's peer may go first)
+    host.run("nft", "flush", "ruleset")  # the simulated host's own namespace only
+    host.run("sysctl", "-qw", "net.ipv4.ip_forward=0")
+
+
+def test_a_rebooted_host_is_restored_by_reconcile(cluster, ov):
+    """h2 reboots (kernel objects gone, state directory kept) for longer
+    than its lease: the others drop its entries.  Its agent restarts and
+    `nsnet reconcile` brings back its bridge, VXLAN device, endpoints and
+    entries for the other hosts' endpoints; the others reach it again, it
+    is alive again, and its address blocks are still its own."""
+    h1, h2, _ = cluster.hosts
+    vx = "vx-" + json.loads(ok(h2, "network", "inspect", "ov"))[0]["id"][:12]
+    blocks = {k for k, v in etcd_keys(cluster).items() if "/blocks/" in k
+              and json.loads(v)["host"] == "h2"}
+    assert blocks
+    mac_a1, mac_b1 = (overlay_mac(ov[n]) for n in ("a1", "b1"))
+    stop_agent(cluster.agents["h2"])
+    reboot(h2)
+    assert not os.path.exists(ns_path(h2, "b1")) and vx not in _link_names(h2)
+    # down for longer than its lease: the others drop its entries meanwhile
+    assert wait_for(lambda: mac_b1 not in cluster.fdb_macs(h1, "ov"), TTL + 10), \
+        cluster.debug(h1)
+    cluster.agents["h2"] = start_agent(h2)
+    ok(h2, "reconcile")
+    proc = nsnet(h2, "reconcile", "--dry-run")
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert "vxlan" in h2.run("ip", "-d", "link", "show", vx).stdout
+    assert mac_a1 in cluster.fdb_macs(h2, "ov")  # and a neighbour entry: ARP answered locally
+    assert ov["a1"] in h2.run("ip", "neigh", "show", "dev", vx, "nud", "permanent").stdout
+    assert wait_for(lambda: all(pings((h1, "a1", ov["b1"]), (h2, "b1", ov["a1"]))), 10), \
+        cluster.debug(h2)
+    assert wait_for(lambda: mac_b1 in cluster.fdb_macs(h1, "ov"), 5)
+    status = json.loads(ok(h1, "cluster", "status", "--json"))
+    assert {h["name"]: h for h in status["hosts"]}["h2"]["alive"]
+    assert {k for k, v in etcd_keys(cluster).items() if "/blocks/" in k
+            and json.loads(v)["host"] == "h2"} == blocks
+    assert_no_orphan_keys(cluster)
 
 
 def test_disconnect_and_rm_withdraw_from_the_cluster(cluster, ov):
