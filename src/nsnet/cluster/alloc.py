@@ -43,16 +43,20 @@ class OverlayNetwork:
     # the network's options every host applies alike (internal, icc,
     # masquerade, dns): the overlay driver's, opaque here
     options: tuple[tuple[str, object], ...] = ()
+    # the id of the local network whose create made it (a host's own uuid):
+    # that create's rollback, after a crash, removes only a network it made
+    creator: str = ""
 
     def record(self) -> bytes:
         return json.dumps({"vni": self.vni, "subnet": str(self.subnet), "block": self.block,
-                           "options": dict(self.options)}, sort_keys=True).encode()
+                           "options": dict(self.options), "creator": self.creator},
+                          sort_keys=True).encode()
 
     @classmethod
     def from_kv(cls, name: str, kv: KV) -> OverlayNetwork:
         d = kv.json()
         return cls(name, int(d["vni"]), ipaddress.IPv4Network(d["subnet"]), int(d["block"]),
-                   tuple(sorted(d.get("options", {}).items())))
+                   tuple(sorted(d.get("options", {}).items())), str(d.get("creator", "")))
 
     @property
     def reserved(self) -> set[ipaddress.IPv4Address]:
@@ -79,9 +83,12 @@ def _check_subnet(subnet: str, block: int) -> ipaddress.IPv4Network:
 
 def create_network(store: Store, name: str, subnet: str, block: int = DEFAULT_BLOCK,
                    keys: Keys | None = None,
-                   options: dict[str, object] | None = None) -> OverlayNetwork:
+                   options: dict[str, object] | None = None,
+                   creator: str = "") -> OverlayNetwork:
     """Create an overlay network for the whole cluster, with a fresh VNI.
-    Its subnet must not overlap another overlay network's."""
+    Its subnet must not overlap another overlay network's.  ``creator``
+    (the creating host's id for it) is kept in the record: see
+    :func:`delete_network`."""
     keys = keys or Keys()
     check_name("network", name)
     net = _check_subnet(subnet, block)
@@ -98,7 +105,8 @@ def create_network(store: Store, name: str, subnet: str, block: int = DEFAULT_BL
         vni = int(counter.value) if counter else VNI_FIRST
         if vni > VNI_LAST:
             vni = VNI_FIRST
-        network = OverlayNetwork(name, vni, net, block, tuple(sorted((options or {}).items())))
+        network = OverlayNetwork(name, vni, net, block, tuple(sorted((options or {}).items())),
+                                 creator)
         guard: list[Compare] = [absent(keys.network(name)), absent(keys.vni(vni)),
                                 unchanged(counter) if counter else absent(keys.vni_next())]
         ops = [Put(keys.network(name), network.record()), Put(keys.vni(vni), name.encode()),
@@ -124,11 +132,19 @@ def get_network(store: Store, name: str, keys: Keys | None = None) -> OverlayNet
     return OverlayNetwork.from_kv(name, kv)
 
 
-def delete_network(store: Store, name: str, keys: Keys | None = None) -> None:
+def delete_network(store: Store, name: str, keys: Keys | None = None,
+                   creator: str | None = None) -> bool:
     """Remove a network with no endpoints left anywhere; frees its VNI and
-    every block (on every host) in one transaction."""
+    every block (on every host) in one transaction.  With ``creator``: only
+    if that create made it (a crashed create's rollback), else nothing is
+    done.  Returns whether it was removed."""
     keys = keys or Keys()
-    network = get_network(store, name, keys)
+    kv = store.get(keys.network(name))
+    if kv is None:
+        raise NotFound(f"overlay network {name!r} not found in cluster store {store.name}")
+    network = OverlayNetwork.from_kv(name, kv)
+    if creator is not None and network.creator != creator:
+        return False
     records, _ = store.get_prefix(keys.endpoints(name), keys_only=True)
     if records:
         hosts = sorted({kv.key.rsplit("/", 2)[-2] for kv in records})
@@ -140,7 +156,29 @@ def delete_network(store: Store, name: str, keys: Keys | None = None) -> None:
     for kv in blocks:
         host = json.loads(kv.value)["host"]
         ops.append(Delete(keys.host_block(host, name, parse_block(keys.last(kv.key)))))
-    store.txn([], ops)
+    # guarded: a network removed and made again meanwhile is not this one
+    return store.txn([unchanged(kv)], ops).succeeded
+
+
+def release_host_blocks(store: Store, name: str, host: str,
+                        keys: Keys | None = None) -> int:
+    """Give up ``host``'s blocks of network ``name`` (it removed the network
+    locally: no endpoint of it is left there), in one transaction; returns
+    how many.  A block is only deleted while it is still ``host``'s."""
+    keys = keys or Keys()
+    kvs, _ = store.get_prefix(keys.host_blocks(host, name), keys_only=True)
+    ops: list = []
+    guard: list[Compare] = []
+    for kv in kvs:
+        block = parse_block(keys.last(kv.key))
+        owner = store.get(keys.block(name, block))
+        if owner is not None and owner.json().get("host") == host:
+            guard.append(unchanged(owner))
+            ops.append(Delete(keys.block(name, block)))
+        ops.append(Delete(kv.key))
+    if ops:
+        store.txn(guard, ops)
+    return len(kvs)
 
 
 def host_blocks(store: Store, network: OverlayNetwork, host: str,

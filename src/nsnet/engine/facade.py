@@ -382,8 +382,8 @@ class Engine:
             routes = not net.internal
             was_off = routes and net.has_ipv4 and not self.ctx.forwarding_on()
             was6_off = routes and net.has_ipv6 and not self.ctx.forwarding6_on()
-            with self._intent(NetworkCreateIntent(net.id, net.bridge, was_off,
-                                                  was6_off, net.driver)) as scope:
+            with self._intent(NetworkCreateIntent(net.id, net.bridge, was_off, was6_off,
+                                                  net.driver, net.name)) as scope:
                 driver.setup(net)
                 others = self.store.networks(with_endpoints=False)
                 # the first IPv6 network brings the ip6 table's fixed part
@@ -411,6 +411,8 @@ class Engine:
     def _rollback_network_create(self, intent: NetworkCreateIntent) -> None:
         self.nets.driver(kind=intent.driver).teardown(intent.id, intent.bridge,
                                                       unmarked_too=True)
+        if intent.driver == "overlay":  # its cluster network, if this create made it
+            self.overlay.forget_made(intent.name, intent.id)
         self.fw.sync()
         if intent.forwarding_was_off:
             self.ctx.restore_forwarding_off()

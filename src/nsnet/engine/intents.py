@@ -90,6 +90,10 @@ class NetworkCreateIntent(Intent):
     # by the first IPv6 network that is not internal
     forwarding6_was_off: bool = False
     driver: str = "bridge"  # whose teardown undoes it (#17: "overlay")
+    # the network's name: an overlay's rollback finds the cluster's network
+    # by it (made in etcd before the local commit) and removes it if this
+    # very create made it (#17)
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,7 @@ def decode(kind: str, payload: dict) -> Intent:
         return NetworkCreateIntent(payload["id"], payload["bridge"],
                                    bool(payload.get("forwarding_was_off", False)),
                                    bool(payload.get("forwarding6_was_off", False)),
-                                   payload.get("driver", "bridge"))
+                                   payload.get("driver", "bridge"), payload.get("name", ""))
     if cls is DeleteIntent:
         net = payload.get("network")
         ref = None if not net else (NetworkRef(*net) if isinstance(net, list)

@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from .. import kernel as k
+from ..crash import crashpoint
 from ..errors import (
     AlreadyExists,
     Conflict,
@@ -266,25 +267,36 @@ class OverlayDriver:
                                 f"{self.cluster.store.name} with subnet {on.subnet}")
 
     def setup(self, net: Network) -> None:
-        """The cluster's network (made here if new: a VNI by transaction),
-        then the bridge, then the VXLAN device on it."""
+        """The cluster's network (made here if new: a VNI by transaction,
+        the record naming ``net.id`` as its creator), then the bridge, then
+        the VXLAN device on it.  The caller's journaled intent undoes all of
+        it, the cluster's network included (:meth:`forget_made`), on an
+        error or after a crash."""
         from ..cluster import alloc
 
-        made = False
         try:
             on = self.cluster_network(net.name)
         except NotFound:
             opts = {o: getattr(net, o) for o in OPTIONS}
-            on = alloc.create_network(self.cluster.store, net.name, net.subnet, options=opts)
-            made = True
-        try:
-            self.bridge.setup(net)
-            self._make_vxlan(net, on.vni)
-        except BaseException:
-            if made:  # nobody else can have used it yet: no endpoint without us
-                with contextlib.suppress(NsnetError):
-                    alloc.delete_network(self.cluster.store, net.name)
-            raise
+            on = alloc.create_network(self.cluster.store, net.name, net.subnet, options=opts,
+                                      creator=net.id)
+        crashpoint("overlay:cluster-network")
+        self.bridge.setup(net)
+        self._make_vxlan(net, on.vni)
+        crashpoint("overlay:vxlan")
+
+    def forget_made(self, name: str, net_id: str) -> None:
+        """Undo a create's cluster part: the cluster's network ``name`` goes
+        if the create of local network ``net_id`` made it and no host has an
+        endpoint on it yet (one made by another host, or in use, stays).  A
+        store out of reach raises: the intent stays journaled, and the next
+        command tries again."""
+        from ..cluster import alloc
+
+        if not name or not self.cluster.joined():
+            return
+        with contextlib.suppress(NotFound, Conflict):
+            alloc.delete_network(self.cluster.store, name, creator=net_id)
 
     def _make_vxlan(self, net: Network, vni: int) -> int:
         from ..kernel.vxlan import VxlanSpec, req_new_vxlan
@@ -320,12 +332,19 @@ class OverlayDriver:
         alloc.delete_network(self.cluster.store, name)
 
     def _forget_if_unused(self, name: str) -> None:
-        """Best effort: a network with endpoints elsewhere, or a store out of
-        reach, stays in the cluster (``network rm`` again, from any host)."""
+        """The last host out removes the cluster's network; while another
+        host has endpoints on it, it stays and this host gives its address
+        blocks back (it has no endpoint of it left).  A store out of reach
+        raises: the deletion is journaled and the next command finishes it,
+        so the cluster never keeps what no host's records justify."""
         from ..cluster import alloc
 
-        with contextlib.suppress(NsnetError):
+        try:
             alloc.delete_network(self.cluster.store, name)
+        except NotFound:
+            return
+        except Conflict:  # (the same key root as the claims: BlockAllocator's)
+            alloc.release_host_blocks(self.cluster.store, name, self.cluster.config.host)
 
     def attach_index(self, net: Network) -> int:
         return self.bridge.attach_index(net)
