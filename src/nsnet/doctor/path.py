@@ -859,22 +859,18 @@ def _families(w: Walk, src_text: str, dst_host: str, family: int | None) -> tupl
         raise InvalidInput(f"--family {family}, but an IPv{given.pop()} address was given")
     if given or family:
         return (family or given.pop(),)
-    shared = {4, 6}
+    shared, named = {4, 6}, False
     for text in (src_text, dst_host):
         eps = [e for e in w.eps if text in (e.netns, e.id, e.host_ifname) or text in e.aliases
                or (len(text) >= 6 and e.id.startswith(text))]
         if eps:
+            named = True
             shared &= {v for e in eps for v, a in ((4, e.address), (6, e.address6)) if a}
     if not shared:
         raise InvalidInput(f"{src_text} and {dst_host} share no IP family (one is IPv4-only, "
                            "the other IPv6-only)")
-    # only the namespaces' families: "host" and "outside" alone walk IPv4
-    return tuple(sorted(shared)) if shared != {4, 6} or _any_ns(w, src_text, dst_host) else (4,)
-
-
-def _any_ns(w: Walk, *texts: str) -> bool:
-    return any(text in (e.netns, e.id, e.host_ifname) or text in e.aliases
-               for text in texts for e in w.eps)
+    # "host", "outside" and namespaces on no network alone: IPv4, as before
+    return tuple(sorted(shared)) if named else (4,)
 
 
 def _diagnose_family(w: Walk, src_text: str, dst_host: str, port: int | None,

@@ -13,6 +13,7 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .netns import entered
@@ -35,21 +36,32 @@ def arp_probe(netns_fd: int, ifname: str, target: str, source: str, mac: str,
         frame = b"\xff" * 6 + own + struct.pack("!H", ETH_P_ARP) + _ARP.pack(
             1, 0x0800, 6, 4, 1, own, spa, b"\0" * 6, tpa)
         sock.send(frame)
-        seen: list[str] = []
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            if not select.select([sock], [], [], left)[0]:
-                break
-            data = sock.recv(128)
+
+        def replier(data: bytes) -> list[bytes]:
             if len(data) < 14 + _ARP.size:
-                continue
+                return []
             _h, _p, _hl, _pl, op, sha, spa_r, _tha, _tpa = _ARP.unpack_from(data, 14)
-            name = ":".join(f"{b:02x}" for b in sha)
-            if op == 2 and spa_r == tpa and name not in seen:
-                seen.append(name)
-        return seen
+            return [sha] if op == 2 and spa_r == tpa else []
+
+        return _distinct_macs(sock, timeout, replier)
     finally:
         sock.close()
+
+
+def _distinct_macs(sock: socket.socket, timeout: float,
+                   macs_in: Callable[[bytes], list[bytes]]) -> list[str]:
+    """Every distinct MAC that ``macs_in`` finds in what ``sock`` receives
+    within ``timeout``, in the order they came."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([sock], [], [], left)[0]:
+            break
+        for raw in macs_in(sock.recv(256)):
+            name = ":".join(f"{b:02x}" for b in raw)
+            if name not in seen:
+                seen.append(name)
+    return seen
 
 
 _NS, _NA = 135, 136  # ICMPv6 neighbour solicitation / advertisement (RFC 4861)
@@ -77,22 +89,19 @@ def ndp_probe(netns_fd: int, ifname: str, target: str, source: str, mac: str,
         # type, code, checksum (the kernel's), reserved, target, source link-layer option
         sock.sendto(struct.pack("!BBHI", _NS, 0, 0, 0) + tgt.packed +
                     bytes([_SOURCE_LLA, 1]) + own, (str(group), 0, 0, index))
-        seen: list[str] = []
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            if not select.select([sock], [], [], left)[0]:
-                break
-            data = sock.recv(256)
+
+        def advertised(data: bytes) -> list[bytes]:
+            """The target link-layer addresses of an advertisement for ``tgt``."""
             if len(data) < 24 or data[0] != _NA or data[8:24] != tgt.packed:
-                continue
-            opts = data[24:]
+                return []
+            found, opts = [], data[24:]
             while len(opts) >= 8 and opts[1]:
                 if opts[0] == _TARGET_LLA:
-                    name = ":".join(f"{b:02x}" for b in opts[2:8])
-                    if name not in seen:
-                        seen.append(name)
+                    found.append(opts[2:8])
                 opts = opts[opts[1] * 8:]
-        return seen
+            return found
+
+        return _distinct_macs(sock, timeout, advertised)
     finally:
         sock.close()
 
