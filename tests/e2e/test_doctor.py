@@ -197,18 +197,24 @@ def test_ip_forwarding_off(lan):
 
 
 def test_foreign_nft_drop_rule_is_named(lan):
-    box = lan.box
-    box.host("nft", "add", "table", "inet", "foreign")
-    box.host("nft", "add", "chain", "inet", "foreign", "block",
+    _foreign_forward_drop_is_named(lan.box, "inet", "ip", OUT)
+
+
+def _foreign_forward_drop_is_named(box, table: str, l3: str, dst: str) -> dict:
+    """A drop rule of someone else's table (family ``table``) on the forward
+    hook, for ``l3 daddr dst``: doctor names it and the fix it prints works."""
+    box.host("nft", "add", "table", table, "foreign")
+    box.host("nft", "add", "chain", table, "foreign", "block",
              "{ type filter hook forward priority 0; }")
-    box.host("nft", "add", "rule", "inet", "foreign", "block", "ip", "daddr", OUT, "drop")
-    fail = failure(box, "a", OUT)
+    box.host("nft", "add", "rule", table, "foreign", "block", l3, "daddr", dst, "drop")
+    fail = failure(box, "a", dst)
     assert fail["name"] == "firewall"
-    assert "inet foreign" in fail["cause"] and "chain block" in fail["cause"]
-    assert fail["fix"].startswith("nft delete rule inet foreign block handle ")
+    assert f"{table} foreign" in fail["cause"] and "chain block" in fail["cause"]
+    assert fail["fix"].startswith(f"nft delete rule {table} foreign block handle ")
     run_fix(box, fail["fix"])  # the printed command really removes that rule
-    assert doctor(box, "a", OUT)["ok"]
-    box.host("nft", "delete", "table", "inet", "foreign")
+    assert doctor(box, "a", dst)["ok"]
+    box.host("nft", "delete", "table", table, "foreign")
+    return fail
 
 
 def test_foreign_bridge_family_drop_is_named(lan):
@@ -430,19 +436,8 @@ def test_flushed_ip6_table_is_named(lan6):
 
 
 def test_foreign_ip6_drop_rule_is_named(lan6):
-    box = lan6.box
-    box.host("nft", "add", "table", "ip6", "foreign")
-    box.host("nft", "add", "chain", "ip6", "foreign", "block",
-             "{ type filter hook forward priority 0; }")
-    box.host("nft", "add", "rule", "ip6", "foreign", "block", "ip6", "daddr", OUT6, "drop")
-    assert doctor(box, "a", OUT)["ok"]  # IPv4 passes
-    fail = failure(box, "a", OUT6)
-    assert (fail["name"], fail["family"]) == ("firewall", 6)
-    assert "ip6 foreign" in fail["cause"] and "chain block" in fail["cause"]
-    assert fail["fix"].startswith("nft delete rule ip6 foreign block handle ")
-    run_fix(box, fail["fix"])
-    assert doctor(box, "a", OUT6)["ok"]
-    box.host("nft", "delete", "table", "ip6", "foreign")
+    assert _foreign_forward_drop_is_named(lan6.box, "ip6", "ip6", OUT6)["family"] == 6
+    assert _foreign_forward_drop_is_named(lan6.box, "inet", "ip6", OUT6)["family"] == 6
 
 
 def test_interface_down_on_an_ipv6_only_network(only6):
@@ -457,6 +452,17 @@ def test_v6_address_removed_on_an_ipv6_only_network(only6):
     fail = failure(only6.box, "a", "b:80")
     assert (fail["name"], fail["family"]) == ("destination address", 6)
     assert fail["fix"] == "nsnet ns exec b -- ip addr add fd00:78::3/64 dev eth0 nodad"
+
+
+def test_duplicate_v6_address(lan6):
+    lan6.ok("connect", "front", "c", "--create")
+    names = [(h["name"], h["family"]) for h in doctor(lan6.box, "a", B6)["hops"]]
+    assert ("neighbour", 6) in names  # a neighbour solicitation, answered once
+    lan6.box.inside("c", "ip", "addr", "add", f"{B6}/64", "dev", "eth0", "nodad")
+    fail = failure(lan6.box, "a", B6)
+    assert (fail["name"], fail["family"]) == ("neighbour", 6)
+    assert "duplicate address" in fail["cause"] and "c:eth0" in fail["cause"]
+    assert fail["fix"] == f"nsnet ns exec c -- ip addr del {B6}/64 dev eth0"
 
 
 def test_aaaa_name_lookup_is_checked(lan6):

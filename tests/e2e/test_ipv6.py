@@ -189,8 +189,9 @@ def test_ipv6_only_network_from_the_ula_pool(w: World, dual: tuple[str, str]) ->
     assert got == [f"{ip6_of(w, 'v6o', d)} 90", f"{HOST6} 7000", None, None]
     assert answers(dig(w, d, f"@{gw6}", c, "AAAA")) == [ip_c]
     assert answers(dig(w, d, f"@{gw6}", c, "A")) == []
-    doctor = w.box.cli("doctor", c, d)  # IPv4 paths only, said plainly
-    assert doctor.returncode == 2 and "IPv6 addresses only" in doctor.stderr
+    doctor = w.box.cli("doctor", c, d, "--json")  # walked over IPv6, the only family
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert json.loads(doctor.stdout)["families"] == [6]
 
 
 def test_routed_mode(w: World) -> None:

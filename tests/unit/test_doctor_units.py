@@ -40,3 +40,10 @@ def test_trace_tables_mark_only_the_probe_pairs():
     text = _tables([("10.0.0.2", "10.0.0.3")], bridge=True)
     assert text.count("ip saddr 10.0.0.2 ip daddr 10.0.0.3 meta nftrace set 1") == 3
     assert f"table bridge {TABLE}" in text and "priority -500" in text
+
+
+def test_trace_tables_mark_ipv6_pairs_in_the_inet_table():
+    text = _tables([("fd00::2", "fd00::3"), ("10.0.0.2", "fd00::3")], bridge=False)
+    assert text.startswith(f"table inet {TABLE}")
+    assert text.count("ip6 saddr fd00::2 ip6 daddr fd00::3 meta nftrace set 1") == 2
+    assert "10.0.0.2" not in text  # a pair of two families matches no packet: left out

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 
 from .. import kernel as k
 from ..errors import InvalidInput, NotFound
-from ..kernel.probe import arp_probe, listeners, tcp_connect, udp_exchange
+from ..kernel.probe import arp_probe, listeners, ndp_probe, tcp_connect, udp_exchange
 from ..model import Endpoint, Network
 from . import trace
 
@@ -441,18 +441,19 @@ def _who_has(w: Walk, mac: str) -> str:
 def _neighbour(w: Walk, src: Place, target: str, expect_mac: str | None, owner: str) -> bool:
     ep = src.ep
     assert ep is not None
-    macs = arp_probe(w.ns(src.label).fd, ep.ifname, target, w.ip_of(ep), ep.mac)
+    probe, proto = (ndp_probe, "NDP") if w.v6 else (arp_probe, "ARP")
+    macs = probe(w.ns(src.label).fd, ep.ifname, target, w.ip_of(ep), ep.mac)
     where = f"{src.label}:{ep.ifname}"
     if not macs:
-        return w.add("neighbour", where, False, f"no ARP reply for {target}",
-                     f"nobody answers ARP for {target} ({owner}) on {src.label}'s "
+        return w.add("neighbour", where, False, f"no {proto} reply for {target}",
+                     f"nobody answers {proto} for {target} ({owner}) on {src.label}'s "
                      f"{ep.ifname}", "")
     if len(macs) > 1:
         others = [m for m in macs if m != expect_mac] if expect_mac else macs[1:]
         who = [f"{m} ({_who_has(w, m)})" for m in others]
         culprit = _who_has(w, others[0])
         ns, _, ifname = culprit.partition(":")
-        prefix = ipaddress.ip_interface(ep.address).network.prefixlen
+        prefix = ipaddress.ip_interface(w.cidr_of(ep)).network.prefixlen
         fix = w.in_ns(ns, f"ip addr del {target}/{prefix} dev {ifname}") if ifname else ""
         return w.add("neighbour", where, False, f"{target} is at {', '.join(macs)}",
                      f"duplicate address: {target} ({owner}) is also claimed by "
@@ -858,22 +859,18 @@ def _families(w: Walk, src_text: str, dst_host: str, family: int | None) -> tupl
         raise InvalidInput(f"--family {family}, but an IPv{given.pop()} address was given")
     if given or family:
         return (family or given.pop(),)
-    shared = {4, 6}
+    shared, named = {4, 6}, False
     for text in (src_text, dst_host):
         eps = [e for e in w.eps if text in (e.netns, e.id, e.host_ifname) or text in e.aliases
                or (len(text) >= 6 and e.id.startswith(text))]
         if eps:
+            named = True
             shared &= {v for e in eps for v, a in ((4, e.address), (6, e.address6)) if a}
     if not shared:
         raise InvalidInput(f"{src_text} and {dst_host} share no IP family (one is IPv4-only, "
                            "the other IPv6-only)")
-    # only the namespaces' families: "host" and "outside" alone walk IPv4
-    return tuple(sorted(shared)) if shared != {4, 6} or _any_ns(w, src_text, dst_host) else (4,)
-
-
-def _any_ns(w: Walk, *texts: str) -> bool:
-    return any(text in (e.netns, e.id, e.host_ifname) or text in e.aliases
-               for text in texts for e in w.eps)
+    # "host", "outside" and namespaces on no network alone: IPv4, as before
+    return tuple(sorted(shared)) if named else (4,)
 
 
 def _diagnose_family(w: Walk, src_text: str, dst_host: str, port: int | None,
@@ -929,9 +926,8 @@ def _walk(w: Walk, src: Place, dst: Place, dst_name: str, port: int | None, prot
     elif src.kind == "ns" and dst.kind == "outside":
         net = src.net
         assert net is not None
-        if not w.v6:  # IPv6 neighbours are found by NDP, which doctor does not probe
-            checks.append(lambda: _neighbour(w, src, net.gateway, None,
-                                             f"the gateway of {net.name}"))
+        checks.append(lambda: _neighbour(w, src, w.gateway(net), None,
+                                         f"the gateway of {net.name}"))
         checks.append(lambda: _forwarding(w, src.ip or "", dst.ip or "", net.bridge))
         checks.append(lambda: w.add("nat", "host", True, _nat_mode(w, net)))
     if src.kind == "ns" and dst.kind == "ns" and dst.by_name and src.net and src.net.dns:
@@ -976,7 +972,7 @@ def _destination_checks(w: Walk, src: Place, dst: Place, port: int | None, proto
     src_ip = src.ip if src.kind == "ns" else w.outside_src if src.kind == "outside" \
         else (w.gateway(dst.net) if dst.net else "")
     checks.append(lambda: _input_route(w, dst, src_ip or ""))
-    if src.kind == "ns" and src.net and dst.net and src.net.name == dst.net.name and not w.v6:
+    if src.kind == "ns" and src.net and dst.net and src.net.name == dst.net.name:
         owner = f"{dst.label}'s {dst.ep.ifname}" if dst.ep else dst.label
         checks.append(lambda: _neighbour(w, src, dst.ip or "", dst.ep.mac if dst.ep else None,
                                          owner))

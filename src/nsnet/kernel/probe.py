@@ -1,7 +1,8 @@
 """Probes a diagnosis sends and reads from inside a namespace: ARP who-has
-(every MAC that answers), a TCP connect, a UDP exchange, the listening
-sockets.  Sockets are opened inside the namespace they probe (setns on this
-thread, then back), so the caller's own namespace is never involved."""
+and its IPv6 twin, a neighbour solicitation (every MAC that answers), a TCP
+connect, a UDP exchange, the listening sockets.  Sockets are opened inside
+the namespace they probe (setns on this thread, then back), so the caller's
+own namespace is never involved."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .netns import entered
@@ -34,19 +36,72 @@ def arp_probe(netns_fd: int, ifname: str, target: str, source: str, mac: str,
         frame = b"\xff" * 6 + own + struct.pack("!H", ETH_P_ARP) + _ARP.pack(
             1, 0x0800, 6, 4, 1, own, spa, b"\0" * 6, tpa)
         sock.send(frame)
-        seen: list[str] = []
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            if not select.select([sock], [], [], left)[0]:
-                break
-            data = sock.recv(128)
+
+        def replier(data: bytes) -> list[bytes]:
             if len(data) < 14 + _ARP.size:
-                continue
+                return []
             _h, _p, _hl, _pl, op, sha, spa_r, _tha, _tpa = _ARP.unpack_from(data, 14)
-            name = ":".join(f"{b:02x}" for b in sha)
-            if op == 2 and spa_r == tpa and name not in seen:
+            return [sha] if op == 2 and spa_r == tpa else []
+
+        return _distinct_macs(sock, timeout, replier)
+    finally:
+        sock.close()
+
+
+def _distinct_macs(sock: socket.socket, timeout: float,
+                   macs_in: Callable[[bytes], list[bytes]]) -> list[str]:
+    """Every distinct MAC that ``macs_in`` finds in what ``sock`` receives
+    within ``timeout``, in the order they came."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([sock], [], [], left)[0]:
+            break
+        for raw in macs_in(sock.recv(256)):
+            name = ":".join(f"{b:02x}" for b in raw)
+            if name not in seen:
                 seen.append(name)
-        return seen
+    return seen
+
+
+_NS, _NA = 135, 136  # ICMPv6 neighbour solicitation / advertisement (RFC 4861)
+_SOURCE_LLA, _TARGET_LLA = 1, 2  # their link-layer address options
+
+
+def ndp_probe(netns_fd: int, ifname: str, target: str, source: str, mac: str,
+              timeout: float = 0.5) -> list[str]:
+    """IPv6's ARP who-has: a neighbour solicitation for ``target`` from
+    ``source`` to its solicited-node group on ``ifname``; every distinct
+    MAC advertised back within ``timeout`` (two or more: a duplicate)."""
+    tgt = ipaddress.IPv6Address(target)
+    group = ipaddress.IPv6Address(int(ipaddress.IPv6Address("ff02::1:ff00:0"))
+                                  | (int(tgt) & 0xFFFFFF))
+    own = bytes(int(p, 16) for p in mac.split(":"))
+    with entered(netns_fd):
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        index = socket.if_nametoindex(ifname)  # the namespace's own, not the caller's
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        # RFC 4861 7.1.1: a neighbour message with a hop limit below 255 is ignored
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
+        sock.bind((source, 0))
+        # type, code, checksum (the kernel's), reserved, target, source link-layer option
+        sock.sendto(struct.pack("!BBHI", _NS, 0, 0, 0) + tgt.packed +
+                    bytes([_SOURCE_LLA, 1]) + own, (str(group), 0, 0, index))
+
+        def advertised(data: bytes) -> list[bytes]:
+            """The target link-layer addresses of an advertisement for ``tgt``."""
+            if len(data) < 24 or data[0] != _NA or data[8:24] != tgt.packed:
+                return []
+            found, opts = [], data[24:]
+            while len(opts) >= 8 and opts[1]:
+                if opts[0] == _TARGET_LLA:
+                    found.append(opts[2:8])
+                opts = opts[opts[1] * 8:]
+            return found
+
+        return _distinct_macs(sock, timeout, advertised)
     finally:
         sock.close()
 
