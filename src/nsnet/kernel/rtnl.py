@@ -340,18 +340,6 @@ def req_del_neigh(index: int, ip: str) -> Request:
                    lambda: ("ip", "neigh", "del", str(addr), "dev", Dev(index)))
 
 
-RTEXT_FILTER_VF, RTEXT_FILTER_SKIP_STATS = 1 << 0, 1 << 3
-
-
-def req_get_link(name: str) -> Request:
-    """``ip link show dev NAME``'s request, byte for byte: one link by name,
-    its statistics left out (they are most of a link message)."""
-    body = _ifinfo() + attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_VF | RTEXT_FILTER_SKIP_STATS) + \
-        attr_str(nl.IFLA_IFNAME, name)
-    return Request(nl.RTM_GETLINK, 0, body, f"link {name}",
-                   lambda: ("ip", "link", "show", "dev", name))
-
-
 def req_dump_addresses(family: int, index: int = 0) -> Request:
     """``ip -4|-6 addr show dev INDEX``'s dump request: with strict checking
     on the socket (NETLINK_GET_STRICT_CHK) the kernel sends that link's
