@@ -212,6 +212,23 @@ def req_set_link(name: str = "", index: int = 0, up: bool | None = None,
                    f"set link {name or index}", cmd)
 
 
+IFLA_BR_MCAST_SNOOPING = 23
+
+
+def req_bridge_mcast_snooping(index: int, on: bool) -> Request:
+    """``ip link set dev INDEX type bridge mcast_snooping 0|1``.  Off before
+    a bridge's ports are deleted: each port leaving re-runs the port state
+    selection over every remaining port, which (snooping on) restarts each
+    one's multicast query timers -- O(ports^2) timer work, ~0.15 s of the
+    kernel's ~1 s deletion of 1000 ports."""
+    data = attr(IFLA_BR_MCAST_SNOOPING, struct.pack("=B", int(on)))
+    body = _ifinfo(index) + nested(nl.IFLA_LINKINFO, attr_str(nl.IFLA_INFO_KIND, "bridge"),
+                                   nested(nl.IFLA_INFO_DATA, data))
+    return Request(nl.RTM_NEWLINK, 0, body, f"set multicast snooping of bridge {index}",
+                   lambda: ("ip", "link", "set", "dev", Dev(index), "type", "bridge",
+                            "mcast_snooping", int(on)))
+
+
 def req_del_link(index: int = 0, name: str = "") -> Request:
     attrs = attr_str(nl.IFLA_IFNAME, name) if name and not index else b""
     return Request(nl.RTM_DELLINK, 0, _ifinfo(index) + attrs, f"delete link {name or index}",
