@@ -22,6 +22,7 @@ IFLA_BR_VLAN_FILTERING = 7
 BR_STATE_NAMES = ("disabled", "listening", "learning", "forwarding", "blocking")
 RTA_SRC, RTA_IIF, RTA_MARK = 2, 3, 16
 AF_BRIDGE, IFLA_AF_SPEC, IFLA_EXT_MASK, RTEXT_FILTER_BRVLAN = 7, 26, 29, 1 << 1
+RTEXT_FILTER_SKIP_STATS = 1 << 3
 IFLA_BRIDGE_VLAN_INFO = 2
 BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_UNTAGGED = 2, 4
 RTM_F_LOOKUP_TABLE = 0x1000
@@ -457,7 +458,10 @@ class Rtnl(nl.Netlink):
     """Netlink socket with typed readers; bound to the namespace it was opened in."""
 
     def links(self) -> list[Link]:
-        return [_decode_link(r.body) for r in self.dump(nl.RTM_GETLINK, _ifinfo())
+        # without the statistics nothing here reads (a fifth of each message):
+        # the host's dump at 5000 endpoints is ~10% cheaper
+        body = _ifinfo() + attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+        return [_decode_link(r.body) for r in self.dump(nl.RTM_GETLINK, body)
                 if r.msg_type == nl.RTM_NEWLINK]
 
     def addresses(self, family: int = socket.AF_INET) -> list[Address]:

@@ -189,7 +189,7 @@ class InsideReader:
         unpack = _HDR.unpack_from
         while True:
             size = sock.recv_into(buf)
-            data = bytes(buf[:size])
+            data = bytes(memoryview(buf)[:size])  # one copy (buf[:size] made two)
             offset = 0
             while offset + _HDR.size <= size:
                 length, mtype, _flags, rseq, _pid = unpack(data, offset)
