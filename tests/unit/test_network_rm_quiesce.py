@@ -48,3 +48,4 @@ def test_a_driver_without_the_hook_is_left_alone():
     nets = Networks(SimpleNamespace(rtnl=FakeRtnl({})))  # type: ignore[arg-type]
     nets.drivers["plain"] = SimpleNamespace()  # type: ignore[assignment]
     nets.quiesce("id1", "br-x", "plain")  # no hook: nothing to do, no error
+    nets.quiesce("id1", "br-x", "gone")  # no such driver: left to the teardown to refuse

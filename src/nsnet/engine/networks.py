@@ -322,7 +322,7 @@ class Networks:
     def quiesce(self, net_id: str, device: str, driver: str) -> None:
         """Before the endpoints of a network being removed go: the driver's
         optional ``quiesce`` hook (making the bulk deletion cheaper)."""
-        hook = getattr(self.driver(kind=driver), "quiesce", None)
+        hook = getattr(self.drivers.get(driver), "quiesce", None)  # unknown: teardown says so
         if hook:
             hook(net_id, device)
 
