@@ -41,8 +41,8 @@ SAMPLES = {
     "req_add_route6": lambda k: k.rtnl.req_add_route6("default", "fd00:1::1", oif=9),
     "req_del_route6": lambda k: k.rtnl.req_del_route6("fd00:2::/64"),
     "req_del_neigh": lambda k: k.rtnl.req_del_neigh(9, "172.16.1.2"),
+    "req_bridge_mcast_snooping": lambda k: k.rtnl.req_bridge_mcast_snooping(7, False),
     # reads (reconcile's view of an endpoint, kernel/views.py): never recorded, rendered alike
-    "req_get_link": lambda k: k.rtnl.req_get_link("veth1"),
     "req_dump_addresses": lambda k: k.rtnl.req_dump_addresses(2, 9),
     "req_dump_routes": lambda k: k.rtnl.req_dump_routes(10),
     "req_tbf": lambda k: k.tc.req_tbf(9, 10_000_000),
@@ -108,7 +108,7 @@ def test_every_builder_renders():
     ("req_add_route6", "ip -6 route add default via fd00:1::1 dev veth1 proto boot"),
     ("req_del_route6", "ip -6 route del fd00:2::/64"),
     ("req_del_neigh", "ip neigh del 172.16.1.2 dev veth1"),
-    ("req_get_link", "ip link show dev veth1"),
+    ("req_bridge_mcast_snooping", "ip link set dev br0 type bridge mcast_snooping 0"),
     ("req_dump_addresses", "ip -4 addr show dev veth1"),
     ("req_dump_routes", "ip -6 route show table main"),
     ("req_clsact", "tc qdisc add dev br0 clsact"),

@@ -21,6 +21,7 @@ from nsnet.kernel import rtnl as r
 
 GOLDEN = Path(__file__).parent / "golden" / "rtnl"
 D0 = 3  # d0's ifindex in the capture namespace (lo 1, d1 2... as capture.sh makes them)
+BRX = 4  # the bridge brx's
 FD = 4  # the netns fd `ip ... netns /proc/self/ns/net` opened
 
 
@@ -89,6 +90,9 @@ DIFFERENT = {
         r.req_new_veth(r.VethSpec("h0", "p0", FD)),
         NESTED_DIFF + "; and the peer's attributes come in another order (ip: "
         "IFLA_NET_NS_FD first; the kernel parses attributes by type, not position)", None),
+    "bridge_mcast_snooping_off": (
+        "link set dev brx type bridge mcast_snooping 0",
+        r.req_bridge_mcast_snooping(BRX, False), NESTED_DIFF, None),
     "set_hairpin": (
         "link set dev d0 type bridge_slave hairpin on",
         r.req_set_link(index=D0, hairpin=True),

@@ -673,6 +673,8 @@ class Engine:
         ids = set(intent.endpoints)
         eps = self.store.endpoints_by_id(ids)  # by key, not every endpoint
         self._withdraw_overlay(eps)
+        if intent.network and eps:
+            self.nets.quiesce(intent.network.id, intent.network.bridge, intent.network.driver)
         self.endpoints.delete_host_ends(eps)
         crashpoint("delete:links")
         self.fw.delete(eps, intent.network)

@@ -152,6 +152,17 @@ class BridgeDriver:
             with kernel_errors(f"deleting bridge {device}"):
                 self.ctx.rtnl.run([k.req_del_link(index=link.index)])
 
+    def quiesce(self, net_id: str, device: str) -> None:
+        """Before a doomed bridge's ports are deleted: multicast snooping
+        off, so each port leaving does not restart every other port's query
+        timers (see k.req_bridge_mcast_snooping: ~0.15 s of 1000 ports).
+        Only a bridge carrying this network's mark; best effort -- the
+        deletion is the same without it, and a crash after it is rolled
+        forward to the bridge's deletion anyway."""
+        link = self.ctx.rtnl.find_link(device)
+        if link and link.kind == "bridge" and link.alias == bridge_alias(net_id):
+            self.ctx.rtnl.batch([k.req_bridge_mcast_snooping(link.index, False)])
+
     def attach_index(self, net: Network) -> int:
         link = self.ctx.rtnl.find_link(net.bridge)
         if link is None or link.alias != bridge_alias(net.id):
@@ -307,6 +318,13 @@ class Networks:
         (an overlay's MTU comes from the underlay's)."""
         prepare = getattr(self.driver(net), "prepare", None)
         return prepare(net) if prepare else net
+
+    def quiesce(self, net_id: str, device: str, driver: str) -> None:
+        """Before the endpoints of a network being removed go: the driver's
+        optional ``quiesce`` hook (making the bulk deletion cheaper)."""
+        hook = getattr(self.drivers.get(driver), "quiesce", None)  # unknown: teardown says so
+        if hook:
+            hook(net_id, device)
 
     def list(self, with_endpoints: bool = True) -> list[Network]:
         return self.ctx.store.networks(with_endpoints)

@@ -22,6 +22,7 @@ IFLA_BR_VLAN_FILTERING = 7
 BR_STATE_NAMES = ("disabled", "listening", "learning", "forwarding", "blocking")
 RTA_SRC, RTA_IIF, RTA_MARK = 2, 3, 16
 AF_BRIDGE, IFLA_AF_SPEC, IFLA_EXT_MASK, RTEXT_FILTER_BRVLAN = 7, 26, 29, 1 << 1
+RTEXT_FILTER_SKIP_STATS = 1 << 3
 IFLA_BRIDGE_VLAN_INFO = 2
 BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_UNTAGGED = 2, 4
 RTM_F_LOOKUP_TABLE = 0x1000
@@ -212,6 +213,23 @@ def req_set_link(name: str = "", index: int = 0, up: bool | None = None,
                    f"set link {name or index}", cmd)
 
 
+IFLA_BR_MCAST_SNOOPING = 23
+
+
+def req_bridge_mcast_snooping(index: int, on: bool) -> Request:
+    """``ip link set dev INDEX type bridge mcast_snooping 0|1``.  Off before
+    a bridge's ports are deleted: each port leaving re-runs the port state
+    selection over every remaining port, which (snooping on) restarts each
+    one's multicast query timers -- O(ports^2) timer work, ~0.15 s of the
+    kernel's ~1 s deletion of 1000 ports."""
+    data = attr(IFLA_BR_MCAST_SNOOPING, struct.pack("=B", int(on)))
+    body = _ifinfo(index) + nested(nl.IFLA_LINKINFO, attr_str(nl.IFLA_INFO_KIND, "bridge"),
+                                   nested(nl.IFLA_INFO_DATA, data))
+    return Request(nl.RTM_NEWLINK, 0, body, f"set multicast snooping of bridge {index}",
+                   lambda: ("ip", "link", "set", "dev", Dev(index), "type", "bridge",
+                            "mcast_snooping", int(on)))
+
+
 def req_del_link(index: int = 0, name: str = "") -> Request:
     attrs = attr_str(nl.IFLA_IFNAME, name) if name and not index else b""
     return Request(nl.RTM_DELLINK, 0, _ifinfo(index) + attrs, f"delete link {name or index}",
@@ -340,18 +358,6 @@ def req_del_neigh(index: int, ip: str) -> Request:
                    lambda: ("ip", "neigh", "del", str(addr), "dev", Dev(index)))
 
 
-RTEXT_FILTER_VF, RTEXT_FILTER_SKIP_STATS = 1 << 0, 1 << 3
-
-
-def req_get_link(name: str) -> Request:
-    """``ip link show dev NAME``'s request, byte for byte: one link by name,
-    its statistics left out (they are most of a link message)."""
-    body = _ifinfo() + attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_VF | RTEXT_FILTER_SKIP_STATS) + \
-        attr_str(nl.IFLA_IFNAME, name)
-    return Request(nl.RTM_GETLINK, 0, body, f"link {name}",
-                   lambda: ("ip", "link", "show", "dev", name))
-
-
 def req_dump_addresses(family: int, index: int = 0) -> Request:
     """``ip -4|-6 addr show dev INDEX``'s dump request: with strict checking
     on the socket (NETLINK_GET_STRICT_CHK) the kernel sends that link's
@@ -452,7 +458,10 @@ class Rtnl(nl.Netlink):
     """Netlink socket with typed readers; bound to the namespace it was opened in."""
 
     def links(self) -> list[Link]:
-        return [_decode_link(r.body) for r in self.dump(nl.RTM_GETLINK, _ifinfo())
+        # without the statistics nothing here reads (a fifth of each message):
+        # the host's dump at 5000 endpoints is ~10% cheaper
+        body = _ifinfo() + attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+        return [_decode_link(r.body) for r in self.dump(nl.RTM_GETLINK, body)
                 if r.msg_type == nl.RTM_NEWLINK]
 
     def addresses(self, family: int = socket.AF_INET) -> list[Address]:

@@ -9,7 +9,6 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # name : netlink message type : ip arguments
 cases=(
-  "get_link:18:link show dev d0"
   "dump_addresses4:22:-4 addr show dev d0"
   "dump_addresses6:22:-6 addr show dev d0"
   "dump_routes4:26:-4 route show table main"

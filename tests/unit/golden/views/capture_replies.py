@@ -1,4 +1,4 @@
-"""Re-captures the kernel's replies to kernel/views.py's requests, for the
+"""Re-captures the kernel's answers to kernel/views.py's questions, for the
 unit tests of InsideReader's decoding (real kernel bytes, not our encoder's).
 
 Run as root from the repository:
@@ -6,8 +6,8 @@ Run as root from the repository:
 It builds, in that throwaway namespace, an endpoint's inside: eth0 (a veth,
 up) with 10.1.0.2/24 and fd00:1::2/64, default routes via 10.1.0.1 and
 fd00:1::1, plus a second IPv4 address on lo and a static route that are not
-the endpoint's; then records what each send of a view returns, recv by recv,
-into replies.json.
+the endpoint's; then records the link's ioctl answers (flags, index) and
+what each dump request returns, recv by recv, into replies.json.
 """
 
 import json
@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "src"))
 from nsnet.kernel import views
-from nsnet.kernel.rtnl import req_dump_addresses, req_dump_routes, req_get_link
+from nsnet.kernel.rtnl import req_dump_addresses, req_dump_routes
 
 SETUP = """link set lo up
 link add eth0 type veth peer name d1
@@ -32,37 +32,32 @@ route add 198.51.100.0/24 via 10.1.0.7
 -6 route add default via fd00:1::1 dev eth0"""
 
 
-def exchange(sock: socket.socket, frame: bytes, dones: int, replies: int) -> list[str]:
-    """Send one frame; every recv until ``dones`` NLMSG_DONE and ``replies``
-    single answers came back (hex strings)."""
+def exchange(sock: socket.socket, frame: bytes) -> list[str]:
+    """Send one dump request; every recv up to its NLMSG_DONE (hex strings)."""
     sock.send(frame)
     out = []
-    while dones or replies:
+    while True:
         data = sock.recv(1 << 16)
         out.append(data.hex())
         offset = 0
         while offset < len(data):
-            length, mtype, _f, seq, _p = views._HDR.unpack_from(data, offset)
+            length, mtype, _f, _seq, _p = views._HDR.unpack_from(data, offset)
             if mtype == 3:
-                dones -= 1
-            elif seq == views._GET_LINK:
-                replies -= 1
+                return out
             offset += (length + 3) & ~3
-    return out
 
 
 def capture(family: int, ifname: str, strict: bool) -> dict:
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
     if strict:
         sock.setsockopt(270, views.NETLINK_GET_STRICT_CHK, 1)
-    first = views.frame(req_get_link(ifname), views._GET_LINK) + \
-        views.frame(req_dump_routes(family), views._DUMP_ROUTES)
-    sends = [exchange(sock, first, 1, 1)]
-    index = socket.if_nametoindex(ifname) if ifname == "eth0" else 0
-    if index:
-        second = views.frame(req_dump_addresses(family, index), views._DUMP_ADDRESSES)
-        sends.append(exchange(sock, second, 1, 0))
-    return {"family": family, "ifname": ifname, "strict": strict, "index": index,
+    found = views.flags_and_index(sock, ifname)
+    sends = []
+    if found:
+        sends.append(exchange(sock, views.frame(req_dump_addresses(family, found[1]),
+                                                views._DUMP_ADDRESSES)))
+        sends.append(exchange(sock, views.frame(req_dump_routes(family), views._DUMP_ROUTES)))
+    return {"family": family, "ifname": ifname, "strict": strict, "link": found,
             "sends": sends}
 
 
