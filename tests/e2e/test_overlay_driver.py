@@ -19,7 +19,13 @@ FDB, etcd's keys):
   fails naming the store (exit 11), nothing half-made,
   existing traffic flows; quorum back: connect works without manual steps;
 * 3 hosts connecting concurrently: distinct addresses, all reachable;
-* reconcile remakes a deleted VXLAN device and its entries.
+* reconcile remakes a deleted VXLAN device and its entries, and a whole
+  host after a reboot (kernel objects gone, state directory kept);
+* SIGKILL at the crash points of connect/disconnect and of network
+  create/rm: 0 leaks on the host, etcd's keys exactly what the hosts'
+  records justify;
+* connect --ip claims the address's block cluster-wide, or is refused
+  naming the host holding it.
 """
 
 from __future__ import annotations
