@@ -15,7 +15,7 @@ from nsnet.cluster.store import MemoryStore
 from nsnet.engine.intents import NetworkCreateIntent, NetworkRef, decode, encode
 from nsnet.engine.networks import plan_network
 from nsnet.engine.overlay import OverlayDriver, overlay_mac, vxlan_name
-from nsnet.errors import InvalidInput
+from nsnet.errors import AlreadyExists, Conflict, InvalidInput
 from nsnet.model import Endpoint, NetworkSpec
 
 
@@ -38,7 +38,7 @@ def test_the_driver_is_planned_and_checked():
 def test_intents_of_older_journals_mean_the_bridge_driver():
     old = decode("network_create", {"id": "n1", "bridge": "br-n1", "forwarding_was_off": True})
     assert old == NetworkCreateIntent("n1", "br-n1", True, False, "bridge")
-    new = NetworkCreateIntent("n2", "br-n2", False, False, "overlay")
+    new = NetworkCreateIntent("n2", "br-n2", False, False, "overlay", "ov")
     assert decode(*encode(new)) == new
     ref = decode("delete", {"endpoints": [], "namespaces": [], "network": ["n3", "br-n3"]})
     assert ref.network == NetworkRef("n3", "br-n3", "bridge")
@@ -97,9 +97,57 @@ def test_assign_skips_addresses_in_use_and_pays_store_trips_per_block_not_endpoi
     assert len(calls) <= 3 + 2 * claims  # not one round trip per endpoint
 
 
-def test_static_addresses_are_refused_on_an_overlay():
+def test_a_static_mac_is_refused_on_an_overlay():
     store = MemoryStore()
     alloc.create_network(store, "ov", "10.200.0.0/16")
     net = plan_network(NetworkSpec("ov", "10.200.0.0/16", driver="overlay"))
-    with pytest.raises(InvalidInput, match="--ip"):
-        _driver(store, "h1", set()).assign(net, _eps(1), "10.200.0.7", None)
+    with pytest.raises(InvalidInput, match="--mac"):
+        _driver(store, "h1", set()).assign(net, _eps(1), None, "02:00:00:00:00:07")
+
+
+def test_a_static_address_claims_its_block_or_is_refused_naming_the_holder():
+    """connect --ip on an overlay (lead's #17 follow-up, replacing the old
+    refusal): the address's block is claimed by transaction if free; one of
+    another host's blocks is refused naming that host; reserved addresses
+    and ones in use are refused too."""
+    store = MemoryStore()
+    alloc.create_network(store, "ov", "10.200.0.0/16")
+    net = plan_network(NetworkSpec("ov", "10.200.0.0/16", driver="overlay"))
+    (ep,) = _driver(store, "h1", set()).assign(net, _eps(1), "10.200.7.9", None)
+    assert ep.ip == "10.200.7.9" and ep.mac == overlay_mac("10.200.7.9")
+    on = alloc.get_network(store, "ov")
+    assert [str(b) for b in alloc.host_blocks(store, on, "h1")] == ["10.200.7.0/26"]
+    with pytest.raises(Conflict, match="'h1'"):  # h1's block, from h2
+        _driver(store, "h2", set()).assign(net, _eps(1), "10.200.7.10", None)
+    with pytest.raises(AlreadyExists):  # in use on h1
+        _driver(store, "h1", {"10.200.7.9"}).assign(net, _eps(1), "10.200.7.9", None)
+    for reserved in ("10.200.0.0", "10.200.0.1", "10.200.255.255", "10.201.0.5"):
+        with pytest.raises(InvalidInput):
+            _driver(store, "h2", set()).assign(net, _eps(1), reserved, None)
+    # h1's other addresses still come from its blocks, the static one skipped
+    eps = _driver(store, "h1", {"10.200.7.9"}).assign(net, _eps(3), None, None)
+    assert "10.200.7.9" not in {e.ip for e in eps}
+
+
+def test_a_crashed_creates_rollback_removes_only_the_network_it_made():
+    """delete_network(creator=...): the record names the local network whose
+    create made it; another host's create (or an older record) is left."""
+    store = MemoryStore()
+    alloc.create_network(store, "ov", "10.200.0.0/16", creator="net-of-h1")
+    assert not alloc.delete_network(store, "ov", creator="net-of-h2")  # joined, not made
+    assert alloc.get_network(store, "ov").creator == "net-of-h1"
+    assert alloc.delete_network(store, "ov", creator="net-of-h1")
+    keys, _ = store.get_prefix("/nsnet/v1/")
+    assert [kv.key for kv in keys] == ["/nsnet/v1/vni-next"]  # name and VNI both gone
+
+
+def test_a_host_leaving_a_network_in_use_gives_its_blocks_back():
+    store = MemoryStore()
+    on = alloc.create_network(store, "ov", "10.200.0.0/16")
+    for host in ("h1", "h1", "h2"):
+        alloc.claim_block(store, on, host)
+    assert alloc.release_host_blocks(store, "ov", "h1") == 2
+    assert alloc.host_blocks(store, on, "h1") == []
+    assert [str(b) for b in alloc.host_blocks(store, on, "h2")] == ["10.200.0.128/26"]
+    blocks, _ = store.get_prefix("/nsnet/v1/blocks/ov/")
+    assert [kv.json()["host"] for kv in blocks] == ["h2"]

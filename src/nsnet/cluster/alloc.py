@@ -210,6 +210,37 @@ def claim_block(store: Store, network: OverlayNetwork, host: str,
     raise Conflict(f"could not claim a block of {network.name!r} after {MAX_TRIES} tries")
 
 
+def claim_address(store: Store, network: OverlayNetwork, host: str,
+                  ip: ipaddress.IPv4Address, keys: Keys | None = None) -> ipaddress.IPv4Network:
+    """A static address (``connect --ip``) for ``host``: its block is the
+    host's already, or claimed for it here by transaction; refused (naming
+    the holder) when another host holds that block -- alive or not: a dead
+    member's addresses are its own until it is declared gone.  Returns the
+    block."""
+    keys = keys or Keys()
+    if ip not in network.subnet or ip in network.reserved:
+        raise InvalidInput(f"--ip {ip}: not a host address of overlay network "
+                           f"{network.name!r} ({network.subnet}, gateway {network.gateway})")
+    block = ipaddress.ip_network(f"{ip}/{network.block}", strict=False)
+    for _ in range(MAX_TRIES):
+        owner = store.get(keys.block(network.name, block))
+        if owner is not None:
+            holder = owner.json().get("host", "")
+            if holder != host:
+                raise Conflict(f"--ip {ip}: address block {block} of overlay network "
+                               f"{network.name!r} belongs to host {holder!r}; pick an "
+                               "address of a block this host holds or no one does")
+            return block  # type: ignore[return-value]
+        value = json.dumps({"host": host}).encode()
+        result = store.txn([absent(keys.block(network.name, block))],
+                           [Put(keys.block(network.name, block), value),
+                            Put(keys.host_block(host, network.name, block), b"")])
+        if result.succeeded:
+            return block  # type: ignore[return-value]
+    raise Conflict(f"could not claim block {block} of {network.name!r} after {MAX_TRIES} "
+                   "tries")
+
+
 def free_in_blocks(network: OverlayNetwork, blocks: Iterable[ipaddress.IPv4Network],
                    used: set[ipaddress.IPv4Address]) -> ipaddress.IPv4Address | None:
     """The first address of ``blocks`` neither used nor reserved (pure)."""

@@ -410,19 +410,27 @@ class OverlayDriver:
     def assign(self, net: Network, eps: list[Endpoint], static_ip: str | None,
                static_mac: str | None) -> list[Endpoint]:
         """The endpoints with addresses from this host's blocks (claiming a
-        block by transaction when they are full) and MACs from the addresses."""
-        from ..cluster.alloc import BlockAllocator
+        block by transaction when they are full) and MACs from the addresses.
+        A static ``--ip`` (one endpoint) must lie in a block this host holds
+        or claims now by transaction; another host's block refuses it."""
+        from ..cluster.alloc import BlockAllocator, claim_address
 
-        if static_ip or static_mac:
-            raise InvalidInput("--ip and --mac do not apply to overlay networks (addresses "
-                               "come from this host's blocks of the cluster's subnet)")
+        if static_mac:
+            raise InvalidInput("--mac does not apply to overlay networks (an endpoint's MAC "
+                               "is derived from its address: unique in the cluster)")
         cfg = self.cluster.config
-        allocator = BlockAllocator(self.cluster.store, self.cluster_network(net.name),
-                                   cfg.host)
+        on = self.cluster_network(net.name)
+        allocator = BlockAllocator(self.cluster.store, on, cfg.host)
         used = {ipaddress.IPv4Address(ip) for ip in self.ctx.store.used_addresses(net.id)}
         out = []
         for ep in eps:
-            ip = allocator.allocate(used)
+            if static_ip:
+                ip = ipaddress.IPv4Address(static_ip)
+                if ip in used:
+                    raise AlreadyExists(f"--ip {ip} is in use on network {net.name!r}")
+                claim_address(self.cluster.store, on, cfg.host, ip)
+            else:
+                ip = allocator.allocate(used)
             used.add(ip)
             out.append(dataclasses.replace(ep, address=f"{ip}/{net.prefixlen}",
                                            mac=overlay_mac(str(ip))))
