@@ -35,7 +35,7 @@ demo-overlay: system-deps $(VENV)/.installed-test
 TEST_WORKERS ?= 2
 test: system-deps test-deps $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15 tests --ignore=tests/runtime
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15 tests --ignore=tests/runtime
 
 # Real runtimes, sandboxed, on nsnet: podman (CNI backend) + runc, containerd's
 # ctr run --cni, a libcni driver built offline (CNI plugin), and dockerd

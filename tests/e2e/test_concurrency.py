@@ -4,6 +4,8 @@ import json
 import random
 import subprocess
 
+import pytest
+
 
 def _spawn(sandbox, *args):
     # The product's default lock wait (120 s), not the sandbox's short one:
@@ -18,6 +20,7 @@ def _wait(procs):
     return [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
 
 
+@pytest.mark.long
 def test_100_concurrent_connects(sandbox):
     assert sandbox.cli("network", "create", "c", "--subnet", "198.51.100.0/24").returncode == 0
     names = [sandbox.name(f"c{i}-") for i in range(100)]

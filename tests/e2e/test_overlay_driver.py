@@ -783,6 +783,39 @@ def test_published_port_on_the_host_where_the_endpoint_lives(cluster, ov):
         srv.wait()
 
 
+PEER_ECHO = """
+import socket, sys
+s = socket.socket()
+s.bind((sys.argv[1], 8443)); s.listen(4); print("ready", flush=True)
+c, peer = s.accept(); c.sendall(peer[0].encode()); c.close()
+"""
+
+
+def test_egress_leaves_through_the_local_host_masqueraded(cluster, ov):
+    """Egress NAT as on a bridge network: an endpoint on h1 reaches an
+    "outside" address on the underlay, which has no route to the overlay
+    subnet, and is seen there as h1's own underlay address -- through the
+    host it lives on, not through another host."""
+    h1 = cluster.hosts[0]
+    outside = "198.51.100.250"  # on the underlay bridge, for this test only
+    cluster.world.u("ip", "addr", "add", f"{outside}/24", "dev", "ubr")
+    srv = subprocess.Popen(["nsenter", f"--net={cluster.world.underlay}", sys.executable, "-I",
+                            "-c", PEER_ECHO, outside], stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout.readline().strip() == "ready"
+        assert "10.200." not in cluster.world.u("ip", "route").stdout  # no way back but NAT
+        got = subprocess.run(["nsenter", f"--net={ns_path(h1, 'a1')}", sys.executable, "-I",
+                              "-c", "import socket; s = socket.create_connection("
+                              f"('{outside}', 8443), timeout=5); print(s.recv(100).decode())"],
+                             capture_output=True, text=True, timeout=30)
+        assert got.stdout.strip() == h1.ip, (got.stdout, got.stderr)
+    finally:
+        if srv.poll() is None:
+            srv.kill()  # by PID
+        srv.wait()
+        cluster.world.u("ip", "addr", "del", f"{outside}/24", "dev", "ubr")
+
+
 def test_a_host_cut_off_from_the_underlay_is_removed_then_restored(cluster, ov):
     """h3's underlay port down: its lease expires (its etcd member is in the
     minority), the others drop its entries; link back up: its agent

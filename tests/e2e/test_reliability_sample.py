@@ -10,9 +10,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.mark.long
 def test_fault_injection_sample():
     res = subprocess.run([sys.executable, "-m", "bench.reliability", "--sample", "8",
                           "--random", "2", "--plant-check"], cwd=ROOT, capture_output=True,
@@ -23,6 +26,7 @@ def test_fault_injection_sample():
     assert "planted leaks caught: 3/3" in res.stdout
 
 
+@pytest.mark.long
 def test_rollbacks_leave_the_host_as_they_found_it():
     """Two kills the full run once caught leaking: a connect into existing
     namespaces (``ns add`` made them: lo down) killed after configuring their
