@@ -272,10 +272,13 @@ def req_add_addr(index: int, cidr: str, nodad: bool = False) -> Request:
 
 
 def req_del_addr(index: int, cidr: str) -> Request:
-    """``ip addr del CIDR dev INDEX``."""
+    """``ip addr del CIDR dev INDEX``, as ip sends it: IFA_LOCAL and
+    IFA_ADDRESS both, so the kernel also matches the prefix length (with
+    IFA_LOCAL alone it deletes the first address of that IP whatever its
+    prefix: 10.1.0.2/16 for a ``del 10.1.0.2/24``)."""
     iface = ipaddress.ip_interface(cidr)
     body = nl.IFADDR.pack(_family(iface.ip), iface.network.prefixlen, 0, 0, index)
-    body += attr(nl.IFA_LOCAL, iface.ip.packed)
+    body += attr(nl.IFA_LOCAL, iface.ip.packed) + attr(nl.IFA_ADDRESS, iface.ip.packed)
     return Request(nl.RTM_DELADDR, 0, body, f"remove address {cidr}",
                    lambda: ("ip", "addr", "del", str(iface), "dev", Dev(index)))
 

@@ -19,6 +19,7 @@ cases=(
   "set_link_alias:16:link set dev d0 alias nsnet:ep:abc"
   "set_link_group:16:link set dev d0 group 1234567"
   "del_link:17:link del dev d0"
+  "del_addr:21:addr del 10.1.0.2/24 dev d0"
   "del_neigh:29:neigh del 10.1.0.9 dev d0"
   "new_bridge_up:16:link add name br0 up type bridge"
   "new_veth:16:link add name h0 type veth peer name p0"
