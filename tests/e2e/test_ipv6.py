@@ -405,6 +405,9 @@ def test_internal_dual_stack_network(w: World, dual: tuple[str, str]) -> None:
         (b, "tcp", "fd00:69::2", 95), (b, "tcp", "10.69.0.2", 95),
     ])
     assert got == ["fd00:69::3 95", "10.69.0.3 95"] + [None] * 12
+    # x has a default route of each family: what was dropped left its stack
+    assert "default via fd00:69::1" in inside(w, x, "ip", "-6", "route")
+    assert "default via 10.69.0.1" in inside(w, x, "ip", "-4", "route")
     assert answers(dig(w, y, "@fd00:69::1", x, "AAAA")) == ["fd00:69::2"]
     assert answers(dig(w, y, "@fd00:69::1", x, "A")) == ["10.69.0.2"]
     assert answers(dig(w, y, "@10.69.0.1", x, "AAAA")) == ["fd00:69::2"]
