@@ -499,19 +499,21 @@ def test_dual_stack_connect_killed_part_way_is_rolled_back(w: World, point: str)
     both families."""
     k = w.box.name("kd")
     w.ok("network", "create", "kds", "--subnet", "10.74.0.0/24", "--subnet", "fd00:74::/64")
-    before = fingerprint6(w)
-    argv = ["connect", "kds", k, "--create", "-p", "8089:80"]
-    proc = subprocess.run([*w.box.cli_argv(), *argv], capture_output=True, text=True,
-                          env=w.box.env() | {"NSNET_CRASH_AT": point}, timeout=60)
-    assert proc.returncode == -9, (point, proc.returncode, proc.stderr)
-    first = w.box.cli("reconcile")
-    assert "rolled back" in first.stdout + first.stderr, first.stdout + first.stderr
-    assert fingerprint6(w) == before
-    w.ok(*argv)
-    w.serve_in(k, "tcp", 80)
-    got = w.ask_all([("outside", "tcp", HOST6, 8089), ("outside", "tcp", HOST_IP, 8089)])
-    assert got == [f"{OUT6} 80", f"{OUT_IP} 80"]
-    w.ok("network", "rm", "--force", "kds")
+    try:
+        before = fingerprint6(w)
+        argv = ["connect", "kds", k, "--create", "-p", "8089:80"]
+        proc = subprocess.run([*w.box.cli_argv(), *argv], capture_output=True, text=True,
+                              env=w.box.env() | {"NSNET_CRASH_AT": point}, timeout=60)
+        assert proc.returncode == -9, (point, proc.returncode, proc.stderr)
+        first = w.box.cli("reconcile")
+        assert "rolled back" in first.stdout + first.stderr, first.stdout + first.stderr
+        assert fingerprint6(w) == before
+        w.ok(*argv)
+        w.serve_in(k, "tcp", 80)
+        got = w.ask_all([("outside", "tcp", HOST6, 8089), ("outside", "tcp", HOST_IP, 8089)])
+        assert got == [f"{OUT6} 80", f"{OUT_IP} 80"]
+    finally:  # the next point starts from a clean slate even if this one failed
+        w.box.cli("network", "rm", "--force", "kds")
 
 
 TOPOLOGY6 = """
