@@ -6,9 +6,13 @@ the outside world of tests/world.py given IPv6 too::
   outside 2001:db8::2 (+198.51.100.2) --veth-- host 2001:db8::1 (+198.51.100.1)
 
 Each promise is tried from outside and the legitimate path shown in the
-same setup: connectivity, NAT egress, routed mode, published ports over
-IPv6, isolation, --internal, DNS AAAA (dig), reconcile after a flush and
-after a kill part-way.
+same setup, on a dual-stack network (``dual``) and an IPv6-only one
+(``only6``): connectivity, NAT egress, routed mode, published ports over
+IPv6, isolation, --internal, --no-icc, DNS AAAA and PTR (dig), ping/check,
+reconcile after a flush, after damage to v6 objects and after a kill
+part-way.  Probes straight to an endpoint's address are sent with a route
+to its network on the outside (route_from_outside), so a None is the
+firewall's drop, not the outside's own "network unreachable".
 """
 
 from __future__ import annotations
