@@ -6,9 +6,13 @@ the outside world of tests/world.py given IPv6 too::
   outside 2001:db8::2 (+198.51.100.2) --veth-- host 2001:db8::1 (+198.51.100.1)
 
 Each promise is tried from outside and the legitimate path shown in the
-same setup: connectivity, NAT egress, routed mode, published ports over
-IPv6, isolation, --internal, DNS AAAA (dig), reconcile after a flush and
-after a kill part-way.
+same setup, on a dual-stack network (``dual``) and an IPv6-only one
+(``only6``): connectivity, NAT egress, routed mode, published ports over
+IPv6, isolation, --internal, --no-icc, DNS AAAA and PTR (dig), ping/check,
+reconcile after a flush, after damage to v6 objects and after a kill
+part-way.  Probes straight to an endpoint's address are sent with a route
+to its network on the outside (route_from_outside), so a None is the
+firewall's drop, not the outside's own "network unreachable".
 """
 
 from __future__ import annotations
@@ -76,6 +80,21 @@ def dual(w: World) -> tuple[str, str]:
     return a, b
 
 
+@pytest.fixture(scope="module")
+def only6(w: World) -> tuple[str, str]:
+    """An IPv6-only network in the default (NAT) mode: p publishes a TCP
+    port, a UDP port and a range; q publishes nothing."""
+    p, q = w.box.name("p6"), w.box.name("q6")
+    w.ok("network", "create", "o6", "--subnet", "fd00:62::/64", "--no-ipv4")
+    w.ok("connect", "o6", p, "--create", "-p", "8090:90", "-p", "8091:91/udp",
+         "-p", "8100-8101:100-101")
+    w.ok("connect", "o6", q, "--create")
+    w.serve_in(p, "tcp", 90, 100, 101)
+    w.serve_in(p, "udp", 91)
+    w.serve_in(q, "tcp", 90)
+    return p, q
+
+
 def test_dual_stack_addresses_routes_and_sysctls(w: World, dual: tuple[str, str]) -> None:
     a, _ = dual
     net = inspect(w, "ds")
@@ -136,9 +155,18 @@ def test_namespaces_created_on_a_dual_stack_network_are_born_quiet(w: World) -> 
         w.ok("network", "rm", "--force", "quiet")
 
 
+def route_from_outside(w: World, prefix: str) -> None:
+    """The outside (a LAN neighbour) routes PREFIX via the host: what lets a
+    probe straight to an endpoint's address reach the host's firewall at all
+    (without a route it fails in the outside's own stack, proving nothing)."""
+    w.out("ip", "-6" if ":" in prefix else "-4", "route", "replace", prefix, "via",
+          HOST6 if ":" in prefix else HOST_IP)
+
+
 def test_dual_stack_connectivity_nat_and_published_ports(w: World,
                                                          dual: tuple[str, str]) -> None:
     a, b = dual
+    route_from_outside(w, "fd00:61::/64")
     got = w.ask_all([
         (b, "tcp", "fd00:61::2", 80),       # within the network, over IPv6
         (b, "tcp", "10.61.0.2", 80),        # and IPv4
@@ -230,15 +258,35 @@ def test_ipv4_only_network_keeps_ipv6_off(w: World) -> None:
     w.ok("network", "rm", "--force", "only4")
 
 
-def test_reconcile_after_flush(w: World, dual: tuple[str, str]) -> None:
-    a, _ = dual
+def test_reconcile_after_flush(w: World, dual: tuple[str, str],
+                               only6: tuple[str, str]) -> None:
+    """`nft flush ruleset` with a dual-stack and an IPv6-only network: the
+    flush really opens them (no masquerade, unsolicited inbound and
+    cross-network traffic get through, published ports stop), and reconcile
+    brings back the very ruleset, so all of that is closed again."""
+    a, b = dual
+    p, q = only6
+    route_from_outside(w, "fd00:61::/64")
+    route_from_outside(w, "fd00:62::/64")
+    before = w.ruleset()
     w.box.host("nft", "flush", "ruleset")
-    assert w.ask(a, "tcp", OUT6, 7000) is None  # not masqueraded: no way back
+    flushed = w.ask_all([(a, "tcp", OUT6, 7000), (p, "tcp", OUT6, 7000),
+                         ("outside", "tcp", "fd00:61::2", 80),
+                         ("outside", "tcp", "fd00:62::2", 90),
+                         (q, "tcp", "fd00:61::2", 80), (b, "tcp", "fd00:62::2", 90),
+                         ("outside", "tcp", HOST6, 8080), ("outside", "tcp", HOST6, 8090)])
+    assert flushed == ["fd00:61::2 7000", "fd00:62::2 7000", f"{OUT6} 80", f"{OUT6} 90",
+                       "fd00:62::3 80", "fd00:61::3 90", None, None]
     out = w.ok("reconcile")
     assert "firewall" in out
-    assert "table ip6 nsnet" in w.ruleset()
-    got = w.ask_all([(a, "tcp", OUT6, 7000), ("outside", "tcp", HOST6, 8080)])
-    assert got == [f"{HOST6} 7000", f"{OUT6} 80"]
+    assert w.ruleset() == before
+    got = w.ask_all([(a, "tcp", OUT6, 7000), (p, "tcp", OUT6, 7000),
+                     ("outside", "tcp", HOST6, 8080), ("outside", "tcp", HOST6, 8090),
+                     ("outside", "udp", HOST6, 8091),
+                     ("outside", "tcp", "fd00:61::2", 80), ("outside", "tcp", "fd00:62::2", 90),
+                     (q, "tcp", "fd00:61::2", 80), (b, "tcp", "fd00:62::2", 90)])
+    assert got == [f"{HOST6} 7000", f"{HOST6} 7000", f"{OUT6} 80", f"{OUT6} 90", f"{OUT6} 91",
+                   None, None, None, None]
     assert "firewall" not in w.ok("reconcile", "--dry-run")
 
 
@@ -293,6 +341,183 @@ def test_ping_and_check_over_icmpv6(w: World, dual: tuple[str, str]) -> None:
     assert proc.returncode != 0 and b in proc.stderr
     w.ok("reconcile")
     assert "0% dropped" in w.ok("check", "ds")
+
+
+def test_published_ports_on_an_ipv6_only_network(w: World, only6: tuple[str, str]) -> None:
+    """-p on an IPv6-only NAT network: TCP, UDP and a range on the host's v6
+    address, from a LAN neighbour with a route to the network (so a direct
+    probe reaches the firewall); hairpin from a peer and from the endpoint
+    itself; the host's own connections.  Nothing on IPv4 (no address to
+    forward to), nothing straight to the endpoints."""
+    p, q = only6
+    route_from_outside(w, "fd00:62::/64")
+    got = w.ask_all([
+        ("outside", "tcp", HOST6, 8090), ("outside", "udp", HOST6, 8091),
+        ("outside", "tcp", HOST6, 8100), ("outside", "tcp", HOST6, 8101),
+        (q, "tcp", HOST6, 8090), (q, "udp", HOST6, 8091),    # hairpin from a peer
+        (p, "tcp", HOST6, 8100),                             # ... and from itself
+        ("host", "tcp", HOST6, 8090),
+        ("outside", "tcp", HOST_IP, 8090), ("outside", "udp", HOST_IP, 8091),
+        ("outside", "tcp", "fd00:62::2", 90), ("outside", "udp", "fd00:62::2", 91),
+        ("outside", "tcp", "fd00:62::3", 90), ("outside", "tcp", HOST6, 8102),
+    ])
+    assert got == [f"{OUT6} 90", f"{OUT6} 91", f"{OUT6} 100", f"{OUT6} 101",
+                   "fd00:62::1 90", "fd00:62::1 91", "fd00:62::1 100", f"{HOST6} 90",
+                   None, None, None, None, None, None]
+    listing = w.ok("port", "ls", "o6")
+    assert "8100" in listing and "8091" in listing
+
+
+def test_ptr_ping_and_check_on_an_ipv6_only_network(w: World, only6: tuple[str, str]) -> None:
+    """PTR under ip6.arpa, `nsnet ping` and `nsnet check` where IPv6 is the
+    only family; check fails, naming the namespace, when one loses its link,
+    and passes again after reconcile."""
+    p, q = only6
+    ptr = dig(w, q, "@fd00:62::1", "-x", "fd00:62::2")
+    assert [r[-1].rstrip(".") for r in ptr["ANSWER"]] == [p]
+    assert dig(w, q, "@fd00:62::1", "-x", "fd00:61::2")["ANSWER"] == []  # another network's
+    out = w.ok("ping", "-c", "1", q, "fd00:62::2")
+    assert "1 received" in out and "bytes from fd00:62::2" in out
+    assert "0% dropped" in w.ok("check", "o6")
+    w.box.inside(q, "ip", "link", "set", "eth0", "down")
+    proc = w.box.cli("check", "o6")
+    assert proc.returncode != 0 and q in proc.stderr
+    assert "recreate" in w.ok("reconcile")
+    assert "0% dropped" in w.ok("check", "o6")
+
+
+def test_internal_dual_stack_network(w: World, dual: tuple[str, str]) -> None:
+    """--internal on a dual-stack network: neither family leaves, nor reaches
+    another network or the host's published ports; nobody outside or on
+    another network gets in over either family (direct routes given); its
+    endpoints reach each other and the embedded DNS over both."""
+    x, y = w.box.name("ix"), w.box.name("iy")
+    _, b = dual
+    w.ok("network", "create", "ids", "--subnet", "10.69.0.0/24", "--subnet", "fd00:69::/64",
+         "--internal")
+    w.ok("connect", "ids", x, y, "--create")
+    w.serve_in(x, "tcp", 95)
+    route_from_outside(w, "fd00:69::/64")
+    route_from_outside(w, "10.69.0.0/24")
+    got = w.ask_all([
+        (y, "tcp", "fd00:69::2", 95), (y, "tcp", "10.69.0.2", 95),
+        (x, "tcp", OUT6, 7000), (x, "tcp", OUT_IP, 7000),
+        (x, "udp", OUT6, 7000), (x, "udp", OUT_IP, 7000),
+        (x, "tcp", "fd00:61::2", 80), (x, "tcp", "10.61.0.2", 80),
+        (x, "tcp", HOST6, 8080), (x, "tcp", HOST_IP, 8080),
+        ("outside", "tcp", "fd00:69::2", 95), ("outside", "tcp", "10.69.0.2", 95),
+        (b, "tcp", "fd00:69::2", 95), (b, "tcp", "10.69.0.2", 95),
+    ])
+    assert got == ["fd00:69::3 95", "10.69.0.3 95"] + [None] * 12
+    # x has a default route of each family: what was dropped left its stack
+    assert "default via fd00:69::1" in inside(w, x, "ip", "-6", "route")
+    assert "default via 10.69.0.1" in inside(w, x, "ip", "-4", "route")
+    assert answers(dig(w, y, "@fd00:69::1", x, "AAAA")) == ["fd00:69::2"]
+    assert answers(dig(w, y, "@fd00:69::1", x, "A")) == ["10.69.0.2"]
+    assert answers(dig(w, y, "@10.69.0.1", x, "AAAA")) == ["fd00:69::2"]
+    ptr = dig(w, y, "@fd00:69::1", "-x", "fd00:69::2")
+    assert [r[-1].rstrip(".") for r in ptr["ANSWER"]] == [x]
+
+
+def test_no_icc_over_ipv6(w: World) -> None:
+    """--no-icc on a dual-stack network: its endpoints cannot reach each
+    other over either family (TCP or echo); the gateway (the host) still
+    reaches them and they still go out."""
+    e1, e2 = w.box.name("ne"), w.box.name("nf")
+    w.ok("network", "create", "nicc", "--subnet", "10.70.0.0/24", "--subnet", "fd00:70::/64",
+         "--no-icc")
+    w.ok("connect", "nicc", e1, e2, "--create")
+    w.serve_in(e2, "tcp", 80)
+    got = w.ask_all([(e1, "tcp", "fd00:70::3", 80), (e1, "tcp", "10.70.0.3", 80),
+                     ("host", "tcp", "fd00:70::3", 80), (e1, "tcp", OUT6, 7000)])
+    assert got == [None, None, "fd00:70::1 80", f"{HOST6} 7000"]
+    assert w.box.cli("ping", "-c", "1", "-W", "0.5", e1, "fd00:70::3").returncode == 1
+    assert "1 received" in w.ok("ping", "-c", "1", e1, "fd00:70::1")
+
+
+def test_routed_ipv6_on_a_dual_stack_network(w: World) -> None:
+    """--ipv6-mode routed on a dual-stack network: IPv6 is routed (own
+    address out, inbound only to the published container port, directly),
+    IPv4 stays NAT (masqueraded out, published through the host port only)."""
+    r = w.box.name("rd")
+    w.ok("network", "create", "rds", "--subnet", "10.72.0.0/24", "--subnet", "fd00:72::/64",
+         "--ipv6-mode", "routed")
+    w.ok("connect", "rds", r, "--create", "-p", "8087:87")
+    w.serve_in(r, "tcp", 87, 88)
+    route_from_outside(w, "fd00:72::/64")
+    route_from_outside(w, "10.72.0.0/24")
+    got = w.ask_all([
+        ("outside", "tcp", "fd00:72::2", 87), ("outside", "tcp", "fd00:72::2", 88),
+        ("outside", "tcp", HOST_IP, 8087), ("outside", "tcp", "10.72.0.2", 87),
+        (r, "tcp", OUT6, 7000), (r, "tcp", OUT_IP, 7000)])
+    assert got == [f"{OUT6} 87", None, f"{OUT_IP} 87", None, "fd00:72::2 7000",
+                   f"{HOST_IP} 7000"]
+
+
+def test_v6_route_gateway_and_forwarding_repaired(w: World) -> None:
+    """reconcile repairs what IPv6 adds: an endpoint's v6 default route, the
+    bridge's v6 gateway address, net.ipv6.conf.all.forwarding -- each
+    removed by hand, named by --dry-run, restored, and traffic (with the
+    DNS server on the v6 gateway) works again."""
+    m, n = w.box.name("ma"), w.box.name("mb")
+    w.ok("network", "create", "rep", "--subnet", "10.73.0.0/24", "--subnet", "fd00:73::/64")
+    w.ok("connect", "rep", m, n, "--create")
+    w.serve_in(n, "tcp", 80)
+    bridge = inspect(w, "rep")["bridge"]
+    w.box.inside(m, "ip", "-6", "route", "del", "default")
+    w.box.host("ip", "-6", "addr", "del", "fd00:73::1/64", "dev", bridge)
+    w.box.host("sysctl", "-qw", "net.ipv6.conf.all.forwarding=0")
+    assert w.ask_all([(m, "tcp", OUT6, 7000), (n, "tcp", OUT6, 7000)]) == [None, None]
+    dry = w.box.cli("reconcile", "--dry-run")
+    assert dry.returncode == 1, dry.stdout + dry.stderr
+    for what in (bridge, f"{m}/eth0", "net.ipv6.conf.all.forwarding"):
+        assert what in dry.stdout, (what, dry.stdout)
+    assert f"{n}/eth0" not in dry.stdout  # its route and address are intact
+    w.ok("reconcile")
+    assert "default via fd00:73::1" in inside(w, m, "ip", "-6", "route")
+    assert "fd00:73::1/64" in w.box.host("ip", "-6", "addr", "show", "dev", bridge).stdout
+    assert w.box.host("sysctl", "-n", "net.ipv6.conf.all.forwarding").stdout.strip() == "1"
+    assert w.box.cli("reconcile", "--dry-run").returncode == 0
+    got = w.ask_all([(m, "tcp", OUT6, 7000), (m, "tcp", "fd00:73::3", 80)])
+    assert got == [f"{HOST6} 7000", "fd00:73::2 80"]
+    assert answers(dig(w, m, "@fd00:73::1", n, "AAAA")) == ["fd00:73::3"]
+
+
+def fingerprint6(w: World) -> tuple:
+    """The sandbox's fingerprint with the IPv6 side of the host added: its
+    global addresses and routes.  (Link-local ones are the kernel's: a
+    bridge gets one when its first port gives it carrier, and keeps it.)"""
+    def own(lines: str) -> list[str]:
+        return sorted(ln.replace(" linkdown", "") for ln in lines.splitlines()
+                      if "fe80" not in ln)
+
+    return (w.box.fingerprint(), own(w.box.host("ip", "-6", "-o", "addr", "show").stdout),
+            own(w.box.host("ip", "-6", "route", "show").stdout))
+
+
+@pytest.mark.parametrize("point", ["connect:inside", "connect:applied"])
+def test_dual_stack_connect_killed_part_way_is_rolled_back(w: World, point: str) -> None:
+    """SIGKILL part-way through connecting to a dual-stack network (both
+    families' addresses and routes in, then the v4 and v6 port rules too):
+    the next command rolls it all back, IPv6 included; the retry works over
+    both families."""
+    k = w.box.name("kd")
+    w.ok("network", "create", "kds", "--subnet", "10.74.0.0/24", "--subnet", "fd00:74::/64")
+    try:
+        before = fingerprint6(w)
+        argv = ["connect", "kds", k, "--create", "-p", "8089:80"]
+        proc = subprocess.run([*w.box.cli_argv(), *argv], capture_output=True, text=True,
+                              env=w.box.env() | {"NSNET_CRASH_AT": point}, timeout=60)
+        assert proc.returncode == -9, (point, proc.returncode, proc.stderr)
+        first = w.box.cli("reconcile")
+        assert "rolled back" in first.stdout + first.stderr, first.stdout + first.stderr
+        assert fingerprint6(w) == before
+        w.ok(*argv)
+        w.serve_in(k, "tcp", 80)
+        got = w.ask_all([("outside", "tcp", HOST6, 8089), ("outside", "tcp", HOST_IP, 8089)])
+        assert got == [f"{OUT6} 80", f"{OUT_IP} 80"]
+    finally:  # the next point starts from a clean slate even if this one failed
+        w.box.cli("network", "rm", "--force", "kds")
 
 
 TOPOLOGY6 = """

@@ -12,6 +12,10 @@ gateway, routes) that libcni can convert, the same effects in the kernel, and
 nothing left after DEL.  (nsnet's result also names its DNS server; bridge's
 has no "dns": that key is left out of the comparison.)  Run by `make test-runtime`.
 
+Dual-stack (#16): one range set per family, with nsnet's own IPAM and with
+``ipam.ranges`` delegated to host-local, two containers held attached
+through libcni reach each other over IPv6 (test_libcni_dual_stack_...).
+
 Every path the plugins and libcni would default to on the machine (libcni's
 /var/lib/cni cache, host-local's /var/lib/cni/networks, tuning's
 /run/cni/tuning) is pointed into the test's tmp directory, and the test
@@ -344,3 +348,110 @@ def test_a_result_libcni_cannot_parse_is_reclaimed_by_the_next_add(driver: str,
     full = drive(driver, sandbox, data, conf("1.0.0"), netns)  # ADD again, CHECK, DEL, DEL
     assert steps(full) == {k: True for k in steps(full)}, full
     assert endpoints() == []
+
+
+# ------------------------------------------------------------ dual-stack (#16)
+class Held:
+    """One container attached through the driver and held there (ADD, CHECK
+    and the cached result done); ``release`` lets it DEL twice and returns
+    the report."""
+
+    def __init__(self, driver: str, sandbox: Any, data: Path, conf: Path, tag: str) -> None:
+        self.sandbox = sandbox
+        self.netns_name = sandbox.foreign_netns(sandbox.name(tag))
+        self.netns = os.path.join(sandbox.netns_dir, self.netns_name)
+        argv = ["nsenter", f"--net={sandbox.host_path}", driver, "-conflist", str(conf),
+                "-netns", self.netns, "-id", f"{tag}-{sandbox.id}", "-ifname", "eth0",
+                "-path", f"{data / 'bin'}:{REFERENCE}", "-cache", str(data / "cache"), "-hold"]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=sandbox.env())
+        assert self.proc.stderr is not None
+        self.log = ""
+        while True:  # plugins log to the driver's stderr before it holds
+            line = self.proc.stderr.readline()
+            if not line or line.strip() == "HOLD":
+                break
+            self.log += line
+        assert line, f"{tag}: the driver never held: {self.log}"
+
+    def inside(self, *argv: str) -> str:
+        return self.sandbox.inside(self.netns_name, *argv).stdout
+
+    def release(self) -> dict:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        out, err = self.proc.communicate(timeout=120)
+        assert self.proc.returncode == 0, f"driver exited {self.proc.returncode}: {err}"
+        return json.loads(out)
+
+
+DUAL_IPAMS = ("nsnet", "host-local")
+
+
+@pytest.mark.parametrize("ipam", DUAL_IPAMS)
+def test_libcni_dual_stack_attachments_talk_over_ipv6(driver: str, sandbox: Any,
+                                                      ipam: str) -> None:
+    """A dual-stack configuration through libcni, one range set per family:
+    nsnet's own IPAM, or ``ipam.ranges`` delegated to the reference
+    host-local.  Two containers held attached: libcni's ADD, CHECK and
+    cached result carry both addresses and a ``::/0`` route via the v6
+    gateway, the kernel has them, and the two reach each other (and the
+    gateway) over IPv6; then DEL, DEL leaves nothing in nsnet or host-local."""
+    before = machine_fingerprint()
+    n = 116 + DUAL_IPAMS.index(ipam)
+    v4, v6 = ipaddress.ip_network(f"10.{n}.0.0/24"), ipaddress.ip_network(f"fd00:{n}::/64")
+    gw4, gw6 = str(next(v4.hosts())), str(next(v6.hosts()))
+    data = Path(sandbox.base) / f"dual-{ipam}"
+    data.mkdir()
+    assert sandbox.cli("cni", "install", "--dir", str(data / "bin")).returncode == 0
+    ranges = [[{"subnet": str(v4)}], [{"subnet": str(v6)}]]
+    ipam_conf: dict[str, Any] = {"ranges": ranges}
+    if ipam == "host-local":
+        ipam_conf |= {"type": "host-local", "dataDir": str(data / "ipam")}
+    name = f"ds{n}x{sandbox.id}"
+    conf = data / "dual.conflist"
+    conf.write_text(json.dumps({"cniVersion": "1.0.0", "name": name, "plugins": [
+        {"type": "nsnet", "bridge": sandbox.name(f"d{n}"), "stateDir": sandbox.state_dir,
+         "netnsDir": sandbox.netns_dir, "etcNetnsDir": sandbox.etc_dir, "ipam": ipam_conf}]}))
+    held: list[Held] = []
+    seen: list[dict[str, Any]] = []
+    try:
+        held = [Held(driver, sandbox, data, conf, f"d{n}{c}") for c in "ab"]
+        for h in held:  # what the kernel has while attached
+            addr = json.loads(h.inside("ip", "-j", "addr", "show", "dev", "eth0"))[0]
+            seen.append({
+                "v4": [f"{i['local']}/{i['prefixlen']}" for i in addr["addr_info"]
+                       if i["family"] == "inet"],
+                "v6": [f"{i['local']}/{i['prefixlen']}" for i in addr["addr_info"]
+                       if i["family"] == "inet6" and i["scope"] == "global"],
+                "default6": h.inside("ip", "-6", "route", "show", "default").split()[:3]})
+        ips6 = [s["v6"][0].split("/")[0] for s in seen]
+        talks = [pings(sandbox, held[0].netns_name, ips6[1]),
+                 pings(sandbox, held[1].netns_name, ips6[0]),
+                 pings(sandbox, held[0].netns_name, gw6)]
+        if ipam == "host-local":  # host-local holds both families' addresses
+            files = sorted(p.name for p in (data / "ipam" / name).iterdir())
+            assert [f for f in files if ":" in f] == sorted(ips6), files
+    finally:
+        reports = [h.release() for h in held]
+    assert talks == [True, True, True], "two attachments over IPv6: a->b, b->a, a->gateway"
+    for h, rep, kernel in zip(held, reports, seen, strict=True):
+        assert steps(rep) == {k: True for k in steps(rep)}, json.dumps(rep, indent=1)
+        cur = rep["add"]["current"]
+        assert rep["cached"]["current"] == cur
+        got = [(ipaddress.ip_interface(i["address"]).network, i["gateway"]) for i in cur["ips"]]
+        assert got == [(v4, gw4), (v6, gw6)], cur
+        assert [i["address"] for i in cur["ips"]] == kernel["v4"] + kernel["v6"]
+        assert {(r["dst"], r.get("gw")) for r in cur["routes"]} == {("0.0.0.0/0", gw4),
+                                                                     ("::/0", gw6)}, cur
+        assert kernel["default6"] == ["default", "via", gw6]
+        assert "eth0" not in h.inside("ip", "-o", "link")  # DEL took it away
+    net = json.loads(sandbox.cli("network", "inspect", name).stdout)[0]
+    assert net["subnet6"] == str(v6) and net["endpoints"] == [], net
+    if ipam == "host-local":
+        left = [p.name for p in (data / "ipam").rglob("*") if p.is_file() and
+                (p.name[0].isdigit() or ":" in p.name)]
+        assert left == [], f"host-local still holds {left}"
+    assert sandbox.cli("reconcile", "--dry-run").returncode == 0
+    assert machine_fingerprint() == before, "a CNI default path on the machine changed"

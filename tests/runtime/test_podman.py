@@ -1,5 +1,7 @@
 """Issue #8's real runtime: podman with its CNI backend runs containers on an
-nsnet network (see podman.sh).  Run by `make test-runtime`."""
+nsnet network (see podman.sh); the network is dual-stack (#16, ``ipam.ranges``
+with one range set per family) and every step runs over IPv4 and IPv6.  Run
+by `make test-runtime`."""
 
 from __future__ import annotations
 

@@ -222,12 +222,14 @@ class FakeServices:
     """State and kernel observations as plain data; repairs recorded."""
 
     def __init__(self, nets=(), links=(), owned=(), handed=(), mounted=(), facts=None,
-                 inside=None, forwarding=True, fw_drift=(), resolv=(), journal=()):
+                 inside=None, forwarding=True, fw_drift=(), resolv=(), journal=(),
+                 forwarding6=True):
         self.nets, self.links, self.owned, self.handed = list(nets), list(links), set(owned), \
             set(handed)
         self.mounted, self.facts, self.inside = set(mounted), facts or {}, inside or {}
         self.forwarding, self.fw_drift, self.resolv = forwarding, list(fw_drift), list(resolv)
         self.journal = list(journal)
+        self.forwarding6 = forwarding6
         self.done: list[tuple] = []
 
     def networks(self):
@@ -265,6 +267,9 @@ class FakeServices:
     def forwarding_on(self):
         return self.forwarding
 
+    def forwarding6_on(self):
+        return self.forwarding6
+
     def firewall_differences(self):
         return self.fw_drift
 
@@ -287,6 +292,37 @@ class FakeServices:
 def _front(*eps, **kw) -> Network:
     net = _net(**kw)
     return Network(**{**net.__dict__, "endpoints": tuple(eps)})
+
+
+def _v6case(v4=True, addr6=True, route6=True, gw6="fd00:1::1", route4=True, internal=False,
+            **svc_kw) -> dict:
+    """FakeServices arguments for one endpoint of a dual-stack (or, v4=False,
+    IPv6-only) network whose host end is in place; the inside as asked."""
+    from dataclasses import replace
+
+    ep = replace(_ep("ns1", "e1", "veth1"), address6="fd00:1::2/64", gateway6="fd00:1::1")
+    if not v4:
+        ep = replace(ep, address="", gateway="")
+    net = _net(subnet6="fd00:1::/64", gateway6="fd00:1::1", ip_range6="fd00:1::/64",
+               internal=internal)
+    if not v4:
+        net = replace(net, subnet="", gateway="", ip_range="")
+    addrs = ([Address(2, "10.1.0.2", 24)] if v4 else []) + \
+        ([Address(2, "fd00:1::2", 64)] if addr6 else [])
+    routes = ([Route("default", "10.1.0.1", 2, 4, 0, None)] if v4 and route4 else []) + \
+        ([Route("default", gw6, 2, 4, 0, None)] if route6 else [])
+    return {"nets": [replace(net, endpoints=(ep,))], "mounted": {"ns1"}, "owned": {"ns1"},
+            "inside": {"ns1": Snapshot([_link(1, "lo"), _link(2, "eth0")], addrs, routes)},
+            "links": [_link(5, "br-front", "bridge", alias="nsnet:net:id-front"),
+                      _link(6, "veth1", master=5, alias="nsnet:ep:e1")], **svc_kw}
+
+
+def test_ipv6_forwarding_off_is_repaired_by_its_own_verb():
+    svc = FakeServices(**_v6case(forwarding6=False))
+    plan = rc.plan_reconcile(svc)
+    assert [a.target for a in plan] == ["net.ipv6.conf.all.forwarding"]
+    rc.apply(svc, plan)
+    assert svc.done == [("ensure_forwarding6",)]
 
 
 def _healthy_inside():
@@ -359,9 +395,30 @@ def test_reconcile_does_not_stat_a_namespace_it_has_read():
                                "links": [_link(5, "br-front", "bridge"),
                                          _link(6, "veth1", master=5, alias="nsnet:ep:e1")]},
      ["interrupted"]),
+    # IPv6 (#16): the v6 address and default route are checked as the v4 ones
+    # are, IPv6 forwarding on its own key; a healthy dual-stack endpoint costs
+    # nothing
+    ("dual-stack, healthy", _v6case(), []),
+    ("dual-stack, v6 default route gone", _v6case(route6=False), ["endpoint"]),
+    ("dual-stack, v6 default route via another gateway", _v6case(gw6="fd00:1::99"),
+     ["endpoint"]),
+    ("dual-stack, v6 address gone", _v6case(addr6=False), ["endpoint"]),
+    ("dual-stack, v4 default route gone (v6 intact)", _v6case(route4=False), ["endpoint"]),
+    ("dual-stack, IPv6 forwarding off", _v6case(forwarding6=False), ["sysctl"]),
+    ("dual-stack, both forwardings off", _v6case(forwarding=False, forwarding6=False),
+     ["sysctl", "sysctl"]),
+    ("IPv6-only, healthy, IPv4 forwarding off (not its business)",
+     _v6case(v4=False, forwarding=False), []),
+    ("IPv6-only, v6 default route gone", _v6case(v4=False, route6=False), ["endpoint"]),
+    ("IPv6-only, IPv6 forwarding off", _v6case(v4=False, forwarding6=False), ["sysctl"]),
+    ("internal dual-stack, forwarding off: nothing routes", _v6case(
+        internal=True, forwarding=False, forwarding6=False), []),
+    ("dual-stack bridge lost its v6 gateway (driver fact)", _v6case(facts={"front": [
+        DriverFact("br-front", "gateway address or up state missing: repair", True)]}),
+     ["bridge"]),
 ])
 def test_reconcile_plans(case, svc_kw, kinds):
-    svc = FakeServices(nets=[_front(_ep("ns1", "e1", "veth1"))], **svc_kw)
+    svc = FakeServices(**{"nets": [_front(_ep("ns1", "e1", "veth1"))], **svc_kw})
     assert [a.kind for a in rc.plan_reconcile(svc)] == kinds, case
 
 
