@@ -214,11 +214,17 @@ class Sandbox:
                  for lk in json.loads(self.host("ip", "-j", "link", "show").stdout)]
         addrs = self.host("ip", "-4", "-o", "addr", "show").stdout
         routes = self.host("ip", "route", "show").stdout.replace(" linkdown", "")
+        # IPv6 as well (#16): global addresses and routes; link-local ones
+        # come and go with carrier (a bridge gets one from its first port)
+        addrs6 = self.host("ip", "-6", "-o", "addr", "show", "scope", "global").stdout
+        routes6 = [line.replace(" linkdown", "")
+                   for line in self.host("ip", "-6", "route", "show").stdout.splitlines()
+                   if not line.startswith(("fe80::", "multicast"))]
         names = sorted(os.listdir(self.netns_dir))
         state = self.cli("network", "ls", "--json").stdout
         ns_state = self.cli("ns", "ls", "--json").stdout
         ruleset = self.host("nft", "list", "ruleset").stdout
-        return (links, addrs, routes, names, state, ns_state, ruleset)
+        return (links, addrs, routes, addrs6, routes6, names, state, ns_state, ruleset)
 
     def stop_dns(self) -> None:
         """The DNS server and CNI agent a test left running, by the PIDs in
