@@ -835,3 +835,175 @@ def test_a_host_cut_off_from_the_underlay_is_removed_then_restored(cluster, ov):
         cluster.world.u("ip", "link", "set", "u3", "up")
     assert until(lambda: mac in cluster.fdb_macs(h1, "ov"), 20), cluster.debug(h3)
     assert until(lambda: pings((h1, "a1", ip))[0], 10)
+
+
+# ------------------------------------------------------------- IPv6 (#16)
+def addrs_of(host, net: str, ns: str) -> tuple[str, str]:
+    """(IPv4, IPv6) of endpoint ``ns`` of ``net`` on ``host`` ("" if none)."""
+    data = json.loads(ok(host, "network", "inspect", net))[0]
+    ep = next(e for e in data["endpoints"] if e["netns"] == ns)
+    return ep["address"].split("/")[0], ep.get("address6", "").split("/")[0]
+
+
+def dig(host, ns: str, server: str, name: str, qtype: str = "AAAA") -> list[str]:
+    """A real client's answer (dig, inside the namespace)."""
+    return subprocess.run(["nsenter", f"--net={ns_path(host, ns)}", "dig", "+short", "+time=1",
+                           "+tries=1", f"@{server}", name, qtype],
+                          capture_output=True, text=True).stdout.split()
+
+
+@pytest.fixture(scope="module")
+def ovds(cluster):
+    """Dual-stack overlay "ovds": x1, x2, x3 on h1, h2, h3 (DNS on)."""
+    h1, h2, h3 = cluster.hosts
+    ok(h1, "network", "create", "ovds", "--driver", "overlay", "--subnet", "10.210.0.0/16",
+       "--subnet", "fd00:10:210::/64")
+    for h, ns in ((h1, "x1"), (h2, "x2"), (h3, "x3")):
+        ok(h, "connect", "ovds", ns, "--create")
+    return {ns: addrs_of(h, "ovds", ns) for h, ns in ((h1, "x1"), (h2, "x2"), (h3, "x3"))}
+
+
+def test_dual_stack_overlay_ping6_dns_and_reconcile_after_a_flush(cluster, ovds):
+    """A dual-stack overlay: both families across three hosts, each host's
+    v6 addresses from its own /120 block of the cluster's first /96, MACs
+    from the v4 address; AAAA answered for every host's endpoints by each
+    host's embedded DNS (dig); a flush of the VXLAN device's FDB and v6
+    neighbour entries is found by reconcile --dry-run and repaired."""
+    h1, h2, h3 = cluster.hosts
+    (v4a, v6a), (v4b, v6b), (v4c, v6c) = ovds["x1"], ovds["x2"], ovds["x3"]
+    blocks = {ipaddress.ip_network(f"{ip}/120", strict=False) for ip in (v6a, v6b, v6c)}
+    assert len(blocks) == 3 and all(b.subnet_of(ipaddress.ip_network("fd00:10:210::/96"))
+                                    for b in blocks)
+    view = json.loads(ok(h3, "network", "inspect", "ovds"))[0]
+    assert view["subnet6"] == "fd00:10:210::/64" and view["cluster"]["subnet6"] == view[
+        "subnet6"]
+    assert {(e["host"], e["ip"], e["ip6"], e["mac"]) for e in view["cluster"]["endpoints"]} == {
+        ("h1", v4a, v6a, overlay_mac(v4a)), ("h2", v4b, v6b, overlay_mac(v4b)),
+        ("h3", v4c, v6c, overlay_mac(v4c))}
+    assert until(lambda: all(pings((h1, "x1", v6b), (h2, "x2", v6c), (h3, "x3", v6a),
+                                   (h1, "x1", v4c))), 10), cluster.debug(h1)
+    for host, ns in ((h1, "x1"), (h2, "x2")):  # remote names too, by the v6 gateway
+        for name, ip in (("x1", v6a), ("x2", v6b), ("x3", v6c)):
+            assert until(lambda h=host, s=ns, n=name, a=ip: dig(h, s, "fd00:10:210::1", n)
+                         == [a], 10), (ns, name)
+    assert dig(h1, "x1", "10.210.0.1", "x3", "A") == [v4c]
+    # the v6 neighbour entries are on the VXLAN device, permanent
+    vx = "vx-" + json.loads(ok(h1, "network", "inspect", "ovds"))[0]["id"][:12]
+    assert v6b in h1.run("ip", "-6", "neigh", "show", "dev", vx, "nud", "permanent").stdout
+    h1.run("ip", "-6", "neigh", "flush", "dev", vx, "nud", "permanent")
+    h1.run("bridge", "fdb", "flush", "dev", vx)
+    assert overlay_mac(v4b) not in cluster.fdb_macs(h1, "ovds")
+    assert nsnet(h1, "reconcile", "--dry-run").returncode != 0
+    ok(h1, "reconcile")
+    assert v6b in h1.run("ip", "-6", "neigh", "show", "dev", vx, "nud", "permanent").stdout
+    assert overlay_mac(v4b) in cluster.fdb_macs(h1, "ovds")
+    assert until(lambda: all(pings((h1, "x1", v6b), (h2, "x2", v6a))), 10)
+    assert nsnet(h1, "reconcile", "--dry-run").returncode == 0
+
+
+def test_ipv6_only_overlay_with_the_clusters_ula_subnet(cluster):
+    """--ipv6 --no-ipv4 on an overlay: h1 picks a /64 of its ULA pool and
+    the cluster keeps it; h2 asking for --ipv6 too gets the cluster's, not
+    one of its own pool.  Endpoints on three hosts ping each other over
+    IPv6 only, MACs are 02:42 + the low 32 bits of the v6 address, and
+    the embedded DNS answers AAAA (and no A)."""
+    h1, h2, h3 = cluster.hosts
+    ok(h1, "network", "create", "ov6", "--driver", "overlay", "--ipv6", "--no-ipv4")
+    subnet6 = json.loads(ok(h1, "network", "inspect", "ov6"))[0]["subnet6"]
+    assert subnet6.startswith("fd") and subnet6.endswith("::/64")
+    ok(h2, "network", "create", "ov6", "--driver", "overlay", "--ipv6", "--no-ipv4")
+    assert json.loads(ok(h2, "network", "inspect", "ov6"))[0]["subnet6"] == subnet6
+    for h, ns in ((h1, "y1"), (h2, "y2"), (h3, "y3")):
+        ok(h, "connect", "ov6", ns, "--create")
+    ips = {ns: addrs_of(h, "ov6", ns) for h, ns in ((h1, "y1"), (h2, "y2"), (h3, "y3"))}
+    assert all(v4 == "" for v4, _ in ips.values())
+    y1, y2, y3 = (ips[n][1] for n in ("y1", "y2", "y3"))
+    assert json.loads(ok(h3, "network", "inspect", "ov6"))[0]["subnet6"] == subnet6
+    macs = {overlay_mac(ip) for ip in (y2, y3)}
+    assert until(lambda: macs <= cluster.fdb_macs(h1, "ov6"), 10), cluster.debug(h1)
+    assert until(lambda: all(pings((h1, "y1", y2), (h2, "y2", y3), (h3, "y3", y1))), 10)
+    gw6 = str(ipaddress.ip_network(subnet6)[1])
+    assert until(lambda: dig(h1, "y1", gw6, "y3") == [y3], 10)
+    assert dig(h3, "y3", gw6, "y2", "A") == []
+    ok(h2, "ns", "rm", "y2")
+    ok(h3, "ns", "rm", "y3")
+    for h in (h2, h3):
+        ok(h, "network", "rm", "ov6")
+    ok(h1, "ns", "rm", "y1")
+    ok(h1, "network", "rm", "ov6")
+    assert "ov6" not in ok(h1, "network", "ls")
+    assert_no_orphan_keys(cluster)
+
+
+def test_connect_ip6_claims_its_block_or_is_refused(cluster, ovds):
+    """connect --ip6 on an overlay: an address of a /120 no host holds is
+    claimed for this host by transaction; one of another host's block is
+    refused naming that host, with nothing made; one outside the
+    subnet's first /96 is refused as invalid."""
+    h1, h2, _ = cluster.hosts
+    theirs = str(ipaddress.ip_network(f"{ovds['x2'][1]}/120", strict=False)[200])
+    proc = nsnet(h1, "connect", "ovds", "s60", "--create", "--ip6", theirs)
+    assert proc.returncode == 5 and "'h2'" in proc.stderr, proc.stderr  # Conflict
+    assert not os.path.exists(ns_path(h1, "s60")) and "s60" not in ok(h1, "ns", "ls")
+    proc = nsnet(h1, "connect", "ovds", "s60", "--create", "--ip6", "fd00:10:210::1:0:5")
+    assert proc.returncode == 2 and "/96" in proc.stderr, proc.stderr  # InvalidInput
+    ok(h1, "connect", "ovds", "s61", "--create", "--ip6", "fd00:10:210::f:a")
+    assert addrs_of(h1, "ovds", "s61")[1] == "fd00:10:210::f:a"
+    assert json.loads(etcd_keys(cluster)["/nsnet/v1/blocks/ovds/fd00:10:210::f:0-120"]) == {
+        "host": "h1"}
+    assert until(lambda: pings((h2, "x2", "fd00:10:210::f:a"))[0], 10)
+    proc = nsnet(h2, "connect", "ovds", "s62", "--create", "--ip6", "fd00:10:210::f:b")
+    assert proc.returncode == 5 and "'h1'" in proc.stderr, proc.stderr
+    ok(h1, "ns", "rm", "s61")
+    assert_no_orphan_keys(cluster)
+
+
+def test_dual_stack_egress_nat6_and_published_ports_through_the_local_host(cluster, ovds):
+    """Egress over IPv6 leaves through the endpoint's own host,
+    masqueraded: an "outside" address of 2001:db8::/32 on the underlay,
+    with no route back to the overlay's v6 subnet, sees h1's underlay v6
+    address.  A port published on h2 is reached on h2's v6 underlay
+    address from h1's host namespace."""
+    h1, h2, _ = cluster.hosts
+    outside, v6 = "2001:db8:5::250", {h1.name: "2001:db8:5::11", h2.name: "2001:db8:5::12"}
+    u = cluster.world.u
+    for dev, run in (("ubr", u), ("eth0", h1.run), ("eth0", h2.run)):
+        run("sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=0")
+    u("ip", "addr", "add", f"{outside}/64", "dev", "ubr", "nodad")
+    for h in (h1, h2):
+        h.run("ip", "addr", "add", f"{v6[h.name]}/64", "dev", "eth0", "nodad")
+    srv = subprocess.Popen(["nsenter", f"--net={cluster.world.underlay}", sys.executable, "-I",
+                            "-c", PEER_ECHO.replace("socket.socket()",
+                                                    "socket.socket(socket.AF_INET6)"),
+                            outside], stdout=subprocess.PIPE, text=True)
+    web = None
+    try:
+        assert srv.stdout.readline().strip() == "ready"
+        assert "fd00:10:210" not in u("ip", "-6", "route").stdout  # no way back but NAT
+        got = subprocess.run(["nsenter", f"--net={ns_path(h1, 'x1')}", sys.executable, "-I",
+                              "-c", "import socket; s = socket.create_connection("
+                              f"('{outside}', 8443), timeout=5); print(s.recv(100).decode())"],
+                             capture_output=True, text=True, timeout=30)
+        assert got.stdout.strip() == v6[h1.name], (got.stdout, got.stderr)
+        ok(h2, "connect", "ovds", "pub6", "--create", "-p", "8086:80")
+        web = subprocess.Popen(["nsenter", f"--net={ns_path(h2, 'pub6')}", sys.executable,
+                                "-I", "-c", SERVER.replace("socket.socket()",
+                                                           "socket.socket(socket.AF_INET6)")
+                                .replace('("0.0.0.0", 80)', '("::", 80)'), "pub6"],
+                               stdout=subprocess.PIPE, text=True)
+        assert web.stdout.readline().strip() == "ready"
+        got = h1.run(sys.executable, "-I", "-c",
+                     f"import socket; s = socket.create_connection(('{v6[h2.name]}', 8086), "
+                     "timeout=3); print(s.recv(100).decode())", check=False)
+        assert got.stdout.strip() == "hello from pub6", (got.stdout, got.stderr)
+    finally:
+        for proc in (srv, web):
+            if proc is not None:
+                if proc.poll() is None:
+                    proc.kill()  # by PID
+                proc.wait()
+        with contextlib.suppress(subprocess.CalledProcessError):
+            u("ip", "addr", "del", f"{outside}/64", "dev", "ubr")
+        for h in (h1, h2):
+            h.run("ip", "addr", "del", f"{v6[h.name]}/64", "dev", "eth0", check=False)
+    ok(h2, "ns", "rm", "pub6")
