@@ -896,6 +896,10 @@ def test_dual_stack_overlay_ping6_dns_and_reconcile_after_a_flush(cluster, ovds)
             assert until(lambda h=host, s=ns, n=name, a=ip: dig(h, s, "fd00:10:210::1", n)
                          == [a], 10), (ns, name)
     assert dig(h1, "x1", "10.210.0.1", "x3", "A") == [v4c]
+    # nsnet doctor walks the v6 path to another host's endpoint as the v4 one
+    proc = nsnet(h1, "doctor", "x1", v6c, "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["ok"], proc.stdout
+    assert "overlay peer" in {h["name"] for h in json.loads(proc.stdout)["hops"]}, proc.stdout
     # the v6 neighbour entries are on the VXLAN device, permanent
     vx = "vx-" + json.loads(ok(h1, "network", "inspect", "ovds"))[0]["id"][:12]
     assert v6b in h1.run("ip", "-6", "neigh", "show", "dev", vx, "nud", "permanent").stdout
