@@ -389,12 +389,13 @@ def reboot(host) -> None:
     host.run("sysctl", "-qw", "net.ipv4.ip_forward=0")
 
 
-def test_a_rebooted_host_is_restored_by_reconcile(cluster, ov):
+def test_a_rebooted_host_is_restored_by_reconcile(cluster, ov, ovds):
     """h2 reboots (kernel objects gone, state directory kept) for longer
     than its lease: the others drop its entries.  Its agent restarts and
     `nsnet reconcile` brings back its bridge, VXLAN device, endpoints and
-    entries for the other hosts' endpoints; the others reach it again, it
-    is alive again, and its address blocks are still its own."""
+    entries for the other hosts' endpoints (the IPv6 neighbours of a
+    dual-stack overlay too); the others reach it again, it is alive again,
+    and its address blocks (both families) are still its own."""
     h1, h2, _ = cluster.hosts
     vx = "vx-" + json.loads(ok(h2, "network", "inspect", "ov"))[0]["id"][:12]
     blocks = {k for k, v in etcd_keys(cluster).items() if "/blocks/" in k
@@ -418,6 +419,11 @@ def test_a_rebooted_host_is_restored_by_reconcile(cluster, ov):
         assert until(lambda: all(pings((h1, "a1", ov["b1"]), (h2, "b1", ov["a1"]))), 10), \
             cluster.debug(h2)
         assert until(lambda: mac_b1 in cluster.fdb_macs(h1, "ov"), 10)
+        vx6 = "vx-" + json.loads(ok(h2, "network", "inspect", "ovds"))[0]["id"][:12]
+        assert ovds["x1"][1] in h2.run("ip", "-6", "neigh", "show", "dev", vx6, "nud",
+                                       "permanent").stdout
+        assert until(lambda: all(pings((h2, "x2", ovds["x1"][1]), (h1, "x1", ovds["x2"][1]))),
+                     10), cluster.debug(h2)
         status = json.loads(ok(h1, "cluster", "status", "--json"))
         assert {h["name"]: h for h in status["hosts"]}["h2"]["alive"]
         assert {k for k, v in etcd_keys(cluster).items() if "/blocks/" in k
@@ -971,6 +977,28 @@ def test_connect_ip6_claims_its_block_or_is_refused(cluster, ovds):
     assert_no_orphan_keys(cluster)
 
 
+@contextlib.contextmanager
+def v6_underlay(cluster):
+    """IPv6 on the underlay for one test: h1 and h2 get 2001:db8:5::11/12 on
+    their underlay NIC, the underlay bridge an "outside" 2001:db8:5::250
+    (no route back to any overlay); all removed after."""
+    h1, h2, _ = cluster.hosts
+    outside, v6 = "2001:db8:5::250", {h1.name: "2001:db8:5::11", h2.name: "2001:db8:5::12"}
+    u = cluster.world.u
+    for dev, run in (("ubr", u), ("eth0", h1.run), ("eth0", h2.run)):
+        run("sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=0")
+    u("ip", "addr", "add", f"{outside}/64", "dev", "ubr", "nodad")
+    try:
+        for h in (h1, h2):
+            h.run("ip", "addr", "add", f"{v6[h.name]}/64", "dev", "eth0", "nodad")
+        yield outside, v6
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            u("ip", "addr", "del", f"{outside}/64", "dev", "ubr")
+        for h in (h1, h2):
+            h.run("ip", "addr", "del", f"{v6[h.name]}/64", "dev", "eth0", check=False)
+
+
 def test_dual_stack_egress_nat6_and_published_ports_through_the_local_host(cluster, ovds):
     """Egress over IPv6 leaves through the endpoint's own host,
     masqueraded: an "outside" address of 2001:db8::/32 on the underlay,
@@ -978,45 +1006,61 @@ def test_dual_stack_egress_nat6_and_published_ports_through_the_local_host(clust
     address.  A port published on h2 is reached on h2's v6 underlay
     address from h1's host namespace."""
     h1, h2, _ = cluster.hosts
-    outside, v6 = "2001:db8:5::250", {h1.name: "2001:db8:5::11", h2.name: "2001:db8:5::12"}
     u = cluster.world.u
-    for dev, run in (("ubr", u), ("eth0", h1.run), ("eth0", h2.run)):
-        run("sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=0")
-    u("ip", "addr", "add", f"{outside}/64", "dev", "ubr", "nodad")
-    for h in (h1, h2):
-        h.run("ip", "addr", "add", f"{v6[h.name]}/64", "dev", "eth0", "nodad")
-    srv = subprocess.Popen(["nsenter", f"--net={cluster.world.underlay}", sys.executable, "-I",
-                            "-c", PEER_ECHO.replace("socket.socket()",
-                                                    "socket.socket(socket.AF_INET6)"),
-                            outside], stdout=subprocess.PIPE, text=True)
-    web = None
-    try:
-        assert srv.stdout.readline().strip() == "ready"
-        assert "fd00:10:210" not in u("ip", "-6", "route").stdout  # no way back but NAT
-        got = subprocess.run(["nsenter", f"--net={ns_path(h1, 'x1')}", sys.executable, "-I",
-                              "-c", "import socket; s = socket.create_connection("
-                              f"('{outside}', 8443), timeout=5); print(s.recv(100).decode())"],
-                             capture_output=True, text=True, timeout=30)
-        assert got.stdout.strip() == v6[h1.name], (got.stdout, got.stderr)
-        ok(h2, "connect", "ovds", "pub6", "--create", "-p", "8086:80")
-        web = subprocess.Popen(["nsenter", f"--net={ns_path(h2, 'pub6')}", sys.executable,
-                                "-I", "-c", SERVER.replace("socket.socket()",
-                                                           "socket.socket(socket.AF_INET6)")
-                                .replace('("0.0.0.0", 80)', '("::", 80)'), "pub6"],
-                               stdout=subprocess.PIPE, text=True)
-        assert web.stdout.readline().strip() == "ready"
-        got = h1.run(sys.executable, "-I", "-c",
-                     f"import socket; s = socket.create_connection(('{v6[h2.name]}', 8086), "
-                     "timeout=3); print(s.recv(100).decode())", check=False)
-        assert got.stdout.strip() == "hello from pub6", (got.stdout, got.stderr)
-    finally:
-        for proc in (srv, web):
-            if proc is not None:
-                if proc.poll() is None:
-                    proc.kill()  # by PID
-                proc.wait()
-        with contextlib.suppress(subprocess.CalledProcessError):
-            u("ip", "addr", "del", f"{outside}/64", "dev", "ubr")
-        for h in (h1, h2):
-            h.run("ip", "addr", "del", f"{v6[h.name]}/64", "dev", "eth0", check=False)
+    with v6_underlay(cluster) as (outside, v6):
+        srv = subprocess.Popen(["nsenter", f"--net={cluster.world.underlay}", sys.executable,
+                                "-I", "-c", PEER_ECHO.replace("socket.socket()",
+                                                              "socket.socket(socket.AF_INET6)"),
+                                outside], stdout=subprocess.PIPE, text=True)
+        web = None
+        try:
+            assert srv.stdout.readline().strip() == "ready"
+            assert "fd00:10:210" not in u("ip", "-6", "route").stdout  # no way back but NAT
+            got = subprocess.run(["nsenter", f"--net={ns_path(h1, 'x1')}", sys.executable,
+                                  "-I", "-c", "import socket; s = socket.create_connection("
+                                  f"('{outside}', 8443), timeout=5); "
+                                  "print(s.recv(100).decode())"],
+                                 capture_output=True, text=True, timeout=30)
+            assert got.stdout.strip() == v6[h1.name], (got.stdout, got.stderr)
+            ok(h2, "connect", "ovds", "pub6", "--create", "-p", "8086:80")
+            web = subprocess.Popen(["nsenter", f"--net={ns_path(h2, 'pub6')}", sys.executable,
+                                    "-I", "-c", SERVER.replace("socket.socket()",
+                                                               "socket.socket(socket.AF_INET6)")
+                                    .replace('("0.0.0.0", 80)', '("::", 80)'), "pub6"],
+                                   stdout=subprocess.PIPE, text=True)
+            assert web.stdout.readline().strip() == "ready"
+            got = h1.run(sys.executable, "-I", "-c",
+                         f"import socket; s = socket.create_connection(('{v6[h2.name]}', "
+                         "8086), timeout=3); print(s.recv(100).decode())", check=False)
+            assert got.stdout.strip() == "hello from pub6", (got.stdout, got.stderr)
+        finally:
+            for proc in (srv, web):
+                if proc is not None:
+                    if proc.poll() is None:
+                        proc.kill()  # by PID
+                    proc.wait()
     ok(h2, "ns", "rm", "pub6")
+
+
+def test_internal_and_isolated_over_ipv6(cluster, ovds):
+    """--internal on a dual-stack overlay: its endpoints reach each other
+    over IPv6 across hosts and nothing outside (a normal overlay's endpoint
+    reaches the same outside address); neither network reaches the other
+    over IPv6, on one host or across."""
+    h1, h2, _ = cluster.hosts
+    ok(h1, "network", "create", "ovi6", "--driver", "overlay", "--internal", "--no-dns",
+       "--subnet", "10.211.0.0/16", "--subnet", "fd00:10:211::/64")
+    ok(h1, "connect", "ovi6", "i1", "--create")
+    ok(h2, "connect", "ovi6", "i2", "--create")  # h2 learns "internal" from the cluster
+    i1, i2 = addrs_of(h1, "ovi6", "i1")[1], addrs_of(h2, "ovi6", "i2")[1]
+    x1, x2 = ovds["x1"][1], ovds["x2"][1]
+    assert until(lambda: all(pings((h1, "i1", i2), (h2, "i2", i1))), 10)
+    with v6_underlay(cluster) as (outside, _):
+        assert until(lambda: pings((h1, "x1", outside))[0], 10)
+        assert pings((h1, "i1", outside), (h2, "i2", outside)) == [False, False]
+    assert pings((h1, "i1", x1), (h1, "i1", x2), (h2, "x2", i1), (h1, "x1", i2)) == [False] * 4
+    for h, ns in ((h1, "i1"), (h2, "i2")):
+        ok(h, "ns", "rm", ns)
+    for h in (h2, h1):
+        ok(h, "network", "rm", "ovi6")
+    assert_no_orphan_keys(cluster)
