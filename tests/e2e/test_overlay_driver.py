@@ -1064,3 +1064,29 @@ def test_internal_and_isolated_over_ipv6(cluster, ovds):
     for h in (h2, h1):
         ok(h, "network", "rm", "ovi6")
     assert_no_orphan_keys(cluster)
+
+
+def test_cni_dual_stack_overlay_pod_network(cluster):
+    """The CNI plugin with "driver": "overlay" and a subnet of each family
+    (ipam.ranges): each pod's result has both addresses, and the pods of
+    two nodes reach each other over IPv6."""
+    h1, h2, _ = cluster.hosts
+    ips = {}
+    for h, pod in ((h1, "pod61"), (h2, "pod62")):
+        ok(h, "ns", "add", pod)
+        e = env_of(h)
+        conf = {"cniVersion": "1.0.0", "name": "podnet6", "type": "nsnet", "driver": "overlay",
+                "ipam": {"ranges": [[{"subnet": "10.212.0.0/16"}],
+                                    [{"subnet": "fd00:10:212::/64"}]]},
+                "dns": False, "hostNetns": e["NSNET_HOST_NETNS"],
+                "stateDir": e["NSNET_STATE_DIR"], "netnsDir": e["NSNET_NETNS_DIR"],
+                "etcNetnsDir": e["NSNET_ETC_NETNS_DIR"]}
+        out = _cni_add(h, conf, f"c-{pod}", pod)
+        ips[pod] = {ipaddress.ip_interface(i["address"]).version: i["address"].split("/")[0]
+                    for i in out["ips"]}
+    assert set(ips["pod61"]) == {4, 6} and ips["pod61"][6] != ips["pod62"][6]
+    assert until(lambda: all(pings((h1, "pod61", ips["pod62"][6]),
+                                   (h2, "pod62", ips["pod61"][6]))), 10)
+    view = json.loads(ok(h1, "network", "inspect", "podnet6"))[0]["cluster"]
+    assert view["subnet6"] == "fd00:10:212::/64"
+    assert {e["ip6"] for e in view["endpoints"]} == {ips["pod61"][6], ips["pod62"][6]}
