@@ -26,6 +26,13 @@ FDB, etcd's keys):
   records justify;
 * connect --ip claims the address's block cluster-wide, or is refused
   naming the host holding it.
+
+IPv6 (#16): a dual-stack overlay on three hosts (ping6, AAAA answered by
+every host's DNS with dig, doctor over v6, reconcile after a flush of the
+VXLAN device's FDB and v6 neighbours, a reboot, SIGKILL at connect and
+disconnect), an IPv6-only one on the cluster's ULA /64, connect --ip6,
+egress NAT6 and a v6 published port through the local host, --internal and
+isolation over IPv6, a dual-stack CNI pod network.
 """
 
 from __future__ import annotations

@@ -214,3 +214,22 @@ def test_a_static_ipv6_address_claims_its_block_or_is_refused():
     for bad in ("fd00:1::", "fd00:1::1", "fd00:1::1:0:0:5", "fd00:2::5"):  # /96 only
         with pytest.raises(InvalidInput):
             _driver(store, "h2", set()).assign(net, _eps(1), None, None, bad)
+
+
+def test_prepare_refuses_what_overlays_cannot_keep():
+    """A gateway other than the subnet's first address (every host's bridge
+    holds the gateway, and the cluster keeps only that one out of the
+    blocks), an IPv6 --ip-range, and routed IPv6 are refused before the
+    kernel is asked anything."""
+    driver = _driver(MemoryStore(), "h1", set())
+    for spec, why in (
+            (NetworkSpec("ov", "10.200.0.0/16", gateway="10.200.0.254", driver="overlay"),
+             "--gateway"),
+            (NetworkSpec("ov", "10.200.0.0/16", subnet6="fd00:1::/64",
+                         gateway6="fd00:1::fe", driver="overlay"), "--gateway"),
+            (NetworkSpec("ov", None, ipv4=False, subnet6="fd00:1::/64",
+                         ip_range6="fd00:1::/80", driver="overlay"), "--ip-range"),
+            (NetworkSpec("ov", "10.200.0.0/16", subnet6="fd00:1::/64", ipv6_mode="routed",
+                         driver="overlay"), "--ipv6-mode")):
+        with pytest.raises(InvalidInput, match=why):
+            driver.prepare(plan_network(spec))

@@ -73,7 +73,7 @@ from .context import Context, kernel_errors
 
 __all__ = ["OverlayDriver", "overlay_mac", "vxlan_name"]
 
-OPTIONS = ("internal", "icc", "masquerade", "dns", "ipv6_mode")
+OPTIONS = ("internal", "icc", "masquerade", "dns")
 
 
 def vxlan_name(net: Network | str) -> str:
@@ -189,7 +189,6 @@ class OverlayDriver:
                            masquerade=bool(opts.get("masquerade", True)),
                            internal=bool(opts.get("internal", False)),
                            icc=bool(opts.get("icc", True)), dns=bool(opts.get("dns", True)),
-                           ipv6_mode=str(opts.get("ipv6_mode", "nat")) if on.subnet6 else "nat",
                            driver="overlay", ipv6=on.subnet6 is not None,
                            subnet6=str(on.subnet6) if on.subnet6 else None,
                            ipv4=on.subnet is not None)
@@ -274,6 +273,12 @@ class OverlayDriver:
         if net.aux_addresses or net.ip_range != net.subnet or net.ip_range6 != net.subnet6:
             raise InvalidInput("--aux-address and --ip-range do not apply to overlay networks "
                                "(addresses come from the cluster's blocks)")
+        if net.ipv6_mode != "nat":
+            # inbound to an endpoint's own address could enter through any
+            # host (each holds the gateway) and its reply leave through
+            # another: not made, nor tested, for overlays
+            raise InvalidInput(f"--ipv6-mode {net.ipv6_mode} does not apply to overlay "
+                               "networks (IPv6 egress is NAT through the local host)")
         for subnet, gateway in ((net.subnet, net.gateway), (net.subnet6, net.gateway6)):
             # every host's bridge holds the gateway: the cluster keeps the
             # subnet's first address out of every block for it
