@@ -381,3 +381,17 @@ def test_endpoint_records_carry_both_families_and_old_ones_parse():
     with pytest.raises(InvalidInput):
         registry.publish(MemoryStore(), EndpointRecord("ov", "h3", "c", "", "02:42:00:00:02:02",
                                                        "198.51.100.13"), 0)
+
+
+def test_the_allocator_resumes_where_it_stopped_but_finds_a_freed_address(store):
+    """Each allocation starts where the last one ended (a connect of N
+    endpoints is not N scans from the block's start), yet an address freed
+    behind that point is handed out before a new block is claimed."""
+    net = alloc.create_network(store, "ov", "10.200.0.0/24", block=28)
+    a = alloc.BlockAllocator(store, net, "h1")
+    used: set = set()
+    for _ in range(14):  # 10.200.0.2-15: the first /28 full
+        used.add(a.allocate(used))
+    used.discard(ipaddress.ip_address("10.200.0.5"))
+    assert a.allocate(used) == ipaddress.ip_address("10.200.0.5")
+    assert a.blocks == [ipaddress.ip_network("10.200.0.0/28")]

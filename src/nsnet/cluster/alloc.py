@@ -358,15 +358,35 @@ class BlockAllocator:
         self.store, self.network, self.host = store, network, host
         self.keys = keys or Keys()
         self.blocks: list[Subnet] | None = None  # read on first use
+        # per block, where the last address was found: the next search
+        # starts there (a connect of N endpoints scanned its blocks from
+        # their start N times); a full scan still runs before a new block
+        # is claimed, so an address freed behind it is not missed
+        self._next: dict[Subnet, int] = {}
 
     def allocate(self, used: set, version: int = 4) -> Address:
         if self.blocks is None:
             self.blocks = host_blocks(self.store, self.network, self.host, self.keys)
         span = self.network.span(version)
         mine = [b for b in self.blocks if b.version == version and b.subnet_of(span)]
-        ip = free_in_blocks(self.network, mine, used)
+        ip = self._scan(mine, used, resume=True)
+        if ip is None:
+            ip = self._scan(mine, used, resume=False)
         while ip is None:
             block = claim_block(self.store, self.network, self.host, self.keys, version)
             self.blocks.append(block)
-            ip = free_in_blocks(self.network, [block], used)
+            ip = self._scan([block], used, resume=True)
         return ip
+
+    def _scan(self, blocks: list[Subnet], used: set, resume: bool) -> Address | None:
+        """The first address of ``blocks`` neither used nor reserved, from
+        each block's cursor (``resume``) or its start."""
+        for block in blocks:
+            reserved = self.network.reserved_of(block.version)
+            base = block.network_address
+            for i in range(self._next.get(block, 0) if resume else 0, block.num_addresses):
+                ip = base + i
+                if ip not in used and ip not in reserved:
+                    self._next[block] = i + 1
+                    return ip
+        return None
