@@ -26,6 +26,13 @@ FDB, etcd's keys):
   records justify;
 * connect --ip claims the address's block cluster-wide, or is refused
   naming the host holding it.
+
+IPv6 (#16): a dual-stack overlay on three hosts (ping6, AAAA answered by
+every host's DNS with dig, doctor over v6, reconcile after a flush of the
+VXLAN device's FDB and v6 neighbours, a reboot, SIGKILL at connect and
+disconnect), an IPv6-only one on the cluster's ULA /64, connect --ip6,
+egress NAT6 and a v6 published port through the local host, --internal and
+isolation over IPv6, a dual-stack CNI pod network.
 """
 
 from __future__ import annotations
@@ -389,12 +396,13 @@ def reboot(host) -> None:
     host.run("sysctl", "-qw", "net.ipv4.ip_forward=0")
 
 
-def test_a_rebooted_host_is_restored_by_reconcile(cluster, ov):
+def test_a_rebooted_host_is_restored_by_reconcile(cluster, ov, ovds):
     """h2 reboots (kernel objects gone, state directory kept) for longer
     than its lease: the others drop its entries.  Its agent restarts and
     `nsnet reconcile` brings back its bridge, VXLAN device, endpoints and
-    entries for the other hosts' endpoints; the others reach it again, it
-    is alive again, and its address blocks are still its own."""
+    entries for the other hosts' endpoints (the IPv6 neighbours of a
+    dual-stack overlay too); the others reach it again, it is alive again,
+    and its address blocks (both families) are still its own."""
     h1, h2, _ = cluster.hosts
     vx = "vx-" + json.loads(ok(h2, "network", "inspect", "ov"))[0]["id"][:12]
     blocks = {k for k, v in etcd_keys(cluster).items() if "/blocks/" in k
@@ -418,6 +426,11 @@ def test_a_rebooted_host_is_restored_by_reconcile(cluster, ov):
         assert until(lambda: all(pings((h1, "a1", ov["b1"]), (h2, "b1", ov["a1"]))), 10), \
             cluster.debug(h2)
         assert until(lambda: mac_b1 in cluster.fdb_macs(h1, "ov"), 10)
+        vx6 = "vx-" + json.loads(ok(h2, "network", "inspect", "ovds"))[0]["id"][:12]
+        assert ovds["x1"][1] in h2.run("ip", "-6", "neigh", "show", "dev", vx6, "nud",
+                                       "permanent").stdout
+        assert until(lambda: all(pings((h2, "x2", ovds["x1"][1]), (h1, "x1", ovds["x2"][1]))),
+                     10), cluster.debug(h2)
         status = json.loads(ok(h1, "cluster", "status", "--json"))
         assert {h["name"]: h for h in status["hosts"]}["h2"]["alive"]
         assert {k for k, v in etcd_keys(cluster).items() if "/blocks/" in k
@@ -510,7 +523,7 @@ def _crash_points(cluster, host, *args: str) -> list[str]:
         return [line.split()[1] for line in f]
 
 
-def _in_step(cluster, host) -> None:
+def _in_step(cluster, host, net: str = "ov") -> None:
     """After a kill and a reconcile: the kernel matches the state, nothing
     is left to collect, and this host's records in etcd are exactly its
     endpoints (no orphan key, none missing)."""
@@ -518,7 +531,7 @@ def _in_step(cluster, host) -> None:
     for cmd in (("reconcile", "--dry-run"), ("gc", "--dry-run")):
         proc = nsnet(host, *cmd)
         assert proc.returncode == 0, (cmd, proc.stdout, proc.stderr)
-    data = json.loads(ok(host, "network", "inspect", "ov"))[0]
+    data = json.loads(ok(host, "network", "inspect", net))[0]
     local = {e["id"] for e in data["endpoints"]}
     records = {e["endpoint"] for e in data["cluster"]["endpoints"] if e["host"] == host.name}
     assert records == local
@@ -581,36 +594,45 @@ def assert_no_orphan_keys(cluster) -> None:
     assert not orphans, sorted(orphans)
 
 
-def test_sigkill_at_every_crash_point_of_an_overlay_connect_and_disconnect(cluster, ov):
+@pytest.mark.parametrize("net", ["ov", "ovds"])  # ovds: dual-stack (#16)
+def test_sigkill_at_every_crash_point_of_an_overlay_connect_and_disconnect(cluster, ov, net,
+                                                                           request):
     """SIGKILL at each crash point of `connect --create` and `disconnect` on
-    an overlay: after `nsnet reconcile`, 0 leaks on the host and 0 orphan
-    keys in etcd.  make test kills at the overlay's own points;
+    an overlay, IPv4 and dual-stack: after `nsnet reconcile`, 0 leaks on the
+    host and 0 orphan keys in etcd (v6 blocks included).  make test kills
+    at the overlay's own points (the dual-stack network: two of them);
     NSNET_OVERLAY_CRASH=all (make reliability) at every one."""
     h1 = cluster.hosts[0]
-    connect_points = _crash_points(cluster, h1, "connect", "ov", "k0", "--create")
-    disconnect_points = _crash_points(cluster, h1, "disconnect", "ov", "k0")
+    if net == "ovds":
+        request.getfixturevalue("ovds")
+    k = "k" if net == "ov" else "k6-"
+    connect_points = _crash_points(cluster, h1, "connect", net, f"{k}0", "--create")
+    disconnect_points = _crash_points(cluster, h1, "disconnect", net, f"{k}0")
     assert "connect:published" in connect_points
     every = os.environ.get("NSNET_OVERLAY_CRASH") == "all"
     wanted = {"connect:applied", "connect:published", "delete:links"}  # the overlay's steps
+    if net == "ovds":  # make test's sample stays small: the v6 part is the records'
+        wanted = {"connect:published", "delete:links"}
     for n, label in enumerate(connect_points, 1):
         if not every and label not in wanted:
             continue
-        proc = nsnet_env(h1, {"NSNET_CRASH_AT": str(n)}, "connect", "ov", f"k{n}", "--create")
+        proc = nsnet_env(h1, {"NSNET_CRASH_AT": str(n)}, "connect", net, f"{k}{n}", "--create")
         assert proc.returncode == -signal.SIGKILL, (label, proc.stderr)
-        _in_step(cluster, h1)
-        if f"k{n}" in ok(h1, "ns", "ls"):  # committed before the kill: undo for the next
-            ok(h1, "ns", "rm", f"k{n}")
-    ok(h1, "connect", "ov", "kd", "--create")
+        _in_step(cluster, h1, net)
+        if f"{k}{n}" in ok(h1, "ns", "ls"):  # committed before the kill: undo for the next
+            ok(h1, "ns", "rm", f"{k}{n}")
+    kd = f"{k}d"
+    ok(h1, "connect", net, kd, "--create")
     for n, label in enumerate(disconnect_points, 1):
         if not every and label not in wanted:
             continue
-        if "kd" not in json.dumps(json.loads(ok(h1, "network", "inspect", "ov"))[0]["endpoints"]):
-            ok(h1, "connect", "ov", "kd")
-        proc = nsnet_env(h1, {"NSNET_CRASH_AT": str(n)}, "disconnect", "ov", "kd")
+        if kd not in json.dumps(json.loads(ok(h1, "network", "inspect", net))[0]["endpoints"]):
+            ok(h1, "connect", net, kd)
+        proc = nsnet_env(h1, {"NSNET_CRASH_AT": str(n)}, "disconnect", net, kd)
         assert proc.returncode == -signal.SIGKILL, (label, proc.stderr)
-        _in_step(cluster, h1)
-    ok(h1, "ns", "rm", "kd")
-    _in_step(cluster, h1)
+        _in_step(cluster, h1, net)
+    ok(h1, "ns", "rm", kd)
+    _in_step(cluster, h1, net)
 
 
 def _link_names(host) -> set[str]:
@@ -835,3 +857,243 @@ def test_a_host_cut_off_from_the_underlay_is_removed_then_restored(cluster, ov):
         cluster.world.u("ip", "link", "set", "u3", "up")
     assert until(lambda: mac in cluster.fdb_macs(h1, "ov"), 20), cluster.debug(h3)
     assert until(lambda: pings((h1, "a1", ip))[0], 10)
+
+
+# ------------------------------------------------------------- IPv6 (#16)
+def addrs_of(host, net: str, ns: str) -> tuple[str, str]:
+    """(IPv4, IPv6) of endpoint ``ns`` of ``net`` on ``host`` ("" if none)."""
+    data = json.loads(ok(host, "network", "inspect", net))[0]
+    ep = next(e for e in data["endpoints"] if e["netns"] == ns)
+    return ep["address"].split("/")[0], ep.get("address6", "").split("/")[0]
+
+
+def dig(host, ns: str, server: str, name: str, qtype: str = "AAAA") -> list[str]:
+    """A real client's answer (dig, inside the namespace)."""
+    return subprocess.run(["nsenter", f"--net={ns_path(host, ns)}", "dig", "+short", "+time=1",
+                           "+tries=1", f"@{server}", name, qtype],
+                          capture_output=True, text=True).stdout.split()
+
+
+@pytest.fixture(scope="module")
+def ovds(cluster):
+    """Dual-stack overlay "ovds": x1, x2, x3 on h1, h2, h3 (DNS on)."""
+    h1, h2, h3 = cluster.hosts
+    ok(h1, "network", "create", "ovds", "--driver", "overlay", "--subnet", "10.210.0.0/16",
+       "--subnet", "fd00:10:210::/64")
+    for h, ns in ((h1, "x1"), (h2, "x2"), (h3, "x3")):
+        ok(h, "connect", "ovds", ns, "--create")
+    return {ns: addrs_of(h, "ovds", ns) for h, ns in ((h1, "x1"), (h2, "x2"), (h3, "x3"))}
+
+
+def test_dual_stack_overlay_ping6_dns_and_reconcile_after_a_flush(cluster, ovds):
+    """A dual-stack overlay: both families across three hosts, each host's
+    v6 addresses from its own /120 block of the cluster's first /96, MACs
+    from the v4 address; AAAA answered for every host's endpoints by each
+    host's embedded DNS (dig); a flush of the VXLAN device's FDB and v6
+    neighbour entries is found by reconcile --dry-run and repaired."""
+    h1, h2, h3 = cluster.hosts
+    (v4a, v6a), (v4b, v6b), (v4c, v6c) = ovds["x1"], ovds["x2"], ovds["x3"]
+    blocks = {ipaddress.ip_network(f"{ip}/120", strict=False) for ip in (v6a, v6b, v6c)}
+    assert len(blocks) == 3 and all(b.subnet_of(ipaddress.ip_network("fd00:10:210::/96"))
+                                    for b in blocks)
+    view = json.loads(ok(h3, "network", "inspect", "ovds"))[0]
+    assert view["subnet6"] == "fd00:10:210::/64" and view["cluster"]["subnet6"] == view[
+        "subnet6"]
+    assert {(e["host"], e["ip"], e["ip6"], e["mac"]) for e in view["cluster"]["endpoints"]} == {
+        ("h1", v4a, v6a, overlay_mac(v4a)), ("h2", v4b, v6b, overlay_mac(v4b)),
+        ("h3", v4c, v6c, overlay_mac(v4c))}
+    assert until(lambda: all(pings((h1, "x1", v6b), (h2, "x2", v6c), (h3, "x3", v6a),
+                                   (h1, "x1", v4c))), 10), cluster.debug(h1)
+    for host, ns in ((h1, "x1"), (h2, "x2")):  # remote names too, by the v6 gateway
+        for name, ip in (("x1", v6a), ("x2", v6b), ("x3", v6c)):
+            assert until(lambda h=host, s=ns, n=name, a=ip: dig(h, s, "fd00:10:210::1", n)
+                         == [a], 10), (ns, name)
+    assert dig(h1, "x1", "10.210.0.1", "x3", "A") == [v4c]
+    # nsnet doctor walks the v6 path to another host's endpoint as the v4 one
+    proc = nsnet(h1, "doctor", "x1", v6c, "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["ok"], proc.stdout
+    assert "overlay peer" in {h["name"] for h in json.loads(proc.stdout)["hops"]}, proc.stdout
+    # the v6 neighbour entries are on the VXLAN device, permanent
+    vx = "vx-" + json.loads(ok(h1, "network", "inspect", "ovds"))[0]["id"][:12]
+    assert v6b in h1.run("ip", "-6", "neigh", "show", "dev", vx, "nud", "permanent").stdout
+    h1.run("ip", "-6", "neigh", "flush", "dev", vx, "nud", "permanent")
+    h1.run("bridge", "fdb", "flush", "dev", vx)
+    assert overlay_mac(v4b) not in cluster.fdb_macs(h1, "ovds")
+    assert nsnet(h1, "reconcile", "--dry-run").returncode != 0
+    ok(h1, "reconcile")
+    assert v6b in h1.run("ip", "-6", "neigh", "show", "dev", vx, "nud", "permanent").stdout
+    assert overlay_mac(v4b) in cluster.fdb_macs(h1, "ovds")
+    assert until(lambda: all(pings((h1, "x1", v6b), (h2, "x2", v6a))), 10)
+    assert nsnet(h1, "reconcile", "--dry-run").returncode == 0
+
+
+def test_ipv6_only_overlay_with_the_clusters_ula_subnet(cluster):
+    """--ipv6 --no-ipv4 on an overlay: h1 picks a /64 of its ULA pool and
+    the cluster keeps it; h2 asking for --ipv6 too gets the cluster's, not
+    one of its own pool.  Endpoints on three hosts ping each other over
+    IPv6 only, MACs are 02:42 + the low 32 bits of the v6 address, and
+    the embedded DNS answers AAAA (and no A)."""
+    h1, h2, h3 = cluster.hosts
+    ok(h1, "network", "create", "ov6", "--driver", "overlay", "--ipv6", "--no-ipv4")
+    subnet6 = json.loads(ok(h1, "network", "inspect", "ov6"))[0]["subnet6"]
+    assert subnet6.startswith("fd") and subnet6.endswith("::/64")
+    ok(h2, "network", "create", "ov6", "--driver", "overlay", "--ipv6", "--no-ipv4")
+    assert json.loads(ok(h2, "network", "inspect", "ov6"))[0]["subnet6"] == subnet6
+    for h, ns in ((h1, "y1"), (h2, "y2"), (h3, "y3")):
+        ok(h, "connect", "ov6", ns, "--create")
+    ips = {ns: addrs_of(h, "ov6", ns) for h, ns in ((h1, "y1"), (h2, "y2"), (h3, "y3"))}
+    assert all(v4 == "" for v4, _ in ips.values())
+    y1, y2, y3 = (ips[n][1] for n in ("y1", "y2", "y3"))
+    assert json.loads(ok(h3, "network", "inspect", "ov6"))[0]["subnet6"] == subnet6
+    macs = {overlay_mac(ip) for ip in (y2, y3)}
+    assert until(lambda: macs <= cluster.fdb_macs(h1, "ov6"), 10), cluster.debug(h1)
+    assert until(lambda: all(pings((h1, "y1", y2), (h2, "y2", y3), (h3, "y3", y1))), 10)
+    gw6 = str(ipaddress.ip_network(subnet6)[1])
+    assert until(lambda: dig(h1, "y1", gw6, "y3") == [y3], 10)
+    assert dig(h3, "y3", gw6, "y2", "A") == []
+    ok(h2, "ns", "rm", "y2")
+    ok(h3, "ns", "rm", "y3")
+    for h in (h2, h3):
+        ok(h, "network", "rm", "ov6")
+    ok(h1, "ns", "rm", "y1")
+    ok(h1, "network", "rm", "ov6")
+    assert "ov6" not in ok(h1, "network", "ls")
+    assert_no_orphan_keys(cluster)
+
+
+def test_connect_ip6_claims_its_block_or_is_refused(cluster, ovds):
+    """connect --ip6 on an overlay: an address of a /120 no host holds is
+    claimed for this host by transaction; one of another host's block is
+    refused naming that host, with nothing made; one outside the
+    subnet's first /96 is refused as invalid."""
+    h1, h2, _ = cluster.hosts
+    theirs = str(ipaddress.ip_network(f"{ovds['x2'][1]}/120", strict=False)[200])
+    proc = nsnet(h1, "connect", "ovds", "s60", "--create", "--ip6", theirs)
+    assert proc.returncode == 5 and "'h2'" in proc.stderr, proc.stderr  # Conflict
+    assert not os.path.exists(ns_path(h1, "s60")) and "s60" not in ok(h1, "ns", "ls")
+    proc = nsnet(h1, "connect", "ovds", "s60", "--create", "--ip6", "fd00:10:210::1:0:5")
+    assert proc.returncode == 2 and "/96" in proc.stderr, proc.stderr  # InvalidInput
+    ok(h1, "connect", "ovds", "s61", "--create", "--ip6", "fd00:10:210::f:a")
+    assert addrs_of(h1, "ovds", "s61")[1] == "fd00:10:210::f:a"
+    assert json.loads(etcd_keys(cluster)["/nsnet/v1/blocks/ovds/fd00:10:210::f:0-120"]) == {
+        "host": "h1"}
+    assert until(lambda: pings((h2, "x2", "fd00:10:210::f:a"))[0], 10)
+    proc = nsnet(h2, "connect", "ovds", "s62", "--create", "--ip6", "fd00:10:210::f:b")
+    assert proc.returncode == 5 and "'h1'" in proc.stderr, proc.stderr
+    ok(h1, "ns", "rm", "s61")
+    assert_no_orphan_keys(cluster)
+
+
+@contextlib.contextmanager
+def v6_underlay(cluster):
+    """IPv6 on the underlay for one test: h1 and h2 get 2001:db8:5::11/12 on
+    their underlay NIC, the underlay bridge an "outside" 2001:db8:5::250
+    (no route back to any overlay); all removed after."""
+    h1, h2, _ = cluster.hosts
+    outside, v6 = "2001:db8:5::250", {h1.name: "2001:db8:5::11", h2.name: "2001:db8:5::12"}
+    u = cluster.world.u
+    for dev, run in (("ubr", u), ("eth0", h1.run), ("eth0", h2.run)):
+        run("sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=0")
+    u("ip", "addr", "add", f"{outside}/64", "dev", "ubr", "nodad")
+    try:
+        for h in (h1, h2):
+            h.run("ip", "addr", "add", f"{v6[h.name]}/64", "dev", "eth0", "nodad")
+        yield outside, v6
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            u("ip", "addr", "del", f"{outside}/64", "dev", "ubr")
+        for h in (h1, h2):
+            h.run("ip", "addr", "del", f"{v6[h.name]}/64", "dev", "eth0", check=False)
+
+
+def test_dual_stack_egress_nat6_and_published_ports_through_the_local_host(cluster, ovds):
+    """Egress over IPv6 leaves through the endpoint's own host,
+    masqueraded: an "outside" address of 2001:db8::/32 on the underlay,
+    with no route back to the overlay's v6 subnet, sees h1's underlay v6
+    address.  A port published on h2 is reached on h2's v6 underlay
+    address from h1's host namespace."""
+    h1, h2, _ = cluster.hosts
+    u = cluster.world.u
+    with v6_underlay(cluster) as (outside, v6):
+        srv = subprocess.Popen(["nsenter", f"--net={cluster.world.underlay}", sys.executable,
+                                "-I", "-c", PEER_ECHO.replace("socket.socket()",
+                                                              "socket.socket(socket.AF_INET6)"),
+                                outside], stdout=subprocess.PIPE, text=True)
+        web = None
+        try:
+            assert srv.stdout.readline().strip() == "ready"
+            assert "fd00:10:210" not in u("ip", "-6", "route").stdout  # no way back but NAT
+            got = subprocess.run(["nsenter", f"--net={ns_path(h1, 'x1')}", sys.executable,
+                                  "-I", "-c", "import socket; s = socket.create_connection("
+                                  f"('{outside}', 8443), timeout=5); "
+                                  "print(s.recv(100).decode())"],
+                                 capture_output=True, text=True, timeout=30)
+            assert got.stdout.strip() == v6[h1.name], (got.stdout, got.stderr)
+            ok(h2, "connect", "ovds", "pub6", "--create", "-p", "8086:80")
+            web = subprocess.Popen(["nsenter", f"--net={ns_path(h2, 'pub6')}", sys.executable,
+                                    "-I", "-c", SERVER.replace("socket.socket()",
+                                                               "socket.socket(socket.AF_INET6)")
+                                    .replace('("0.0.0.0", 80)', '("::", 80)'), "pub6"],
+                                   stdout=subprocess.PIPE, text=True)
+            assert web.stdout.readline().strip() == "ready"
+            got = h1.run(sys.executable, "-I", "-c",
+                         f"import socket; s = socket.create_connection(('{v6[h2.name]}', "
+                         "8086), timeout=3); print(s.recv(100).decode())", check=False)
+            assert got.stdout.strip() == "hello from pub6", (got.stdout, got.stderr)
+        finally:
+            for proc in (srv, web):
+                if proc is not None:
+                    if proc.poll() is None:
+                        proc.kill()  # by PID
+                    proc.wait()
+    ok(h2, "ns", "rm", "pub6")
+
+
+def test_internal_and_isolated_over_ipv6(cluster, ovds):
+    """--internal on a dual-stack overlay: its endpoints reach each other
+    over IPv6 across hosts and nothing outside (a normal overlay's endpoint
+    reaches the same outside address); neither network reaches the other
+    over IPv6, on one host or across."""
+    h1, h2, _ = cluster.hosts
+    ok(h1, "network", "create", "ovi6", "--driver", "overlay", "--internal", "--no-dns",
+       "--subnet", "10.211.0.0/16", "--subnet", "fd00:10:211::/64")
+    ok(h1, "connect", "ovi6", "i1", "--create")
+    ok(h2, "connect", "ovi6", "i2", "--create")  # h2 learns "internal" from the cluster
+    i1, i2 = addrs_of(h1, "ovi6", "i1")[1], addrs_of(h2, "ovi6", "i2")[1]
+    x1, x2 = ovds["x1"][1], ovds["x2"][1]
+    assert until(lambda: all(pings((h1, "i1", i2), (h2, "i2", i1))), 10)
+    with v6_underlay(cluster) as (outside, _):
+        assert until(lambda: pings((h1, "x1", outside))[0], 10)
+        assert pings((h1, "i1", outside), (h2, "i2", outside)) == [False, False]
+    assert pings((h1, "i1", x1), (h1, "i1", x2), (h2, "x2", i1), (h1, "x1", i2)) == [False] * 4
+    for h, ns in ((h1, "i1"), (h2, "i2")):
+        ok(h, "ns", "rm", ns)
+    for h in (h2, h1):
+        ok(h, "network", "rm", "ovi6")
+    assert_no_orphan_keys(cluster)
+
+
+def test_cni_dual_stack_overlay_pod_network(cluster):
+    """The CNI plugin with "driver": "overlay" and a subnet of each family
+    (ipam.ranges): each pod's result has both addresses, and the pods of
+    two nodes reach each other over IPv6."""
+    h1, h2, _ = cluster.hosts
+    ips = {}
+    for h, pod in ((h1, "pod61"), (h2, "pod62")):
+        ok(h, "ns", "add", pod)
+        e = env_of(h)
+        conf = {"cniVersion": "1.0.0", "name": "podnet6", "type": "nsnet", "driver": "overlay",
+                "ipam": {"ranges": [[{"subnet": "10.212.0.0/16"}],
+                                    [{"subnet": "fd00:10:212::/64"}]]},
+                "dns": False, "hostNetns": e["NSNET_HOST_NETNS"],
+                "stateDir": e["NSNET_STATE_DIR"], "netnsDir": e["NSNET_NETNS_DIR"],
+                "etcNetnsDir": e["NSNET_ETC_NETNS_DIR"]}
+        out = _cni_add(h, conf, f"c-{pod}", pod)
+        ips[pod] = {ipaddress.ip_interface(i["address"]).version: i["address"].split("/")[0]
+                    for i in out["ips"]}
+    assert set(ips["pod61"]) == {4, 6} and ips["pod61"][6] != ips["pod62"][6]
+    assert until(lambda: all(pings((h1, "pod61", ips["pod62"][6]),
+                                   (h2, "pod62", ips["pod61"][6]))), 10)
+    view = json.loads(ok(h1, "network", "inspect", "podnet6"))[0]["cluster"]
+    assert view["subnet6"] == "fd00:10:212::/64"
+    assert {e["ip6"] for e in view["endpoints"]} == {ips["pod61"][6], ips["pod62"][6]}

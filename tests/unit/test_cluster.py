@@ -316,3 +316,82 @@ def test_watcher_and_applier_converge_and_send_only_the_difference(store):
         "delete neighbour 10.200.0.66", "delete neighbour 10.200.0.67"])
     watcher.stop()
     assert not store.watches
+
+
+# --------------------------------------------------- IPv6 blocks (#16)
+def test_v6_blocks_are_120s_of_the_first_96_claimed_as_v4_ones(store):
+    net = alloc.create_network(store, "ov", "10.200.0.0/24", subnet6="fd00:1::/64")
+    assert alloc.get_network(store, "ov") == net
+    assert net.span(6) == ipaddress.ip_network("fd00:1::/96") and net.block6 == 120
+    b1 = alloc.claim_block(store, net, "h1", version=6)
+    b2 = alloc.claim_block(store, net, "h2", version=6)
+    assert (str(b1), str(b2)) == ("fd00:1::/120", "fd00:1::100/120")
+    assert store.get(K.block("ov", b2)).json() == {"host": "h2"}
+    assert parse_block(K.last(K.block("ov", b2))) == b2
+    a = alloc.BlockAllocator(store, net, "h1")
+    used: set = set()
+    for _ in range(3):
+        used.add(a.allocate(used, 6))
+    used.add(a.allocate(used))  # IPv4 from a v4 block of its own
+    assert sorted(map(str, used)) == ["10.200.0.2", "fd00:1::2", "fd00:1::3", "fd00:1::4"]
+    assert alloc.release_host_blocks(store, "ov", "h1") == 2  # both families
+    assert alloc.host_blocks(store, net, "h1") == []
+
+
+def test_small_v6_subnets_and_v6_overlaps(store):
+    small = alloc.create_network(store, "s", None, subnet6="fd00:2::/112")
+    assert small.subnet is None and small.span(6) == ipaddress.ip_network("fd00:2::/112")
+    with pytest.raises(Conflict, match="overlaps"):
+        alloc.create_network(store, "t", "10.9.0.0/24", subnet6="fd00:2::/64")
+    for bad in ("fd00:3::/124", "10.0.0.0/24", "nonsense"):
+        with pytest.raises(InvalidInput):
+            alloc.create_network(store, "u", None, subnet6=bad)
+    with pytest.raises(InvalidInput):
+        alloc.create_network(store, "u", None)
+
+
+def test_network_records_without_v6_read_as_before(store):
+    from nsnet.cluster.store import KV
+
+    old = KV(K.network("ov"), b'{"block": 26, "subnet": "10.200.0.0/16", "vni": 4096}', 1, 1)
+    net = alloc.OverlayNetwork.from_kv("ov", old)
+    assert net.subnet6 is None and net.subnets == (ipaddress.ip_network("10.200.0.0/16"),)
+    assert b"subnet6" not in net.record()  # an IPv4-only network's record is unchanged
+
+
+def test_endpoint_records_carry_both_families_and_old_ones_parse():
+    from nsnet.cluster.store import KV
+
+    r = EndpointRecord("ov", "h2", "b", "10.200.0.66", "02:42:0a:c8:00:42", "198.51.100.12",
+                       ("b",), "fd00:1::102")
+    kv = KV(K.endpoint("ov", "h2", "b"), r.value(), 1, 1)
+    assert EndpointRecord.from_kv(K, kv) == r
+    old = KV(K.endpoint("ov", "h2", "b"), b'{"host": "h2", "ip": "10.200.0.66", '
+             b'"mac": "02:42:0a:c8:00:42", "vtep": "198.51.100.12"}', 1, 1)
+    assert EndpointRecord.from_kv(K, old).ip6 == ""
+    only6 = EndpointRecord("ov", "h3", "c", "", "02:42:00:00:02:02", "198.51.100.13",
+                           ip6="fd00:1::202")
+    d = desired_entries([r, only6], "h1")
+    assert d.neigh == {("10.200.0.66", "02:42:0a:c8:00:42"),
+                       ("fd00:1::102", "02:42:0a:c8:00:42"),
+                       ("fd00:1::202", "02:42:00:00:02:02")}
+    assert d.fdb == {("02:42:0a:c8:00:42", "198.51.100.12"),
+                     ("02:42:00:00:02:02", "198.51.100.13")}
+    registry.publish(MemoryStore(), only6, 0)  # valid without an IPv4 address
+    with pytest.raises(InvalidInput):
+        registry.publish(MemoryStore(), EndpointRecord("ov", "h3", "c", "", "02:42:00:00:02:02",
+                                                       "198.51.100.13"), 0)
+
+
+def test_the_allocator_resumes_where_it_stopped_but_finds_a_freed_address(store):
+    """Each allocation starts where the last one ended (a connect of N
+    endpoints is not N scans from the block's start), yet an address freed
+    behind that point is handed out before a new block is claimed."""
+    net = alloc.create_network(store, "ov", "10.200.0.0/24", block=28)
+    a = alloc.BlockAllocator(store, net, "h1")
+    used: set = set()
+    for _ in range(14):  # 10.200.0.2-15: the first /28 full
+        used.add(a.allocate(used))
+    used.discard(ipaddress.ip_address("10.200.0.5"))
+    assert a.allocate(used) == ipaddress.ip_address("10.200.0.5")
+    assert a.blocks == [ipaddress.ip_network("10.200.0.0/28")]

@@ -151,3 +151,85 @@ def test_a_host_leaving_a_network_in_use_gives_its_blocks_back():
     assert [str(b) for b in alloc.host_blocks(store, on, "h2")] == ["10.200.0.128/26"]
     blocks, _ = store.get_prefix("/nsnet/v1/blocks/ov/")
     assert [kv.json()["host"] for kv in blocks] == ["h2"]
+
+
+# ------------------------------------------------------------- IPv6 (#16)
+def test_ipv6_macs_are_the_low_32_bits_and_distinct_in_a_96():
+    assert overlay_mac("fd00:10:210::a:c8:0:42") == "02:42:00:00:00:42"
+    assert overlay_mac("fd00::0a00:0102") == overlay_mac("10.0.1.2")  # same rule, 4 bytes
+    span = ipaddress.ip_network("fd00:1::/96")
+    sample = [span[i * 7919] for i in range(2000)]  # across many /120 blocks
+    assert len({overlay_mac(str(ip)) for ip in sample}) == 2000
+
+
+def _eps6(n: int) -> list[Endpoint]:
+    return [Endpoint(f"e{i}", "ov", f"ns{i}", "eth0", f"v{i}", "", "02:00:00:00:00:01", "",
+                     True, 0.0, address6="fd00:1::9/64", gateway6="fd00:1::1")
+            for i in range(n)]
+
+
+def test_dual_stack_assign_takes_both_families_from_the_hosts_blocks():
+    store = MemoryStore()
+    alloc.create_network(store, "ov", "10.200.0.0/16", subnet6="fd00:1::/64")
+    net = plan_network(NetworkSpec("ov", "10.200.0.0/16", subnet6="fd00:1::/64",
+                                   driver="overlay"))
+    a = _driver(store, "h1", set()).assign(net, _eps(300), None, None)
+    b = _driver(store, "h2", set()).assign(net, _eps(3), None, None)
+    ips6 = [ipaddress.ip_address(e.ip6) for e in a + b]
+    assert len(set(ips6)) == 303 and len({e.ip for e in a + b}) == 303
+    assert ipaddress.ip_address("fd00:1::") not in ips6  # subnet-router anycast
+    assert ipaddress.ip_address("fd00:1::1") not in ips6  # the gateway
+    assert all(ip in ipaddress.ip_network("fd00:1::/96") for ip in ips6)
+    blocks6 = {str(ipaddress.ip_network(f"{ip}/120", strict=False)) for ip in ips6}
+    assert blocks6 == {"fd00:1::/120", "fd00:1::100/120", "fd00:1::200/120"}  # h1 2, h2 1
+    assert all(e.mac == overlay_mac(e.ip) and e.address6.endswith("/64") for e in a + b)
+    on = alloc.get_network(store, "ov")
+    assert [str(x) for x in alloc.host_blocks(store, on, "h2")] == ["10.200.1.64/26",
+                                                                     "fd00:1::200/120"]
+
+
+def test_ipv6_only_assign_makes_macs_of_the_v6_address():
+    store = MemoryStore()
+    alloc.create_network(store, "ov", None, subnet6="fd00:1::/64")
+    net = plan_network(NetworkSpec("ov", None, ipv4=False, subnet6="fd00:1::/64",
+                                   driver="overlay"))
+    eps = _driver(store, "h1", set()).assign(net, _eps6(3), None, None)
+    assert [e.ip6 for e in eps] == ["fd00:1::2", "fd00:1::3", "fd00:1::4"]
+    assert all(e.address == "" and e.mac == overlay_mac(e.ip6) for e in eps)
+
+
+def test_a_static_ipv6_address_claims_its_block_or_is_refused():
+    store = MemoryStore()
+    alloc.create_network(store, "ov", "10.200.0.0/16", subnet6="fd00:1::/64")
+    net = plan_network(NetworkSpec("ov", "10.200.0.0/16", subnet6="fd00:1::/64",
+                                   driver="overlay"))
+    (ep,) = _driver(store, "h1", set()).assign(net, _eps(1), None, None, "fd00:1::7:9")
+    assert ep.ip6 == "fd00:1::7:9"
+    on = alloc.get_network(store, "ov")
+    assert "fd00:1::7:0/120" in {str(b) for b in alloc.host_blocks(store, on, "h1")}
+    with pytest.raises(Conflict, match="'h1'"):
+        _driver(store, "h2", set()).assign(net, _eps(1), None, None, "fd00:1::7:a")
+    with pytest.raises(AlreadyExists, match="--ip6"):
+        _driver(store, "h1", {"fd00:1::7:9"}).assign(net, _eps(1), None, None, "fd00:1::7:9")
+    for bad in ("fd00:1::", "fd00:1::1", "fd00:1::1:0:0:5", "fd00:2::5"):  # /96 only
+        with pytest.raises(InvalidInput):
+            _driver(store, "h2", set()).assign(net, _eps(1), None, None, bad)
+
+
+def test_prepare_refuses_what_overlays_cannot_keep():
+    """A gateway other than the subnet's first address (every host's bridge
+    holds the gateway, and the cluster keeps only that one out of the
+    blocks), an IPv6 --ip-range, and routed IPv6 are refused before the
+    kernel is asked anything."""
+    driver = _driver(MemoryStore(), "h1", set())
+    for spec, why in (
+            (NetworkSpec("ov", "10.200.0.0/16", gateway="10.200.0.254", driver="overlay"),
+             "--gateway"),
+            (NetworkSpec("ov", "10.200.0.0/16", subnet6="fd00:1::/64",
+                         gateway6="fd00:1::fe", driver="overlay"), "--gateway"),
+            (NetworkSpec("ov", None, ipv4=False, subnet6="fd00:1::/64",
+                         ip_range6="fd00:1::/80", driver="overlay"), "--ip-range"),
+            (NetworkSpec("ov", "10.200.0.0/16", subnet6="fd00:1::/64", ipv6_mode="routed",
+                         driver="overlay"), "--ipv6-mode")):
+        with pytest.raises(InvalidInput, match=why):
+            driver.prepare(plan_network(spec))

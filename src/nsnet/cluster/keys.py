@@ -9,16 +9,20 @@ root = a different cluster on the same etcd)::
   alive/<host>                   {"advertise": IP}
       on the host's liveness lease (TTL): gone when the host stops renewing
       (dead, cut off) -- liveness is "this key exists".
-  networks/<net>                 {"vni": N, "subnet": CIDR, "block": 26}
+  networks/<net>                 {"vni": N, "subnet": CIDR, "block": 26,
+                                  "subnet6": CIDR, "block6": 120}
       one overlay network, cluster-wide; created by transaction together
-      with vni/<N> (so neither name nor VNI is ever taken twice).
+      with vni/<N> (so neither name nor VNI is ever taken twice).  "subnet"
+      is "" on an IPv6-only network; "subnet6"/"block6" only on one with IPv6.
   vni/<N as 8 digits>            <net>         the VNI -> network index
   vni-next                       <N>           where the next VNI search starts
   blocks/<net>/<addr>-<len>      {"host": H}   an address block's affinity
+      (either family: 10.200.0.64-26, fd00:1::100-120)
   hostblocks/<host>/<net>/<addr>-<len>  ""     the same, indexed by host
       A host claims a block by transaction (the block key must be absent)
       and hands out addresses inside it locally, with no etcd round trip.
-  endpoints/<net>/<host>/<ep>    {"ip", "mac", "vtep", "host"}
+  endpoints/<net>/<host>/<ep>    {"ip", "ip6", "mac", "vtep", "host", "names"}
+      ("ip" is "" on an IPv6-only network, "ip6" absent without IPv6)
       on the host's liveness lease: a dead host's endpoints vanish on their
       own within the TTL and every other host removes their FDB/neighbour
       entries; the host republishes them when it comes back (reconcile).

@@ -1,10 +1,13 @@
 """The endpoint registry and its convergence into FDB/neighbour entries.
 
 Each host publishes one record per endpoint it holds on an overlay network
-(``endpoints/<net>/<host>/<ep>`` = IP, MAC, the host's VTEP), on its
-liveness lease.  Every host with that network watches the prefix and keeps
-its VXLAN device's static FDB entries (MAC -> VTEP) and permanent neighbour
-entries (IP -> MAC) equal to the records of the *other* hosts.
+(``endpoints/<net>/<host>/<ep>`` = IP, IPv6 address, MAC, the host's VTEP),
+on its liveness lease.  Every host with that network watches the prefix and
+keeps its VXLAN device's static FDB entries (MAC -> VTEP) and permanent
+neighbour entries (IP -> MAC, of each family the endpoint has: the device's
+``proxy`` flag answers ARP and NDP from them) equal to the records of the
+*other* hosts.  A record without "ip6" (IPv4-only, or written before #16)
+reads as before; an IPv6-only endpoint's has "ip": "".
 
 Split as the rest of nsnet: :func:`desired_entries` is a pure function of
 the records; :class:`VxlanApplier` diffs desired against what it programmed
@@ -35,27 +38,41 @@ class EndpointRecord:
     mac: str
     vtep: str
     names: tuple[str, ...] = ()  # DNS names (namespace, aliases): other hosts' DNS serves them
+    ip6: str = ""  # its IPv6 address (#16), "" if it has none
+
+    @property
+    def ips(self) -> tuple[str, ...]:
+        """Its addresses, IPv4 first."""
+        return tuple(a for a in (self.ip, self.ip6) if a)
 
     def value(self) -> bytes:
-        d = {"ip": self.ip, "mac": self.mac, "vtep": self.vtep, "host": self.host}
+        d: dict[str, object] = {"ip": self.ip, "mac": self.mac, "vtep": self.vtep,
+                                "host": self.host}
         if self.names:
             d["names"] = list(self.names)
+        if self.ip6:
+            d["ip6"] = self.ip6
         return json.dumps(d, sort_keys=True).encode()
 
     @classmethod
     def from_kv(cls, keys: Keys, kv: KV) -> EndpointRecord:
         net, host, name = kv.key[len(keys.root) + len("endpoints/"):].split("/")
         d = json.loads(kv.value)
-        return cls(net, host, name, d["ip"], d["mac"], d["vtep"],
-                   tuple(str(n) for n in d.get("names", ())))
+        return cls(net, host, name, d.get("ip", ""), d["mac"], d["vtep"],
+                   tuple(str(n) for n in d.get("names", ())), d.get("ip6", ""))
 
 
 def _check_record(rec: EndpointRecord) -> None:
     for kind, value in (("network", rec.network), ("host", rec.host), ("endpoint", rec.name)):
         check_name(kind, value)
+    if not rec.ip and not rec.ip6:
+        raise InvalidInput(f"endpoint {rec.name}: no address")
     try:
-        ipaddress.IPv4Address(rec.ip)
-        ipaddress.IPv4Address(rec.vtep)
+        if rec.ip:
+            ipaddress.IPv4Address(rec.ip)
+        if rec.ip6:
+            ipaddress.IPv6Address(rec.ip6)
+        ipaddress.IPv4Address(rec.vtep)  # the underlay is IPv4
     except ValueError as exc:
         raise InvalidInput(f"endpoint {rec.name}: {exc}") from None
     parts = rec.mac.split(":")
@@ -92,13 +109,13 @@ def withdraw(store: Store, network: str, host: str, name: str,
 @dataclass(frozen=True)
 class Desired:
     fdb: frozenset[tuple[str, str]]  # (mac, vtep)
-    neigh: frozenset[tuple[str, str]]  # (ip, mac)
+    neigh: frozenset[tuple[str, str]]  # (ip, mac), IPv4 and IPv6 alike
 
 
 def desired_entries(records: Iterable[EndpointRecord], local_host: str,
                     local_vtep: str = "") -> Desired:
     """What the VXLAN device of ``local_host`` must hold: an FDB entry and
-    a neighbour entry per endpoint of another host.  Records pointing at
+    a neighbour entry per address of an endpoint of another host.  Records pointing at
     our own VTEP are skipped too (a stale name for this very host).  If two
     records claim one IP or one MAC (a transient during a move), the one of
     the host name sorted first wins, so every host decides alike."""
@@ -108,7 +125,8 @@ def desired_entries(records: Iterable[EndpointRecord], local_host: str,
         if rec.host == local_host or (local_vtep and rec.vtep == local_vtep):
             continue
         fdb.setdefault(rec.mac, rec.vtep)
-        neigh.setdefault(rec.ip, rec.mac)
+        for ip in rec.ips:
+            neigh.setdefault(ip, rec.mac)
     return Desired(frozenset(fdb.items()), frozenset(neigh.items()))
 
 

@@ -373,9 +373,13 @@ class Engine:
         net = plan_network(spec) if not wants_ula(spec) else None
         with self.exclusive():
             if net is None:  # --ipv6 without a subnet: the host's ULA pool picks one
+                taken6 = self.nets.taken6()
+                if spec.driver == "overlay":  # the cluster's v6 subnet, or none of its (#16)
+                    spec = self.overlay.with_cluster_subnet6(spec)
+                    taken6 = [*taken6, *self.overlay.taken6()]
                 with self.store.transaction():
                     gid = self.store.ula_global_id()
-                net = plan_network(spec, ula_global_id=gid, taken6=self.nets.taken6())
+                net = plan_network(spec, ula_global_id=gid, taken6=taken6)
             net = self.nets.prepare(net)
             self.nets.validate(net)
             driver = self.nets.driver(net)
@@ -483,8 +487,9 @@ class Engine:
             self.published.check_publishable(net, opts.ports, opts.force_ports)
             plan = self.endpoints.plan(net, names, opts)
             if net.driver == "overlay":  # addresses from this host's blocks (#17)
-                plan.endpoints = self.overlay.assign(net, plan.endpoints, opts.ip, opts.mac)
-                plan.ports = [dataclasses.replace(p, ip=e.ip) for p in plan.ports
+                plan.endpoints = self.overlay.assign(net, plan.endpoints, opts.ip, opts.mac,
+                                                     opts.ip6)
+                plan.ports = [dataclasses.replace(p, ip=e.ip, ip6=e.ip6) for p in plan.ports
                               for e in plan.endpoints if e.id == p.endpoint]
             intent = ConnectIntent(
                 tuple(EndpointRef(e.id, e.host_ifname, e.netns) for e in plan.endpoints),
@@ -531,7 +536,8 @@ class Engine:
 
     def overlay_networks(self) -> list[dict]:
         """The cluster's overlay networks (empty when this host joined none)."""
-        return [{"name": n.name, "vni": n.vni, "subnet": str(n.subnet),
+        return [{"name": n.name, "vni": n.vni,
+                 "subnet": ",".join(str(s) for s in n.subnets),  # both families (#16)
                  "endpoints": len(self.overlay.records(n.name))}
                 for n in self.overlay.cluster_networks()]
 

@@ -267,9 +267,6 @@ def plan_network(spec: NetworkSpec, net_id: str | None = None,
     servers = tuple(str(parse_ip(ip, "--dns server")) for ip in spec.dns_servers)
     if spec.driver not in DRIVERS:
         raise InvalidInput(f"--driver {spec.driver!r}: one of {', '.join(DRIVERS)}")
-    if spec.driver == "overlay" and pool6 is not None:
-        raise InvalidInput("IPv6 on overlay networks is not supported yet: give the overlay "
-                           "an IPv4 --subnet only")
     net_id = net_id or uuid.uuid4().hex
     bridge = validate_ifname(spec.bridge or f"br-{net_id[:12]}", "bridge name")
     pools = [p for p in (pool, pool6) if p]

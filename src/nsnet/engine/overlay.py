@@ -33,6 +33,20 @@ host's FDB entry never points at two VTEPs.
 
 Each host's bridge holds the network's gateway address (a distributed
 gateway, as Calico's): an endpoint's traffic leaves through its own host.
+
+IPv6 (#16): dual-stack and IPv6-only overlays are what bridge networks of
+those kinds are (the bridge driver makes the v6 gateway, sysctls and
+firewall rules: NAT or routed egress, isolation, --internal), with the v6
+subnet the cluster's: ``--ipv6`` without a subnet takes the cluster's when
+the network exists there, else picks a /64 of this host's unique-local
+pool avoiding every overlay's of the cluster, and the record made in etcd
+then fixes it for every host.  Addresses come from v6 blocks of the
+cluster (:mod:`nsnet.cluster.alloc`: /120s of the subnet's first /96);
+an IPv6-only endpoint's MAC is 02:42 + the low 32 bits of its address,
+unique in the network because of that /96.  The records carry both
+addresses and every host programs a neighbour entry per address; the
+VXLAN device's ``proxy`` answers NDP from them as it does ARP.  The
+underlay stays IPv4 (the VTEPs, etcd, the advertised address).
 """
 
 from __future__ import annotations
@@ -69,8 +83,10 @@ def vxlan_name(net: Network | str) -> str:
 
 
 def overlay_mac(ip: str) -> str:
-    """02:42 + the IPv4 address (pure): unique wherever the address is."""
-    return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+    """02:42 + the IPv4 address, or + the low 32 bits of an IPv6 address
+    (pure): unique wherever the address is (IPv6: the cluster hands out v6
+    addresses differing in their low 32 bits, see nsnet.cluster.alloc)."""
+    return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.ip_address(ip).packed[-4:])
 
 
 class _Cluster:
@@ -169,10 +185,29 @@ class OverlayDriver:
         except NotFound:
             return None
         opts = dict(on.options)
-        return NetworkSpec(name, str(on.subnet), masquerade=bool(opts.get("masquerade", True)),
+        return NetworkSpec(name, str(on.subnet) if on.subnet else None,
+                           masquerade=bool(opts.get("masquerade", True)),
                            internal=bool(opts.get("internal", False)),
                            icc=bool(opts.get("icc", True)), dns=bool(opts.get("dns", True)),
-                           driver="overlay")
+                           driver="overlay", ipv6=on.subnet6 is not None,
+                           subnet6=str(on.subnet6) if on.subnet6 else None,
+                           ipv4=on.subnet is not None)
+
+    def with_cluster_subnet6(self, spec: NetworkSpec) -> NetworkSpec:
+        """``--ipv6`` without a v6 subnet on an overlay: the cluster's v6
+        subnet when the cluster has the network (this host joins it with
+        the same subnets), else the spec unchanged (the ULA pool picks)."""
+        if not self.cluster.joined():
+            return spec
+        try:
+            on = self.cluster_network(spec.name)
+        except NotFound:
+            return spec
+        return dataclasses.replace(spec, subnet6=str(on.subnet6)) if on.subnet6 else spec
+
+    def taken6(self) -> list[str]:
+        """The cluster's overlays' v6 subnets (a ULA pick avoids them)."""
+        return [str(n.subnet6) for n in self.cluster_networks() if n.subnet6]
 
     def records(self, name: str) -> list:
         """Every endpoint record of network ``name`` (all hosts)."""
@@ -197,11 +232,12 @@ class OverlayDriver:
         """The cluster-wide view of one overlay network: VNI, and which host
         holds which endpoint."""
         on = self.cluster_network(name)
-        recs = sorted(self.records(name), key=lambda r: (r.host, r.ip))
-        return {"vni": on.vni, "subnet": str(on.subnet), "block": on.block,
+        recs = sorted(self.records(name), key=lambda r: (r.host, r.ips))
+        v6 = {"subnet6": str(on.subnet6), "block6": on.block6} if on.subnet6 else {}
+        return {"vni": on.vni, "subnet": str(on.subnet or ""), "block": on.block, **v6,
                 "store": self.cluster.store.name, "host": self.cluster.config.host,
-                "endpoints": [{"host": r.host, "endpoint": r.name, "ip": r.ip, "mac": r.mac,
-                               "vtep": r.vtep} for r in recs]}
+                "endpoints": [{"host": r.host, "endpoint": r.name, "ip": r.ip, "ip6": r.ip6,
+                               "mac": r.mac, "vtep": r.vtep} for r in recs]}
 
     def locate(self, net: Network, ip: str) -> dict:
         """Where the cluster puts ``ip`` of overlay ``net`` (doctor): the
@@ -213,11 +249,13 @@ class OverlayDriver:
         cfg = self.cluster.config
         keys = Keys(cfg.root)
         on = self.cluster_network(net.name)
-        block = ipaddress.ip_network(f"{ip}/{on.block}", strict=False)
+        addr = ipaddress.ip_address(ip)
+        block = ipaddress.ip_network(f"{addr}/{on.block_of(addr.version)}", strict=False)
         owner = self.cluster.store.get(keys.block(net.name, block))
         host = owner.json()["host"] if owner else ""
         alive = bool(host) and self.cluster.store.get(keys.alive(host)) is not None
-        record = next((r for r in self.records(net.name) if r.ip == ip), None)
+        record = next((r for r in self.records(net.name)
+                       if str(addr) in {str(ipaddress.ip_address(a)) for a in r.ips}), None)
         link = self.ctx.rtnl.find_link(vxlan_name(net))
         fdb = bool(record and link and any(
             e.mac == record.mac and e.dst == record.vtep
@@ -232,11 +270,21 @@ class OverlayDriver:
         device holding the advertised address (minus VXLAN's 50 bytes)."""
         from ..kernel.vxlan import overlay_mtu
 
-        if net.has_ipv6:
-            raise InvalidInput("overlay networks are IPv4 only (for now)")
-        if net.aux_addresses or net.ip_range != net.subnet:
+        if net.aux_addresses or net.ip_range != net.subnet or net.ip_range6 != net.subnet6:
             raise InvalidInput("--aux-address and --ip-range do not apply to overlay networks "
                                "(addresses come from the cluster's blocks)")
+        if net.ipv6_mode != "nat":
+            # inbound to an endpoint's own address could enter through any
+            # host (each holds the gateway) and its reply leave through
+            # another: not made, nor tested, for overlays
+            raise InvalidInput(f"--ipv6-mode {net.ipv6_mode} does not apply to overlay "
+                               "networks (IPv6 egress is NAT through the local host)")
+        for subnet, gateway in ((net.subnet, net.gateway), (net.subnet6, net.gateway6)):
+            # every host's bridge holds the gateway: the cluster keeps the
+            # subnet's first address out of every block for it
+            if subnet and ipaddress.ip_address(gateway) != ipaddress.ip_network(subnet)[1]:
+                raise InvalidInput(f"--gateway {gateway}: an overlay's gateway is its "
+                                   f"subnet's first address ({ipaddress.ip_network(subnet)[1]})")
         mtu = overlay_mtu(self._underlay().mtu)
         if net.mtu != 1500 and net.mtu > mtu:  # 1500: the default, not a user's choice
             raise InvalidInput(f"--mtu {net.mtu}: an overlay on this underlay carries at "
@@ -262,9 +310,11 @@ class OverlayDriver:
             on = self.cluster_network(net.name)
         except NotFound:
             return
-        if str(on.subnet) != net.subnet:  # same subnet: this host joins the network
+        theirs = tuple(str(s) if s else "" for s in (on.subnet, on.subnet6))
+        if theirs != (net.subnet, net.subnet6):  # same subnets: this host joins the network
             raise AlreadyExists(f"overlay network {net.name!r} exists in cluster "
-                                f"{self.cluster.store.name} with subnet {on.subnet}")
+                                f"{self.cluster.store.name} with subnet "
+                                f"{' and '.join(s for s in theirs if s)}")
 
     def setup(self, net: Network) -> None:
         """The cluster's network (made here if new: a VNI by transaction,
@@ -278,8 +328,9 @@ class OverlayDriver:
             on = self.cluster_network(net.name)
         except NotFound:
             opts = {o: getattr(net, o) for o in OPTIONS}
-            on = alloc.create_network(self.cluster.store, net.name, net.subnet, options=opts,
-                                      creator=net.id)
+            on = alloc.create_network(self.cluster.store, net.name, net.subnet or None,
+                                      options=opts, creator=net.id,
+                                      subnet6=net.subnet6 or None)
         crashpoint("overlay:cluster-network")
         self.bridge.setup(net)
         self._make_vxlan(net, on.vni)
@@ -308,8 +359,17 @@ class OverlayDriver:
                              self._underlay().index, mtu=net.mtu, master=br)
             rt.run([req_new_vxlan(spec)])
             index = rt.link(vxlan_name(net)).index
+            self._ipv6_on_vxlan(net)  # while down: no link-local address is ever made
             rt.run([k.req_set_link(index=index, up=True, alias=bridge_alias(net.id))])
         return index
+
+    def _ipv6_on_vxlan(self, net: Network) -> None:
+        """IPv6 networks: the VXLAN device holds the remote endpoints' v6
+        neighbour entries (the kernel refuses them while IPv6 is disabled on
+        it, and ``proxy`` answers NDP from them), quiet as a bridge port: no
+        link-local address, no RA, no DAD."""
+        if net.has_ipv6:
+            k.write_sysctls(self.ctx.host, k.ipv6_interface_sysctls(vxlan_name(net)))
 
     def teardown(self, net_id: str, device: str, unmarked_too: bool = False) -> None:
         """The VXLAN device (marked as the bridge is), the bridge; and the
@@ -357,8 +417,10 @@ class OverlayDriver:
         link = self.ctx.rtnl.find_link(vxlan_name(net))
         if link is None:
             self._make_vxlan(net, on.vni)
-        elif not link.up:
-            self.ctx.rtnl.run([k.req_set_link(index=link.index, up=True)])
+        else:
+            self._ipv6_on_vxlan(net)  # (its sysctls may have been reset by hand)
+            if not link.up:
+                self.ctx.rtnl.run([k.req_set_link(index=link.index, up=True)])
         self.republish(net)
         self.sync(net)
 
@@ -408,12 +470,14 @@ class OverlayDriver:
 
     # --------------------------------------------------------- endpoints
     def assign(self, net: Network, eps: list[Endpoint], static_ip: str | None,
-               static_mac: str | None) -> list[Endpoint]:
-        """The endpoints with addresses from this host's blocks (claiming a
-        block by transaction when they are full) and MACs from the addresses.
-        A static ``--ip`` (one endpoint) must lie in a block this host holds
-        or claims now by transaction; another host's block refuses it."""
-        from ..cluster.alloc import BlockAllocator, claim_address
+               static_mac: str | None, static_ip6: str | None = None) -> list[Endpoint]:
+        """The endpoints with addresses of each family the network has, from
+        this host's blocks (claiming a block by transaction when they are
+        full), and MACs from the addresses (the IPv4 one if there is one).
+        A static ``--ip``/``--ip6`` (one endpoint) must lie in a block this
+        host holds or claims now by transaction; another host's block
+        refuses it."""
+        from ..cluster.alloc import BlockAllocator
 
         if static_mac:
             raise InvalidInput("--mac does not apply to overlay networks (an endpoint's MAC "
@@ -421,27 +485,41 @@ class OverlayDriver:
         cfg = self.cluster.config
         on = self.cluster_network(net.name)
         allocator = BlockAllocator(self.cluster.store, on, cfg.host)
-        used = {ipaddress.IPv4Address(ip) for ip in self.ctx.store.used_addresses(net.id)}
+        used = {ipaddress.ip_address(ip) for ip in self.ctx.store.used_addresses(net.id)}
         out = []
         for ep in eps:
-            if static_ip:
-                ip = ipaddress.IPv4Address(static_ip)
-                if ip in used:
-                    raise AlreadyExists(f"--ip {ip} is in use on network {net.name!r}")
-                claim_address(self.cluster.store, on, cfg.host, ip)
-            else:
-                ip = allocator.allocate(used)
-            used.add(ip)
-            out.append(dataclasses.replace(ep, address=f"{ip}/{net.prefixlen}",
-                                           mac=overlay_mac(str(ip))))
+            ip = self._address(net, on, allocator, used, 4, static_ip) if net.has_ipv4 else None
+            ip6 = (self._address(net, on, allocator, used, 6, static_ip6) if net.has_ipv6
+                   else None)
+            out.append(dataclasses.replace(
+                ep, address=f"{ip}/{net.prefixlen}" if ip else "",
+                address6=f"{ip6}/{net.prefixlen6}" if ip6 else "",
+                mac=overlay_mac(str(ip if ip is not None else ip6))))
         return out
+
+    def _address(self, net: Network, on, allocator, used: set, version: int,
+                 static: str | None):
+        """One address of family ``version``: the static one, claimed, or
+        the next of this host's blocks; noted in ``used``."""
+        from ..cluster.alloc import claim_address
+
+        if static:
+            ip = ipaddress.ip_address(static)
+            if ip in used:
+                flag = "--ip" if version == 4 else "--ip6"
+                raise AlreadyExists(f"{flag} {ip} is in use on network {net.name!r}")
+            claim_address(self.cluster.store, on, self.cluster.config.host, ip)
+        else:
+            ip = allocator.allocate(used, version)
+        used.add(ip)
+        return ip
 
     def _record(self, net: Network, ep: Endpoint):
         from ..cluster.registry import EndpointRecord
 
         cfg = self.cluster.config
         return EndpointRecord(net.name, cfg.host, ep.id, ep.ip, ep.mac, cfg.advertise,
-                              (ep.netns, *ep.aliases) if net.dns else ())
+                              (ep.netns, *ep.aliases) if net.dns else (), ep.ip6)
 
     def publish(self, net: Network, eps: list[Endpoint]) -> None:
         """The endpoints' records, on the host's liveness lease (renewed or
@@ -538,7 +616,7 @@ class OverlayDriver:
         """The other hosts' endpoint names of ``net`` into the local state,
         where the embedded DNS reads them; True if they changed."""
         host = self.cluster.config.host
-        names = {(n, r.ip) for r in records if r.host != host for n in r.names}
+        names = {(n, ip) for r in records if r.host != host for n in r.names for ip in r.ips}
         if not net.dns or names == self.ctx.store.remote_names(net.id):
             return False
         with self.ctx.store.transaction():

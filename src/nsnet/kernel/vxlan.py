@@ -9,9 +9,10 @@ remote endpoint gets
 * a static FDB entry on the VXLAN device (``bridge fdb append MAC dev VX
   dst VTEP self permanent``): frames to MAC are encapsulated to VTEP only;
 * a permanent neighbour entry on the VXLAN device (``ip neigh replace IP
-  lladdr MAC dev VX nud permanent``): with ``proxy`` the device answers an
-  endpoint's ARP request from this table itself, so the broadcast never
-  leaves the host.
+  lladdr MAC dev VX nud permanent``), one per address family the endpoint
+  has: with ``proxy`` the device answers an endpoint's ARP request, and
+  its IPv6 neighbour solicitation (the kernel's ``neigh_reduce``), from
+  this table itself, so neither leaves the host.
 
 No all-zero-MAC (BUM) FDB entry is made: with every remote endpoint known
 from the registry there is no unknown unicast to flood, and without that
@@ -171,9 +172,12 @@ def fdb_entries(rt: nl.Netlink, index: int) -> set[FdbEntry]:
 
 
 def permanent_neighbours(rt: nl.Netlink, index: int) -> set[tuple[str, str]]:
-    """(IP, MAC) of the permanent IPv4 neighbour entries on device ``index``."""
+    """(IP, MAC) of the permanent neighbour entries, IPv4 and IPv6, on
+    device ``index`` (one dump per family: AF_UNSPEC would add the bridge's
+    FDB dump to it)."""
     out = set()
-    for r in rt.dump(nl.RTM_GETNEIGH, nl.NDMSG.pack(socket.AF_INET, index, 0, 0, 0)):
+    for r in [*rt.dump(nl.RTM_GETNEIGH, nl.NDMSG.pack(socket.AF_INET, index, 0, 0, 0)),
+              *rt.dump(nl.RTM_GETNEIGH, nl.NDMSG.pack(socket.AF_INET6, index, 0, 0, 0))]:
         if r.msg_type != nl.RTM_NEWNEIGH:
             continue
         _fam, ifindex, state, _flags, _type = nl.NDMSG.unpack_from(r.body)
