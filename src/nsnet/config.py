@@ -55,12 +55,16 @@ def check_env_settings(env: Mapping[str, str] | None = None) -> None:
                            "nor a crash point's LABEL (e.g. NSNET_CRASH_AT=3 or "
                            "NSNET_CRASH_AT=delete:committed)")
     env_seconds("NSNET_LOCK_TIMEOUT", 120.0, env=env)
+    env_seconds("NSNET_STORE_TIMEOUT", DEFAULT_STORE_TIMEOUT, env=env)
 
 
 DEFAULT_STATE_DIR = "/var/lib/nsnet"
 DEFAULT_NETNS_DIR = "/run/netns"  # where `ip netns` keeps its bind mounts
 DEFAULT_ETC_NETNS_DIR = "/etc/netns"  # where `ip netns exec` finds per-namespace files
 DEFAULT_LOCK_TIMEOUT = 120.0
+# seconds per cluster store request and member (#17): how long a store
+# without quorum is waited for before an overlay command is refused
+DEFAULT_STORE_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class Config:
     netns_dir: str = DEFAULT_NETNS_DIR
     etc_netns_dir: str = DEFAULT_ETC_NETNS_DIR
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    store_timeout: float = DEFAULT_STORE_TIMEOUT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -86,7 +91,9 @@ class Config:
                    state_dir=env.get("NSNET_STATE_DIR") or DEFAULT_STATE_DIR,
                    netns_dir=env.get("NSNET_NETNS_DIR") or DEFAULT_NETNS_DIR,
                    etc_netns_dir=env.get("NSNET_ETC_NETNS_DIR") or DEFAULT_ETC_NETNS_DIR,
-                   lock_timeout=env_seconds("NSNET_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT, env=env))
+                   lock_timeout=env_seconds("NSNET_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT, env=env),
+                   store_timeout=env_seconds("NSNET_STORE_TIMEOUT", DEFAULT_STORE_TIMEOUT,
+                                             env=env))
 
     def override(self, **values: object) -> Config:
         """This configuration with every value that is not None replaced."""

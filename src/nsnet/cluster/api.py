@@ -39,12 +39,14 @@ def _netns_path(host_netns: str | None, netns_dir: str) -> str | None:
 
 def _open(config: ClusterConfig, host_netns: str | None, netns_dir: str,
           timeout: float | None = None) -> Store:
-    """A store client; ``NSNET_STORE_TIMEOUT`` (seconds per request and
-    member, default 5) bounds how long a store without quorum is waited for."""
+    """A store client; ``timeout`` (seconds per request and member; None:
+    the configuration's, ``NSNET_STORE_TIMEOUT``, default 5) bounds how long
+    a store without quorum is waited for."""
+    from ..config import Config
     from .store import EtcdStore
 
     if timeout is None:
-        timeout = float(os.environ.get("NSNET_STORE_TIMEOUT", "5"))
+        timeout = Config.from_env().store_timeout
     return EtcdStore(parse_store_url(config.store, config.ca_cert, config.cert, config.key,
                                      timeout, _netns_path(host_netns, netns_dir)))
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from .. import kernel as k
+from ..config import DEFAULT_STORE_TIMEOUT
 from ..dns import DnsControl
 from ..errors import InvalidInput, KernelError, NotFound, PermissionDenied
 from ..firewall import FirewallDriver
@@ -140,7 +141,8 @@ class Context:
 
     def __init__(self, host: k.Netns, host_netns: str | None, store: Store, lock: StateLock,
                  netns_dir: str, etc_netns_dir: str, dns: DnsControl,
-                 firewall: FirewallDriver | None = None) -> None:
+                 firewall: FirewallDriver | None = None,
+                 store_timeout: float = DEFAULT_STORE_TIMEOUT) -> None:
         self.host = host
         self.host_netns = host_netns
         self.store = store
@@ -149,6 +151,7 @@ class Context:
         self.etc_netns_dir = etc_netns_dir
         self.dns = dns
         self._firewall = firewall
+        self.store_timeout = store_timeout  # the cluster store's, per request (#17)
         self._rtnl: k.Rtnl | None = None
         self._reader: tuple[int, k.InsideReader] | None = None  # (its thread, it)
 

@@ -120,7 +120,8 @@ class Engine:
         if config is None:
             env = Config.from_env()
             config = Config(host_netns, state_dir, netns_dir, etc_netns_dir,
-                            env.lock_timeout if lock_timeout is None else lock_timeout)
+                            env.lock_timeout if lock_timeout is None else lock_timeout,
+                            env.store_timeout)
         self.config = config
         netns_dir_abs = os.path.abspath(config.netns_dir)
         # root writes there: refuse directories another user owns or can write
@@ -131,7 +132,7 @@ class Engine:
         lock = StateLock(config.state_dir, config.lock_timeout, notify)
         dns = DnsControl(config.state_dir, host, config.host_netns, config.etc_netns_dir)
         self.ctx = Context(host, config.host_netns, store, lock, netns_dir_abs,
-                           config.etc_netns_dir, dns, firewall)
+                           config.etc_netns_dir, dns, firewall, config.store_timeout)
         self.journal = Registry(store)
         self.fw = FirewallSync(self.ctx)
         self.dns_sync = DnsSync(self.ctx, self.journal)

@@ -122,7 +122,8 @@ class _Cluster:
         if self._store is None:
             from ..cluster.api import _open
 
-            self._store = _Counting(_open(self.config, self.ctx.host_netns, self.ctx.netns_dir),
+            self._store = _Counting(_open(self.config, self.ctx.host_netns, self.ctx.netns_dir,
+                                          self.ctx.store_timeout),
                                     self)
         return self._store
 
