@@ -11,11 +11,14 @@ would be the second, with no change to the other resources.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
+import random
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,10 +39,29 @@ from ..model import (
 )
 from .context import Context, kernel_errors, labels, no_ipv6, random_mac
 
-__all__ = ["BridgeDriver", "DriverFact", "NetworkDriver", "Networks", "bridge_sysctls"]
+__all__ = ["LINK_GROUPS", "BridgeDriver", "DriverFact", "NetworkDriver", "Networks",
+           "bridge_sysctls", "pick_link_group"]
 
 DEFAULT_MTU = 1500
 DRIVERS = ("bridge", "overlay")  # overlay: engine/overlay.py, registered by the facade
+# Networks' link groups (IFLA_GROUP of their host veth ends), [2^31, 2^32):
+# above every group iproute2 (`ip link set ... group N` takes 0..INT_MAX) and
+# systemd-networkd (Group= 0..2147483647) can give a link, so no link those
+# tools configure is ever in one; apart from nsnet's transient groups
+# [2^30, 2^31) (context.transient_group), which a disconnect moves links to
+# and deletes.  The kernel stores a group as an int: these read back as
+# negative in `ip -d link`, and are the same bits.
+LINK_GROUPS = (1 << 31, 1 << 32)
+
+
+def pick_link_group(taken: AbstractSet[int],
+                    draw: Callable[[int, int], int] = random.randrange) -> int:
+    """A link group for a new network: random in :data:`LINK_GROUPS`, none of
+    ``taken`` (the other networks' groups) (pure but for ``draw``)."""
+    group = draw(*LINK_GROUPS)
+    while group in taken:
+        group = draw(*LINK_GROUPS)
+    return group
 
 
 def bridge_sysctls(net: Network) -> dict[str, str]:
@@ -314,8 +336,12 @@ class Networks:
         return driver
 
     def prepare(self, net: Network) -> Network:
-        """``net`` with what only its driver knows on this host filled in
-        (an overlay's MTU comes from the underlay's)."""
+        """``net`` with what only this host knows filled in: its link group
+        (unique among this host's networks, see :data:`LINK_GROUPS`) and
+        what its driver adds (an overlay's MTU comes from the underlay's)."""
+        if not net.link_group:
+            net = dataclasses.replace(net, link_group=pick_link_group(
+                self.ctx.store.link_groups()))
         prepare = getattr(self.driver(net), "prepare", None)
         return prepare(net) if prepare else net
 
