@@ -75,7 +75,7 @@ def _names(state_dir: str) -> dict[str, str]:
 
 def _ip_group(group: int) -> str:
     """A link group as it reads in the world's JSON: ``ip -j`` prints a
-    group as the kernel's signed int (nsnet's are >= 2^31: negative)."""
+    group as the kernel's signed int (one >= 2^31 would read negative)."""
     signed = group - (1 << 32) if group >= 1 << 31 else group
     return f'"group": "{signed}"'
 

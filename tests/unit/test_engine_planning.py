@@ -663,7 +663,7 @@ def test_reconcile_blocks_on_a_foreign_link_in_a_networks_link_group():
     unclaimed links, which are orphans)."""
     import dataclasses
 
-    group = 3_000_000_000
+    group = 600_000_000
     ep = _ep("ns1", "e1", "veth1")
     net = dataclasses.replace(_front(ep), link_group=group)
     links = [_link(5, "br-front", "bridge", alias="nsnet:net:id-front"),

@@ -44,14 +44,14 @@ __all__ = ["LINK_GROUPS", "BridgeDriver", "DriverFact", "NetworkDriver", "Networ
 
 DEFAULT_MTU = 1500
 DRIVERS = ("bridge", "overlay")  # overlay: engine/overlay.py, registered by the facade
-# Networks' link groups (IFLA_GROUP of their host veth ends), [2^31, 2^32):
-# above every group iproute2 (`ip link set ... group N` takes 0..INT_MAX) and
-# systemd-networkd (Group= 0..2147483647) can give a link, so no link those
-# tools configure is ever in one; apart from nsnet's transient groups
-# [2^30, 2^31) (context.transient_group), which a disconnect moves links to
-# and deletes.  The kernel stores a group as an int: these read back as
-# negative in `ip -d link`, and are the same bits.
-LINK_GROUPS = (1 << 31, 1 << 32)
+# Networks' link groups (IFLA_GROUP of their host veth ends): random in
+# [2^29, 2^30), unique among this host's networks.  Below INT_MAX, so iproute2
+# can name one (`ip link show group N`; --explain's commands replay), and
+# apart from nsnet's transient groups [2^30, 2^31) (context.transient_group),
+# which a disconnect moves links to and deletes.  No tool puts links in such
+# a group unasked; one found there is reported by reconcile, and one the
+# kernel cannot delete makes rm fall back to deleting by name.
+LINK_GROUPS = (1 << 29, 1 << 30)
 
 
 def pick_link_group(taken: AbstractSet[int],
