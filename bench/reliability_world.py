@@ -30,7 +30,8 @@ NS_SYSCTLS = ["net/ipv4/ip_forward", "net/ipv6/conf/all/disable_ipv6",
               "net/ipv6/conf/default/disable_ipv6"]
 STATE_TABLES = ["networks", "endpoints", "namespaces", "ports", "journal", "resolv_files",
                 "cni_attachments", "topology_objects"]
-DROP_COLUMNS = {"created", "id", "network_id", "endpoint_id", "mac", "host_ifname", "path"}
+DROP_COLUMNS = {"created", "id", "network_id", "endpoint_id", "mac", "host_ifname", "path",
+                "link_group"}
 
 
 def _run(*argv: str) -> str:
@@ -52,9 +53,15 @@ def _names(state_dir: str) -> dict[str, str]:
     try:
         out = {}
         nets = dict(db.execute("SELECT id, name FROM networks").fetchall())
+        columns = {r[1] for r in db.execute("PRAGMA table_info(networks)")}
+        groups = dict(db.execute("SELECT id, link_group FROM networks").fetchall()) \
+            if "link_group" in columns else {}
         for nid, name, bridge in db.execute("SELECT id, name, bridge FROM networks"):
             out[nid] = out[nid[:16]] = out[nid[:12]] = f"<net {name}>"  # (chains, bridges)
             out[bridge] = f"<bridge {name}>"
+            if groups.get(nid):  # the host ends' random link group, as ip -j shows it
+                out[_ip_group(groups[nid])] = f'"group": "<group {name}>"'
+
         for eid, nid, ns, host, mac in db.execute(
                 "SELECT id, network_id, netns, host_ifname, mac FROM endpoints"):
             who = f"{ns}@{nets.get(nid, nid)}"
@@ -64,6 +71,13 @@ def _names(state_dir: str) -> dict[str, str]:
         return out
     finally:
         db.close()
+
+
+def _ip_group(group: int) -> str:
+    """A link group as it reads in the world's JSON: ``ip -j`` prints a
+    group as the kernel's signed int (one >= 2^31 would read negative)."""
+    signed = group - (1 << 32) if group >= 1 << 31 else group
+    return f'"group": "{signed}"'
 
 
 def _sysctl(path: str) -> str | None:

@@ -176,6 +176,29 @@ def _orphans(obs: Observed) -> list[Action]:
     return out
 
 
+def _group_intruders(obs: Observed) -> list[Action]:
+    """Links in a network's link group that nsnet did not make for it: `network
+    rm` deletes the group in one request (#15), so they would go with it.
+    nsnet chose a group no tool configures links into; one found there was
+    put there by hand -- a person must move it out.  (nsnet's own unclaimed
+    links are orphans, removed by gc.)"""
+    groups = {n.link_group: n for n in obs.networks if n.link_group}
+    if not groups:
+        return []
+    ends = {e.host_ifname: veth_alias(e.id) for e in obs.endpoints}
+    out: list[Action] = []
+    for link in obs.links:
+        net = groups.get(link.group)
+        if net is None or ends.get(link.name) == link.alias or \
+                link.alias.startswith(ALIAS_PREFIX):
+            continue
+        out.append(Blocked(link.name, f"is in network {net.name!r}'s link group "
+                           f"{link.group} but nsnet did not make it: `network rm "
+                           f"{net.name}` would delete it; move it out (ip link set dev "
+                           f"{link.name} group default)"))
+    return out
+
+
 def _journal(obs: Observed) -> list[Action]:
     return [Interrupted(f"operation {op}", f"a {what} was interrupted: finish or roll it back")
             for op, what in obs.interrupted]
@@ -200,8 +223,8 @@ def plan_reconcile(svc: Services) -> list[Action]:
         if not svc.ns_exists(name):
             actions.append(RecreateNamespace(name, "owned namespace is missing: recreate",
                                              name))
-    return (actions + _orphans(obs) + _host_settings(svc, obs) + _firewall(svc, actions)
-            + _dns(svc))
+    return (actions + _orphans(obs) + _group_intruders(obs) + _host_settings(svc, obs)
+            + _firewall(svc, actions) + _dns(svc))
 
 
 def _dns(svc: Services) -> list[Action]:

@@ -249,6 +249,37 @@ def test_internal_over_ipv6(w: World, dual: tuple[str, str]) -> None:
     assert answers(dig(w, j, "@fd00:64::1", i, "AAAA")) == ["fd00:64::2"]
 
 
+def test_reconcile_recreates_a_vanished_namespace_born_quiet(w: World) -> None:
+    """A namespace connect --create made on a dual-stack network vanishes (a
+    reboot, `ip netns del`): reconcile makes it again with the same birth
+    values -- quiet IPv6 defaults, not IPv6 off -- and its endpoint's IPv6
+    address and default route work at once (no tentative address, no DAD
+    wait)."""
+    from nsnet.kernel import remove_netns
+
+    w.ok("network", "create", "reborn", "--subnet", "10.67.0.0/24", "--subnet", "fd00:67::/64")
+    a, b = w.box.name("ra"), w.box.name("rb")
+    try:
+        w.ok("connect", "reborn", a, b, "--create")
+        remove_netns(os.path.join(w.box.netns_dir, a))
+        out = w.ok("reconcile")
+        assert f"netns       {a}" in out and f"endpoint    {a}/eth0" in out, out
+        for conf in ("default", "eth0"):
+            got = [inside(w, a, "sysctl", "-n", f"net.ipv6.conf.{conf}.{key}").strip()
+                   for key in ("accept_ra", "autoconf", "accept_dad", "addr_gen_mode",
+                               "disable_ipv6")]
+            assert got == ["0", "0", "0", "1", "0"], (conf, got)
+        addrs = inside(w, a, "ip", "-6", "-o", "addr", "show", "dev", "eth0")
+        assert "fd00:67::2/64" in addrs and "tentative" not in addrs and "fe80" not in addrs
+        assert "default via fd00:67::1" in inside(w, a, "ip", "-6", "route")
+        # at once: a tentative source address would fail the very first packet
+        assert "1 received" in inside(w, a, "ping", "-6", "-c", "1", "-W", "3", "fd00:67::3")
+        assert "1 received" in inside(w, a, "ping", "-6", "-c", "1", "-W", "3", "fd00:67::1")
+        assert w.ok("reconcile", "--dry-run").startswith("in sync")
+    finally:
+        w.ok("network", "rm", "--force", "reborn")
+
+
 def test_ipv4_only_network_keeps_ipv6_off(w: World) -> None:
     v = w.box.name("v4")
     w.ok("network", "create", "only4", "--subnet", "10.65.0.0/24")

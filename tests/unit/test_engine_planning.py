@@ -711,3 +711,25 @@ def test_connect_plan_contents():
         (ep.id, "10.1.0.2", "fd00:1::2", 8080)]
     plain = _plan(_net(), ["a", "b"], ConnectOptions(create=True))
     assert [e.host_ifname for e in plain.endpoints] == ["veth0000001", "veth0000002"]
+
+
+def test_reconcile_blocks_on_a_foreign_link_in_a_networks_link_group():
+    """`network rm` deletes a network's link group in one request (#15): a
+    link someone moved into it would go too, so reconcile names it (and
+    leaves alone the network's own ends, links in no group and nsnet's
+    unclaimed links, which are orphans)."""
+    import dataclasses
+
+    group = 600_000_000
+    ep = _ep("ns1", "e1", "veth1")
+    net = dataclasses.replace(_front(ep), link_group=group)
+    links = [_link(5, "br-front", "bridge", alias="nsnet:net:id-front"),
+             dataclasses.replace(_link(6, "veth1", master=5, alias="nsnet:ep:e1"), group=group),
+             dataclasses.replace(_link(7, "eth9"), group=group),
+             dataclasses.replace(_link(8, "vethgone", alias="nsnet:ep:gone"), group=group),
+             _link(9, "eth8")]
+    svc = FakeServices(nets=[net], mounted={"ns1"}, owned={"ns1"}, links=links,
+                       inside={"ns1": _healthy_inside()})
+    plan = rc.plan_reconcile(svc)
+    assert [(a.kind, a.target) for a in plan] == [("orphan", "vethgone"), ("blocked", "eth9")]
+    assert "network rm front" in plan[1].detail and "group default" in plan[1].detail

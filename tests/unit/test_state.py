@@ -169,6 +169,7 @@ def test_a_v6_store_gains_ipv6_columns_and_keeps_everything(tmp_path):
     net = store.network("n")
     assert net is not None and (net.subnet6, net.gateway6, net.ipv6_mode) == ("", "", "nat")
     assert net.driver == "bridge"  # v8 (#17): every older network is a bridge network
+    assert net.link_group == 0  # v9 (#15): older networks' host ends have no group
     assert dict(net.labels) == {"tier": "web"}
     assert [(e.netns, e.address, e.address6, e.gateway6, e.aliases) for e in net.endpoints] == [
         ("ns1", "10.0.0.2/24", "", "", ("web",)), ("ns2", "10.0.0.3/24", "", "", ())]
@@ -186,7 +187,7 @@ def test_a_v6_store_gains_ipv6_columns_and_keeps_everything(tmp_path):
     assert store.published() == []
     store.close()
     again = Store(str(tmp_path))  # the upgrade ran once
-    assert again.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "8"
+    assert again.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "9"
     assert [e.netns for e in again.endpoints()] == ["ns2"]
 
 

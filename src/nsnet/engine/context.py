@@ -255,6 +255,19 @@ class Context:
             if err and err != errno.ENODEV:  # ENODEV: all were gone already
                 raise k.NetlinkError(err, "delete veth pairs", detail)
 
+    def delete_group(self, group: int) -> None:
+        """Delete every host link of a network's link group (one RTM_DELLINK).
+        Nothing there (ENODEV) is fine.  The kernel refuses the whole request
+        (EOPNOTSUPP) if any link of the group cannot be deleted -- someone
+        else's device put there: then nothing is deleted, and the caller's
+        deletion by name (with its ownership check) does the work."""
+        err, detail = self.rtnl.batch([k.req_del_group(group)]).errors[0]
+        if err == errno.EOPNOTSUPP:
+            self.notify(f"nsnet: warning: link group {group} holds a link that cannot be "
+                        "deleted (not nsnet's): deleting the network's links one by one")
+        elif err and err != errno.ENODEV:
+            raise KernelError(f"deleting link group {group}: {detail or os.strerror(err)}", err)
+
     def forwarding_on(self) -> bool:
         """IPv4 forwarding in the host namespace."""
         with kernel_errors("reading net.ipv4.ip_forward"):

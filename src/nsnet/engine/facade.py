@@ -44,7 +44,6 @@ from ..state import StateLock, Store
 from ..state.trust import check_trusted_dir
 from .context import (
     IP_FORWARD,
-    IPV6_DEFAULT_OFF,
     Context,
     Progress,
     Steps,
@@ -54,7 +53,14 @@ from .context import (
     unique_ns_names,
 )
 from .dns_sync import DnsSync
-from .endpoints import ConnectPlan, Endpoints, born_with, check_connect_options, published
+from .endpoints import (
+    ConnectPlan,
+    Endpoints,
+    born_with,
+    check_connect_options,
+    published,
+    reborn_with,
+)
 from .firewall_sync import FirewallSync
 from .intents import (
     ConnectIntent,
@@ -669,8 +675,8 @@ class Engine:
         """Remove endpoints, then namespaces, then a network, journaled so a
         crash anywhere is rolled *forward* by the next nsnet."""
         intent = DeleteIntent(tuple(e.id for e in eps), tuple(namespaces),
-                              NetworkRef(network.id, network.bridge, network.driver)
-                              if network else None)
+                              NetworkRef(network.id, network.bridge, network.driver,
+                                         network.link_group) if network else None)
         with self.store.transaction():
             op = self.journal.add(intent)
         crashpoint("delete:journaled")
@@ -682,7 +688,9 @@ class Engine:
         self._withdraw_overlay(eps)
         if intent.network and eps:
             self.nets.quiesce(intent.network.id, intent.network.bridge, intent.network.driver)
-        self.endpoints.delete_host_ends(eps)
+        # a whole network: its ends in one request by its link group (#15)
+        self.endpoints.delete_host_ends(eps, intent.network.link_group if intent.network
+                                        else 0)
         crashpoint("delete:links")
         self.fw.delete(eps, intent.network)
         moved = self.endpoints.move_default_routes(eps)
@@ -929,7 +937,12 @@ class _ReconcileServices:
         return netns
 
     def recreate_namespace(self, name: str) -> None:
-        self._e.namespaces.recreate(name, {IPV6_DEFAULT_OFF: "1"})
+        # born as connect --create births it for its endpoints' networks (#16):
+        # an IPv6 network's with quiet IPv6 defaults, not IPv6 off
+        store = self._ctx.store
+        nets = {n.name: n for n in store.networks(with_endpoints=False)}
+        mine = [nets[e.network] for e in store.endpoints_of_netns(name) if e.network in nets]
+        self._e.namespaces.recreate(name, reborn_with(mine))
 
     def repair_network(self, name: str) -> None:
         net = self._e.network(name)

@@ -46,6 +46,9 @@ class NetworkRef:
     id: str
     bridge: str
     driver: str = "bridge"  # whose teardown removes it (#17: "overlay")
+    # its endpoints' host ends' link group, deleted in one request (0: none;
+    # journals written before #15 have none either)
+    link_group: int = 0
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,14 @@ would be the second, with no change to the other resources.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
+import random
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,10 +39,29 @@ from ..model import (
 )
 from .context import Context, kernel_errors, labels, no_ipv6, random_mac
 
-__all__ = ["BridgeDriver", "DriverFact", "NetworkDriver", "Networks", "bridge_sysctls"]
+__all__ = ["LINK_GROUPS", "BridgeDriver", "DriverFact", "NetworkDriver", "Networks",
+           "bridge_sysctls", "pick_link_group"]
 
 DEFAULT_MTU = 1500
 DRIVERS = ("bridge", "overlay")  # overlay: engine/overlay.py, registered by the facade
+# Networks' link groups (IFLA_GROUP of their host veth ends): random in
+# [2^29, 2^30), unique among this host's networks.  Below INT_MAX, so iproute2
+# can name one (`ip link show group N`; --explain's commands replay), and
+# apart from nsnet's transient groups [2^30, 2^31) (context.transient_group),
+# which a disconnect moves links to and deletes.  No tool puts links in such
+# a group unasked; one found there is reported by reconcile, and one the
+# kernel cannot delete makes rm fall back to deleting by name.
+LINK_GROUPS = (1 << 29, 1 << 30)
+
+
+def pick_link_group(taken: AbstractSet[int],
+                    draw: Callable[[int, int], int] = random.randrange) -> int:
+    """A link group for a new network: random in :data:`LINK_GROUPS`, none of
+    ``taken`` (the other networks' groups) (pure but for ``draw``)."""
+    group = draw(*LINK_GROUPS)
+    while group in taken:
+        group = draw(*LINK_GROUPS)
+    return group
 
 
 def bridge_sysctls(net: Network) -> dict[str, str]:
@@ -311,8 +333,12 @@ class Networks:
         return driver
 
     def prepare(self, net: Network) -> Network:
-        """``net`` with what only its driver knows on this host filled in
-        (an overlay's MTU comes from the underlay's)."""
+        """``net`` with what only this host knows filled in: its link group
+        (unique among this host's networks, see :data:`LINK_GROUPS`) and
+        what its driver adds (an overlay's MTU comes from the underlay's)."""
+        if not net.link_group:
+            net = dataclasses.replace(net, link_group=pick_link_group(
+                self.ctx.store.link_groups()))
         prepare = getattr(self.driver(net), "prepare", None)
         return prepare(net) if prepare else net
 

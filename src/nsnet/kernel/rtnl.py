@@ -124,6 +124,9 @@ class VethSpec:
     master: int = 0
     mtu: int = 0
     peer_mac: bytes | None = None
+    # IFLA_GROUP of the host end, set in the creating request (the peer has
+    # none): a network's ends share one, so they go in one RTM_DELLINK by group
+    group: int = 0
 
 
 def mac_bytes(mac: str) -> bytes:
@@ -166,6 +169,8 @@ def req_new_veth(spec: VethSpec) -> Request:
         host.append(attr_u32(nl.IFLA_MASTER, spec.master))
     if spec.mtu:
         host.append(attr_u32(nl.IFLA_MTU, spec.mtu))
+    if spec.group:
+        host.append(attr_u32(nl.IFLA_GROUP, spec.group))
     info = nested(nl.IFLA_LINKINFO, attr_str(nl.IFLA_INFO_KIND, "veth"),
                   nested(nl.IFLA_INFO_DATA,
                          attr(nl.VETH_INFO_PEER, _ifinfo() + b"".join(peer))))
@@ -173,6 +178,7 @@ def req_new_veth(spec: VethSpec) -> Request:
         return ("ip", "link", "add", spec.host_name,
                 *(["master", Dev(spec.master)] if spec.master else []),
                 *(["mtu", spec.mtu] if spec.mtu else []),
+                *(["group", spec.group] if spec.group else []),
                 "type", "veth", "peer", "name", spec.peer_name, "netns", Ns(spec.peer_netns_fd),
                 *(["mtu", spec.mtu] if spec.mtu else []),
                 *(["address", spec.peer_mac.hex(":")] if spec.peer_mac else []))

@@ -176,6 +176,10 @@ class Network:
     ip_range6: str = ""
     ipv6_mode: str = "nat"
     driver: str = "bridge"  # the NetworkDriver that makes it ("bridge" or "overlay")
+    # the IFLA_GROUP its endpoints' host veth ends are born in (0: none, a
+    # network made before nsnet gave them one): `network rm` deletes them all
+    # with one request by group, with no per-link lookup (engine/endpoints.py)
+    link_group: int = 0
 
     @property
     def prefixlen(self) -> int:

@@ -38,7 +38,9 @@ from .trust import ensure_trusted_dir, open_private
 
 __all__ = ["StateLock", "Store"]
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
+# v9 (#15): networks.link_group, the IFLA_GROUP of the network's host veth
+# ends (0 for every older network: their ends have no group of their own).
 # v8 (overlay, #17): networks.driver ('bridge' for every older network).
 # v7 (IPv6, #16): networks.subnet6/gateway6/ip_range6/ipv6_mode, endpoints.address6.
 # An IPv6-only network's endpoints have address '' (no IPv4), so "one address
@@ -75,7 +77,7 @@ CREATE TABLE IF NOT EXISTS networks(
     aux_addresses TEXT NOT NULL DEFAULT '', labels TEXT NOT NULL DEFAULT '',
     subnet6 TEXT NOT NULL DEFAULT '', gateway6 TEXT NOT NULL DEFAULT '',
     ip_range6 TEXT NOT NULL DEFAULT '', ipv6_mode TEXT NOT NULL DEFAULT 'nat',
-    driver TEXT NOT NULL DEFAULT 'bridge');
+    driver TEXT NOT NULL DEFAULT 'bridge', link_group INTEGER NOT NULL DEFAULT 0);
 """ + _ENDPOINTS + """
 CREATE TABLE IF NOT EXISTS ports(
     endpoint_id TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
@@ -144,7 +146,7 @@ def _marks(chunk: tuple[str, ...]) -> str:
 
 _NETWORK_COLUMNS = ("id, name, bridge, subnet, gateway, ip_range, mtu, created, masquerade, "
                     "internal, icc, dns, dns_servers, aux_addresses, labels, subnet6, gateway6, "
-                    "ip_range6, ipv6_mode, driver")
+                    "ip_range6, ipv6_mode, driver, link_group")
 
 
 def _split(text: str) -> tuple[str, ...]:
@@ -249,6 +251,8 @@ class Store:
                         ("networks", "ipv6_mode", "TEXT NOT NULL DEFAULT 'nat'")]
         if version < 8:  # v8: network drivers (overlay, #17)
             columns += [("networks", "driver", "TEXT NOT NULL DEFAULT 'bridge'")]
+        if version < 9:  # v9: the host ends' link group (#15)
+            columns += [("networks", "link_group", "INTEGER NOT NULL DEFAULT 0")]
         # the endpoints table was rebuilt with all its columns (v7)
         have = {t: {r[1] for r in self.db.execute(f"PRAGMA table_info({t})")}
                 for t in ("networks", "endpoints")}
@@ -323,13 +327,13 @@ class Store:
     def add_network(self, net: Network) -> None:
         try:
             self.db.execute(f"INSERT INTO networks({_NETWORK_COLUMNS}) VALUES(?, ?, ?, ?, ?, ?, "
-                            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             (net.id, net.name, net.bridge, net.subnet, net.gateway,
                              net.ip_range, net.mtu, net.created, int(net.masquerade),
                              int(net.internal), int(net.icc), int(net.dns),
                              ",".join(net.dns_servers), _pairs_text(net.aux_addresses),
                              _pairs_text(net.labels), net.subnet6, net.gateway6,
-                             net.ip_range6, net.ipv6_mode, net.driver))
+                             net.ip_range6, net.ipv6_mode, net.driver, net.link_group))
         except sqlite3.IntegrityError:
             raise AlreadyExists(f"network {net.name!r} (or bridge {net.bridge!r}) already "
                                 "exists") from None
@@ -344,7 +348,7 @@ class Store:
         return Network(*row[:8], bool(row[8]), bool(row[9]), bool(row[10]), bool(row[11]),
                        _split(row[12]), _pairs(row[13]), _pairs(row[14]), endpoints=eps,
                        subnet6=row[15], gateway6=row[16], ip_range6=row[17], ipv6_mode=row[18],
-                       driver=row[19])
+                       driver=row[19], link_group=row[20])
 
     def networks(self, with_endpoints: bool = True) -> list[Network]:
         """Every network; ``with_endpoints=False`` leaves their endpoints out
@@ -370,6 +374,11 @@ class Store:
         if row is None:
             return None
         return self._network(row, tuple(self.endpoints("e.network_id=?", (network_id,))))
+
+    def link_groups(self) -> set[int]:
+        """The link groups nsnet's networks hold (0 aside)."""
+        return {r[0] for r in self.db.execute("SELECT link_group FROM networks "
+                                              "WHERE link_group != 0")}
 
     def dns_networks(self) -> set[str]:
         """Names of the networks with DNS on and at least one endpoint (what
