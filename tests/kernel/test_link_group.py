@@ -1,7 +1,9 @@
 """A network's host veth ends are born in its own link group; `network rm`
 deletes them with one request by that group (#15) -- and still deletes
 nothing nsnet did not make, ends made before networks had groups, and ends
-moved out of the group.  Host = sandbox namespace."""
+moved out of the group.  The group is nsnet's mark, as the alias is: a
+link someone else puts into it is named by reconcile, and goes with the
+group (README, Ownership).  Host = sandbox namespace."""
 
 import os
 import subprocess
@@ -82,6 +84,24 @@ def test_a_link_that_cannot_be_deleted_in_the_group_stops_the_group_delete(sandb
     eng.network_rm("front", force=True)
     assert _ends(eng, fronts) == {}
     assert eng.snapshot().link("lo").group == front.link_group  # untouched
+
+
+def test_a_foreign_link_given_the_group_is_named_by_reconcile_then_goes_with_it(sandbox):
+    """The documented edge of the mark: someone puts their own veth into a
+    network's group.  `reconcile --dry-run` names it (exit 1, "blocked")
+    before anything is lost; a `network rm` then deletes it with the group,
+    as it would a link given an nsnet alias.  Links outside the group stay."""
+    eng, front, back, _fronts, _backs = _two_networks(sandbox)
+    sandbox.host("ip", "link", "add", "fv0", "type", "veth", "peer", "name", "fv1")
+    sandbox.host("ip", "link", "add", "fw0", "type", "veth", "peer", "name", "fw1")
+    sandbox.host("ip", "link", "set", "fv0", "group", str(front.link_group))
+    eng.close()
+    res = sandbox.cli("reconcile", "--dry-run")
+    assert res.returncode == 1 and "fv0" in res.stdout + res.stderr
+    assert sandbox.cli("network", "rm", "--force", "front").returncode == 0
+    left = {lk.name for lk in sandbox.engine().snapshot().links}
+    assert "fv0" not in left and "fv1" not in left  # the marked pair went with the group
+    assert {"fw0", "fw1", back.bridge} <= left
 
 
 # Every crash point a `network rm --force` of 3 endpoints passes, in order

@@ -15,7 +15,7 @@ from nsnet.cluster.store import MemoryStore
 from nsnet.engine.intents import NetworkCreateIntent, NetworkRef, decode, encode
 from nsnet.engine.networks import plan_network
 from nsnet.engine.overlay import OverlayDriver, overlay_mac, vxlan_name
-from nsnet.errors import AlreadyExists, Conflict, InvalidInput
+from nsnet.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from nsnet.model import Endpoint, NetworkSpec
 
 
@@ -233,3 +233,42 @@ def test_prepare_refuses_what_overlays_cannot_keep():
                          driver="overlay"), "--ipv6-mode")):
         with pytest.raises(InvalidInput, match=why):
             driver.prepare(plan_network(spec))
+
+
+def _setup_race(store: MemoryStore, mine6: str, seen_missing: bool):
+    """h2 creates overlay "ov" --ipv6 after h1 made it with fd00:1::/64;
+    ``seen_missing``: h2's own lookup ran before h1's record landed (so h2
+    loses the race inside create_network)."""
+    alloc.create_network(store, "ov", "10.200.0.0/16", creator="net-of-h1",
+                         subnet6="fd00:1::/64")
+    driver = _driver(store, "h2", set())
+    made = []
+    driver.bridge = SimpleNamespace(setup=lambda net: made.append("bridge"))
+    driver._make_vxlan = lambda net, vni: made.append(("vxlan", vni))  # type: ignore[method-assign]
+    if seen_missing:
+        real = driver.cluster_network
+        calls = iter([True])
+
+        def late(name):
+            if next(calls, False):
+                raise NotFound("not yet")
+            return real(name)
+        driver.cluster_network = late  # type: ignore[method-assign]
+    net = plan_network(NetworkSpec("ov", "10.200.0.0/16", driver="overlay", ipv6=True,
+                                   subnet6=mine6))
+    return driver, net, made
+
+
+@pytest.mark.parametrize("seen_missing", [False, True])
+def test_setup_joins_a_network_made_meanwhile_only_with_the_same_subnets(seen_missing):
+    """The same `network create --driver overlay --ipv6` on two hosts at once:
+    each picked a /64 of its own ULA pool; the host that did not make the
+    cluster's network is refused (its intent rolls back), not joined with a
+    v6 subnet other than the cluster's -- and joins when the subnets agree."""
+    driver, net, made = _setup_race(MemoryStore(), "fd00:2::/64", seen_missing)
+    with pytest.raises(AlreadyExists, match="fd00:1::/64"):
+        driver.setup(net)
+    assert made == []
+    driver, net, made = _setup_race(MemoryStore(), "fd00:1::/64", seen_missing)
+    driver.setup(net)
+    assert made[0] == "bridge" and made[1][0] == "vxlan"

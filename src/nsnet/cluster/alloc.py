@@ -27,10 +27,11 @@ blocks are taken from the subnet's first /96 only (the whole subnet when
 it is smaller): every v6 address handed out then differs from the others
 of its network in its low 32 bits, which is what an IPv6-only network's
 MACs are made of (02:42 + those 32 bits, :func:`nsnet.engine.overlay.
-overlay_mac`), so its MACs are unique in the cluster as an IPv4 network's
-are.  A dual-stack endpoint takes its MAC from its IPv4 address, as
-before.  The subnet's network address (the subnet-router anycast) and its
-first address (the gateway) are never handed out.  Why blocks and not a
+overlay_mac`), so its MACs are unique within the network (the FDB and
+neighbour tables they go into are per network: per VXLAN device).  A
+dual-stack endpoint takes its MAC from its IPv4 address, as before.  The
+subnet's network address (the subnet-router anycast) and its first
+address (the gateway) are never handed out.  Why blocks and not a
 v6 address derived from the v4 one: an IPv6-only network needs blocks
 anyway, and ``--ip6`` must claim an address on its own.
 """

@@ -257,10 +257,14 @@ class Context:
 
     def delete_group(self, group: int) -> None:
         """Delete every host link of a network's link group (one RTM_DELLINK).
-        Nothing there (ENODEV) is fine.  The kernel refuses the whole request
-        (EOPNOTSUPP) if any link of the group cannot be deleted -- someone
-        else's device put there: then nothing is deleted, and the caller's
-        deletion by name (with its ownership check) does the work."""
+        Nothing there (ENODEV) is fine.  The group is nsnet's mark, as the
+        alias is: a deletable link someone else put into it goes with it
+        (the kernel cannot list a group without a dump of every link; the
+        reconcile check names such a link beforehand).  The kernel refuses
+        the whole request (EOPNOTSUPP) if a link of the group cannot be
+        deleted at all (lo, a physical NIC): then nothing is deleted, and
+        the caller's deletion by name (with its ownership check) does the
+        work."""
         err, detail = self.rtnl.batch([k.req_del_group(group)]).errors[0]
         if err == errno.EOPNOTSUPP:
             self.notify(f"nsnet: warning: link group {group} holds a link that cannot be "

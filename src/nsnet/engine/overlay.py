@@ -84,8 +84,10 @@ def vxlan_name(net: Network | str) -> str:
 
 def overlay_mac(ip: str) -> str:
     """02:42 + the IPv4 address, or + the low 32 bits of an IPv6 address
-    (pure): unique wherever the address is (IPv6: the cluster hands out v6
-    addresses differing in their low 32 bits, see nsnet.cluster.alloc)."""
+    (pure): unique within the network (IPv6: the cluster hands out v6
+    addresses differing in their low 32 bits, see nsnet.cluster.alloc; two
+    IPv6-only networks reuse MACs, harmless: FDB and neighbour tables are
+    per VXLAN device)."""
     return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.ip_address(ip).packed[-4:])
 
 
@@ -311,8 +313,13 @@ class OverlayDriver:
             on = self.cluster_network(net.name)
         except NotFound:
             return
+        self._check_same_subnets(net, on)
+
+    def _check_same_subnets(self, net: Network, on) -> None:
+        """This host joins the cluster's network ``on`` only with its very
+        subnets (both families)."""
         theirs = tuple(str(s) if s else "" for s in (on.subnet, on.subnet6))
-        if theirs != (net.subnet, net.subnet6):  # same subnets: this host joins the network
+        if theirs != (net.subnet, net.subnet6):
             raise AlreadyExists(f"overlay network {net.name!r} exists in cluster "
                                 f"{self.cluster.store.name} with subnet "
                                 f"{' and '.join(s for s in theirs if s)}")
@@ -327,11 +334,19 @@ class OverlayDriver:
 
         try:
             on = self.cluster_network(net.name)
+            # made by another host since validate() (the same `create` run on
+            # two hosts at once): join it only with the same subnets -- with
+            # --ipv6 and no subnet each host picked a /64 of its own pool
+            self._check_same_subnets(net, on)
         except NotFound:
             opts = {o: getattr(net, o) for o in OPTIONS}
-            on = alloc.create_network(self.cluster.store, net.name, net.subnet or None,
-                                      options=opts, creator=net.id,
-                                      subnet6=net.subnet6 or None)
+            try:
+                on = alloc.create_network(self.cluster.store, net.name, net.subnet or None,
+                                          options=opts, creator=net.id,
+                                          subnet6=net.subnet6 or None)
+            except AlreadyExists:  # lost the race to make it: the same rule
+                self._check_same_subnets(net, self.cluster_network(net.name))
+                on = self.cluster_network(net.name)
         crashpoint("overlay:cluster-network")
         self.bridge.setup(net)
         self._make_vxlan(net, on.vni)
