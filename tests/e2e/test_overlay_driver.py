@@ -360,10 +360,14 @@ def test_three_hosts_connecting_concurrently(cluster, ov):
     if not until(lambda: all(pings(*probes)), 20):
         got = pings(*probes)
         fdb = {h.name: len(cluster.fdb_macs(h, "ov")) for h in cluster.hosts}
+        late = time.monotonic()  # late or never? (the failure says which)
+        late = (f"converged {time.monotonic() - late + 20:.0f} s after the connects"
+                if until(lambda: all(pings(*probes)), 40) else "not converged after 60 s")
         agents = {n: (p.poll(), pathlib.Path(f"/proc/{p.pid}/wchan").read_text()
                       if p.poll() is None else "") for n, p in cluster.agents.items()}
         bad = [(p[0].name, p[1], p[2]) for p, g in zip(probes, got, strict=True) if not g]
         pytest.fail(f"unanswered: {bad}; FDB entries per host: {fdb}; {len(ips)} endpoints; "
+                    f"{late} ({time.strftime('%H:%M:%S', time.gmtime())} UTC); "
                     f"agents (exit, wchan): {agents}\n"
                     + "\n".join(cluster.debug(h)[:700] for h in cluster.hosts))
 

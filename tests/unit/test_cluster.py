@@ -318,6 +318,39 @@ def test_watcher_and_applier_converge_and_send_only_the_difference(store):
     assert not store.watches
 
 
+def test_a_failed_entry_is_tried_again_by_the_next_apply():
+    """A request the kernel refused (here ENOBUFS on one FDB append, and on
+    one delete) is not counted as programmed: the agent's next apply (its
+    periodic re-read pushes the same desired set) sends it again, and only it."""
+    from nsnet.kernel.netlink import BatchResult
+
+    class Flaky(FakeRtnl):
+        def __init__(self, fail: set[str]) -> None:
+            super().__init__()
+            self.fail = fail
+
+        def batch(self, reqs):
+            self.sent += [r.what for r in reqs]
+            return BatchResult([(105, "no buffer") if r.what in self.fail else (0, "")
+                                for r in reqs])
+
+    one = Desired(frozenset({("02:00:00:00:00:42", "198.51.100.12"),
+                             ("02:00:00:00:00:43", "198.51.100.12")}),
+                  frozenset({("10.200.0.66", "02:00:00:00:00:42")}))
+    rt = Flaky({"add fdb 02:00:00:00:00:43 -> 198.51.100.12"})
+    applier = registry.VxlanApplier(rt, 7)
+    assert len(applier.apply(one)) == 1
+    rt.sent.clear(), rt.fail.clear()
+    assert applier.apply(one) == []
+    assert rt.sent == ["add fdb 02:00:00:00:00:43 -> 198.51.100.12"]
+    rt.sent.clear()
+    rt.fail.add("delete neighbour 10.200.0.66")
+    none = Desired(frozenset(), frozenset())
+    assert len(applier.apply(none)) == 1
+    rt.sent.clear(), rt.fail.clear()
+    assert applier.apply(none) == [] and rt.sent == ["delete neighbour 10.200.0.66"]
+
+
 # --------------------------------------------------- IPv6 blocks (#16)
 def test_v6_blocks_are_120s_of_the_first_96_claimed_as_v4_ones(store):
     net = alloc.create_network(store, "ov", "10.200.0.0/24", subnet6="fd00:1::/64")

@@ -1026,7 +1026,10 @@ def cluster_agent(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
     def report(detail: str) -> None:
-        click.echo(f"nsnet: {detail}", err=True)
+        # a long-running process's log: each line says when (UTC)
+        import time
+
+        click.echo(f"{time.strftime('%H:%M:%S', time.gmtime())} nsnet: {detail}", err=True)
 
     with contextlib.suppress(KeyboardInterrupt):
         _engine(settings).overlay_agent(stop, report)

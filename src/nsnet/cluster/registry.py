@@ -158,25 +158,39 @@ class VxlanApplier:
         from ..kernel.vxlan import req_fdb_append, req_fdb_del, req_neigh_del, req_neigh_replace
 
         with self.lock:
-            reqs = []
-            for mac, vtep in self.fdb - desired.fdb:
-                reqs.append(req_fdb_del(self.index, mac, vtep))
+            # each request with what it changes: (table, entry, adds)
+            work: list[tuple[object, str, tuple[str, str], bool]] = []
+            for entry in self.fdb - desired.fdb:
+                work.append((req_fdb_del(self.index, *entry), "fdb", entry, False))
             wanted_ips = {ip for ip, _ in desired.neigh}
-            for ip, _mac in self.neigh - desired.neigh:
-                if ip not in wanted_ips:  # else replaced below
-                    reqs.append(req_neigh_del(self.index, ip))
-            for mac, vtep in desired.fdb - self.fdb:
-                reqs.append(req_fdb_append(self.index, mac, vtep))
-            for ip, mac in desired.neigh - self.neigh:
-                reqs.append(req_neigh_replace(self.index, ip, mac))
-            if not reqs:
+            for entry in self.neigh - desired.neigh:
+                if entry[0] not in wanted_ips:  # else replaced below
+                    work.append((req_neigh_del(self.index, entry[0]), "neigh", entry, False))
+            for entry in desired.fdb - self.fdb:
+                work.append((req_fdb_append(self.index, *entry), "fdb", entry, True))
+            for entry in desired.neigh - self.neigh:
+                work.append((req_neigh_replace(self.index, *entry), "neigh", entry, True))
+            if not work:
                 return []
             self.batches += 1
-            failures = self.rt.batch(reqs).failures(reqs)
+            reqs = [w[0] for w in work]
+            errors = self.rt.batch(reqs).errors
             self.fdb, self.neigh = set(desired.fdb), set(desired.neigh)
-            # an FDB entry already present (EEXIST) or one already gone
-            # (ENOENT) is the state we wanted
-            return [f"{r.what}: errno {e} {m}" for r, e, m in failures if e not in (2, 17)]
+            texts = []
+            for (req, table, entry, adds), (err, msg) in zip(work, errors, strict=False):
+                # an FDB entry already present (EEXIST) or one already gone
+                # (ENOENT) is the state we wanted
+                if not err or err in (2, 17):
+                    continue
+                texts.append(f"{req.what}: errno {err} {msg}")
+                # not as wanted: left out of (or kept in) what was programmed,
+                # so the next apply -- the agent's periodic re-read -- tries again
+                done = self.fdb if table == "fdb" else self.neigh
+                if adds:
+                    done.discard(entry)
+                else:
+                    done.add(entry)
+            return texts
 
 
 class RegistryWatcher:
