@@ -16,6 +16,8 @@ import socket
 import struct
 from pathlib import Path
 
+from nlattrs import attr_list
+
 from nsnet.kernel import conntrack as ct
 from nsnet.kernel import netlink as nl
 
@@ -36,15 +38,6 @@ def _tuple(src: str, dst: str, sport: int, dport: int) -> bytes:
             + _attr(ct.CTA_TUPLE_PROTO | nl.NLA_F_NESTED, proto))
 
 
-def _attrs(data: bytes, offset: int) -> list[tuple[int, bytes]]:
-    out = []
-    while offset + 4 <= len(data):
-        length, kind = struct.unpack_from("=HH", data, offset)
-        out.append((kind, data[offset + 4:offset + length]))
-        offset += (length + 3) & ~3
-    return out
-
-
 def test_delete_is_conntracks_request_less_what_the_kernel_ignores():
     lines = GOLDEN.read_text().splitlines()
     captured = bytes.fromhex("".join(lines[1:]))
@@ -54,7 +47,7 @@ def test_delete_is_conntracks_request_less_what_the_kernel_ignores():
     hdr = struct.pack("=HH", req.msg_type, req.flags | nl.NLM_F_REQUEST | nl.NLM_F_ACK)
     assert captured[4:8] == hdr
     assert captured[16:20] == req.body[:4]  # nfgenmsg: AF_INET, version 0
-    theirs = _attrs(captured, 20)
+    theirs = attr_list(captured, 20)
     assert [k for k, _ in theirs] == [ct.CTA_TUPLE_ORIG | nl.NLA_F_NESTED,
                                       CTA_TUPLE_REPLY | nl.NLA_F_NESTED,
                                       CTA_STATUS, CTA_TIMEOUT, CTA_MARK]

@@ -15,6 +15,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from nlattrs import attr_list
 
 from nsnet.kernel import netlink as nl
 from nsnet.kernel import tc
@@ -49,15 +50,6 @@ def _command(req: nl.Request) -> str:
         text = "d0" if isinstance(word, tc.Dev) else str(word)
         words.append(f'"{text}"' if " " in text else text)
     return " ".join(words[1:])
-
-
-def _attrs(data: bytes, offset: int = 0) -> list[tuple[int, bytes]]:
-    out = []
-    while offset + 4 <= len(data):
-        length, kind = struct.unpack_from("=HH", data, offset)
-        out.append((kind, data[offset + 4:offset + length]))
-        offset += (length + 3) & ~3
-    return out
 
 
 SAME = {
@@ -103,10 +95,10 @@ def test_tbf_differs_only_by_the_rate_table():
     assert _command(req) == command
     ours, theirs = _seq0(_framed(req)), _seq0(captured)
     assert ours[16:TCMSG_END] == theirs[16:TCMSG_END]
-    (kind_o, opts_o), (kind_t, opts_t) = _attrs(ours, TCMSG_END), _attrs(theirs, TCMSG_END)
+    (kind_o, opts_o), (kind_t, opts_t) = attr_list(ours, TCMSG_END), attr_list(theirs, TCMSG_END)
     assert kind_o == kind_t
     assert opts_o[0] == tc.TCA_OPTIONS | nl.NLA_F_NESTED and opts_t[0] == tc.TCA_OPTIONS
-    inner_o, inner_t = dict(_attrs(opts_o[1])), dict(_attrs(opts_t[1]))
+    inner_o, inner_t = dict(attr_list(opts_o[1])), dict(attr_list(opts_t[1]))
     assert tc.TCA_TBF_RTAB in inner_t and len(inner_t.pop(tc.TCA_TBF_RTAB)) == 1024
     parms_t = bytearray(inner_t[tc.TCA_TBF_PARMS])
     assert parms_t[0] == 3 and inner_o[tc.TCA_TBF_PARMS][0] == 0  # cell_log

@@ -17,16 +17,4 @@ unshare --net bash -c '
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind((\"127.0.0.1\", 40000)); s.sendto(b\"x\", (\"127.0.0.1\", 5353))"
   strace -qq -e trace=sendto -e write=all -o /dev/stderr conntrack '"$args"' 2>&1 >/dev/null || true' |
-python3 -c '
-import re, struct, sys
-buffers, cur = [], None
-for line in sys.stdin:
-    if line.startswith("sendto("):
-        cur = bytearray(); buffers.append(cur)
-    elif re.match(r" \| [0-9a-f]{5}  ", line) and cur is not None:
-        cur += bytes.fromhex("".join(line[10:58].split()))
-data = [b for b in buffers if len(b) >= 16 and struct.unpack_from("=H", b, 4)[0] == 0x102][-1]
-print("# conntrack " + sys.argv[1])
-for i in range(0, len(data), 16):
-    print(data[i:i + 16].hex(" "))
-' "$args" > "$here/ct_delete_udp.hex"
+python3 -I "$here/../strace_hex.py" 0x102 "# conntrack $args" > "$here/ct_delete_udp.hex"

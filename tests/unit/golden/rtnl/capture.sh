@@ -38,19 +38,5 @@ for case in "${cases[@]}"; do
     ip link set d0 group 1234567
     ip link add brx type bridge; ip link set d0 master brx
     strace -qq -e trace=sendmsg -e write=all -o /dev/stderr ip '"$args"' 2>&1 >/dev/null || true' |
-  python3 -c '
-import re, struct, sys
-args, mtype = sys.argv[1], int(sys.argv[2])
-buffers, cur = [], None
-for line in sys.stdin:
-    if line.startswith(" * "):
-        cur = bytearray(); buffers.append(cur)
-    elif re.match(r" \| [0-9a-f]{5}  ", line) and cur is not None:
-        cur += bytes.fromhex("".join(line[10:58].split()))
-msgs = [b for b in buffers if len(b) >= 16 and struct.unpack_from("=H", b, 4)[0] == mtype]
-data = msgs[-1]
-print("# ip " + args)
-for i in range(0, len(data), 16):
-    print(data[i:i + 16].hex(" "))
-' "$args" "$mtype" > "$here/$name.hex"
+  python3 -I "$here/../strace_hex.py" "$mtype" "# ip $args" > "$here/$name.hex"
 done
