@@ -611,11 +611,19 @@ class OverlayDriver:
         if link is None:
             raise NotFound(f"VXLAN device {vxlan_name(net)!r} of overlay network "
                            f"{net.name!r} is missing (nsnet reconcile)")
+        # the kernel first, then the records: the agent programs the device
+        # meanwhile, and an entry it added from a record newer than ours
+        # would otherwise look like one nobody wants -- deleted here, while
+        # the agent believes it programmed (CI: a host's endpoint unreachable
+        # from another until the next change).  Read in this order, what the
+        # agent adds in between is only appended again (EEXIST: fine).
+        with kernel_errors(f"reading {vxlan_name(net)}"):
+            applier = VxlanApplier(self.ctx.rtnl, link.index).sync_from_kernel()
         records = self.records(net.name)
         desired = desired_entries(records, cfg.host, cfg.advertise)
         self.store_names(net, records)
         with kernel_errors(f"programming {vxlan_name(net)}"):
-            return VxlanApplier(self.ctx.rtnl, link.index).sync_from_kernel().apply(desired)
+            return applier.apply(desired)
 
     def sync_after_commit(self, net: Network) -> None:
         """:meth:`sync` once a connect committed: a store or kernel error now
@@ -763,12 +771,17 @@ class _NetWatch:
             raise
 
     def resync(self) -> bool:
-        """Re-read the records (and program them); if they differ from what
-        the watch delivered, restart the watch: its stream may hang on a
-        member the network cut off (no reset reaches a dead path).  Returns
-        whether it had to."""
+        """Re-read the device and the records (and program the difference);
+        if the records differ from what the watch delivered, restart the
+        watch: its stream may hang on a member the network cut off (no reset
+        reaches a dead path).  Returns whether it had to."""
         with self.watcher.lock:
             before = dict(self.watcher.records)
+        # what the device holds now, then the records (that order, as in
+        # OverlayDriver.sync): an entry someone else removed (a CLI's sync,
+        # a hand) is programmed again within this period, not never
+        with kernel_errors(f"reading VXLAN device {self.index}"):
+            self.applier.sync_from_kernel()
         self.watcher._list()
         with self.watcher.lock:
             missed = before != self.watcher.records
