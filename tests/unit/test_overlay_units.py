@@ -272,3 +272,22 @@ def test_setup_joins_a_network_made_meanwhile_only_with_the_same_subnets(seen_mi
     driver, net, made = _setup_race(MemoryStore(), "fd00:1::/64", seen_missing)
     driver.setup(net)
     assert made[0] == "bridge" and made[1][0] == "vxlan"
+
+
+def test_sync_reads_the_device_before_the_records(monkeypatch):
+    """A connect's sync and the agent race on one VXLAN device: read the
+    records first and an entry the agent added since, from a newer record,
+    looks unwanted and is deleted behind the agent's back.  So the device
+    is read first (what the agent adds in between is only appended again)."""
+    from nsnet.cluster import registry
+
+    order: list[str] = []
+    monkeypatch.setattr(registry.VxlanApplier, "sync_from_kernel",
+                        lambda self: (order.append("device"), self)[1])
+    monkeypatch.setattr(registry.VxlanApplier, "apply", lambda self, desired: [])
+    driver = _driver(MemoryStore(), "h1", set())
+    driver.ctx.rtnl = SimpleNamespace(find_link=lambda name: SimpleNamespace(index=7))
+    monkeypatch.setattr(driver, "records", lambda name: (order.append("records"), [])[1])
+    monkeypatch.setattr(driver, "store_names", lambda net, records: False)
+    driver.sync(plan_network(NetworkSpec("ov", "10.200.0.0/16", driver="overlay")))
+    assert order == ["device", "records"]
