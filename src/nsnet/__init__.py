@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 # corner -- the CNI plugin answering VERSION, the DNS server -- does not pay
 # for the engine, the kernel layer and the firewall at start-up.
 _WHERE = {
-    "engine": ("DEFAULT_NETNS_DIR", "DEFAULT_STATE_DIR", "CheckResult", "Engine", "check_ok"),
-    "config": ("Config", "DEFAULT_ETC_NETNS_DIR"),
+    "engine": ("CheckResult", "Engine", "check_ok"),
+    # the defaults from config, not engine: the CLI's options show them
+    # without importing the engine (nsnet --help)
+    "config": ("Config", "DEFAULT_ETC_NETNS_DIR", "DEFAULT_NETNS_DIR", "DEFAULT_STATE_DIR"),
     "errors": ("AlreadyExists", "CheckFailed", "Conflict", "InvalidInput", "KernelError",
                "LockTimeout", "NotFound", "NsnetError", "PermissionDenied", "PoolExhausted",
                "StateError", "StoreUnavailable"),
@@ -52,10 +54,10 @@ if TYPE_CHECKING:  # for type checkers and readers: the same names, eagerly
         cluster_status,
     )
     from .cni.install import install_cni_plugin
-    from .config import DEFAULT_ETC_NETNS_DIR, Config
+    from .config import DEFAULT_ETC_NETNS_DIR, DEFAULT_NETNS_DIR, DEFAULT_STATE_DIR, Config
     from .docker import serve_docker_plugin
     from .doctor import Diagnosis, diagnose, kernel_features
-    from .engine import DEFAULT_NETNS_DIR, DEFAULT_STATE_DIR, CheckResult, Engine, check_ok
+    from .engine import CheckResult, Engine, check_ok
     from .errors import (
         AlreadyExists,
         CheckFailed,

@@ -5,16 +5,44 @@ A package, layered (see :mod:`nsnet.engine.context` and README "Design"):
 namespaces, networks (with the network-driver seam), endpoints, ports,
 probes -- over the typed intent journal (intents.py), the firewall and DNS
 services, and the :class:`~nsnet.engine.context.Context` they share.
+
+Names are imported on first use (PEP 562), as the top-level package does:
+``from nsnet.engine import Engine`` does not import the links and probes
+resources a command may never use (see facade.py's doc).
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ..config import DEFAULT_ETC_NETNS_DIR, DEFAULT_NETNS_DIR, DEFAULT_STATE_DIR
-from .context import kernel_errors
-from .facade import Engine
-from .links import LinkEnd, P2PLink
-from .networks import bridge_sysctls
-from .probes import CheckResult, check_ok
+
+_WHERE = {
+    "context": ("kernel_errors",),
+    "facade": ("Engine",),
+    "links": ("LinkEnd", "P2PLink"),
+    "networks": ("bridge_sysctls",),
+    "probes": ("CheckResult", "check_ok"),
+}
+_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:  # for type checkers and readers: the same names, eagerly
+    from .context import kernel_errors
+    from .facade import Engine
+    from .links import LinkEnd, P2PLink
+    from .networks import bridge_sysctls
+    from .probes import CheckResult, check_ok
 
 __all__ = ["DEFAULT_ETC_NETNS_DIR", "DEFAULT_NETNS_DIR", "DEFAULT_STATE_DIR", "CheckResult",
            "Engine", "LinkEnd", "P2PLink", "bridge_sysctls", "check_ok", "kernel_errors"]

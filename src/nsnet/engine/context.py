@@ -50,6 +50,16 @@ def random_mac() -> str:
     return ":".join(f"{o:02x}" for o in octets)
 
 
+def new_id() -> str:
+    """A random id of network or endpoint: what ``uuid.uuid4().hex`` gives
+    (32 hex digits, version 4 and variant bits set as it sets them), without
+    importing uuid and platform (~3 ms of an API user's start, #15)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    return raw.hex()
+
+
 def transient_group() -> int:
     """A link group used only for the duration of one operation, so all of
     its links can be deleted with one RTM_DELLINK (one RCU wait)."""

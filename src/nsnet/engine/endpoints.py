@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from .context import (
     Steps,
     kernel_errors,
     labels,
+    new_id,
     no_ipv6,
     random_mac,
     refusal,
@@ -186,7 +186,7 @@ def choose_mac(net: Network, wanted: str | None, user: str | None, used: set[str
 
 
 def _new_id() -> str:
-    return uuid.uuid4().hex
+    return new_id()
 
 
 def plan_connect(net: Network, names: list[str], opts: ConnectOptions, facts: ConnectFacts,
@@ -448,7 +448,7 @@ class Endpoints:
     def plan_handoff(self, net: Network, name: str, opts: ConnectOptions) -> Endpoint:
         used = self.ctx.store.used_addresses(net.id) | {ip for _, ip in net.aux_addresses}
         ((ip, ip6),) = allocate(net, used, 1, opts.ip, opts.ip6)
-        ep_id = uuid.uuid4().hex
+        ep_id = new_id()
         peer = opts.ifname or f"nsh{ep_id[:8]}"
         host = host_ifnames(1, opts.host_ifname,
                             self._host_link_alias(opts.host_ifname))[0] or f"veth{ep_id[:7]}"

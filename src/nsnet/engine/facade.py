@@ -12,6 +12,13 @@ in one transaction.  The facade is the only place that composes resources
 (see :mod:`nsnet.engine.context` for the layering): the per-resource logic
 lives in namespaces.py, networks.py (with the network-driver seam),
 endpoints.py, ports.py and probes.py.
+
+What only some commands use is composed on first use, and its module
+imported then: the overlay driver (a network of ``driver="overlay"``),
+point-to-point links (topologies) and probes (ping, check).  Every nsnet
+command imports this module; importing those for all of them made every
+command's start ~60 ms slower than before #15 (tests/unit/
+test_startup_imports.py keeps them out of a small command's start).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from .. import kernel as k
@@ -75,15 +83,15 @@ from .intents import (
     PortsIntent,
     Registry,
 )
-from .links import Links, P2PLink
 from .namespaces import Namespaces
 from .networks import DriverFact, Networks, plan_network, wants_ula
-from .overlay import OverlayDriver
 from .ports import Ports
-from .probes import CheckResult, Probes
 
 if TYPE_CHECKING:  # imported where used: reconcile is ~5% of every command's start
     from .. import reconcile as rc
+    from .links import Links, P2PLink
+    from .overlay import OverlayDriver
+    from .probes import CheckResult, Probes
 
 __all__ = ["Engine"]
 
@@ -103,7 +111,7 @@ class _Scope:
 
     def rollback_intent(self) -> Intent:
         if self.spared and isinstance(self.intent, (ConnectIntent, NsAddIntent)):
-            return dataclasses.replace(self.intent, create_ns=tuple(
+            return self.intent.replace(create_ns=tuple(
                 n for n in self.intent.create_ns if n not in self.spared))
         return self.intent
 
@@ -144,14 +152,30 @@ class Engine:
         self.dns_sync = DnsSync(self.ctx, self.journal)
         self.namespaces = Namespaces(self.ctx)
         self.nets = Networks(self.ctx)
-        self.overlay = OverlayDriver(self.ctx, self.nets.bridge, DriverFact)  # #17
-        self.nets.drivers["overlay"] = self.overlay
+        self.nets.makers["overlay"] = lambda: self.overlay  # #17
         self.endpoints = Endpoints(self.ctx)
         self.published = Ports(self.ctx)
-        self.probes = Probes(self.ctx)
-        self.links = Links(self.ctx)
         self._register_intents()
         self._recovered: list[str] = []
+
+    # composed on first use (see the module's doc)
+    @cached_property
+    def overlay(self) -> OverlayDriver:
+        from .overlay import OverlayDriver
+
+        return OverlayDriver(self.ctx, self.nets.bridge, DriverFact)
+
+    @cached_property
+    def probes(self) -> Probes:
+        from .probes import Probes
+
+        return Probes(self.ctx)
+
+    @cached_property
+    def links(self) -> Links:
+        from .links import Links
+
+        return Links(self.ctx)
 
     @classmethod
     def open(cls, host_netns: str | None = None, state_dir: str = DEFAULT_STATE_DIR,
@@ -205,7 +229,8 @@ class Engine:
         j.roll_forward(DnsIntent, lambda op, intent: self.dns_sync.settle(op, intent))
 
     def close(self) -> None:
-        self.overlay.close()
+        if "overlay" in self.__dict__:  # made (cached_property)
+            self.overlay.close()
         self.ctx.close()
 
     def __enter__(self) -> Engine:

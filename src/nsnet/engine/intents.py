@@ -5,11 +5,19 @@ removed in the same transaction that commits its result.  An intent left in
 the journal means an nsnet process died part-way: the next one settles it,
 rolling creations back and deletions (and DNS work after a commit) forward.
 
-One frozen dataclass per kind; one :class:`Registry` maps each class to the
+One immutable class per kind; one :class:`Registry` maps each class to the
 function that settles it and says which way (back or forward).  Intents are
-serialised by field *name* (``dataclasses.asdict``), never as positional
+serialised by field *name* (:meth:`Record.to_dict`), never as positional
 lists, and never edited once written: a narrower rollback is a new value
-(``dataclasses.replace``), not an edit of the recorded one.
+(:meth:`Record.replace`), not an edit of the recorded one.
+
+Why not dataclasses: every nsnet command imports this module (a journal
+left by a dead process is settled before anything else), and ten frozen
+dataclasses cost ~10 ms to define -- each generates and compiles its
+methods at import.  :class:`Record` gives the same behaviour (fields from
+the class annotations, defaults, keyword or positional construction,
+comparison and hashing by value, frozen, a readable repr) with methods
+written once (#15's start-up regression; tests/unit/test_startup_imports.py).
 
 Compatibility: journals written before the typed format held positional
 lists (``"endpoints": [[id, host_ifname, netns]]`` in ``connect``/``ns_add``,
@@ -20,20 +28,87 @@ entries are only ever written in the named form.
 
 from __future__ import annotations
 
-import dataclasses
+import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import FrozenInstanceError
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..state import Store
+if TYPE_CHECKING:
+    from ..state import Store
 
 __all__ = ["ConnectIntent", "DeleteIntent", "DnsIntent", "EndpointRef", "Intent", "LinkIntent",
-           "NetworkCreateIntent", "NetworkRef", "NsAddIntent", "PortsIntent", "Registry",
-           "decode", "encode"]
+           "NetworkCreateIntent", "NetworkRef", "NsAddIntent", "PortsIntent", "Record",
+           "Registry", "decode", "encode"]
 
 
-@dataclass(frozen=True)
-class EndpointRef:
+class Record:
+    """An immutable value whose fields are its class's annotations (in
+    order, a base class's first; ``ClassVar`` ones are not fields); a class
+    attribute of the same name is the field's default."""
+
+    fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = [name for name, kind in inspect.get_annotations(cls).items()
+               if not str(kind).startswith(("ClassVar", "typing.ClassVar"))]
+        cls.fields = (*cls.fields, *(n for n in own if n not in cls.fields))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        cls = type(self)
+        if len(args) > len(cls.fields):
+            raise TypeError(f"{cls.__name__} takes at most {len(cls.fields)} arguments")
+        values = dict(zip(cls.fields, args, strict=False))
+        for name, value in kwargs.items():
+            if name not in cls.fields or name in values:
+                raise TypeError(f"{cls.__name__}: unexpected or repeated argument {name!r}")
+            values[name] = value
+        for name in cls.fields:
+            if name not in values:
+                if not hasattr(cls, name):
+                    raise TypeError(f"{cls.__name__}: missing argument {name!r}")
+                values[name] = getattr(cls, name)
+            object.__setattr__(self, name, values[name])
+
+    def values(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.fields)
+
+    def replace(self, **changes: Any) -> Record:
+        """A new value with ``changes`` (as ``dataclasses.replace``)."""
+        return type(self)(**{**dict(zip(self.fields, self.values(), strict=True)), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Field name -> value, nested records as dicts (as ``dataclasses.asdict``)."""
+        return {name: _plain(getattr(self, name)) for name in self.fields}
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.values() == other.values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self.values())
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.fields)
+        return f"{type(self).__name__}({inner})"
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Record):
+        return value.to_dict()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+class EndpointRef(Record):
     """What a rollback needs to find a half-made endpoint's host end."""
 
     id: str
@@ -41,8 +116,7 @@ class EndpointRef:
     netns: str
 
 
-@dataclass(frozen=True)
-class NetworkRef:
+class NetworkRef(Record):
     id: str
     bridge: str
     driver: str = "bridge"  # whose teardown removes it (#17: "overlay")
@@ -51,8 +125,7 @@ class NetworkRef:
     link_group: int = 0
 
 
-@dataclass(frozen=True)
-class Intent:
+class Intent(Record):
     kind: ClassVar[str] = ""
     forward: ClassVar[bool] = False  # settled by finishing it (else: by undoing it)
 
@@ -61,7 +134,6 @@ class Intent:
         return self.kind.replace("_", " ")
 
 
-@dataclass(frozen=True)
 class ConnectIntent(Intent):
     """A connect (or handed-off connect): veths made, namespaces maybe created."""
 
@@ -73,14 +145,12 @@ class ConnectIntent(Intent):
     pristine_lo: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
 class NsAddIntent(Intent):
     kind: ClassVar[str] = "ns_add"
     endpoints: tuple[EndpointRef, ...] = ()  # always empty; kept for the rollback's shape
     create_ns: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
 class NetworkCreateIntent(Intent):
     kind: ClassVar[str] = "network_create"
     id: str = ""
@@ -99,14 +169,12 @@ class NetworkCreateIntent(Intent):
     name: str = ""
 
 
-@dataclass(frozen=True)
 class PortsIntent(Intent):
     """port add/rm: the firewall is rebuilt from the state if it did not commit."""
 
     kind: ClassVar[str] = "ports"
 
 
-@dataclass(frozen=True)
 class DeleteIntent(Intent):
     """Endpoints, then namespaces, then a network: always rolled forward."""
 
@@ -117,7 +185,6 @@ class DeleteIntent(Intent):
     network: NetworkRef | None = None
 
 
-@dataclass(frozen=True)
 class LinkIntent(Intent):
     """A point-to-point link being made: its first end, found by name."""
 
@@ -126,7 +193,6 @@ class LinkIntent(Intent):
     ifname: str = ""
 
 
-@dataclass(frozen=True)
 class DnsIntent(Intent):
     """The resolv.conf/DNS-server work following a commit: finished later."""
 
@@ -141,7 +207,7 @@ KINDS: dict[str, type[Intent]] = {cls.kind: cls for cls in (
 
 
 def encode(intent: Intent) -> tuple[str, dict]:
-    return intent.kind, dataclasses.asdict(intent)
+    return intent.kind, intent.to_dict()
 
 
 def _ref(item: list | dict) -> EndpointRef:

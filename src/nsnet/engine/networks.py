@@ -16,7 +16,6 @@ import errno
 import ipaddress
 import random
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from ..model import (
     validate_mtu,
     validate_network_name,
 )
-from .context import Context, kernel_errors, labels, no_ipv6, random_mac
+from .context import Context, kernel_errors, labels, new_id, no_ipv6, random_mac
 
 __all__ = ["LINK_GROUPS", "BridgeDriver", "DriverFact", "NetworkDriver", "Networks",
            "bridge_sysctls", "pick_link_group"]
@@ -289,7 +288,7 @@ def plan_network(spec: NetworkSpec, net_id: str | None = None,
     servers = tuple(str(parse_ip(ip, "--dns server")) for ip in spec.dns_servers)
     if spec.driver not in DRIVERS:
         raise InvalidInput(f"--driver {spec.driver!r}: one of {', '.join(DRIVERS)}")
-    net_id = net_id or uuid.uuid4().hex
+    net_id = net_id or new_id()
     bridge = validate_ifname(spec.bridge or f"br-{net_id[:12]}", "bridge name")
     pools = [p for p in (pool, pool6) if p]
     v4 = (str(pool.subnet), str(pool.gateway), str(pool.ip_range)) if pool else ("", "", "")
@@ -323,14 +322,22 @@ class Networks:
         self.bridge = BridgeDriver(ctx)
         # driver name -> driver; the facade registers the overlay's (#17)
         self.drivers: dict[str, NetworkDriver] = {"bridge": self.bridge}
+        # driver name -> what makes it, on first use: a command that meets no
+        # overlay network never imports the overlay driver (#15)
+        self.makers: dict[str, Callable[[], NetworkDriver]] = {}
 
     def driver(self, net: Network | None = None, kind: str = "") -> NetworkDriver:
         """The driver of ``net`` (or named ``kind``; the bridge's by default)."""
         name = net.driver if net is not None else (kind or "bridge")
-        driver = self.drivers.get(name)
+        driver = self._known(name)
         if driver is None:
             raise InvalidInput(f"network driver {name!r} is not available")
         return driver
+
+    def _known(self, name: str) -> NetworkDriver | None:
+        if name not in self.drivers and name in self.makers:
+            self.drivers[name] = self.makers.pop(name)()
+        return self.drivers.get(name)
 
     def prepare(self, net: Network) -> Network:
         """``net`` with what only this host knows filled in: its link group
@@ -345,7 +352,7 @@ class Networks:
     def quiesce(self, net_id: str, device: str, driver: str) -> None:
         """Before the endpoints of a network being removed go: the driver's
         optional ``quiesce`` hook (making the bulk deletion cheaper)."""
-        hook = getattr(self.drivers.get(driver), "quiesce", None)  # unknown: teardown says so
+        hook = getattr(self._known(driver), "quiesce", None)  # unknown: teardown says so
         if hook:
             hook(net_id, device)
 

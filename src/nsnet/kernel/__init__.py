@@ -5,14 +5,20 @@ nothing assumes the calling process sits in the "host" namespace.  Netlink
 is spoken by a small in-tree codec (see :mod:`nsnet.kernel.netlink` for why
 this replaces pyroute2): typed builders return requests that callers batch,
 typed readers return dataclasses.
+
+What only some commands use -- conntrack (port removal), ICMP (ping,
+check), listening sockets (publishing ports) and tc (network create,
+topology links) -- is imported on first use (PEP 562), as the top-level
+package does: every nsnet command imports this package, and those four
+modules were ~5 ms of each command's start (#15).
 """
 
 from __future__ import annotations
 
+import importlib
 import socket
+from typing import TYPE_CHECKING, Any
 
-from .conntrack import forget_udp
-from .icmp import Echo, ping, reachable
 from .ipv6 import (
     FORWARDING6,
     ipv6_gateway_sysctls,
@@ -58,18 +64,42 @@ from .rtnl import (
     req_new_veth,
     req_set_link,
 )
-from .sockets import Listener, busy_ports, listeners, socket_owner
-from .tc import (
-    NetemSpec,
-    has_netem,
-    loopback_guarded,
-    req_clsact,
-    req_del_root_qdisc,
-    req_loopback_guard,
-    req_netem,
-    req_tbf,
-)
 from .views import InsideReader, Snapshot
+
+# submodule -> the names it gives this package, imported on first use
+_LAZY = {
+    "conntrack": ("forget_udp",),
+    "icmp": ("Echo", "ping", "reachable"),
+    "sockets": ("Listener", "busy_ports", "listeners", "socket_owner"),
+    "tc": ("NetemSpec", "has_netem", "loopback_guarded", "req_clsact", "req_del_root_qdisc",
+           "req_loopback_guard", "req_netem", "req_tbf"),
+}
+_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:  # for type checkers and readers: the same names, eagerly
+    from .conntrack import forget_udp
+    from .icmp import Echo, ping, reachable
+    from .sockets import Listener, busy_ports, listeners, socket_owner
+    from .tc import (
+        NetemSpec,
+        has_netem,
+        loopback_guarded,
+        req_clsact,
+        req_del_root_qdisc,
+        req_loopback_guard,
+        req_netem,
+        req_tbf,
+    )
 
 # address families, for the engine's per-family dumps (it imports no socket)
 INET, INET6 = socket.AF_INET, socket.AF_INET6
