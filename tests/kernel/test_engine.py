@@ -68,6 +68,10 @@ def test_ipv6_is_off_on_endpoint_interfaces(sandbox, how):
     assert sandbox.host("cat", f"/proc/sys/net/ipv6/conf/{ep.host_ifname}/disable_ipv6"
                         ).stdout == "1\n"
     assert "inet6" not in sandbox.host("ip", "-6", "addr", "show", "dev", ep.host_ifname).stdout
+    # born up (one link notification fewer), yet without a carrier until the
+    # peer was up, after IPv6 was off: no IPv6 route ever went through it
+    assert sandbox.host("ip", "-6", "route", "show", "table", "all", "dev",
+                        ep.host_ifname).stdout.strip() == ""
 
 
 def test_static_options(sandbox):

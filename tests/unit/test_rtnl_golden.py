@@ -91,6 +91,11 @@ DIFFERENT = {
         r.req_new_veth(r.VethSpec("h0", "p0", FD)),
         NESTED_DIFF + "; and the peer's attributes come in another order (ip: "
         "IFLA_NET_NS_FD first; the kernel parses attributes by type, not position)", None),
+    "new_veth_up_peer_in_netns": (
+        "link add name h0 up type veth peer name p0 netns /proc/self/ns/net",
+        r.req_new_veth(r.VethSpec("h0", "p0", FD, up=True)),
+        NESTED_DIFF + "; and the peer's attributes come in another order (as "
+        "new_veth_peer_in_netns)", None),
     "bridge_mcast_snooping_off": (
         "link set dev brx type bridge mcast_snooping 0",
         r.req_bridge_mcast_snooping(BRX, False), NESTED_DIFF, None),

@@ -127,6 +127,14 @@ class VethSpec:
     # IFLA_GROUP of the host end, set in the creating request (the peer has
     # none): a network's ends share one, so they go in one RTM_DELLINK by group
     group: int = 0
+    # the host end up in the creating request (``ip link add NAME up ...``): the
+    # kernel then sends one link notification for its birth and its going up,
+    # where a later "set up" sends one more -- and each notification of a veth
+    # end whose peer is in another namespace maps that namespace to its id by
+    # a linear walk of the host's ids (peernet2id), O(namespaces there).  The
+    # peer is born down, so the host end has no carrier yet: up, it gets no
+    # IPv6 address or route before the caller turns IPv6 off on it.
+    up: bool = False
 
 
 def mac_bytes(mac: str) -> bytes:
@@ -179,11 +187,13 @@ def req_new_veth(spec: VethSpec) -> Request:
                 *(["master", Dev(spec.master)] if spec.master else []),
                 *(["mtu", spec.mtu] if spec.mtu else []),
                 *(["group", spec.group] if spec.group else []),
+                *(["up"] if spec.up else []),
                 "type", "veth", "peer", "name", spec.peer_name, "netns", Ns(spec.peer_netns_fd),
                 *(["mtu", spec.mtu] if spec.mtu else []),
                 *(["address", spec.peer_mac.hex(":")] if spec.peer_mac else []))
+    flags = nl.IFF_UP if spec.up else 0
     return Request(nl.RTM_NEWLINK, nl.NLM_F_CREATE | nl.NLM_F_EXCL,
-                   _ifinfo() + b"".join(host) + info,
+                   _ifinfo(0, flags, flags) + b"".join(host) + info,
                    f"create veth {spec.host_name} <-> {spec.peer_name}", cmd)
 
 
