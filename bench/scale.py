@@ -248,9 +248,11 @@ def floor(variant: str, networks: int, size: int) -> dict:
     """The kernel's own growth, side by side: the same rounds of 1000
     namespaces + veths without nsnet.  ``ip-batch``: the issue's reference,
     one ``ip -batch`` per round (netns add, veth with its peer born inside,
-    on a bridge).  ``requests``: the very kernel requests nsnet's connect
-    --create makes (namespace born with IPv6 off, veth batch, host ends'
-    IPv6 off, inside configured), through nsnet's kernel layer with no state, IPAM or checks."""
+    on a bridge; the kernel numbers the namespaces itself).  ``requests``:
+    the very kernel requests nsnet's connect --create makes (namespace born
+    with IPv6 off, its host id chosen, veth batch with host ends born up,
+    host ends' IPv6 off, marked, inside configured), through nsnet's kernel
+    layer with no state, IPAM or checks."""
     from nsnet import kernel as k
 
     _sandbox()
@@ -308,6 +310,9 @@ def netns_floor(variant: str, rounds: int, size: int) -> dict:
     return {"variant": variant, "times": times}
 
 
+NSID_TOP = 1 << 30  # nsnet.state.NSID_TOP
+
+
 def _floor_requests(k, bridge: str, gw: str, r: int, names: list[str]) -> None:
     rt = k.open_rtnl(k.current_netns())
     index = rt.link(bridge).index
@@ -316,12 +321,18 @@ def _floor_requests(k, bridge: str, gw: str, r: int, names: list[str]) -> None:
         chunk = names[start : start + 256]
         handles = [k.create_netns("/run/netns", n, {"net/ipv6/conf/default/disable_ipv6": "1"})
                    for n in chunk]
-        rt.run([k.req_new_veth(k.VethSpec(f"v{r}x{start + i}", "eth0", h.fd, master=index))
-                for i, h in enumerate(handles)])
-        # host ends IPv6 off before up, as nsnet does (engine/endpoints.py)
+        # the host's ids of the namespaces, handed out downward as nsnet does
+        # (state.take_nsids; the sandbox is fresh, so from the top)
+        first = NSID_TOP - (r - 1) * len(names) - start
+        rt.run([k.req_new_nsid(h.fd, first - i) for i, h in enumerate(handles)])
+        rt.run([k.req_new_veth(k.VethSpec(f"v{r}x{start + i}", "eth0", h.fd, master=index,
+                                          up=True)) for i, h in enumerate(handles)])
+        # host ends IPv6 off before they have a carrier, as nsnet does
+        # (engine/endpoints.py), then marked (alias, hairpin)
         k.write_sysctls_here({f"net/ipv6/conf/v{r}x{start + i}/disable_ipv6": "1"
                               for i in range(len(chunk))})
-        rt.run([k.req_set_link(f"v{r}x{start + i}", up=True) for i in range(len(chunk))])
+        rt.run([k.req_set_link(f"v{r}x{start + i}", alias=f"nsnet:ep:{r}x{start + i}",
+                               hairpin=True) for i in range(len(chunk))])
         for i, h in enumerate(handles):
             with k.open_rtnl(h) as inner:
                 idx = inner.link("eth0").index
@@ -386,7 +397,9 @@ def settle(limit: float = 90.0) -> None:
     sandbox alike: (1) its namespaces freed -- the count back near where it
     was at the start (the kernel frees a dead sandbox's thousands of
     namespaces in a workqueue, a batch at a time, so the count can stay flat
-    for seconds and then drop: only 20 s without any fall counts as "stuck"),
+    for seconds and then drop; 20 s without any fall counts as done: the
+    structures of 5000 dead namespaces can stay allocated for minutes after
+    the cleanup work ended, while nothing runs),
     then (2) the kernel threads quiet: under 5% of one CPU over a second
     (what remains of that cleanup -- device unregistration, RCU callbacks --
     runs in kworker/ksoftirqd/rcu threads, which a measured command would
@@ -492,10 +505,11 @@ def report(res: dict, cmdline: str) -> str:
         lines += [f"## {g['networks']} networks x {g['size']} endpoints, created in turn", "",
                   "`nsnet connect netI <names> --create` (DNS on, the default), beside the "
                   "kernel's own growth in the same run: `requests` = the very kernel requests "
-                  "nsnet makes (namespaces born with IPv6 off, veth batches, inside "
-                  "configured) through nsnet's kernel layer with no state or checks; "
-                  "`ip-batch` = the issue's reference (one `ip -batch` per round: netns add + "
-                  "veth with its peer born inside, on a bridge).  Each in its own sandbox, "
+                  "nsnet makes (namespaces born with IPv6 off and numbered downward in the host, "
+                  "veth batches, inside configured) through nsnet's kernel layer with no "
+                  "state or checks; `ip-batch` = the issue's reference (one `ip -batch` per "
+                  "round: netns add + veth with its peer born inside, on a bridge; the kernel "
+                  "numbers the namespaces itself, upward).  Each in its own sandbox, "
                   "one after the other, after the previous sandbox's namespaces were freed.",
                   "", "| network | endpoints before | nsnet (s) | vs 1st | kernel requests (s) "
                   "| vs 1st | ip -batch (s) | vs 1st | nsnet - requests (s) |",

@@ -74,6 +74,29 @@ def test_ipv6_is_off_on_endpoint_interfaces(sandbox, how):
                         ep.host_ifname).stdout.strip() == ""
 
 
+def test_each_connect_numbers_its_namespaces_below_the_ones_before(sandbox):
+    """The host's ids of connected namespaces go down (the kernel's walk of
+    them, at each link notification of a veth end, finds the newest first:
+    req_new_nsid); a namespace on a second network keeps its id."""
+    import re
+
+    eng = sandbox.engine()
+    _net(eng)
+    first = [sandbox.name("o1"), sandbox.name("o2")]
+    eng.connect("front", first, ConnectOptions(create=True))
+    (later,) = eng.connect("front", [sandbox.name("o3")], ConnectOptions(create=True))
+    _net(eng, "back", "203.0.113.0/24")
+    (again,) = eng.connect("back", [first[0]])
+
+    def nsid(ep):
+        shown = sandbox.host("ip", "-d", "link", "show", "dev", ep.host_ifname).stdout
+        return int(re.search(r"link-netnsid (\d+)", shown).group(1))
+    ids = [nsid(e) for e in eng.network("front").endpoints]
+    assert ids == sorted(ids, reverse=True) and len(set(ids)) == 3 and ids[-1] == nsid(later)
+    assert ids[0] >= 1 << 29  # nsnet's range, far above the kernel's own numbering
+    assert nsid(again) == ids[0]
+
+
 def test_static_options(sandbox):
     eng = sandbox.engine()
     _net(eng)

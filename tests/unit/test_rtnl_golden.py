@@ -43,6 +43,8 @@ def _seq0(message: bytes) -> bytes:
 
 
 SAME = {  # golden name -> (ip arguments, nsnet's request for the same thing)
+    # (6: the fd `ip netns set` opened on /run/netns/x)
+    "new_nsid": ("netns set x 1073741824", r.req_new_nsid(6, 1 << 30)),
     "add_addr": ("addr add 10.1.0.3/24 dev d0", r.req_add_addr(D0, "10.1.0.3/24")),
     "add_route_default_via": ("route add default via 10.1.0.1",
                               r.req_add_route("default", "10.1.0.1")),

@@ -419,6 +419,7 @@ class Endpoints:
         rtnl = self.ctx.rtnl
         handles = [self.ctx.open_ns(e.netns) for e in chunk]
         try:
+            self._number_namespaces(handles)
             # host ends born up (VethSpec.up: one link notification fewer each,
             # whose cost grows with the namespaces present); no carrier until
             # their peers go up inside, after IPv6 is off on them below
@@ -450,6 +451,19 @@ class Endpoints:
         finally:
             for ns in handles:
                 ns.close()
+
+    def _number_namespaces(self, handles: list[k.Netns]) -> None:
+        """Give the host's ids of these namespaces ourselves, each below every
+        one given before (k.req_new_nsid says why: the kernel's walk then
+        finds the newest first).  Best effort, never a failure: a namespace
+        that already has an id (connected before, or someone's) keeps it
+        (EEXIST), an id someone else took is skipped, and without ids left
+        the kernel numbers them as it always did."""
+        with self.ctx.store.transaction():
+            ids = self.ctx.store.take_nsids(len(handles))
+        reqs = [k.req_new_nsid(ns.fd, nsid) for ns, nsid in zip(handles, ids, strict=False)]
+        if reqs:
+            self.ctx.rtnl.batch(reqs)  # failures ignored, as said
 
     # ------------------------------------------------------ handed off
     def plan_handoff(self, net: Network, name: str, opts: ConnectOptions) -> Endpoint:

@@ -55,6 +55,7 @@ from .rtnl import (
     req_del_route,
     req_del_route6,
     req_new_bridge,
+    req_new_nsid,
     req_new_veth,
     req_set_link,
 )
@@ -135,6 +136,7 @@ __all__ = [
     "req_loopback_guard",
     "req_netem",
     "req_new_bridge",
+    "req_new_nsid",
     "req_new_veth",
     "req_set_link",
     "req_tbf",

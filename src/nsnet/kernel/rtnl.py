@@ -197,6 +197,26 @@ def req_new_veth(spec: VethSpec) -> Request:
                    f"create veth {spec.host_name} <-> {spec.peer_name}", cmd)
 
 
+RTM_NEWNSID, NETNSA_NSID, NETNSA_FD = 88, 1, 3
+
+
+def req_new_nsid(netns_fd: int, nsid: int) -> Request:
+    """``ip netns set NAME NSID``: the id by which this namespace knows the
+    namespace ``netns_fd`` (for a veth whose peer is there, IFLA_LINK_NETNSID).
+
+    Why choose it: the kernel maps a peer namespace to its id by walking the
+    ids in ascending order until it finds it (peernet2id, on every link
+    notification of such a veth end: ~5 per endpoint at connect), and numbers
+    new namespaces upward from 0 -- so each new endpoint's walk passes every
+    namespace connected before it.  Ids handed out downward (the newest
+    lowest) make the newest first: a connect's cost no longer grows with the
+    namespaces already there (walks for the oldest grow instead)."""
+    body = struct.pack("=B3x", socket.AF_UNSPEC) + attr_u32(NETNSA_FD, netns_fd) \
+        + attr(NETNSA_NSID, struct.pack("=i", nsid))
+    return Request(RTM_NEWNSID, 0, body, f"set the id of a namespace to {nsid}",
+                   lambda: ("ip", "netns", "set", Ns(netns_fd), nsid))
+
+
 def req_set_link(name: str = "", index: int = 0, up: bool | None = None,
                  alias: str | None = None, group: int | None = None,
                  hairpin: bool | None = None) -> Request:

@@ -29,6 +29,8 @@ cases=(
   "set_hairpin:16:link set dev d0 type bridge_slave hairpin on"
   "bridge_mcast_snooping_off:16:link set dev brx type bridge mcast_snooping 0"
 )
+# new_nsid (type 88, "netns set x 1073741824") needs a named namespace: captured
+# by hand with `unshare --mount --net` + tmpfs on /run + `ip netns add x`
 for case in "${cases[@]}"; do
   IFS=: read -r name mtype args <<<"$case"
   unshare --net bash -c '
