@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -56,20 +57,102 @@ def _env() -> dict[str, str]:
 _count = 0
 
 
+LAST_CPU: dict[str, float] = {}  # user/sys seconds of the last nsnet process
+
+
 def nsnet(*args: str, label: str = "") -> float:
-    """Run one nsnet command; its whole wall time (process start to exit)."""
+    """Run one nsnet command; its whole wall time (process start to exit).
+    Its CPU time (user, sys: the process and any child it waited for --
+    not the DNS server it may start, which outlives it) goes to LAST_CPU."""
     global _count
     cmd = _nsnet()
     if PROFILE_DIR:
         _count += 1
         name = f"{_count:03d}-{label or args[0]}".replace("/", "_").replace(" ", "_")
         cmd[cmd.index("PROFILE")] = os.path.join(PROFILE_DIR, name + ".prof")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     res = subprocess.run([*cmd, *args], capture_output=True, text=True, env=_env())
     took = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU.update(user=after.ru_utime - before.ru_utime, sys=after.ru_stime - before.ru_stime)
     if res.returncode:
         raise RuntimeError(f"nsnet {' '.join(args[:4])}: {res.stderr.strip()[-300:]}")
     return took
+
+
+# ------------------------------------------------------------ CPU accounting
+PF_KTHREAD = 0x00200000  # <linux/sched.h>: the process is a kernel thread
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_ticks() -> dict[int, tuple[str, bool, int]]:
+    """Every process's CPU so far: PID -> (name, kernel thread?, user+sys
+    clock ticks).  The sandbox shares the machine's PID namespace, so this
+    sees everything: the DNS server, kernel workers, other users' processes."""
+    out = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()  # fields[0] is field 3 (state)
+        out[int(entry.name)] = (comm, bool(int(fields[6]) & PF_KTHREAD),
+                                int(fields[11]) + int(fields[12]))
+    return out
+
+
+def _system_ticks() -> tuple[int, int]:
+    """(busy, idle) clock ticks of all CPUs (/proc/stat; iowait is idle)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = v
+    return user + nice + system + irq + softirq + steal, idle + iowait
+
+
+def _group(comm: str) -> str:
+    """A kernel thread's family: kworker/u4:2-events_unbound -> kworker."""
+    return comm.split("/", 1)[0].split(":", 1)[0]
+
+
+def cpu_sample() -> dict:
+    return {"procs": _proc_ticks(), "system": _system_ticks()}
+
+
+def cpu_between(a: dict, b: dict, dns_pid: int | None) -> dict:
+    """Who used the CPUs between two samples (seconds): ``dns`` the DNS server,
+    ``kthreads`` kernel threads by family, ``others`` every other process
+    alive at both samples (the nsnet command itself, born and reaped in
+    between, is not among them: its own rusage counts it), ``busy``/``idle``
+    all CPUs together."""
+    dns, kthreads, others = 0.0, {}, {}
+    for pid, (comm, kthread, ticks) in b["procs"].items():
+        if pid not in a["procs"] or a["procs"][pid][0] != comm:
+            continue
+        used = (ticks - a["procs"][pid][2]) / TICK
+        if not used:
+            continue
+        if pid == dns_pid:
+            dns += used
+        elif kthread:
+            kthreads[_group(comm)] = kthreads.get(_group(comm), 0.0) + used
+        else:
+            others[comm] = others.get(comm, 0.0) + used
+    busy = (b["system"][0] - a["system"][0]) / TICK
+    idle = (b["system"][1] - a["system"][1]) / TICK
+    return {"dns": dns, "kthreads": kthreads, "others": others, "busy": busy, "idle": idle}
+
+
+def dns_pid() -> int | None:
+    try:
+        with open(os.path.join(STATE, "dns.pid")) as f:
+            return int(f.read().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
 
 
 def _sandbox() -> None:
@@ -93,7 +176,9 @@ def _queries(reps: int, net: str, tag: str) -> dict[str, float]:
     return out
 
 
-def growth(networks: int, size: int, reps: int) -> dict:
+def growth(networks: int, size: int, reps: int, tail: bool = True) -> dict:
+    """One sequence: the near-empty commands, the networks connected in turn,
+    then (``tail``) the commands at networks x size endpoints."""
     _sandbox()
     r: dict = {"networks": networks, "size": size}
     r["start"] = _median(lambda _i: nsnet("--help", label="help"), reps)
@@ -103,14 +188,24 @@ def growth(networks: int, size: int, reps: int) -> dict:
     r["connect_one_small"] = _median(
         lambda i: nsnet("connect", "probe", f"s{i}", "--create", label="connect-one-small"), reps)
     r["queries_small"] = _queries(reps, "probe", "small")
-    r["connect"] = []
+    r["connect"], r["cpu"] = [], []
     for i in range(1, networks + 1):
         nsnet("network", "create", f"net{i}", "--subnet", f"198.18.{4 * (i - 1)}.0/22")
         names = [f"n{i}-{j}" for j in range(1, size + 1)]
+        alive = net_namespaces()
+        before = cpu_sample()
         r["connect"].append(nsnet("connect", f"net{i}", *names, "--create",
                                   label=f"connect-net{i}"))
-        print(f"  net{i}: connect --create of {size}: {r['connect'][-1]:.2f} s",
+        cpu = cpu_between(before, cpu_sample(), dns_pid())
+        r["cpu"].append({**cpu, **LAST_CPU, "netns_alive": alive})
+        print(f"  net{i}: connect --create of {size}: {r['connect'][-1]:.2f} s, "
+              f"CPU: nsnet {LAST_CPU['user']:.2f} + {LAST_CPU['sys']:.2f}, "
+              f"dns {cpu['dns']:.2f}, kernel threads {sum(cpu['kthreads'].values()):.2f}, "
+              f"others {sum(cpu['others'].values()):.2f}, all {cpu['busy']:.2f} "
+              f"(idle {cpu['idle']:.2f}); namespaces alive before {alive}",
               file=sys.stderr, flush=True)
+    if not tail:
+        return r
     r["connect_one_big"] = _median(
         lambda i: nsnet("connect", "probe", f"b{i}", "--create", label="connect-one-big"), reps)
     r["queries_big"] = _queries(reps, f"net{(networks + 1) // 2}", "big")
@@ -153,23 +248,26 @@ def floor(variant: str, networks: int, size: int) -> dict:
     """The kernel's own growth, side by side: the same rounds of 1000
     namespaces + veths without nsnet.  ``ip-batch``: the issue's reference,
     one ``ip -batch`` per round (netns add, veth with its peer born inside,
-    on a bridge).  ``requests``: the very kernel requests nsnet's connect
-    --create makes (namespace born with IPv6 off, veth batch, host ends'
-    IPv6 off, inside configured), through nsnet's kernel layer with no state, IPAM or checks."""
-    import resource
-
+    on a bridge; the kernel numbers the namespaces itself).  ``requests``:
+    the very kernel requests nsnet's connect --create makes (namespace born
+    with IPv6 off, its host id chosen, veth batch with host ends born up,
+    host ends' IPv6 off, marked, inside configured), through nsnet's kernel
+    layer with no state, IPAM or checks."""
     from nsnet import kernel as k
 
     _sandbox()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    times = []
+    times: list[float] = []
+    cpu: list[dict] = []
     for r in range(1, networks + 1):
         bridge, gw = f"fl{r}", f"198.18.{4 * (r - 1)}.1"
         sh("ip", "link", "add", bridge, "type", "bridge")
         sh("ip", "addr", "add", f"{gw}/22", "dev", bridge)
         sh("ip", "link", "set", bridge, "up")
         names = [f"f{r}-{i}" for i in range(1, size + 1)]
+        alive = net_namespaces()
+        before, own = cpu_sample(), _own_cpu()
         t0 = time.perf_counter()
         if variant == "ip-batch":
             lines = [f"netns add {n}" for n in names]
@@ -179,8 +277,19 @@ def floor(variant: str, networks: int, size: int) -> dict:
         else:
             _floor_requests(k, bridge, gw, r, names)
         times.append(time.perf_counter() - t0)
-        print(f"  floor {variant} round {r}: {times[-1]:.2f} s", file=sys.stderr, flush=True)
-    return {"variant": variant, "times": times}
+        spent = _own_cpu()
+        cpu.append({**cpu_between(before, cpu_sample(), None), "netns_alive": alive,
+                    "user": spent[0] - own[0], "sys": spent[1] - own[1]})
+        print(f"  floor {variant} round {r}: {times[-1]:.2f} s, CPU {cpu[-1]['user']:.2f} + "
+              f"{cpu[-1]['sys']:.2f}, all {cpu[-1]['busy']:.2f}", file=sys.stderr, flush=True)
+    return {"variant": variant, "times": times, "cpu": cpu}
+
+
+def _own_cpu() -> tuple[float, float]:
+    """(user, sys) seconds of this process and the children it reaped."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + kids.ru_utime, me.ru_stime + kids.ru_stime
 
 
 def netns_floor(variant: str, rounds: int, size: int) -> dict:
@@ -201,6 +310,9 @@ def netns_floor(variant: str, rounds: int, size: int) -> dict:
     return {"variant": variant, "times": times}
 
 
+NSID_TOP = 1 << 30  # nsnet.state.NSID_TOP
+
+
 def _floor_requests(k, bridge: str, gw: str, r: int, names: list[str]) -> None:
     rt = k.open_rtnl(k.current_netns())
     index = rt.link(bridge).index
@@ -209,12 +321,18 @@ def _floor_requests(k, bridge: str, gw: str, r: int, names: list[str]) -> None:
         chunk = names[start : start + 256]
         handles = [k.create_netns("/run/netns", n, {"net/ipv6/conf/default/disable_ipv6": "1"})
                    for n in chunk]
-        rt.run([k.req_new_veth(k.VethSpec(f"v{r}x{start + i}", "eth0", h.fd, master=index))
-                for i, h in enumerate(handles)])
-        # host ends IPv6 off before up, as nsnet does (engine/endpoints.py)
+        # the host's ids of the namespaces, handed out downward as nsnet does
+        # (state.take_nsids; the sandbox is fresh, so from the top)
+        first = NSID_TOP - (r - 1) * len(names) - start
+        rt.run([k.req_new_nsid(h.fd, first - i) for i, h in enumerate(handles)])
+        rt.run([k.req_new_veth(k.VethSpec(f"v{r}x{start + i}", "eth0", h.fd, master=index,
+                                          up=True)) for i, h in enumerate(handles)])
+        # host ends IPv6 off before they have a carrier, as nsnet does
+        # (engine/endpoints.py), then marked (alias, hairpin)
         k.write_sysctls_here({f"net/ipv6/conf/v{r}x{start + i}/disable_ipv6": "1"
                               for i in range(len(chunk))})
-        rt.run([k.req_set_link(f"v{r}x{start + i}", up=True) for i in range(len(chunk))])
+        rt.run([k.req_set_link(f"v{r}x{start + i}", alias=f"nsnet:ep:{r}x{start + i}",
+                               hairpin=True) for i in range(len(chunk))])
         for i, h in enumerate(handles):
             with k.open_rtnl(h) as inner:
                 idx = inner.link("eth0").index
@@ -234,7 +352,8 @@ def worker(argv: list[str]) -> None:
     try:
         try:
             if method == "growth":
-                out = growth(int(args[0]), int(args[1]), int(args[2]))
+                out = growth(int(args[0]), int(args[1]), int(args[2]),
+                             tail=args[3:4] != ["notail"])
             elif method == "floor":
                 out = floor(args[0], int(args[1]), int(args[2]))
             elif method == "netns":
@@ -266,19 +385,44 @@ def net_namespaces() -> int:
 _BASE: list[int] = []
 
 
+SETTLED: list[dict] = []  # each settle(): how long it waited, and what it saw
+
+
+def _kthread_seconds() -> float:
+    return sum(t for _, kthread, t in _proc_ticks().values() if kthread) / TICK
+
+
 def settle(limit: float = 90.0) -> None:
-    """Wait until the previous sandbox's namespaces are freed (the count is
-    back near where it was at the start, or stops falling): the kernel's
-    cleanup of thousands of namespaces would otherwise slow the next run."""
+    """Wait until the kernel is done with the previous sandbox, before every
+    sandbox alike: (1) its namespaces freed -- the count back near where it
+    was at the start (the kernel frees a dead sandbox's thousands of
+    namespaces in a workqueue, a batch at a time, so the count can stay flat
+    for seconds and then drop; 20 s without any fall counts as done: the
+    structures of 5000 dead namespaces can stay allocated for minutes after
+    the cleanup work ended, while nothing runs),
+    then (2) the kernel threads quiet: under 5% of one CPU over a second
+    (what remains of that cleanup -- device unregistration, RCU callbacks --
+    runs in kworker/ksoftirqd/rcu threads, which a measured command would
+    otherwise share the CPUs with)."""
+    t0 = time.monotonic()
     now = net_namespaces()
     if not _BASE:
         _BASE.append(now)
-    end, last, still = time.monotonic() + limit, now, 0
-    while now > _BASE[0] + 200 and time.monotonic() < end and still < 5:
-        time.sleep(1)
+    end, last, since = t0 + limit, now, t0
+    while now > _BASE[0] + 200 and time.monotonic() < end and time.monotonic() - since < 20:
+        time.sleep(0.5)
         now = net_namespaces()
-        still = still + 1 if now >= last else 0
+        if now < last:
+            since = time.monotonic()
         last = now
+    freed = time.monotonic() - t0
+    quiet = False
+    while not quiet and time.monotonic() < end:
+        before = _kthread_seconds()
+        time.sleep(1)
+        quiet = _kthread_seconds() - before < 0.05
+    SETTLED.append({"netns": now, "base": _BASE[0], "freed_after": round(freed, 1),
+                    "waited": round(time.monotonic() - t0, 1), "quiet": quiet})
 
 
 def loadavg() -> str:
@@ -298,15 +442,23 @@ def measure(networks: int, size: int, stars: list[int], reps: int, profile: str)
     extra = [f"profile={os.path.abspath(profile)}"] if profile else []
     res: dict = {"load_before": loadavg(), "reps": reps}
     print(f"growth: {networks} x {size} (load {res['load_before']})", file=sys.stderr)
-    settle()
-    res["growth"] = run_sandboxed("bench.scale", "growth", str(networks), str(size), str(reps),
-                                  *extra)
-    res["load_mid"] = loadavg()
-    res["floors"] = {}
-    for variant in ("requests", "ip-batch"):
+    # ``reps`` sequences of growth, each followed by the kernel floors of the
+    # same rounds, so the 5th/1st ratios are medians of several sequences made
+    # alike (the commands at 5000 endpoints only after the first)
+    res["sequences"] = []
+    for seq in range(reps):
+        one: dict = {"load_before": loadavg()}
         settle()
-        res["floors"][variant] = run_sandboxed("bench.scale", "floor", variant, str(networks),
-                                               str(size))
+        one["growth"] = run_sandboxed("bench.scale", "growth", str(networks), str(size),
+                                      str(reps), *([] if seq == 0 else ["notail"]), *extra)
+        one["floors"] = {}
+        for variant in ("requests", "ip-batch"):
+            settle()
+            one["floors"][variant] = run_sandboxed("bench.scale", "floor", variant,
+                                                   str(networks), str(size))
+        res["sequences"].append(one)
+    res["growth"], res["floors"] = res["sequences"][0]["growth"], res["sequences"][0]["floors"]
+    res["load_mid"] = loadavg()
     res["topology"] = []
     for n in stars:
         for dns in (True, False):
@@ -321,6 +473,7 @@ def measure(networks: int, size: int, stars: list[int], reps: int, profile: str)
                           f"{r.get('time', 0):.2f} s {'' if r.get('ok') else r.get('problem')}",
                           file=sys.stderr, flush=True)
     res["load_after"] = loadavg()
+    res["settled"] = SETTLED
     return res
 
 
@@ -352,10 +505,11 @@ def report(res: dict, cmdline: str) -> str:
         lines += [f"## {g['networks']} networks x {g['size']} endpoints, created in turn", "",
                   "`nsnet connect netI <names> --create` (DNS on, the default), beside the "
                   "kernel's own growth in the same run: `requests` = the very kernel requests "
-                  "nsnet makes (namespaces born with IPv6 off, veth batches, inside "
-                  "configured) through nsnet's kernel layer with no state or checks; "
-                  "`ip-batch` = the issue's reference (one `ip -batch` per round: netns add + "
-                  "veth with its peer born inside, on a bridge).  Each in its own sandbox, "
+                  "nsnet makes (namespaces born with IPv6 off and numbered downward in the host, "
+                  "veth batches, inside configured) through nsnet's kernel layer with no "
+                  "state or checks; `ip-batch` = the issue's reference (one `ip -batch` per "
+                  "round: netns add + veth with its peer born inside, on a bridge; the kernel "
+                  "numbers the namespaces itself, upward).  Each in its own sandbox, "
                   "one after the other, after the previous sandbox's namespaces were freed.",
                   "", "| network | endpoints before | nsnet (s) | vs 1st | kernel requests (s) "
                   "| vs 1st | ip -batch (s) | vs 1st | nsnet - requests (s) |",
@@ -396,8 +550,20 @@ def report(res: dict, cmdline: str) -> str:
                      f"{'-' if alone is None else f'{alone:.3f}'} (alone, star-1000 world) | "
                      f"{g['network_rm']:.3f} | {g['network_rm'] - start:.3f} | <= 1.5 | "
                      f"{_verdict(g['network_rm'] - start, 1.5)} |")
-        lines += ["", f"5th network / 1st: **{c[-1] / c[0]:.2f}x** (target <= 1.2x: "
-                  f"{'PASS' if c[-1] / c[0] <= 1.2 else 'MISS'})."]
+        ratios = sequence_ratios(res)
+        ratio = statistics.median(r["nsnet"] for r in ratios) if ratios else c[-1] / c[0]
+        lines += ["", f"5th network / 1st: **{ratio:.2f}x** (target <= 1.2x: "
+                  f"{'PASS' if ratio <= 1.2 else 'MISS'})"
+                  + (f"; the median of {len(ratios)} sequences, below." if len(ratios) > 1
+                     else ".")]
+        lines += sequences_table(ratios) + cpu_table(res)
+        waits = res.get("settled") or []
+        if waits:
+            lines += ["", f"Before each of the {len(waits)} sandboxes the driver waited "
+                      f"{min(w['waited'] for w in waits):.1f}-{max(w['waited'] for w in waits):.1f}"
+                      " s for the previous one's namespaces to be freed and the kernel threads "
+                      f"to be quiet (quiet reached {sum(w['quiet'] for w in waits)} times of "
+                      f"{len(waits)}; namespaces alive at the start: {waits[0]['base']})."]
     nf = res.get("netns_floors")
     if nf:
         lines += ["", "## Why the kernel requests grow: namespaces alone (`--why`)", "",
@@ -428,6 +594,73 @@ def report(res: dict, cmdline: str) -> str:
     bad = [r for r in res["topology"] if not r.get("ok")]
     lines += ["", f"Failed topology runs: {len(bad)}"] + [f"- {r.get('problem')}" for r in bad]
     return "\n".join(lines) + "\n"
+
+
+def sequence_ratios(res: dict) -> list[dict]:
+    """Per sequence: 5th/1st of nsnet and of the two kernel floors made
+    right after it, and nsnet's 1st and 5th times."""
+    out = []
+    for one in res.get("sequences", []):
+        c = one["growth"].get("connect") if one["growth"].get("ok") else None
+        if not c:
+            continue
+        row = {"nsnet": c[-1] / c[0], "first": c[0], "last": c[-1],
+               "load": one.get("load_before", "")}
+        for v, f in one.get("floors", {}).items():
+            ts = f.get("times") if f.get("ok") else None
+            row[v] = ts[-1] / ts[0] if ts else None
+        out.append(row)
+    return out
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def sequences_table(ratios: list[dict]) -> list[str]:
+    if len(ratios) < 2:
+        return []
+    lines = ["", "### 5th / 1st, sequence by sequence", "",
+             "Each sequence: the growth run in a fresh sandbox, then the two kernel floors "
+             "of the same rounds, each in its own sandbox after the previous one's "
+             "namespaces were freed.", "",
+             "| sequence | load before | nsnet net1 (s) | nsnet net5 (s) | nsnet 5th/1st "
+             "| kernel requests 5th/1st | ip -batch 5th/1st |", "|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(ratios):
+        lines.append(f"| {i + 1} | {r['load']} | {r['first']:.2f} | {r['last']:.2f} | "
+                     f"{_x(r['nsnet'])} | {_x(r.get('requests'))} | {_x(r.get('ip-batch'))} |")
+
+    def med(key: str) -> str:
+        vals = [r[key] for r in ratios if r.get(key) is not None]
+        return _x(statistics.median(vals)) if vals else "-"
+    lines.append(f"| median | | | | **{med('nsnet')}** | {med('requests')} | "
+                 f"{med('ip-batch')} |")
+    return lines
+
+
+def cpu_table(res: dict) -> list[str]:
+    """Who used the CPUs during each network's connect (the first sequence)."""
+    cpu = res["growth"].get("cpu") or []
+    if not cpu:
+        return []
+    lines = ["", "### Who used the CPUs during each connect (first sequence)", "",
+             "CPU seconds between the command's start and exit: the nsnet process "
+             "(user, sys: its rusage), the DNS server (a separate process), kernel "
+             "threads (by family: kworker runs e.g. the namespaces' cleanup and link "
+             "notifications, ksoftirqd/rcu the deferred frees), other processes "
+             "(anyone's: the machine is shared), and all CPUs together from /proc/stat "
+             f"({os.cpu_count()} CPUs: wall x {os.cpu_count()} = busy + idle).", "",
+             "| network | wall (s) | nsnet user | nsnet sys | DNS server | kernel threads "
+             "| other processes | all busy | all idle | namespaces alive before |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for i, (t, c) in enumerate(zip(res["growth"]["connect"], cpu, strict=False)):
+        top = sorted(c["kthreads"].items(), key=lambda kv: -kv[1])[:3]
+        kt = f"{sum(c['kthreads'].values()):.2f}" + (
+            f" ({', '.join(f'{n} {v:.2f}' for n, v in top)})" if top else "")
+        lines.append(f"| net{i + 1} | {t:.2f} | {c['user']:.2f} | {c['sys']:.2f} | "
+                     f"{c['dns']:.2f} | {kt} | {sum(c['others'].values()):.2f} | "
+                     f"{c['busy']:.2f} | {c['idle']:.2f} | {c.get('netns_alive', '-')} |")
+    return lines
 
 
 def svg(res: dict, before: dict | None) -> str:

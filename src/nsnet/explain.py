@@ -65,8 +65,8 @@ STEP_TITLES = {
     "fw connect": "firewall: one atomic nft transaction",
     "fw delete": "firewall: one atomic nft transaction",
     "sync firewall": "firewall: rebuilt from the state",
-    "connect chunk": "veth pairs: peer created inside its namespace, host end on the bridge; "
-                     "host ends up with their ownership alias",
+    "connect chunk": "veth pairs: peer created inside its namespace, host end on the bridge "
+                     "and up; host ends marked with their ownership alias",
     "configure inside": "inside the namespace: IPv6 off, lo and the interface up, address, "
                         "default route",
     "delete links": "veth pairs deleted (their peers go with them)",
@@ -202,8 +202,8 @@ LAB_ARTICLE: dict[int, tuple[list[str], str]] = {
          "ip netns exec ns1 ip a add 172.16.1.1/16 dev eth0",
          "ip netns exec ns1 ip route add default via 172.16.1.254"],
         "the peer is created inside ns1 already named eth0, the host end already on the "
-        "bridge, in one request (moving a device between namespaces costs ~17 ms); the "
-        "host end is brought up with its ownership alias in one request; inside, IPv6 is "
+        "bridge and up, in one request (moving a device between namespaces costs ~17 ms); "
+        "the host end gets its ownership alias in a second one; inside, IPv6 is "
         "turned off on eth0 (an IPv4 network: no autoconfiguration traffic), then lo (which "
         "the article leaves down), eth0, the address and the route go in one batch (bulk "
         "requests: one netlink sendmsg, not one process per command)"),

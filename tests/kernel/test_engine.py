@@ -68,6 +68,33 @@ def test_ipv6_is_off_on_endpoint_interfaces(sandbox, how):
     assert sandbox.host("cat", f"/proc/sys/net/ipv6/conf/{ep.host_ifname}/disable_ipv6"
                         ).stdout == "1\n"
     assert "inet6" not in sandbox.host("ip", "-6", "addr", "show", "dev", ep.host_ifname).stdout
+    # born up (one link notification fewer), yet without a carrier until the
+    # peer was up, after IPv6 was off: no IPv6 route ever went through it
+    assert sandbox.host("ip", "-6", "route", "show", "table", "all", "dev",
+                        ep.host_ifname).stdout.strip() == ""
+
+
+def test_each_connect_numbers_its_namespaces_below_the_ones_before(sandbox):
+    """The host's ids of connected namespaces go down (the kernel's walk of
+    them, at each link notification of a veth end, finds the newest first:
+    req_new_nsid); a namespace on a second network keeps its id."""
+    import re
+
+    eng = sandbox.engine()
+    _net(eng)
+    first = [sandbox.name("o1"), sandbox.name("o2")]
+    eng.connect("front", first, ConnectOptions(create=True))
+    (later,) = eng.connect("front", [sandbox.name("o3")], ConnectOptions(create=True))
+    _net(eng, "back", "203.0.113.0/24")
+    (again,) = eng.connect("back", [first[0]])
+
+    def nsid(ep):
+        shown = sandbox.host("ip", "-d", "link", "show", "dev", ep.host_ifname).stdout
+        return int(re.search(r"link-netnsid (\d+)", shown).group(1))
+    ids = [nsid(e) for e in eng.network("front").endpoints]
+    assert ids == sorted(ids, reverse=True) and len(set(ids)) == 3 and ids[-1] == nsid(later)
+    assert ids[0] >= 1 << 29  # nsnet's range, far above the kernel's own numbering
+    assert nsid(again) == ids[0]
 
 
 def test_static_options(sandbox):

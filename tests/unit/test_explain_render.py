@@ -30,6 +30,7 @@ SAMPLES = {
     "req_new_bridge": lambda k: k.rtnl.req_new_bridge("br0", 1500, mac="02:00:00:00:00:01"),
     "req_new_veth": lambda k: k.rtnl.req_new_veth(k.rtnl.VethSpec(
         "veth1", "eth0", HOST_NS, master=7, mtu=1500, peer_mac=b"\x02\0\0\0\0\x02")),
+    "req_new_nsid": lambda k: k.rtnl.req_new_nsid(HOST_NS, 1 << 30),
     "req_set_link": lambda k: k.rtnl.req_set_link("veth1", up=True, alias="nsnet:ep:x",
                                                   hairpin=True),
     "req_del_link": lambda k: k.rtnl.req_del_link(index=9),

@@ -43,6 +43,8 @@ def _seq0(message: bytes) -> bytes:
 
 
 SAME = {  # golden name -> (ip arguments, nsnet's request for the same thing)
+    # (6: the fd `ip netns set` opened on /run/netns/x)
+    "new_nsid": ("netns set x 1073741824", r.req_new_nsid(6, 1 << 30)),
     "add_addr": ("addr add 10.1.0.3/24 dev d0", r.req_add_addr(D0, "10.1.0.3/24")),
     "add_route_default_via": ("route add default via 10.1.0.1",
                               r.req_add_route("default", "10.1.0.1")),
@@ -91,6 +93,11 @@ DIFFERENT = {
         r.req_new_veth(r.VethSpec("h0", "p0", FD)),
         NESTED_DIFF + "; and the peer's attributes come in another order (ip: "
         "IFLA_NET_NS_FD first; the kernel parses attributes by type, not position)", None),
+    "new_veth_up_peer_in_netns": (
+        "link add name h0 up type veth peer name p0 netns /proc/self/ns/net",
+        r.req_new_veth(r.VethSpec("h0", "p0", FD, up=True)),
+        NESTED_DIFF + "; and the peer's attributes come in another order (as "
+        "new_veth_peer_in_netns)", None),
     "bridge_mcast_snooping_off": (
         "link set dev brx type bridge mcast_snooping 0",
         r.req_bridge_mcast_snooping(BRX, False), NESTED_DIFF, None),

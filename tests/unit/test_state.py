@@ -233,3 +233,18 @@ def test_ula_global_id_is_made_once_and_kept(tmp_path):
     other = Store(str(tmp_path / "other"))
     with other.transaction():
         assert other.ula_global_id() != gid  # another host (state directory): another /48
+
+
+def test_namespace_ids_are_handed_out_downward_and_persist(tmp_path):
+    from nsnet.state import NSID_FLOOR, NSID_TOP
+
+    store = Store(str(tmp_path))
+    with store.transaction():
+        assert store.take_nsids(3) == [NSID_TOP, NSID_TOP - 1, NSID_TOP - 2]
+    store.close()
+    again = Store(str(tmp_path))  # each below every one handed out before, across commands
+    with again.transaction():
+        assert again.take_nsids(2) == [NSID_TOP - 3, NSID_TOP - 4]
+        again.db.execute("UPDATE meta SET value=? WHERE key='next_nsid'", (str(NSID_FLOOR + 1),))
+        assert again.take_nsids(5) == [NSID_FLOOR + 1, NSID_FLOOR]  # then the kernel's own
+        assert again.take_nsids(1) == []

@@ -240,7 +240,10 @@ def plan_connect(net: Network, names: list[str], opts: ConnectOptions, facts: Co
 
 
 def host_ends_without_ipv6(ctx: Context, names: list[str]) -> None:
-    """IPv6 off on host veth ends, before they go up (one namespace switch for all).
+    """IPv6 off on host veth ends, before they have a carrier -- before they
+    go up, or (connect: born up) before their peers do: without a carrier
+    the kernel configures no IPv6 on a link that is up (one namespace
+    switch for all).
 
     A bridge port needs no IPv6 of its own (IPv6 networks too: the gateway
     is the bridge, the addresses are inside).  With it on, each host end
@@ -416,9 +419,13 @@ class Endpoints:
         rtnl = self.ctx.rtnl
         handles = [self.ctx.open_ns(e.netns) for e in chunk]
         try:
+            self._number_namespaces(handles)
+            # host ends born up (VethSpec.up: one link notification fewer each,
+            # whose cost grows with the namespaces present); no carrier until
+            # their peers go up inside, after IPv6 is off on them below
             reqs = [k.req_new_veth(k.VethSpec(e.host_ifname, e.ifname, ns.fd, master=bridge,
                                               mtu=plan.network.mtu, peer_mac=k.mac_bytes(e.mac),
-                                              group=plan.network.link_group))
+                                              group=plan.network.link_group, up=True))
                     for e, ns in zip(chunk, handles, strict=True)]
             result = rtnl.batch(reqs)
             crashpoint("connect:veths")
@@ -426,12 +433,13 @@ class Endpoints:
                 for req, err, detail in result.failures(reqs):
                     raise k.NetlinkError(err, req.what, detail)
             host_ends_without_ipv6(self.ctx, [e.host_ifname for e in chunk])
-            with kernel_errors("bringing host ends up"):
+            with kernel_errors("marking host ends"):
                 # hairpin: br_netfilter *bridges* a packet DNATed to an address on
                 # the bridge it came from, so an endpoint reaching its own
-                # published port goes back out of its own port
+                # published port goes back out of its own port.  (The kernel
+                # takes neither the alias nor a port mode in a creating request.)
                 hairpin = None if plan.network.internal else True
-                rtnl.run([k.req_set_link(e.host_ifname, up=True, alias=veth_alias(e.id),
+                rtnl.run([k.req_set_link(e.host_ifname, alias=veth_alias(e.id),
                                          hairpin=hairpin) for e in chunk])
             crashpoint("connect:host-up")
             for ep, ns in zip(chunk, handles, strict=True):
@@ -443,6 +451,19 @@ class Endpoints:
         finally:
             for ns in handles:
                 ns.close()
+
+    def _number_namespaces(self, handles: list[k.Netns]) -> None:
+        """Give the host's ids of these namespaces ourselves, each below every
+        one given before (k.req_new_nsid says why: the kernel's walk then
+        finds the newest first).  Best effort, never a failure: a namespace
+        that already has an id (connected before, or someone's) keeps it
+        (EEXIST), an id someone else took is skipped, and without ids left
+        the kernel numbers them as it always did."""
+        with self.ctx.store.transaction():
+            ids = self.ctx.store.take_nsids(len(handles))
+        reqs = [k.req_new_nsid(ns.fd, nsid) for ns, nsid in zip(handles, ids, strict=False)]
+        if reqs:
+            self.ctx.rtnl.batch(reqs)  # failures ignored, as said
 
     # ------------------------------------------------------ handed off
     def plan_handoff(self, net: Network, name: str, opts: ConnectOptions) -> Endpoint:

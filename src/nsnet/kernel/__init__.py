@@ -61,6 +61,7 @@ from .rtnl import (
     req_del_route,
     req_del_route6,
     req_new_bridge,
+    req_new_nsid,
     req_new_veth,
     req_set_link,
 )
@@ -165,6 +166,7 @@ __all__ = [
     "req_loopback_guard",
     "req_netem",
     "req_new_bridge",
+    "req_new_nsid",
     "req_new_veth",
     "req_set_link",
     "req_tbf",

@@ -127,6 +127,14 @@ class VethSpec:
     # IFLA_GROUP of the host end, set in the creating request (the peer has
     # none): a network's ends share one, so they go in one RTM_DELLINK by group
     group: int = 0
+    # the host end up in the creating request (``ip link add NAME up ...``): the
+    # kernel then sends one link notification for its birth and its going up,
+    # where a later "set up" sends one more -- and each notification of a veth
+    # end whose peer is in another namespace maps that namespace to its id by
+    # a linear walk of the host's ids (peernet2id), O(namespaces there).  The
+    # peer is born down, so the host end has no carrier yet: up, it gets no
+    # IPv6 address or route before the caller turns IPv6 off on it.
+    up: bool = False
 
 
 def mac_bytes(mac: str) -> bytes:
@@ -179,12 +187,34 @@ def req_new_veth(spec: VethSpec) -> Request:
                 *(["master", Dev(spec.master)] if spec.master else []),
                 *(["mtu", spec.mtu] if spec.mtu else []),
                 *(["group", spec.group] if spec.group else []),
+                *(["up"] if spec.up else []),
                 "type", "veth", "peer", "name", spec.peer_name, "netns", Ns(spec.peer_netns_fd),
                 *(["mtu", spec.mtu] if spec.mtu else []),
                 *(["address", spec.peer_mac.hex(":")] if spec.peer_mac else []))
+    flags = nl.IFF_UP if spec.up else 0
     return Request(nl.RTM_NEWLINK, nl.NLM_F_CREATE | nl.NLM_F_EXCL,
-                   _ifinfo() + b"".join(host) + info,
+                   _ifinfo(0, flags, flags) + b"".join(host) + info,
                    f"create veth {spec.host_name} <-> {spec.peer_name}", cmd)
+
+
+RTM_NEWNSID, NETNSA_NSID, NETNSA_FD = 88, 1, 3
+
+
+def req_new_nsid(netns_fd: int, nsid: int) -> Request:
+    """``ip netns set NAME NSID``: the id by which this namespace knows the
+    namespace ``netns_fd`` (for a veth whose peer is there, IFLA_LINK_NETNSID).
+
+    Why choose it: the kernel maps a peer namespace to its id by walking the
+    ids in ascending order until it finds it (peernet2id, on every link
+    notification of such a veth end: ~5 per endpoint at connect), and numbers
+    new namespaces upward from 0 -- so each new endpoint's walk passes every
+    namespace connected before it.  Ids handed out downward (the newest
+    lowest) make the newest first: a connect's cost no longer grows with the
+    namespaces already there (walks for the oldest grow instead)."""
+    body = struct.pack("=B3x", socket.AF_UNSPEC) + attr_u32(NETNSA_FD, netns_fd) \
+        + attr(NETNSA_NSID, struct.pack("=i", nsid))
+    return Request(RTM_NEWNSID, 0, body, f"set the id of a namespace to {nsid}",
+                   lambda: ("ip", "netns", "set", Ns(netns_fd), nsid))
 
 
 def req_set_link(name: str = "", index: int = 0, up: bool | None = None,

@@ -562,6 +562,20 @@ class Store:
                                (network_id,))
         return {a.split("/")[0] for row in rows for a in row if a}
 
+    # the ids the host gives the namespaces nsnet connects (kernel/rtnl.py
+    # req_new_nsid): handed out downward from NSID_TOP, so the newest is first
+    # in the kernel's linear walk of the host's ids
+    def take_nsids(self, count: int) -> list[int]:
+        """``count`` fresh ids, each below all handed out before (fewer, none,
+        once NSID_FLOOR is reached: the kernel then numbers them itself).
+        Call inside a transaction, as every write."""
+        row = self.db.execute("SELECT value FROM meta WHERE key='next_nsid'").fetchone()
+        top = int(row[0]) if row else NSID_TOP
+        ids = [i for i in range(top, top - count, -1) if i >= NSID_FLOOR]
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES('next_nsid', ?)",
+                        (str(top - len(ids)),))
+        return ids
+
     # the host's unique-local IPv6 prefix (RFC 4193): made once, then stable
     def ula_global_id(self) -> str:
         """The host's 40-bit ULA global ID, generated and stored on first use
@@ -572,6 +586,9 @@ class Store:
                         (new_global_id(),))
         return str(self.db.execute("SELECT value FROM meta WHERE key='ula_global_id'")
                    .fetchone()[0])
+
+
+NSID_TOP, NSID_FLOOR = 1 << 30, 1 << 29  # far above the ids the kernel numbers from 0
 
 
 class StateLock:

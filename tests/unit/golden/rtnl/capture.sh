@@ -25,9 +25,12 @@ cases=(
   "new_veth:16:link add name h0 type veth peer name p0"
   "del_group:17:link del group 1234567"
   "new_veth_peer_in_netns:16:link add name h0 type veth peer name p0 netns /proc/self/ns/net"
+  "new_veth_up_peer_in_netns:16:link add name h0 up type veth peer name p0 netns /proc/self/ns/net"
   "set_hairpin:16:link set dev d0 type bridge_slave hairpin on"
   "bridge_mcast_snooping_off:16:link set dev brx type bridge mcast_snooping 0"
 )
+# new_nsid (type 88, "netns set x 1073741824") needs a named namespace: captured
+# by hand with `unshare --mount --net` + tmpfs on /run + `ip netns add x`
 for case in "${cases[@]}"; do
   IFS=: read -r name mtype args <<<"$case"
   unshare --net bash -c '
