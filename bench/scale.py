@@ -748,7 +748,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--networks", type=int, default=5)
     p.add_argument("--size", type=int, default=1000)
     p.add_argument("--stars", type=int, nargs="+", default=[100, 1000])
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--reps", type=int, default=3,
+                   help="growth sequences (the 5th/1st verdict is their median) and runs "
+                        "of each command timed at 5000 (their median); default 3")
     p.add_argument("--quick", action="store_true", help="2 x 50, star of 20, 1 rep")
     p.add_argument("--profile", default="", help="cProfile every nsnet command into DIR")
     p.add_argument("--why", action="store_true", help="also time namespaces alone, with and "

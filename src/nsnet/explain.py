@@ -202,8 +202,8 @@ LAB_ARTICLE: dict[int, tuple[list[str], str]] = {
          "ip netns exec ns1 ip a add 172.16.1.1/16 dev eth0",
          "ip netns exec ns1 ip route add default via 172.16.1.254"],
         "the peer is created inside ns1 already named eth0, the host end already on the "
-        "bridge and up, in one request (moving a device between namespaces costs ~17 ms); "
-        "the host end gets its ownership alias in a second one; inside, IPv6 is "
+        "bridge, in one request (moving a device between namespaces costs ~17 ms); then the "
+        "host end's IPv6 goes off and it is brought up with its ownership alias; inside, IPv6 is "
         "turned off on eth0 (an IPv4 network: no autoconfiguration traffic), then lo (which "
         "the article leaves down), eth0, the address and the route go in one batch (bulk "
         "requests: one netlink sendmsg, not one process per command)"),

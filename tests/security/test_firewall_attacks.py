@@ -124,6 +124,17 @@ def test_published_port_53_never_hijacks_other_networks_dns(world: World) -> Non
     assert world.ask(b1, "tcp", HOST_IP, 8080) == "10.93.0.1 80"
 
 
+def _host_view(box) -> str:
+    """The host namespace's listeners, nsnet's ruleset and conntrack table."""
+    out = []
+    for cmd in (["ss", "-ltnp"], ["nft", "list", "ruleset"], ["conntrack", "-L"],
+                ["ip", "-br", "addr"]):
+        proc = subprocess.run(["nsenter", f"--net={box.host_path}", *cmd],
+                              capture_output=True, text=True, check=False)
+        out.append(f"$ {' '.join(cmd)}\n{proc.stdout[-3000:]}{proc.stderr[-300:]}")
+    return "\n".join(out)
+
+
 @pytest.mark.attack(
     attack="publish host ports where a host process already listens (TCP on 0.0.0.0, UDP on "
            "127.0.0.1), by `port add` and by `connect -p`",
@@ -151,9 +162,14 @@ def test_publishing_over_a_host_listener_is_refused(world: World) -> None:
         # the host service still gets its traffic
         client = subprocess.Popen(["nsenter", f"--net={world.out_path}", "python3", "-c",
                                    f"import socket; socket.create_connection(('{HOST_IP}', "
-                                   "8080), 2).close()"])
+                                   "8080), 2).close()"], stderr=subprocess.PIPE, text=True)
         svc.sock.settimeout(3)
-        conn, _ = svc.sock.accept()
+        try:
+            conn, _ = svc.sock.accept()
+        except TimeoutError:  # seen once in CI (refused): say what the host looked like
+            pytest.fail(f"the host service got no connection; client: "
+                        f"{client.communicate(timeout=5)[1][-300:]}\n"
+                        + _host_view(box), pytrace=False)
         conn.close()
         assert client.wait(5) == 0
         # another address, or the other protocol, is not the listener's

@@ -102,6 +102,8 @@ def test_every_builder_renders():
                      "mtu 1500 address 02:00:00:00:00:02"),  # peer in the host: no netns
     ("req_set_link", "ip link set dev veth1 up alias nsnet:ep:x type bridge_slave hairpin on"),
     ("req_del_link", "ip link del dev veth1"),
+    # the sample numbers the host itself: its name is left out, never "netns" popped
+    ("req_new_nsid", "ip netns set /proc/self/fd/{fd} 1073741824"),
     ("req_del_group", "ip link del group 1234"),
     ("req_add_addr", "ip addr add 172.16.1.254/16 dev br0"),
     ("req_add_route", "ip route add default via 172.16.1.254 dev veth1 proto boot"),
@@ -126,7 +128,7 @@ def test_every_builder_renders():
     ("req_neigh_del", "ip neigh del 10.9.0.5 dev veth1"),
 ])
 def test_renderings(name: str, expected: str):
-    assert _render(SAMPLES[name](_Modules())).split("  # ")[0] == expected
+    assert _render(SAMPLES[name](_Modules())).split("  # ")[0] == expected.format(fd=HOST_NS)
 
 
 def test_guard_renders_tc_bytecode_of_the_same_program():

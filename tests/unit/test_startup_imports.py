@@ -120,6 +120,19 @@ def test_intents_refuse_what_a_dataclass_refuses():
         intents.DnsIntent(names=("a",))
 
 
+def test_a_record_field_named_as_a_method_has_no_default_and_mutables_are_refused():
+    class Named(intents.Record):
+        values: tuple  # shadows Record.values: no default from the method
+        replace: int = 3
+
+    with pytest.raises(TypeError, match="missing argument 'values'"):
+        Named()
+    assert Named(values=(1,)).fields == ("values", "replace")
+    with pytest.raises(TypeError, match="mutable default"):
+        class Shared(intents.Record):  # defining it is the test
+            items: list = []
+
+
 def test_intents_serialise_by_field_name():
     kind, payload = intents.encode(intents.DeleteIntent(
         ("e1",), ("ns1",), intents.NetworkRef("n1", "br-n1", "bridge", 7)))

@@ -19,6 +19,7 @@ is touched: a pure function, table-tested in tests/unit without root.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -185,12 +186,10 @@ def choose_mac(net: Network, wanted: str | None, user: str | None, used: set[str
     return mac
 
 
-def _new_id() -> str:
-    return new_id()
 
 
 def plan_connect(net: Network, names: list[str], opts: ConnectOptions, facts: ConnectFacts,
-                 *, now: float, new_id: Callable[[], str] = _new_id,
+                 *, now: float, new_id: Callable[[], str] = new_id,
                  new_mac: Callable[[], str] = random_mac) -> ConnectPlan:
     """Every decision of a connect of ``names`` to ``net``, from what was
     observed (pure: the only inputs besides the arguments are ``new_id`` and
@@ -421,11 +420,15 @@ class Endpoints:
         try:
             self._number_namespaces(handles)
             # host ends born up (VethSpec.up: one link notification fewer each,
-            # whose cost grows with the namespaces present); no carrier until
-            # their peers go up inside, after IPv6 is off on them below
+            # whose cost grows with the namespaces present) where nsnet made the
+            # namespace: no carrier until their peers go up inside, which nsnet
+            # does after IPv6 is off on them below.  In a namespace nsnet did
+            # not make, a process inside (networkd...) could bring the peer up
+            # first: those host ends go up only once IPv6 is off, as before.
             reqs = [k.req_new_veth(k.VethSpec(e.host_ifname, e.ifname, ns.fd, master=bridge,
                                               mtu=plan.network.mtu, peer_mac=k.mac_bytes(e.mac),
-                                              group=plan.network.link_group, up=True))
+                                              group=plan.network.link_group,
+                                              up=e.netns in plan.create_ns))
                     for e, ns in zip(chunk, handles, strict=True)]
             result = rtnl.batch(reqs)
             crashpoint("connect:veths")
@@ -439,8 +442,9 @@ class Endpoints:
                 # published port goes back out of its own port.  (The kernel
                 # takes neither the alias nor a port mode in a creating request.)
                 hairpin = None if plan.network.internal else True
-                rtnl.run([k.req_set_link(e.host_ifname, alias=veth_alias(e.id),
-                                         hairpin=hairpin) for e in chunk])
+                rtnl.run([k.req_set_link(e.host_ifname, alias=veth_alias(e.id), hairpin=hairpin,
+                                         up=None if e.netns in plan.create_ns else True)
+                          for e in chunk])
             crashpoint("connect:host-up")
             for ep, ns in zip(chunk, handles, strict=True):
                 with kernel_errors(f"configuring {ep.ifname} in namespace {ep.netns!r}"):
@@ -458,12 +462,17 @@ class Endpoints:
         finds the newest first).  Best effort, never a failure: a namespace
         that already has an id (connected before, or someone's) keeps it
         (EEXIST), an id someone else took is skipped, and without ids left
-        the kernel numbers them as it always did."""
+        the kernel numbers them as it always did; a netlink error here only
+        costs the speed-up (a state error fails the connect, as any other
+        write of the state would).  The counter is the state directory's:
+        a second state directory on the same host starts from the same top,
+        its ids collide (EEXIST) and its namespaces get the kernel's ids."""
         with self.ctx.store.transaction():
             ids = self.ctx.store.take_nsids(len(handles))
         reqs = [k.req_new_nsid(ns.fd, nsid) for ns, nsid in zip(handles, ids, strict=False)]
         if reqs:
-            self.ctx.rtnl.batch(reqs)  # failures ignored, as said
+            with contextlib.suppress(OSError):
+                self.ctx.rtnl.batch(reqs)  # per-request failures ignored, as said
 
     # ------------------------------------------------------ handed off
     def plan_handoff(self, net: Network, name: str, opts: ConnectOptions) -> Endpoint:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import FrozenInstanceError
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 if TYPE_CHECKING:
     from ..state import Store
@@ -51,8 +51,11 @@ class Record:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         own = [name for name, kind in inspect.get_annotations(cls).items()
-               if not str(kind).startswith(("ClassVar", "typing.ClassVar"))]
+               if str(kind).rpartition(".")[2].split("[")[0] != "ClassVar"]
         cls.fields = (*cls.fields, *(n for n in own if n not in cls.fields))
+        for name in own:  # as dataclasses: a shared mutable default is a bug
+            if isinstance(cls.__dict__.get(name), (list, dict, set)):
+                raise TypeError(f"{cls.__name__}.{name}: mutable default")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         cls = type(self)
@@ -65,15 +68,13 @@ class Record:
             values[name] = value
         for name in cls.fields:
             if name not in values:
-                if not hasattr(cls, name):
-                    raise TypeError(f"{cls.__name__}: missing argument {name!r}")
-                values[name] = getattr(cls, name)
+                values[name] = _default(cls, name)
             object.__setattr__(self, name, values[name])
 
     def values(self) -> tuple:
         return tuple(getattr(self, name) for name in self.fields)
 
-    def replace(self, **changes: Any) -> Record:
+    def replace(self, **changes: Any) -> Self:
         """A new value with ``changes`` (as ``dataclasses.replace``)."""
         return type(self)(**{**dict(zip(self.fields, self.values(), strict=True)), **changes})
 
@@ -98,6 +99,21 @@ class Record:
 
     def __delattr__(self, name: str) -> None:
         raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+def _default(cls: type, name: str) -> Any:
+    """The default of field ``name``: a plain value set in the class body of
+    ``cls`` or a base (never a method of Record's that shares the name)."""
+    for klass in cls.__mro__:
+        if klass is Record:
+            break
+        value = klass.__dict__.get(name, _MISSING)
+        if value is not _MISSING and not callable(value):
+            return value
+    raise TypeError(f"{cls.__name__}: missing argument {name!r}")
+
+
+_MISSING = object()
 
 
 def _plain(value: Any) -> Any:

@@ -336,7 +336,8 @@ class Networks:
 
     def _known(self, name: str) -> NetworkDriver | None:
         if name not in self.drivers and name in self.makers:
-            self.drivers[name] = self.makers.pop(name)()
+            self.drivers[name] = self.makers[name]()  # kept if making fails: the
+            del self.makers[name]  # next call reports the real error again
         return self.drivers.get(name)
 
     def prepare(self, net: Network) -> Network:

@@ -301,7 +301,7 @@ def render(req: Any, prefix: list[str], links: dict[int, str], rec: Recorder | N
         elif isinstance(word, Ns):
             inode = os.fstat(word.fd).st_ino
             name = rec.netns_name(inode) if rec else None
-            if name == "" and not prefix:
+            if name == "" and not prefix and words and words[-1] == "netns":
                 words.pop()  # "netns": the request's own namespace is the host
             else:
                 words.append(name or (rec.names.get(inode) if rec else None)

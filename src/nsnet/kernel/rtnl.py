@@ -209,12 +209,16 @@ def req_new_nsid(netns_fd: int, nsid: int) -> Request:
     notification of such a veth end: ~5 per endpoint at connect), and numbers
     new namespaces upward from 0 -- so each new endpoint's walk passes every
     namespace connected before it.  Ids handed out downward (the newest
-    lowest) make the newest first: a connect's cost no longer grows with the
-    namespaces already there (walks for the oldest grow instead)."""
+    lowest) make the newest first: a connect's link notifications no longer
+    cost more with the namespaces already there (walks for the oldest grow
+    instead).  Numbering itself still walks every id once, to refuse a
+    namespace already numbered, as the kernel's own first numbering does."""
     body = struct.pack("=B3x", socket.AF_UNSPEC) + attr_u32(NETNSA_FD, netns_fd) \
         + attr(NETNSA_NSID, struct.pack("=i", nsid))
     return Request(RTM_NEWNSID, 0, body, f"set the id of a namespace to {nsid}",
-                   lambda: ("ip", "netns", "set", Ns(netns_fd), nsid))
+                   lambda: ("ip", "netns", "set", Ns(netns_fd), nsid,
+                            Note("best effort: a namespace numbered already keeps its id "
+                                 "(File exists), and the connect goes on")))
 
 
 def req_set_link(name: str = "", index: int = 0, up: bool | None = None,
