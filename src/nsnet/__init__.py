@@ -6,8 +6,9 @@ data model it returns, and one exception tree.  The CLI uses nothing else.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_names
 
 # Names are imported on first use (PEP 562), so a program that needs one
 # corner -- the CNI plugin answering VERSION, the DNS server -- does not pay
@@ -33,16 +34,7 @@ _WHERE = {
     "model": ("ConnectOptions", "Endpoint", "Namespace", "Network", "NetworkSpec", "PortMap",
               "Published", "parse_ports"),
 }
-_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
-
-
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nsnet' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _WHERE)
 
 
 if TYPE_CHECKING:  # for type checkers and readers: the same names, eagerly

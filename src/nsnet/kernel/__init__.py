@@ -15,10 +15,10 @@ modules were ~5 ms of each command's start (#15).
 
 from __future__ import annotations
 
-import importlib
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_names
 from .ipv6 import (
     FORWARDING6,
     ipv6_gateway_sysctls,
@@ -75,16 +75,7 @@ _LAZY = {
     "tc": ("NetemSpec", "has_netem", "loopback_guarded", "req_clsact", "req_del_root_qdisc",
            "req_loopback_guard", "req_netem", "req_tbf"),
 }
-_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
-
-
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 if TYPE_CHECKING:  # for type checkers and readers: the same names, eagerly
