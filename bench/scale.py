@@ -86,10 +86,12 @@ PF_KTHREAD = 0x00200000  # <linux/sched.h>: the process is a kernel thread
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _proc_ticks() -> dict[int, tuple[str, bool, int]]:
+def _proc_ticks() -> dict[int, tuple[str, bool, int, int]]:
     """Every process's CPU so far: PID -> (name, kernel thread?, user+sys
-    clock ticks).  The sandbox shares the machine's PID namespace, so this
-    sees everything: the DNS server, kernel workers, other users' processes."""
+    clock ticks, start time in ticks since boot: a kworker changes its name
+    with the work it runs, so the start time tells a reused PID).  The
+    sandbox shares the machine's PID namespace, so this sees everything:
+    the DNS server, kernel workers, other users' processes."""
     out = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -102,7 +104,7 @@ def _proc_ticks() -> dict[int, tuple[str, bool, int]]:
         comm = text[text.index("(") + 1 : text.rindex(")")]
         fields = text[text.rindex(")") + 2 :].split()  # fields[0] is field 3 (state)
         out[int(entry.name)] = (comm, bool(int(fields[6]) & PF_KTHREAD),
-                                int(fields[11]) + int(fields[12]))
+                                int(fields[11]) + int(fields[12]), int(fields[19]))
     return out
 
 
@@ -126,14 +128,15 @@ def cpu_sample() -> dict:
 def cpu_between(a: dict, b: dict, dns_pid: int | None) -> dict:
     """Who used the CPUs between two samples (seconds): ``dns`` the DNS server,
     ``kthreads`` kernel threads by family, ``others`` every other process
-    alive at both samples (the nsnet command itself, born and reaped in
-    between, is not among them: its own rusage counts it), ``busy``/``idle``
-    all CPUs together."""
+    alive at the second sample (the nsnet command itself, born and reaped in
+    between, is not among them: its own rusage counts it; a worker that
+    died in between is missed), ``busy``/``idle`` all CPUs together."""
     dns, kthreads, others = 0.0, {}, {}
-    for pid, (comm, kthread, ticks) in b["procs"].items():
-        if pid not in a["procs"] or a["procs"][pid][0] != comm:
-            continue
-        used = (ticks - a["procs"][pid][2]) / TICK
+    for pid, (comm, kthread, ticks, start) in b["procs"].items():
+        # a process or kernel worker born in between (kworkers come and go
+        # by the dozen) counts whole, as does one whose pid was reused
+        born = pid not in a["procs"] or a["procs"][pid][3] != start
+        used = (ticks - (0 if born else a["procs"][pid][2])) / TICK
         if not used:
             continue
         if pid == dns_pid:
@@ -394,7 +397,7 @@ SETTLED: list[dict] = []  # each settle(): how long it waited, and what it saw
 
 
 def _kthread_seconds() -> float:
-    return sum(t for _, kthread, t in _proc_ticks().values() if kthread) / TICK
+    return sum(t for _, kthread, t, _start in _proc_ticks().values() if kthread) / TICK
 
 
 def settle(limit: float = 90.0) -> None:
