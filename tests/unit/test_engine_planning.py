@@ -713,6 +713,51 @@ def test_connect_plan_contents():
     assert [e.host_ifname for e in plain.endpoints] == ["veth0000001", "veth0000002"]
 
 
+def _ids(*prefixes):
+    """new_id handing out ids whose first 7 hex digits are these, in turn."""
+    it = iter(prefixes)
+    return lambda: next(it) + "f" * 25
+
+
+def test_connect_generated_host_names_never_clash():
+    """A generated host end name is "veth" + 7 hex digits of a random id (28
+    bits: at 5000 endpoints two meet about once in 20 worlds, which a
+    benchmark hit as "File exists"): a name repeated in the batch, or one a
+    host link or a recorded endpoint has, gets a fresh id.  The lookups are
+    the whole batch once, then only the redrawn names."""
+    asked = []
+
+    def taken(names):
+        asked.append(list(names))
+        return {"veth000000b", "veth000000e"}
+
+    plan = plan_connect(_net(), ["a", "b", "c", "d"], ConnectOptions(create=True),
+                        ConnectFacts(), now=7.0, new_id=_ids("000000a", "000000b", "000000a",
+                                                             "000000c", "000000d", "000000e",
+                                                             "000000f"),
+                        new_mac=_counter("02:00:00:00:00:{:02x}"), names_taken=taken)
+    names = [e.host_ifname for e in plan.endpoints]
+    assert names == ["veth000000a", "veth000000d", "veth000000f", "veth000000c"]
+    assert [e.id[:7] for e in plan.endpoints] == [n[4:] for n in names]
+    assert asked == [["veth000000a", "veth000000b", "veth000000a", "veth000000c"],
+                     ["veth000000d", "veth000000e"], ["veth000000f"]]
+
+
+def test_connect_host_name_asked_for_is_not_redrawn():
+    """A --host-ifname is the user's: its own refusal applies (above), and
+    names_taken is never asked about it."""
+    plan = plan_connect(_net(), ["a"], ConnectOptions(create=True, host_ifname="vx"),
+                        ConnectFacts(), now=7.0, new_id=_ids("000000a"),
+                        names_taken=lambda names: pytest.fail(f"asked about {names}"))
+    assert plan.endpoints[0].host_ifname == "vx"
+
+
+def test_connect_gives_up_when_every_generated_name_is_taken():
+    with pytest.raises(Conflict, match="no free host interface name found in 8 tries"):
+        plan_connect(_net(), ["a"], ConnectOptions(create=True), ConnectFacts(), now=7.0,
+                     new_id=_counter("{:07x}" + "f" * 25), names_taken=set)
+
+
 def test_reconcile_blocks_on_a_foreign_link_in_a_networks_link_group():
     """`network rm` deletes a network's link group in one request (#15): a
     link someone moved into it would go too, so reconcile names it (and

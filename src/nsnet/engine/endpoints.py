@@ -166,6 +166,43 @@ def host_ifnames(count: int, wanted: str | None, alias: str | None) -> list[str 
     return [wanted]
 
 
+NAME_TRIES = 8  # rounds of fresh ids for generated host end names that clash
+
+
+def host_end_ids(wanted: list[str | None], new_id: Callable[[], str],
+                 names_taken: Callable[[list[str]], AbstractSet[str]]) -> list[tuple[str, str]]:
+    """(endpoint id, host end name) for each endpoint: the name asked for,
+    or "veth" + the id's first 7 hex digits, as Docker names its ends.  That
+    is 28 random bits: among 5000 endpoints two meet about once in 20
+    worlds, and a foreign link (Docker's ends look alike) may hold one, so a
+    generated name that the batch repeats or that ``names_taken`` reports
+    (a host link or a recorded endpoint has it) gets a fresh id and is
+    checked again -- as libnetwork's GenerateIfaceName retries.  One lookup
+    of the whole batch, then of the few redrawn names only (pure but for
+    ``new_id`` and ``names_taken``)."""
+    out = []
+    for name in wanted:
+        ep_id = new_id()
+        out.append((ep_id, name or f"veth{ep_id[:7]}"))
+    redraw = [i for i, name in enumerate(wanted) if not name]
+    for _ in range(NAME_TRIES):
+        if not redraw:
+            return out
+        taken = set(names_taken([out[i][1] for i in redraw]))
+        seen: set[str] = {name for name in wanted if name}
+        clashes = []
+        for i, (_, name) in enumerate(out):
+            if not wanted[i] and (name in seen or name in taken):
+                clashes.append(i)
+            seen.add(name)
+        for i in clashes:
+            ep_id = new_id()
+            out[i] = (ep_id, f"veth{ep_id[:7]}")
+        redraw = clashes
+    raise Conflict(f"no free host interface name found in {NAME_TRIES} tries "
+                   "(every generated name was taken)")
+
+
 def choose_mac(net: Network, wanted: str | None, user: str | None, used: set[str],
                new_mac: Callable[[], str] = random_mac) -> str:
     """``wanted``, or a random one, not used on this bridge yet: two ports with
@@ -188,15 +225,22 @@ def choose_mac(net: Network, wanted: str | None, user: str | None, used: set[str
 
 
 
+def _none_taken(_names: list[str]) -> set[str]:
+    return set()
+
+
 def plan_connect(net: Network, names: list[str], opts: ConnectOptions, facts: ConnectFacts,
                  *, now: float, new_id: Callable[[], str] = new_id,
-                 new_mac: Callable[[], str] = random_mac) -> ConnectPlan:
+                 new_mac: Callable[[], str] = random_mac,
+                 names_taken: Callable[[list[str]], AbstractSet[str]] = _none_taken
+                 ) -> ConnectPlan:
     """Every decision of a connect of ``names`` to ``net``, from what was
     observed (pure: the only inputs besides the arguments are ``new_id`` and
-    ``new_mac``, fresh random ids and MACs).  Refusals come in this order:
-    already connected, bridge port limit, missing namespaces, a path that is
-    not a namespace, addresses, host interface name, inside interface name,
-    MAC."""
+    ``new_mac``, fresh random ids and MACs, and ``names_taken``, which of
+    the generated host end names a host link or a recorded endpoint has).
+    Refusals come in this order: already connected, bridge port limit,
+    missing namespaces, a path that is not a namespace, addresses, host
+    interface name, inside interface name, MAC."""
     taken = {e.netns for e in net.endpoints}
     already = [n for n in names if n in taken]
     if already:
@@ -222,15 +266,15 @@ def plan_connect(net: Network, names: list[str], opts: ConnectOptions, facts: Co
     macs = set(facts.macs)
     endpoints = []
     pristine_lo: set[str] = set()
-    for name, (ip, ip6), host_if in zip(names, ips, host_names, strict=False):
+    ids = host_end_ids(host_names[:len(names)], new_id, names_taken)
+    for name, (ip, ip6), (ep_id, host_if) in zip(names, ips, ids, strict=False):
         ifname, default_route, pristine = inside_plan(
             name, opts.ifname, facts.endpoints.get(name, ()),
             None if name in missing else facts.inside[name])
         if pristine:
             pristine_lo.add(name)
-        ep_id = new_id()
         endpoints.append(Endpoint(
-            ep_id, net.name, name, ifname, host_if or f"veth{ep_id[:7]}",
+            ep_id, net.name, name, ifname, host_if,
             ip, choose_mac(net, opts.mac, facts.mac_user, macs, new_mac),
             net.gateway if ip else "", default_route, now, opts.aliases, labels(opts.labels),
             ip6, net.gateway6 if ip6 else ""))
@@ -350,7 +394,13 @@ class Endpoints:
 
     def plan(self, net: Network, names: list[str], opts: ConnectOptions) -> ConnectPlan:
         """Observe, then decide (:func:`plan_connect`)."""
-        return plan_connect(net, names, opts, self.observe(net, names, opts), now=time.time())
+        return plan_connect(net, names, opts, self.observe(net, names, opts), now=time.time(),
+                            new_id=new_id, names_taken=self.host_names_taken)
+
+    def host_names_taken(self, names: list[str]) -> set[str]:
+        """Which of these host link names a host link or a recorded endpoint
+        has: one pipelined lookup by name and one indexed query, O(len(names))."""
+        return set(self.ctx.rtnl.links_named(names)) | self.ctx.store.host_ifnames_used(names)
 
     def observe(self, net: Network, names: list[str], opts: ConnectOptions) -> ConnectFacts:
         """Everything :func:`plan_connect` reads, read once: by index in the
@@ -478,10 +528,10 @@ class Endpoints:
     def plan_handoff(self, net: Network, name: str, opts: ConnectOptions) -> Endpoint:
         used = self.ctx.store.used_addresses(net.id) | {ip for _, ip in net.aux_addresses}
         ((ip, ip6),) = allocate(net, used, 1, opts.ip, opts.ip6)
-        ep_id = new_id()
+        ((ep_id, host),) = host_end_ids(
+            host_ifnames(1, opts.host_ifname, self._host_link_alias(opts.host_ifname)),
+            new_id, self.host_names_taken)
         peer = opts.ifname or f"nsh{ep_id[:8]}"
-        host = host_ifnames(1, opts.host_ifname,
-                            self._host_link_alias(opts.host_ifname))[0] or f"veth{ep_id[:7]}"
         if self.ctx.rtnl.find_link(peer):
             raise AlreadyExists(f"a link named {peer!r} already exists in the host namespace")
         return Endpoint(ep_id, net.name, name, peer, host, ip,

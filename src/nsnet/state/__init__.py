@@ -436,6 +436,16 @@ class Store:
             out += self.endpoints(f"e.id IN ({_marks(chunk)})", tuple(chunk))
         return sorted(out, key=lambda e: (e.created, e.netns))
 
+    def host_ifnames_used(self, names: Iterable[str]) -> set[str]:
+        """Those of these host end names that a recorded endpoint has (by the
+        column's unique index)."""
+        out: set[str] = set()
+        for chunk in _chunks(names):
+            out |= {r[0] for r in self.db.execute(
+                f"SELECT host_ifname FROM endpoints WHERE host_ifname IN ({_marks(chunk)})",
+                chunk)}
+        return out
+
     def netns_with_endpoints(self) -> set[str]:
         """Every namespace that has an endpoint (a covering index walk)."""
         return {r[0] for r in self.db.execute("SELECT DISTINCT netns FROM endpoints")}
