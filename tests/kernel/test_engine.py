@@ -268,6 +268,9 @@ def test_generated_host_end_names_avoid_taken_ones(sandbox, monkeypatch):
     _net(eng)
     (first,) = eng.connect("front", [sandbox.name("g0-")], ConnectOptions(create=True))
     sandbox.host("ip", "link", "add", "vethbeef000", "type", "bridge")  # not nsnet's
+    # the recorded endpoint's end is gone (reconcile would make it again by
+    # its recorded name): only the state knows the name is taken
+    sandbox.host("ip", "link", "del", first.host_ifname)
     prefixes = iter(["beef000", first.id[:7], "cafe000", "cafe000", "cafe001", "cafe002"])
     ids = (f"{p}{i}-0000-4000-8000-{i:012d}" for i, p in enumerate(prefixes))
     monkeypatch.setattr(nsnet.engine.endpoints, "new_id", lambda: next(ids))
@@ -276,9 +279,33 @@ def test_generated_host_end_names_avoid_taken_ones(sandbox, monkeypatch):
     assert [e.host_ifname for e in eps] == ["vethcafe000", "vethcafe001", "vethcafe002"]
     snap = eng.snapshot()
     assert snap.link("vethbeef000").kind == "bridge" and not snap.link("vethbeef000").alias
-    assert snap.link(first.host_ifname).alias == f"nsnet:ep:{first.id}"
     for e in eps:
         assert snap.link(e.host_ifname).alias == f"nsnet:ep:{e.id}"
+    sandbox.host("ip", "link", "del", "vethbeef000")
+
+
+def test_rollback_leaves_a_foreign_veth_that_took_a_planned_name(sandbox, monkeypatch):
+    """Someone makes an unmarked veth (as Docker's ends are) with a name the
+    plan chose, between the plan's lookup and nsnet's create: the create
+    fails with "File exists", and the rollback deletes nsnet's own unmarked
+    ends (born in the network's link group) but not that one."""
+    import nsnet.engine.endpoints
+    from nsnet import KernelError
+
+    eng = sandbox.engine()
+    _net(eng)
+    sandbox.host("ip", "link", "add", "vethbeef000", "type", "veth", "peer", "name", "vbeefpeer")
+    ids = (f"{p}{i}-0000-4000-8000-{i:012d}" for i, p in enumerate(["cafe000", "beef000"]))
+    monkeypatch.setattr(nsnet.engine.endpoints, "new_id", lambda: next(ids))
+    monkeypatch.setattr(nsnet.engine.endpoints.Endpoints, "host_names_taken",
+                        lambda self, names: set())  # the race: the lookup saw nothing
+    names = [sandbox.name(f"r{i}-") for i in (1, 2)]
+    with pytest.raises(KernelError, match="vethbeef000 <-> eth0: File exists"):
+        eng.connect("front", names, ConnectOptions(create=True))
+    snap = eng.snapshot()
+    assert snap.link("vethbeef000").kind == "veth" and snap.link("vbeefpeer")
+    assert snap.link("vethcafe000") is None  # nsnet's own end, made and undone
+    assert os.listdir(sandbox.netns_dir) == []
     sandbox.host("ip", "link", "del", "vethbeef000")
 
 

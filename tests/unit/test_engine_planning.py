@@ -168,7 +168,7 @@ def test_port_zero_names_every_mapping_of_that_port():
 @pytest.mark.parametrize("intent", [
     intents.ConnectIntent((intents.EndpointRef("e1", "veth1", "ns1"),), ("ns1",)),
     intents.NsAddIntent(create_ns=("a", "b")),
-    intents.ConnectIntent((intents.EndpointRef("e1", "veth1", "m1"),), (), ("m1",)),
+    intents.ConnectIntent((intents.EndpointRef("e1", "veth1", "m1"),), (), ("m1",), 7),
     intents.NetworkCreateIntent("n1", "br-n1"),
     intents.NetworkCreateIntent("n1", "br-n1", forwarding_was_off=True),
     intents.PortsIntent(),
@@ -699,6 +699,16 @@ def test_connect_host_ifname_taken(alias, owner):
         _plan(_net(), ["a"], ConnectOptions(create=True, host_ifname="vx"), facts)
 
 
+def test_connect_host_ifname_recorded_for_another_endpoint():
+    """A --host-ifname that a recorded endpoint has, its link gone (reconcile
+    would make it again by that name), is refused before any kernel work,
+    not at the commit by the state's unique name."""
+    with pytest.raises(AlreadyExists, match="host interface name 'vx' is already recorded "
+                       "for another endpoint"):
+        _plan(_net(), ["a"], ConnectOptions(create=True, host_ifname="vx"),
+              ConnectFacts(host_name_recorded=True))
+
+
 def test_connect_plan_contents():
     """Names, ids, options and published ports as the plan records them."""
     opts = ConnectOptions(create=True, host_ifname="vx", aliases=("web",),
@@ -756,6 +766,19 @@ def test_connect_gives_up_when_every_generated_name_is_taken():
     with pytest.raises(Conflict, match="no free host interface name found in 8 tries"):
         plan_connect(_net(), ["a"], ConnectOptions(create=True), ConnectFacts(), now=7.0,
                      new_id=_counter("{:07x}" + "f" * 25), names_taken=set)
+
+
+def test_connect_host_name_found_at_the_last_try_is_kept():
+    """Seven lookups find the generated name taken, the eighth finds it free."""
+    calls = []
+
+    def taken(names):
+        calls.append(names)
+        return set(names) if len(calls) < 8 else set()
+
+    plan = plan_connect(_net(), ["a"], ConnectOptions(create=True), ConnectFacts(), now=7.0,
+                        new_id=_counter("{:07x}" + "f" * 25), names_taken=taken)
+    assert len(calls) == 8 and plan.endpoints[0].host_ifname == "veth0000008"
 
 
 def test_reconcile_blocks_on_a_foreign_link_in_a_networks_link_group():

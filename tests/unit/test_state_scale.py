@@ -48,7 +48,7 @@ def _plans(store, fn):
 @pytest.mark.parametrize("what", [
     "network", "network_by_id", "namespaces", "handed_off", "endpoints_of_namespaces",
     "endpoints_by_id", "macs", "resolv_files", "published_of", "forget_idle_handoffs",
-    "dns_networks", "mac_user", "used_addresses", "published_at"])
+    "dns_networks", "mac_user", "used_addresses", "published_at", "host_ifnames_used"])
 def test_lookups_of_one_operation_never_read_a_whole_table(store, what):
     calls = {
         "network": lambda: store.network("n1"),
@@ -65,6 +65,7 @@ def test_lookups_of_one_operation_never_read_a_whole_table(store, what):
         "mac_user": lambda: store.mac_user("id1", "02:00:00:00:01:05"),
         "used_addresses": lambda: store.used_addresses("id1"),
         "published_at": lambda: store.published_at([PortMap("tcp", "", 8080, 80)]),
+        "host_ifnames_used": lambda: store.host_ifnames_used(["v1-5", "veth0000001"]),
     }
     _result, scans = _plans(store, calls[what])
     assert scans == []
@@ -82,6 +83,7 @@ def test_the_indexed_lookups_answer_as_the_full_reads_did(store):
     assert {e.id for e in store.endpoints_by_id(["e2-7", "gone"])} == {"e2-7"}
     assert len(store.macs("id1")) == 250 and store.resolv_files(["ns0-1", "x"]) == {"ns0-1"}
     assert store.dns_networks() == {"n0", "n1", "n2"}
+    assert store.host_ifnames_used(["v1-5", "v2-299", "veth0000001"]) == {"v1-5", "v2-299"}
     assert store.endpoint_counts() == {"n0": 300, "n1": 300, "n2": 300}
     assert [n.endpoints for n in store.networks(with_endpoints=False)] == [(), (), ()]
     with store.transaction():

@@ -95,6 +95,9 @@ class ConnectFacts:
     macs: AbstractSet[str] = frozenset()  # MACs recorded on this network's bridge
     mac_user: str | None = None  # the namespace holding --mac on this network
     host_link_alias: str | None = None  # alias of the host link named --host-ifname; None: none
+    # --host-ifname is a recorded endpoint's host end name (its link may be
+    # gone: reconcile would make it again by that name)
+    host_name_recorded: bool = False
 
 
 def check_connect_options(opts: ConnectOptions, count: int) -> ConnectOptions:
@@ -153,12 +156,16 @@ def inside_plan(netns: str, wanted: str | None, mine: Iterable[Endpoint],
     return (*inside_name(netns, wanted, present, has_default), pristine)
 
 
-def host_ifnames(count: int, wanted: str | None, alias: str | None) -> list[str | None]:
+def host_ifnames(count: int, wanted: str | None, alias: str | None,
+                 recorded: bool = False) -> list[str | None]:
     """The host end names asked for (None: nsnet names it), refusing a name
-    a host link already has (``alias``: that link's; None: no such link)
-    (pure)."""
+    a host link already has (``alias``: that link's; None: no such link) or
+    a recorded endpoint has (``recorded``) (pure)."""
     if not wanted:
         return [None] * count
+    if recorded:
+        raise AlreadyExists(f"host interface name {wanted!r} is already recorded for another "
+                            "endpoint")
     if alias is not None:
         owner = "nsnet" if alias.startswith(ALIAS_PREFIX) else "someone else"
         raise AlreadyExists(f"a link named {wanted!r} already exists in the host "
@@ -187,7 +194,7 @@ def host_end_ids(wanted: list[str | None], new_id: Callable[[], str],
     redraw = [i for i, name in enumerate(wanted) if not name]
     for _ in range(NAME_TRIES):
         if not redraw:
-            return out
+            break
         taken = set(names_taken([out[i][1] for i in redraw]))
         seen: set[str] = {name for name in wanted if name}
         clashes = []
@@ -199,6 +206,8 @@ def host_end_ids(wanted: list[str | None], new_id: Callable[[], str],
             ep_id = new_id()
             out[i] = (ep_id, f"veth{ep_id[:7]}")
         redraw = clashes
+    if not redraw:
+        return out
     raise Conflict(f"no free host interface name found in {NAME_TRIES} tries "
                    "(every generated name was taken)")
 
@@ -261,7 +270,8 @@ def plan_connect(net: Network, names: list[str], opts: ConnectOptions, facts: Co
             raise AlreadyExists(f"{facts.not_namespace[name]} exists and is not a namespace")
     used = set(facts.used) | {ip for _, ip in net.aux_addresses}
     ips = allocate(net, used, len(names), opts.ip, opts.ip6)
-    host_names = host_ifnames(len(names), opts.host_ifname, facts.host_link_alias)
+    host_names = host_ifnames(len(names), opts.host_ifname, facts.host_link_alias,
+                              facts.host_name_recorded)
     foreign = {n for n in names if n not in missing and n not in facts.recorded}
     macs = set(facts.macs)
     endpoints = []
@@ -425,7 +435,9 @@ class Endpoints:
         return ConnectFacts(frozenset(exists), not_namespace, frozenset(recorded),
                             {n: tuple(eps) for n, eps in by_ns.items()}, inside,
                             frozenset(used), frozenset(macs), mac_user,
-                            self._host_link_alias(opts.host_ifname))
+                            self._host_link_alias(opts.host_ifname),
+                            bool(opts.host_ifname
+                                 and store.host_ifnames_used([opts.host_ifname])))
 
     def refuse_taken_links(self, links: Mapping[str, str | None]) -> None:
         """Refuse, before anything is changed, a host link name already in use
@@ -529,7 +541,9 @@ class Endpoints:
         used = self.ctx.store.used_addresses(net.id) | {ip for _, ip in net.aux_addresses}
         ((ip, ip6),) = allocate(net, used, 1, opts.ip, opts.ip6)
         ((ep_id, host),) = host_end_ids(
-            host_ifnames(1, opts.host_ifname, self._host_link_alias(opts.host_ifname)),
+            host_ifnames(1, opts.host_ifname, self._host_link_alias(opts.host_ifname),
+                         bool(opts.host_ifname
+                              and self.ctx.store.host_ifnames_used([opts.host_ifname]))),
             new_id, self.host_names_taken)
         peer = opts.ifname or f"nsh{ep_id[:8]}"
         if self.ctx.rtnl.find_link(peer):
@@ -579,15 +593,24 @@ class Endpoints:
                 if e.host_ifname in links and links[e.host_ifname].alias == veth_alias(e.id)]
         self.ctx.delete_links([lk.name for lk in ours])
 
-    def undo_host_ends(self, refs: Iterable[EndpointRef]) -> None:
+    def undo_host_ends(self, refs: Iterable[EndpointRef], group: int = 0) -> None:
         """Rollback: host ends of a connect that did not commit (marked, or not
-        yet marked)."""
+        yet marked).  An unmarked one is taken only in the network's link
+        group ``group``, where nsnet's ends are born: a veth of the same name
+        that someone made between the plan's lookup and nsnet's create
+        (Docker's are unmarked too) made the create fail, and stays."""
         refs = list(refs)
         links = self.ctx.rtnl.links_named([r.host_ifname for r in refs])
-        doomed = [r.host_ifname for r in refs
-                  if r.host_ifname in links and links[r.host_ifname].kind == "veth"
-                  and links[r.host_ifname].alias in ("", veth_alias(r.id))]
-        self.ctx.delete_links(doomed)
+
+        def ours(ref: EndpointRef) -> bool:
+            link = links.get(ref.host_ifname)
+            if link is None or link.kind != "veth":
+                return False
+            if link.alias == veth_alias(ref.id):
+                return True
+            return link.alias == "" and (not group or link.group == group)
+
+        self.ctx.delete_links([r.host_ifname for r in refs if ours(r)])
 
     def move_default_routes(self, removed: list[Endpoint]) -> list[Endpoint]:
         """Like Docker: a namespace losing its gateway network gets the default

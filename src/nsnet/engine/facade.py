@@ -526,7 +526,7 @@ class Engine:
             intent = ConnectIntent(
                 tuple(EndpointRef(e.id, e.host_ifname, e.netns) for e in plan.endpoints),
                 tuple(e.netns for e in plan.endpoints if e.netns in plan.create_ns),
-                tuple(sorted(plan.pristine_lo)))
+                tuple(sorted(plan.pristine_lo)), plan.network.link_group)
             with self._intent(intent) as scope:
                 self._apply_connect(plan, scope, progress)
                 crashpoint("connect:applied")
@@ -599,7 +599,7 @@ class Engine:
         """Undo a connect/ns add that did not commit: its host ends (marked, or
         not yet marked), then the namespaces it was creating -- only while
         they hold nothing but ``lo``."""
-        self.endpoints.undo_host_ends(intent.endpoints)
+        self.endpoints.undo_host_ends(intent.endpoints, getattr(intent, "link_group", 0))
         self.overlay.withdraw_anywhere([r.id for r in intent.endpoints], self.ctx.notify)
         for name in intent.create_ns:
             self.namespaces.remove_if_empty(name)
@@ -628,12 +628,13 @@ class Engine:
             if net.driver == "overlay":  # addresses and records need the connect path
                 raise InvalidInput(f"network {network!r} is an overlay network: attach "
                                    "namespaces with nsnet connect")
-            if name in self.store.namespaces():
+            if self.store.namespaces([name]):  # by key, not every record
                 raise AlreadyExists(f"an endpoint or namespace named {name!r} already exists")
             self.published.check_publishable(net, opts.ports)
             ep = self.endpoints.plan_handoff(net, name, opts)
             ports = published(ep, net, opts.ports)
-            intent = ConnectIntent((EndpointRef(ep.id, ep.host_ifname, name),))
+            intent = ConnectIntent((EndpointRef(ep.id, ep.host_ifname, name),),
+                                   link_group=net.link_group)
             with self._intent(intent) as scope:
                 attach = self.nets.driver(net).attach_index(net)
                 self.endpoints.create_handoff_pair(net, ep, attach)

@@ -159,6 +159,11 @@ class ConnectIntent(Intent):
     # existing namespaces whose lo was pristine (down, no address) before the
     # connect brought it up: a rollback leaves them as it found them
     pristine_lo: tuple[str, ...] = ()
+    # the network's link group, in which the host ends are born: before they
+    # are marked, a rollback takes an unmarked veth of a planned name only if
+    # it is in this group, never someone's (0: journals from before it, and
+    # networks without a group: any unmarked veth of the name, as before)
+    link_group: int = 0
 
 
 class NsAddIntent(Intent):
@@ -238,7 +243,8 @@ def decode(kind: str, payload: dict) -> Intent:
     if cls is ConnectIntent:
         return ConnectIntent(endpoints=tuple(_ref(e) for e in payload.get("endpoints", ())),
                              create_ns=tuple(payload.get("create_ns", ())),
-                             pristine_lo=tuple(payload.get("pristine_lo", ())))
+                             pristine_lo=tuple(payload.get("pristine_lo", ())),
+                             link_group=int(payload.get("link_group", 0)))
     if cls is NsAddIntent:
         return NsAddIntent(endpoints=tuple(_ref(e) for e in payload.get("endpoints", ())),
                            create_ns=tuple(payload.get("create_ns", ())))
