@@ -132,7 +132,10 @@ def cpu_between(a: dict, b: dict, dns_pid: int | None) -> dict:
     between, is not among them: its own rusage counts it; a worker that
     died in between is missed), ``busy``/``idle`` all CPUs together."""
     dns, kthreads, others = 0.0, {}, {}
+    me = os.getpid()  # the driver: its own rusage counts it where it works
     for pid, (comm, kthread, ticks, start) in b["procs"].items():
+        if pid == me:
+            continue
         # a process or kernel worker born in between (kworkers come and go
         # by the dozen) counts whole, as does one whose pid was reused
         born = pid not in a["procs"] or a["procs"][pid][3] != start
@@ -396,10 +399,6 @@ _BASE: list[int] = []
 SETTLED: list[dict] = []  # each settle(): how long it waited, and what it saw
 
 
-def _kthread_seconds() -> float:
-    return sum(t for _, kthread, t, _start in _proc_ticks().values() if kthread) / TICK
-
-
 def settle(limit: float = 90.0) -> None:
     """Wait until the kernel is done with the previous sandbox, before every
     sandbox alike: (1) its namespaces freed -- the count back near where it
@@ -426,9 +425,11 @@ def settle(limit: float = 90.0) -> None:
     freed = time.monotonic() - t0
     quiet = False
     while not quiet and time.monotonic() < end:
-        before = _kthread_seconds()
+        before = cpu_sample()
         time.sleep(1)
-        quiet = _kthread_seconds() - before < 0.05
+        # by PID and start time: a worker that exits in the second must not
+        # take its lifetime's ticks out of the sum
+        quiet = sum(cpu_between(before, cpu_sample(), None)["kthreads"].values()) < 0.05
     SETTLED.append({"netns": now, "base": _BASE[0], "freed_after": round(freed, 1),
                     "waited": round(time.monotonic() - t0, 1), "quiet": quiet})
 
