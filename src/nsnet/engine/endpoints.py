@@ -436,8 +436,7 @@ class Endpoints:
                             {n: tuple(eps) for n, eps in by_ns.items()}, inside,
                             frozenset(used), frozenset(macs), mac_user,
                             self._host_link_alias(opts.host_ifname),
-                            bool(opts.host_ifname
-                                 and store.host_ifnames_used([opts.host_ifname])))
+                            self._host_name_recorded(opts.host_ifname))
 
     def refuse_taken_links(self, links: Mapping[str, str | None]) -> None:
         """Refuse, before anything is changed, a host link name already in use
@@ -460,6 +459,10 @@ class Endpoints:
         while store.mac_user(net.id, mac):
             mac = random_mac()
         return mac
+
+    def _host_name_recorded(self, name: str | None) -> bool:
+        """Whether a recorded endpoint has host end ``name`` (by the unique index)."""
+        return bool(name and self.ctx.store.host_ifnames_used([name]))
 
     def _host_link_alias(self, name: str | None) -> str | None:
         """The alias of the host link named ``name`` ("" if it has none;
@@ -542,8 +545,7 @@ class Endpoints:
         ((ip, ip6),) = allocate(net, used, 1, opts.ip, opts.ip6)
         ((ep_id, host),) = host_end_ids(
             host_ifnames(1, opts.host_ifname, self._host_link_alias(opts.host_ifname),
-                         bool(opts.host_ifname
-                              and self.ctx.store.host_ifnames_used([opts.host_ifname]))),
+                         self._host_name_recorded(opts.host_ifname)),
             new_id, self.host_names_taken)
         peer = opts.ifname or f"nsh{ep_id[:8]}"
         if self.ctx.rtnl.find_link(peer):
